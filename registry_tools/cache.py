@@ -1,0 +1,82 @@
+"""A content-addressed blob cache shared by every command.
+
+Blobs are stored under their digest only after they were verified, so anything found
+here can be used without asking the registry again; small JSON facts about a layer
+(its diff_id and uncompressed size) sit beside it so they are computed once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+from .digest import Digest
+
+ENV_VAR = "REGISTRY_TOOLS_CACHE"
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "registry-tools"
+
+
+class BlobCache:
+    def __init__(self, root: str | os.PathLike[str] | None = None):
+        self.root = Path(root) if root else default_cache_dir()
+        self._blobs = self.root / "blobs" / "sha256"
+        self._meta = self.root / "meta" / "sha256"
+        self._tmp = self.root / "tmp"
+        for d in (self._blobs, self._meta, self._tmp):
+            d.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def path(self, digest: Digest) -> Path:
+        return self._blobs / digest.hex
+
+    def has(self, digest: Digest, size: int | None = None) -> bool:
+        try:
+            st = self.path(digest).stat()
+        except FileNotFoundError:
+            return False
+        return size is None or st.st_size == size
+
+    def read_bytes(self, digest: Digest) -> bytes:
+        return self.path(digest).read_bytes()
+
+    @contextmanager
+    def writer(self, digest: Digest) -> Iterator[IO[bytes]]:
+        """A temporary file that becomes the blob only if the block finishes without error.
+
+        The caller verifies the content inside the block; an exception discards the file.
+        """
+        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix=digest.hex[:16] + ".")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+            os.replace(tmp, self.path(digest))
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+
+    def put_bytes(self, digest: Digest, data: bytes) -> None:
+        with self.writer(digest) as f:
+            f.write(data)
+
+    def meta(self, digest: Digest) -> dict[str, Any] | None:
+        try:
+            return json.loads((self._meta / (digest.hex + ".json")).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def put_meta(self, digest: Digest, facts: dict[str, Any]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="meta.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(facts, f, sort_keys=True)
+        os.replace(tmp, self._meta / (digest.hex + ".json"))

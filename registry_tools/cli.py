@@ -1,0 +1,128 @@
+"""The `registry-tools` command: argument parsing and messages over the Python API."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from . import __version__
+from .client import TransportOptions
+from .errors import RegistryToolsError, UsageError
+from .progress import StderrProgress
+from .pull import FORMATS, pull_image
+from .session import Session
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # exit 2 with one line, as bad usage must
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _bool(text: str) -> bool:
+    t = text.lower()
+    if t in ("true", "1", "yes", "on"):
+        return True
+    if t in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("registry and cache")
+    g.add_argument("--tls-verify", type=_bool, default=True, metavar="BOOL",
+                   help="verify TLS certificates (default true)")
+    g.add_argument("--insecure", action="store_true", help="same as --tls-verify=false")
+    g.add_argument("--ca-file", help="CA bundle to trust (default: SSL_CERT_FILE or the system's)")
+    g.add_argument("--cert-dir", help="directory of extra CA certificates (*.crt)")
+    g.add_argument("--cache-dir", help="blob cache (default: $REGISTRY_TOOLS_CACHE or ~/.cache/registry-tools)")
+    g.add_argument("--jobs", type=int, default=4, help="concurrent downloads (default 4)")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    g.add_argument("--verbose", "-v", action="store_true", help="log requests and retries")
+
+
+def _add_platform(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("platform (for a multi-arch image)")
+    g.add_argument("--platform", help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8")
+    g.add_argument("--os", help="operating system (default linux)")
+    g.add_argument("--arch", help="CPU architecture (default: this machine's)")
+    g.add_argument("--variant", help="CPU variant, e.g. v7")
+    g.add_argument("--allow-cross-arch", action="store_true",
+                   help="let amd64 fall back to 386 and arm64 to arm when the index has no exact match")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="registry-tools", description="Pin, pull, build and push OCI and Docker images.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("pull", help="pull an image pinned by digest into an archive or layout")
+    p.add_argument("image", help="IMAGE or IMAGE@sha256:…")
+    p.add_argument("--digest", help="the image digest (index or manifest) to pull")
+    p.add_argument("--hash", help="expected sha256 of the output (SRI, hex or Nix base32)")
+    p.add_argument("--sha256", dest="hash", help=argparse.SUPPRESS)
+    p.add_argument("--final-image-name", help="name to record in the archive (default: IMAGE's name)")
+    p.add_argument("--final-image-tag", default="latest", help="tag to record in the archive (default latest)")
+    p.add_argument("--format", default="docker-archive", choices=FORMATS)
+    p.add_argument("-o", "--output", required=True, help="where to write the archive or layout")
+    _add_platform(p)
+    _add_common(p)
+    return parser
+
+
+def _session(args: argparse.Namespace) -> Session:
+    if args.jobs < 1:
+        raise UsageError("--jobs must be at least 1")
+    transport = TransportOptions(tls_verify=args.tls_verify and not args.insecure,
+                                 ca_file=args.ca_file, cert_dir=args.cert_dir)
+    return Session(cache_dir=args.cache_dir, transport=transport, concurrency=args.jobs,
+                   progress=StderrProgress(quiet=args.quiet))
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    progress_quiet = args.quiet
+    with _session(args) as session:
+        result = pull_image(
+            args.image, args.output, digest=args.digest, format=args.format, platform=args.platform,
+            os=args.os, arch=args.arch, variant=args.variant, final_image_name=args.final_image_name,
+            final_image_tag=args.final_image_tag, hash=args.hash, session=session,
+            cross_arch=args.allow_cross_arch,
+        )
+    if not progress_quiet:
+        print(f"wrote {result.output} ({result.format}, {result.platform}, manifest {result.manifest_digest})",
+              file=sys.stderr)
+    print(result.hash_sri)
+    return 0
+
+
+COMMANDS = {"pull": cmd_pull}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(name)s: %(message)s", stream=sys.stderr)
+    if not getattr(args, "verbose", False):
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("registry-tools: interrupted; the destination was left untouched", file=sys.stderr)
+        return 130
+    except RegistryToolsError as e:
+        print(f"registry-tools: {e}", file=sys.stderr)
+        return e.exit_code
+    except FileNotFoundError as e:
+        print(f"registry-tools: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except PermissionError as e:
+        print(f"registry-tools: permission denied: {e.filename}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"registry-tools: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,476 @@
+"""An HTTP client for one registry: auth, retries, redirects and resumable blob reads.
+
+Everything above this module deals in repositories and digests; everything about the
+wire (schemes, tokens, Retry-After, Range, Location) stays here.
+"""
+from __future__ import annotations
+
+import email.utils
+import logging
+import os
+import random
+import ssl
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterator
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import httpx
+
+from . import auth
+from .digest import Digest
+from .errors import AuthError, ManifestError, NetworkError, NotFound, RegistryError
+from .manifest import ACCEPT, MAX_MANIFEST_SIZE
+from .reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, is_loopback_host
+
+log = logging.getLogger("registry_tools.client")
+
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+TRANSIENT = (httpx.TransportError,)  # connect, read, write, protocol errors and timeouts
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.25
+    max_delay: float = 8.0
+    max_total: float = 120.0  # seconds a single request may spend retrying
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** attempt)))
+
+
+@dataclass
+class TransportOptions:
+    tls_verify: bool = True
+    ca_file: str | None = None
+    cert_dir: str | None = None
+    timeout: float = 60.0
+    connect_timeout: float = 15.0
+    max_connections: int = 8
+
+
+def _ssl_context(opts: TransportOptions) -> ssl.SSLContext | bool:
+    if not opts.tls_verify:
+        return False
+    cafile = opts.ca_file or os.environ.get("SSL_CERT_FILE")
+    if cafile:
+        ctx = ssl.create_default_context(cafile=cafile)
+    else:
+        import certifi
+
+        ctx = ssl.create_default_context(cafile=certifi.where())
+    cert_dir = opts.cert_dir or os.environ.get("SSL_CERT_DIR")
+    if cert_dir and os.path.isdir(cert_dir):
+        for name in sorted(os.listdir(cert_dir)):
+            if name.endswith((".crt", ".pem")):
+                ctx.load_verify_locations(cafile=os.path.join(cert_dir, name))
+    return ctx
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_detail(resp: httpx.Response) -> tuple[str, str | None]:
+    """The registry's own error code and message, when it sent the standard JSON body."""
+    try:
+        body = resp.json()
+        errs = body.get("errors") or []
+        if errs:
+            e = errs[0]
+            return (f"{e.get('code', '')}: {e.get('message', '')}".strip(": "), e.get("code"))
+    except Exception:
+        pass
+    return (f"HTTP {resp.status_code}", None)
+
+
+class Registry:
+    """A connection to one registry host, shared by every repository on it."""
+
+    def __init__(
+        self,
+        domain: str,
+        *,
+        options: TransportOptions | None = None,
+        credentials: auth.CredentialLookup | None = None,
+        retry: RetryPolicy | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ):
+        self.domain = domain
+        self.host = DOCKER_HUB_API_HOST if domain == DEFAULT_DOMAIN else domain
+        self.options = options or TransportOptions()
+        self.retry = retry or RetryPolicy()
+        self._credentials = credentials
+        self._tokens = auth.TokenCache()
+        self._challenge: auth.Challenge | None = None
+        self._scheme: str | None = None
+        self._lock = threading.Lock()
+        self.stats: Counter[str] = Counter()
+        limits = httpx.Limits(
+            max_connections=self.options.max_connections,
+            max_keepalive_connections=self.options.max_connections,
+        )
+        timeout = httpx.Timeout(self.options.timeout, connect=self.options.connect_timeout)
+        self.http = httpx.Client(
+            verify=_ssl_context(self.options), timeout=timeout, limits=limits,
+            follow_redirects=False, transport=transport, trust_env=False,
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    # -- scheme and auth ---------------------------------------------------------------
+
+    def base_url(self) -> str:
+        with self._lock:
+            if self._scheme is None:
+                self._scheme = self._probe_scheme()
+            return f"{self._scheme}://{self.host}"
+
+    def _probe_scheme(self) -> str:
+        """https, or plain http for a loopback registry (or with TLS verification off) that has no TLS."""
+        may_fall_back = is_loopback_host(self.host) or not self.options.tls_verify
+        try:
+            resp = self.http.get(f"https://{self.host}/v2/")
+            self._note_challenge(resp)
+            return "https"
+        except (httpx.ConnectError, httpx.RemoteProtocolError, ssl.SSLError) as e:
+            if not may_fall_back:
+                raise NetworkError(f"cannot reach registry {self.host} over https: {_reason(e)}") from None
+        except httpx.TransportError as e:
+            raise NetworkError(f"cannot reach registry {self.host}: {_reason(e)}") from None
+        try:
+            resp = self.http.get(f"http://{self.host}/v2/")
+            self._note_challenge(resp)
+        except httpx.TransportError as e:
+            raise NetworkError(f"cannot reach registry {self.host}: {_reason(e)}") from None
+        return "http"
+
+    def _note_challenge(self, resp: httpx.Response) -> None:
+        if resp.status_code == 401:
+            chs = auth.parse_challenges(resp.headers.get_list("www-authenticate"))
+            for ch in chs:
+                if ch.scheme in ("bearer", "basic"):
+                    self._challenge = ch
+                    break
+
+    def _credential(self) -> auth.Credential | None:
+        return self._credentials(self.domain) if self._credentials else None
+
+    def _auth_header(self, scopes: tuple[str, ...]) -> str | None:
+        ch = self._challenge
+        if ch is None:
+            return None
+        if ch.scheme == "basic":
+            cred = self._credential()
+            return auth.basic_header(cred.username, cred.password) if cred else None
+        key = (ch.params.get("realm", ""), ch.params.get("service", ""), scopes)
+        tok = self._tokens.get(key)
+        if tok is None:
+            tok = self._fetch_token(ch, scopes)
+            self._tokens.put(key, tok)
+        return f"Bearer {tok.value}"
+
+    def _fetch_token(self, ch: auth.Challenge, scopes: tuple[str, ...]) -> auth.Token:
+        realm = ch.params.get("realm", "")
+        if not realm:
+            raise AuthError(f"registry {self.host} asked for a bearer token but named no realm")
+        auth.validate_realm(realm)
+        query: list[tuple[str, str]] = []
+        if ch.params.get("service"):
+            query.append(("service", ch.params["service"]))
+        query += [("scope", s) for s in scopes]
+        cred = self._credential()
+        headers = {}
+        if cred and cred.identity_token:
+            return self._refresh_token_flow(realm, ch, scopes, cred)
+        if cred:
+            headers["Authorization"] = auth.basic_header(cred.username, cred.password)
+        url = realm + ("&" if "?" in realm else "?") + urlencode(query)
+        resp = self._with_retries("GET", url, headers, kind="token")
+        if resp.status_code in (401, 403):
+            raise AuthError(
+                f"registry {self.host}: token request refused ({resp.status_code}); "
+                + ("check the credentials" if cred else "credentials are needed: run registry-tools login"),
+                status=resp.status_code,
+            )
+        if resp.status_code != 200:
+            raise AuthError(f"registry {self.host}: token server answered HTTP {resp.status_code}", resp.status_code)
+        try:
+            body = resp.json()
+        except ValueError:
+            raise AuthError(f"registry {self.host}: token server sent no JSON") from None
+        value = body.get("token") or body.get("access_token")
+        if not value:
+            raise AuthError(f"registry {self.host}: token server sent no token")
+        lifetime = body.get("expires_in") or auth.DEFAULT_TOKEN_LIFETIME
+        return auth.Token(value, time.monotonic() + float(lifetime))
+
+    def _refresh_token_flow(self, realm: str, ch: auth.Challenge, scopes: tuple[str, ...],
+                            cred: auth.Credential) -> auth.Token:
+        form = {
+            "grant_type": "refresh_token", "refresh_token": cred.identity_token,
+            "service": ch.params.get("service", ""), "scope": " ".join(scopes),
+            "client_id": "registry-tools",
+        }
+        resp = self._with_retries("POST", realm, {"Content-Type": "application/x-www-form-urlencoded"},
+                                  kind="token", content=urlencode(form).encode())
+        if resp.status_code == 404 or resp.status_code == 405:
+            query = [("service", ch.params.get("service", ""))] + [("scope", s) for s in scopes]
+            resp = self._with_retries("GET", realm + "?" + urlencode(query),
+                                      {"Authorization": auth.basic_header("<token>", cred.identity_token)},
+                                      kind="token")
+        if resp.status_code != 200:
+            raise AuthError(f"registry {self.host}: identity token refused ({resp.status_code})", resp.status_code)
+        body = resp.json()
+        value = body.get("access_token") or body.get("token")
+        if not value:
+            raise AuthError(f"registry {self.host}: token server sent no token")
+        return auth.Token(value, time.monotonic() + float(body.get("expires_in") or auth.DEFAULT_TOKEN_LIFETIME))
+
+    # -- requests ----------------------------------------------------------------------
+
+    def _with_retries(self, method: str, url: str, headers: dict[str, str], *, kind: str,
+                      content: bytes | None = None, stream: bool = False) -> httpx.Response:
+        """Send, following redirects by hand and retrying transient failures."""
+        deadline = time.monotonic() + self.retry.max_total
+        attempt = 0
+        while True:
+            try:
+                resp = self._send_following(method, url, headers, content, stream, kind)
+            except TRANSIENT as e:
+                if attempt + 1 >= self.retry.attempts or time.monotonic() > deadline:
+                    raise NetworkError(f"{method} {_safe(url)} failed after {attempt + 1} attempts: {_reason(e)}") from None
+                time.sleep(self.retry.delay(attempt))
+                attempt += 1
+                continue
+            if resp.status_code in RETRY_STATUS and attempt + 1 < self.retry.attempts:
+                wait = self.retry.delay(attempt, _retry_after(resp))
+                if time.monotonic() + wait <= deadline:
+                    log.info("%s %s: HTTP %d, retrying in %.1fs", method, _safe(url), resp.status_code, wait)
+                    resp.close()
+                    time.sleep(wait)
+                    attempt += 1
+                    continue
+            return resp
+
+    def _send_following(self, method: str, url: str, headers: dict[str, str], content: bytes | None,
+                        stream: bool, kind: str) -> httpx.Response:
+        origin = urlsplit(url).netloc
+        for _ in range(10):
+            req = self.http.build_request(method, url, headers=headers, content=content)
+            self.stats[f"{method} {kind}"] += 1
+            resp = self.http.send(req, stream=True)
+            if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
+                resp.close()
+                url = urljoin(url, resp.headers["location"])
+                if urlsplit(url).netloc != origin:
+                    # Blob storage on another host: never hand it our credentials.
+                    headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                if resp.status_code == 303:
+                    method, content = "GET", None
+                continue
+            if not stream:
+                resp.read()
+            return resp
+        raise RegistryError(f"too many redirects for {_safe(url)}")
+
+    def request(self, method: str, repo: str, path: str, *, actions: str = "pull",
+                headers: dict[str, str] | None = None, kind: str = "api",
+                content: bytes | None = None, stream: bool = False) -> httpx.Response:
+        """A request within one repository's scope, authenticating as the registry asks."""
+        url = self.base_url() + path if path.startswith("/") else path
+        scopes = (f"repository:{repo}:{actions}",) if repo else ()
+        hdrs = dict(headers or {})
+        for attempt in range(2):
+            auth_header = self._auth_header(scopes)
+            if auth_header:
+                hdrs["Authorization"] = auth_header
+            resp = self._with_retries(method, url, hdrs, kind=kind, content=content, stream=stream)
+            if resp.status_code != 401 or attempt == 1:
+                return resp
+            resp.close()
+            chs = auth.parse_challenges(resp.headers.get_list("www-authenticate"))
+            chosen = next((c for c in chs if c.scheme in ("bearer", "basic")), None)
+            if chosen is None:
+                return resp
+            if chosen.scheme == "bearer":
+                extra = chosen.params.get("scope", "")
+                scopes = tuple(auth.token_scopes(extra, list(scopes)))
+                self._tokens.drop((chosen.params.get("realm", ""), chosen.params.get("service", ""), scopes))
+            elif self._credential() is None:
+                return resp
+            self._challenge = chosen
+        return resp
+
+    def _check(self, resp: httpx.Response, what: str) -> None:
+        if resp.status_code < 400:
+            return
+        detail, code = _error_detail(resp)
+        if resp.status_code == 404:
+            raise NotFound(f"{what}: not found on {self.domain} ({detail})", 404, code)
+        if resp.status_code in (401, 403):
+            hint = "check the credentials" if self._credential() else "the registry needs credentials: run registry-tools login"
+            raise AuthError(f"{what}: access denied by {self.domain} ({detail}); {hint}", resp.status_code, code)
+        if resp.status_code == 429:
+            raise RegistryError(f"{what}: rate-limited by {self.domain} (HTTP 429); try again later", 429, code)
+        raise RegistryError(f"{what}: {self.domain} answered {detail}", resp.status_code, code)
+
+    # -- manifests ---------------------------------------------------------------------
+
+    def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str]:
+        """Manifest bytes (at most 4 MiB, read incrementally) and their Content-Type."""
+        what = f"{self.domain}/{repo}@{ref}" if ref.startswith("sha256:") else f"{self.domain}/{repo}:{ref}"
+        resp = self.request("GET", repo, f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT},
+                            kind="manifest", stream=True)
+        try:
+            self._check_stream(resp, what)
+            length = resp.headers.get("content-length")
+            if length and length.isdigit() and int(length) > MAX_MANIFEST_SIZE:
+                raise ManifestError(f"{what}: manifest of {length} bytes is over the {MAX_MANIFEST_SIZE} byte limit")
+            buf = bytearray()
+            for chunk in resp.iter_bytes():
+                buf += chunk
+                if len(buf) > MAX_MANIFEST_SIZE:
+                    raise ManifestError(f"{what}: manifest is over the {MAX_MANIFEST_SIZE} byte limit")
+        except httpx.TransportError as e:
+            raise NetworkError(f"{what}: connection failed while reading the manifest: {_reason(e)}") from None
+        finally:
+            resp.close()
+        return bytes(buf), resp.headers.get("content-type", "")
+
+    def head_manifest(self, repo: str, ref: str) -> tuple[Digest | None, str, int | None]:
+        """HEAD a manifest: its digest (if the registry says), media type and size."""
+        what = f"{self.domain}/{repo}:{ref}"
+        resp = self.request("HEAD", repo, f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT},
+                            kind="manifest-head")
+        if resp.status_code == 404:
+            raise NotFound(f"{what}: not found on {self.domain}", 404)
+        if resp.status_code >= 400:
+            return None, "", None  # some registries refuse HEAD; the caller falls back to GET
+        dcd = resp.headers.get("docker-content-digest")
+        size = resp.headers.get("content-length")
+        try:
+            digest = Digest.parse(dcd) if dcd else None
+        except Exception:
+            digest = None
+        return digest, resp.headers.get("content-type", ""), int(size) if size and size.isdigit() else None
+
+    def _check_stream(self, resp: httpx.Response, what: str) -> None:
+        if resp.status_code >= 400:
+            resp.read()
+            self._check(resp, what)
+
+    # -- blobs ---------------------------------------------------------------------------
+
+    def open_blob(self, repo: str, digest: Digest, size: int | None) -> "BlobStream":
+        return BlobStream(self, repo, digest, size)
+
+
+class BlobStream:
+    """A file-like read of a blob that resumes with Range after a broken connection."""
+
+    def __init__(self, registry: Registry, repo: str, digest: Digest, size: int | None):
+        self._reg = registry
+        self._repo = repo
+        self._digest = digest
+        self._size = size
+        self._offset = 0
+        self._buf = b""
+        self._resumes = 0
+        self._resp: httpx.Response | None = None
+        self._it: Iterator[bytes] | None = None
+        self._what = f"blob {digest}"
+        self._open(0)
+
+    def _open(self, offset: int) -> None:
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        resp = self._reg.request("GET", self._repo, f"/v2/{self._repo}/blobs/{self._digest}", headers=headers,
+                                 kind="blob", stream=True)
+        self._reg._check_stream(resp, f"{self._reg.domain}/{self._repo}@{self._digest}")
+        skip = 0
+        if offset:
+            if resp.status_code == 206:
+                start = resp.headers.get("content-range", "").removeprefix("bytes ").split("-", 1)[0]
+                if start != str(offset):
+                    resp.close()
+                    raise NetworkError(f"{self._what}: the registry resumed at the wrong offset ({start}, wanted {offset})")
+            else:
+                skip = offset  # no Range support: read again from the start and drop what we have
+        self._resp = resp
+        self._it = resp.iter_bytes()
+        while skip:
+            chunk = next(self._it, b"")
+            if not chunk:
+                break
+            if len(chunk) > skip:
+                self._buf = chunk[skip:]
+                skip = 0
+            else:
+                skip -= len(chunk)
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._buf:
+            assert self._it is not None
+            try:
+                chunk = next(self._it, None)
+            except TRANSIENT as e:
+                self._reconnect(e)
+                continue
+            if chunk is None:
+                return b""
+            self._buf = chunk
+        if n < 0 or n >= len(self._buf):
+            out, self._buf = self._buf, b""
+        else:
+            out, self._buf = self._buf[:n], self._buf[n:]
+        self._offset += len(out)
+        return out
+
+    def _reconnect(self, err: Exception) -> None:
+        self.close()
+        if self._resumes >= self._reg.retry.attempts:
+            raise NetworkError(f"{self._what}: download kept failing after {self._resumes} resumes: {_reason(err)}")
+        self._resumes += 1
+        log.info("%s: connection broke at byte %d (%s); resuming", self._what, self._offset, _reason(err))
+        time.sleep(self._reg.retry.delay(self._resumes - 1))
+        self._open(self._offset)
+
+    def close(self) -> None:
+        if self._resp is not None:
+            self._resp.close()
+            self._resp = None
+
+    def __enter__(self) -> "BlobStream":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text.splitlines()[0][:200]
+
+
+def _safe(url: str) -> str:
+    """A URL fit for messages: no query string (pre-signed URLs carry secrets there)."""
+    p = urlsplit(url)
+    return f"{p.scheme}://{p.netloc}{p.path}"

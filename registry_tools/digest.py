@@ -1,0 +1,187 @@
+"""Content digests and the hash forms users pin (hex, SRI, Nix base32).
+
+Everything we fetch is addressed by digest, so one strict parser and one place that
+compares hashes keep verification uniform.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from .errors import DigestMismatch, InvalidDigest, SizeMismatch
+
+_ALGORITHM = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*$")
+_ENCODED = re.compile(r"^[a-zA-Z0-9=_-]+$")
+_HEX_LEN = {"sha256": 64}
+# Recognised by the OCI spec but not something we can verify; refused rather than trusted.
+_KNOWN_UNSUPPORTED = {"sha384", "sha512"}
+
+NIX32_ALPHABET = "0123456789abcdfghijklmnpqrsvwxyz"
+
+
+@dataclass(frozen=True, order=True)
+class Digest:
+    algorithm: str
+    hex: str
+
+    @classmethod
+    def parse(cls, text: str) -> "Digest":
+        """Parse `algorithm:encoded`, refusing anything we could not verify."""
+        if not isinstance(text, str) or ":" not in text:
+            raise InvalidDigest(f"invalid digest {text!r}: expected sha256:<64 hex digits>")
+        algorithm, _, encoded = text.partition(":")
+        if not _ALGORITHM.match(algorithm) or not encoded or not _ENCODED.match(encoded):
+            raise InvalidDigest(f"invalid digest {text!r}: expected sha256:<64 hex digits>")
+        if algorithm not in _HEX_LEN:
+            raise InvalidDigest(f"unsupported digest algorithm {algorithm!r} in {text!r}; only sha256 is supported")
+        if len(encoded) != _HEX_LEN[algorithm] or not re.fullmatch(r"[0-9a-f]+", encoded):
+            raise InvalidDigest(
+                f"invalid digest {text!r}: {algorithm} takes {_HEX_LEN[algorithm]} lowercase hex digits"
+            )
+        return cls(algorithm, encoded)
+
+    @classmethod
+    def of_bytes(cls, data: bytes) -> "Digest":
+        return cls("sha256", hashlib.sha256(data).hexdigest())
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+    def new_hash(self) -> "hashlib._Hash":
+        return hashlib.new(self.algorithm)
+
+
+def sha256_digest(h: "hashlib._Hash") -> Digest:
+    return Digest("sha256", h.hexdigest())
+
+
+def verify_bytes(what: str, data: bytes, digest: Digest, size: int | None = None) -> None:
+    if size is not None and len(data) != size:
+        raise SizeMismatch(what, size, len(data))
+    actual = hashlib.new(digest.algorithm, data).hexdigest()
+    if actual != digest.hex:
+        raise DigestMismatch(what, str(digest), f"{digest.algorithm}:{actual}")
+
+
+class HashingReader:
+    """A read-only file object that hashes and counts what passes through it.
+
+    Optionally tees every byte into `tee` (the cache file being filled) so one pass over
+    the network stream serves verification, caching and decompression.
+    """
+
+    def __init__(self, raw: BinaryIO, algorithm: str = "sha256", tee: BinaryIO | None = None):
+        self._raw = raw
+        self.hash = hashlib.new(algorithm)
+        self.count = 0
+        self._tee = tee
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        if data:
+            self.hash.update(data)
+            self.count += len(data)
+            if self._tee is not None:
+                self._tee.write(data)
+        return data
+
+    def readinto(self, buf) -> int:  # used by io.BufferedReader wrappers
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self, chunk: int = 1 << 20) -> None:
+        while self.read(chunk):
+            pass
+
+    def verify(self, what: str, digest: Digest, size: int | None) -> None:
+        if size is not None and self.count != size:
+            raise SizeMismatch(what, size, self.count)
+        actual = self.hash.hexdigest()
+        if actual != digest.hex:
+            raise DigestMismatch(what, str(digest), f"{digest.algorithm}:{actual}")
+
+
+# --- the hash forms a user pins -----------------------------------------------------
+
+def nix32_encode(raw: bytes) -> str:
+    """Nix's base32: its own alphabet, least significant bits first."""
+    n = (len(raw) * 8 - 1) // 5 + 1
+    out = []
+    for k in range(n - 1, -1, -1):
+        bit = k * 5
+        i, r = divmod(bit, 8)
+        c = raw[i] >> r
+        if i + 1 < len(raw):
+            c |= raw[i + 1] << (8 - r)
+        out.append(NIX32_ALPHABET[c & 0x1F])
+    return "".join(out)
+
+
+def nix32_decode(text: str, size: int) -> bytes:
+    if len(text) != (size * 8 - 1) // 5 + 1:
+        raise ValueError("wrong length for nix base32")
+    out = bytearray(size)
+    for n, ch in enumerate(reversed(text)):
+        d = NIX32_ALPHABET.find(ch)
+        if d < 0:
+            raise ValueError(f"invalid nix base32 character {ch!r}")
+        bit = n * 5
+        i, r = divmod(bit, 8)
+        out[i] |= (d << r) & 0xFF
+        carry = d >> (8 - r)
+        if carry:
+            if i + 1 >= size:
+                raise ValueError("nix base32 value out of range")
+            out[i + 1] |= carry
+    return bytes(out)
+
+
+def sri(raw: bytes) -> str:
+    return "sha256-" + base64.b64encode(raw).decode()
+
+
+def parse_output_hash(text: str) -> bytes:
+    """Accept a sha256 as SRI (`sha256-…`), `sha256:…`, hex, Nix base32 or base64; return raw bytes."""
+    s = text.strip()
+    body = s
+    if s.startswith("sha256-"):
+        body = s[len("sha256-"):]
+        return _b64(text, body)
+    if s.startswith("sha256:"):
+        body = s[len("sha256:"):]
+    elif "-" in s[:10] or ":" in s[:10]:
+        algo = re.split(r"[-:]", s, maxsplit=1)[0]
+        raise InvalidDigest(f"unsupported hash algorithm {algo!r} in {text!r}; use sha256")
+    if len(body) == 64:
+        try:
+            return binascii.unhexlify(body.lower())
+        except binascii.Error:
+            pass
+    if len(body) == 52:
+        try:
+            return nix32_decode(body, 32)
+        except ValueError:
+            pass
+    if len(body) == 44:
+        return _b64(text, body)
+    raise InvalidDigest(
+        f"invalid hash {text!r}: expected sha256 as SRI (sha256-…), 64 hex digits or 52 Nix base32 characters"
+    )
+
+
+def _b64(original: str, body: str) -> bytes:
+    try:
+        raw = base64.b64decode(body, validate=True)
+    except binascii.Error:
+        raw = b""
+    if len(raw) != 32:
+        raise InvalidDigest(f"invalid hash {original!r}: not a base64 sha256")
+    return raw

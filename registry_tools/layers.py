@@ -1,0 +1,97 @@
+"""Layer compression: recognise gzip, zstd and plain tar by their bytes, and decompress.
+
+The magic bytes decide, not the media type: registries hold layers whose media type
+says gzip while the bytes are zstd, and the other way round.
+"""
+from __future__ import annotations
+
+from typing import BinaryIO, Protocol
+
+from isal import igzip
+import zstandard
+
+GZIP_MAGIC = b"\x1f\x8b"
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+READ_SIZE = 1 << 20
+
+
+class Readable(Protocol):
+    def read(self, n: int = -1) -> bytes: ...
+
+
+def sniff(head: bytes) -> str:
+    if head.startswith(GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(ZSTD_MAGIC):
+        return "zstd"
+    return "none"
+
+
+class _Prefixed:
+    """A reader that first returns `head`, then the rest of `raw`."""
+
+    def __init__(self, head: bytes, raw: Readable):
+        self._head = head
+        self._raw = raw
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            if n < 0 or n >= len(self._head):
+                out, self._head = self._head, b""
+                return out
+            out, self._head = self._head[:n], self._head[n:]
+            return out
+        return self._raw.read(n)
+
+    def readinto(self, buf) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+
+def _read_head(raw: Readable, n: int = 4) -> bytes:
+    head = b""
+    while len(head) < n:
+        b = raw.read(n - len(head))
+        if not b:
+            break
+        head += b
+    return head
+
+
+def decompressed(raw: Readable) -> tuple[Readable, str]:
+    """A reader of the uncompressed tar stream, and the compression that was found."""
+    head = _read_head(raw)
+    kind = sniff(head)
+    stream = _Prefixed(head, raw)
+    if kind == "gzip":
+        return igzip.GzipFile(fileobj=stream, mode="rb"), kind  # type: ignore[arg-type]
+    if kind == "zstd":
+        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_size=READ_SIZE, read_across_frames=True)
+        return reader, kind
+    return stream, kind
+
+
+def copy_stream(src: Readable, write, limit: int | None = None, chunk: int = READ_SIZE) -> int:
+    """Copy src to a write callable; returns the byte count (stops one byte past `limit`)."""
+    total = 0
+    while True:
+        b = src.read(chunk)
+        if not b:
+            return total
+        total += len(b)
+        write(b)
+        if limit is not None and total > limit:
+            return total
+
+
+def close_quietly(f: BinaryIO | Readable | None) -> None:
+    close = getattr(f, "close", None)
+    if close:
+        try:
+            close()
+        except Exception:
+            pass

@@ -1,0 +1,204 @@
+"""Manifests and indexes: Docker schema2 and OCI, with media-type sniffing.
+
+The bytes of a manifest are what its digest names, so we keep them verbatim (`raw`)
+and only read from the parsed form; we never re-serialise a manifest we did not write.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .digest import Digest
+from .errors import ManifestError
+
+MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+OCI_LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
+OCI_LAYOUT_HEADER = "application/vnd.oci.layout.header.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json"
+SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+
+IMAGE_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+SCHEMA1_TYPES = (SCHEMA1, SCHEMA1_SIGNED, "application/json")
+# What we ask a registry for, best first; schema1 is deliberately absent.
+ACCEPT = ", ".join([OCI_INDEX, DOCKER_LIST, OCI_MANIFEST, DOCKER_MANIFEST])
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: Digest
+    size: int
+    platform: dict[str, Any] | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+    urls: tuple[str, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str) -> "Descriptor":
+        if not isinstance(obj, dict):
+            raise ManifestError(f"{where}: descriptor is not an object")
+        mt, dg, size = obj.get("mediaType"), obj.get("digest"), obj.get("size")
+        if not isinstance(dg, str):
+            raise ManifestError(f"{where}: descriptor has no digest")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise ManifestError(f"{where}: descriptor {dg} has no valid size")
+        try:
+            digest = Digest.parse(dg)
+        except Exception as e:
+            raise ManifestError(f"{where}: {e}") from None
+        return cls(
+            media_type=mt if isinstance(mt, str) else "",
+            digest=digest,
+            size=size,
+            platform=obj.get("platform") if isinstance(obj.get("platform"), dict) else None,
+            annotations=dict(obj.get("annotations") or {}),
+            urls=tuple(obj.get("urls") or ()),
+            raw=obj,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
+        if self.platform:
+            out["platform"] = self.platform
+        if self.annotations:
+            out["annotations"] = self.annotations
+        return out
+
+
+def guess_media_type(raw: bytes) -> str:
+    """Sniff a manifest's type from its content, as containers/image does; "" if unknown."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    if not isinstance(obj, dict):
+        return ""
+    version = obj.get("schemaVersion")
+    if version == 1:
+        return SCHEMA1_SIGNED if "signatures" in obj else SCHEMA1
+    if version != 2:
+        return ""
+    mt = obj.get("mediaType")
+    if isinstance(mt, str) and mt:
+        return mt
+    if "manifests" in obj:
+        return OCI_INDEX
+    if "config" in obj and "layers" in obj:
+        return OCI_MANIFEST
+    if "config" in obj:
+        return OCI_MANIFEST
+    return ""
+
+
+@dataclass(frozen=True)
+class ImageManifest:
+    raw: bytes
+    media_type: str
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+
+    @property
+    def digest(self) -> Digest:
+        return Digest.of_bytes(self.raw)
+
+
+@dataclass(frozen=True)
+class Index:
+    raw: bytes
+    media_type: str
+    manifests: tuple[Descriptor, ...]
+
+    @property
+    def digest(self) -> Digest:
+        return Digest.of_bytes(self.raw)
+
+
+def parse(raw: bytes, content_type: str = "", where: str = "manifest") -> ImageManifest | Index:
+    """Parse manifest bytes; refuse schema1, unknown types, oversized and malformed documents."""
+    if len(raw) > MAX_MANIFEST_SIZE:
+        raise ManifestError(f"{where}: {len(raw)} bytes is over the {MAX_MANIFEST_SIZE} byte limit for manifests")
+    content_type = content_type.split(";", 1)[0].strip()
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ManifestError(f"{where}: not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: not a JSON object")
+    guessed = guess_media_type(raw)
+    declared = obj.get("mediaType") if isinstance(obj.get("mediaType"), str) else ""
+    if guessed in (SCHEMA1, SCHEMA1_SIGNED) or content_type in (SCHEMA1, SCHEMA1_SIGNED):
+        raise ManifestError(
+            f"{where}: Docker schema1 manifests are not supported (deprecated since 2017); "
+            "ask the registry for a schema2 or OCI image, or re-push it with a current tool"
+        )
+    media_type = declared or (content_type if content_type in IMAGE_TYPES + INDEX_TYPES else guessed)
+    if declared and content_type in IMAGE_TYPES + INDEX_TYPES and content_type != declared:
+        raise ManifestError(f"{where}: served as {content_type} but declares mediaType {declared}")
+    if media_type in IMAGE_TYPES:
+        if "manifests" in obj:
+            raise ManifestError(f"{where}: declares {media_type} but has a 'manifests' list")
+        if not isinstance(obj.get("layers"), list):
+            raise ManifestError(f"{where}: image manifest has no layers list")
+        config = Descriptor.from_json(obj.get("config"), f"{where} config")
+        layers = tuple(Descriptor.from_json(d, f"{where} layer {i}") for i, d in enumerate(obj["layers"]))
+        return ImageManifest(raw, media_type, config, layers)
+    if media_type in INDEX_TYPES:
+        if not isinstance(obj.get("manifests"), list):
+            raise ManifestError(f"{where}: index has no manifests list")
+        entries = tuple(Descriptor.from_json(d, f"{where} entry {i}") for i, d in enumerate(obj["manifests"]))
+        return Index(raw, media_type, entries)
+    raise ManifestError(f"{where}: unsupported manifest media type {media_type or '(none)'!r}")
+
+
+def layer_compression(media_type: str) -> str:
+    """'gzip', 'zstd' or 'none' from a layer media type ('' when the type says nothing)."""
+    if media_type.endswith("+gzip") or media_type.endswith(".tar.gzip"):
+        return "gzip"
+    if media_type.endswith("+zstd") or media_type.endswith(".tar.zstd"):
+        return "zstd"
+    if media_type.endswith(".tar") or media_type == DOCKER_LAYER:
+        return "none"
+    return ""
+
+
+def is_layer_type(media_type: str) -> bool:
+    return (
+        media_type.startswith("application/vnd.oci.image.layer.")
+        or media_type.startswith("application/vnd.docker.image.rootfs.")
+    )
+
+
+def parse_config(raw: bytes, where: str = "config") -> dict[str, Any]:
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ManifestError(f"{where}: image config is not valid JSON") from None
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: image config is not a JSON object")
+    return obj
+
+
+def diff_ids(config: dict[str, Any], where: str = "config") -> list[Digest]:
+    rootfs = config.get("rootfs")
+    ids = rootfs.get("diff_ids") if isinstance(rootfs, dict) else None
+    if not isinstance(ids, list):
+        raise ManifestError(f"{where}: image config has no rootfs.diff_ids")
+    try:
+        return [Digest.parse(d) for d in ids]
+    except Exception as e:
+        raise ManifestError(f"{where}: {e}") from None

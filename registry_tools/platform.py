@@ -1,0 +1,348 @@
+"""Platforms: parsing, normalisation, and choosing an image from a manifest list or index.
+
+Normalisation and the `Only` matcher follow containerd/platforms. The chooser ranks
+entries the way containerd and containers/image agree on: exact match first, then the
+variants the requested CPU can run (amd64 v3→v2→v1, arm v7→v6→v5, arm64 v8.x→v8), then
+an entry that names the architecture without a variant. Cross-architecture fallbacks
+(amd64→386, arm64→arm) only when asked for. Attestation entries are never chosen.
+"""
+from __future__ import annotations
+
+import platform as _pyplatform
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+from urllib.parse import unquote
+
+from .errors import InvalidPlatform, PlatformNotFound
+
+KNOWN_OS = {
+    "aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "js",
+    "linux", "nacl", "netbsd", "openbsd", "plan9", "solaris", "windows", "zos",
+}
+KNOWN_ARCH = {
+    "386", "amd64", "amd64p32", "arm", "armbe", "arm64", "arm64be", "ppc64", "ppc64le",
+    "loong64", "mips", "mipsle", "mips64", "mips64le", "mips64p32", "mips64p32le", "ppc",
+    "riscv", "riscv64", "s390", "s390x", "sparc", "sparc64", "wasm",
+}
+_SPECIFIER = re.compile(r"^[A-Za-z0-9_.-]+$")
+ZSTD_ANNOTATION = "io.github.containers.compression.zstd"
+ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
+LTSC2022_BUILD = 20348
+
+
+@dataclass(frozen=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str = ""
+    os_version: str = ""
+    os_features: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> "Platform":
+        return cls(
+            os=str(obj.get("os", "")),
+            architecture=str(obj.get("architecture", "")),
+            variant=str(obj.get("variant", "") or ""),
+            os_version=str(obj.get("os.version", "") or ""),
+            os_features=tuple(obj.get("os.features", ()) or ()),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"architecture": self.architecture, "os": self.os}
+        if self.variant:
+            out["variant"] = self.variant
+        if self.os_version:
+            out["os.version"] = self.os_version
+        if self.os_features:
+            out["os.features"] = list(self.os_features)
+        return out
+
+    def normalized(self) -> "Platform":
+        arch, variant = normalize_arch(self.architecture, self.variant)
+        return Platform(normalize_os(self.os), arch, variant, self.os_version, self.os_features)
+
+    def __str__(self) -> str:
+        return format_platform(self)
+
+
+def normalize_os(os_name: str) -> str:
+    if os_name == "":
+        return host_platform().os
+    o = os_name.lower()
+    return "darwin" if o == "macos" else o
+
+
+def normalize_arch(arch: str, variant: str) -> tuple[str, str]:
+    """containerd's normalizeArch, including its `arm` → `arm/v7` default."""
+    arch, variant = arch.lower(), variant.lower()
+    if arch == "i386":
+        return "386", ""
+    if arch in ("x86_64", "x86-64", "amd64"):
+        return "amd64", "" if variant == "v1" else variant
+    if arch in ("aarch64", "arm64"):
+        if variant in ("8", "v8", "v8.0"):
+            variant = ""
+        elif variant in ("9", "9.0", "v9.0"):
+            variant = "v9"
+        return "arm64", variant
+    if arch == "armhf":
+        return "arm", "v7"
+    if arch == "armel":
+        return "arm", "v6"
+    if arch == "arm":
+        if variant in ("", "7"):
+            variant = "v7"
+        elif variant in ("5", "6", "8"):
+            variant = "v" + variant
+        return "arm", variant
+    return arch, variant
+
+
+def _entry_arch(arch: str, variant: str) -> tuple[str, str]:
+    """Normalise an index entry but keep an absent arm variant absent (it ranks last)."""
+    a, v = normalize_arch(arch, variant)
+    if a == "arm" and variant.lower() in ("",):
+        return a, ""
+    return a, v
+
+
+def host_platform() -> Platform:
+    machine = _pyplatform.machine() or "amd64"
+    arch, variant = normalize_arch(machine, "")
+    if arch == "arm":
+        variant = _arm_cpu_variant() or variant
+    return Platform("linux", arch, variant)
+
+
+def _arm_cpu_variant() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("cpu architecture"):
+                    v = line.split(":", 1)[1].strip()
+                    return "v" + v if v.isdigit() else ""
+    except OSError:
+        pass
+    return ""
+
+
+# --- the specifier syntax: os[(version+feature…)][/arch[/variant]] ---------------------
+
+def parse(specifier: str) -> Platform:
+    """containerd's platforms.Parse: `linux/arm64`, `arm64`, `windows(10.0.17763)/amd64`…"""
+    bad = InvalidPlatform(f"invalid platform {specifier!r}: expected OS/ARCH[/VARIANT], e.g. linux/arm64/v8")
+    if "*" in specifier:
+        raise bad
+    parts = specifier.split("/", 3)
+    os_part, _, options = parts[0].partition("(")
+    os_version, features = "", ()
+    if options:
+        if not options.endswith(")"):
+            raise bad
+        os_version, features = _parse_os_options(options[:-1])
+    for part in [os_part] + parts[1:]:
+        if not _SPECIFIER.match(part):
+            raise bad
+    if len(parts) == 1:
+        os_name = normalize_os(os_part)
+        host = host_platform()
+        if os_name in KNOWN_OS:
+            variant = host.variant if host.architecture == "arm" and host.variant != "v7" else ""
+            return Platform(os_name, host.architecture, variant, os_version, features)
+        arch, variant = normalize_arch(os_part, "")
+        if arch == "arm" and variant == "v7":
+            variant = ""
+        if arch in KNOWN_ARCH:
+            return Platform(host.os, arch, variant, os_version, features)
+        raise InvalidPlatform(f"invalid platform {specifier!r}: unknown operating system or architecture")
+    if len(parts) == 2:
+        arch, variant = normalize_arch(parts[1], "")
+        if arch == "arm" and variant == "v7":
+            variant = ""
+        return Platform(normalize_os(os_part), arch, variant, os_version, features)
+    if len(parts) == 3:
+        arch, variant = normalize_arch(parts[1], parts[2])
+        if arch == "arm64" and variant == "":
+            variant = "v8"
+        return Platform(normalize_os(os_part), arch, variant, os_version, features)
+    raise bad
+
+
+def _parse_os_options(text: str) -> tuple[str, tuple[str, ...]]:
+    version, *features = text.split("+")
+    return unquote(version), tuple(unquote(f) for f in features if f)
+
+
+def _escape(s: str) -> str:
+    return "".join(f"%{ord(c):02X}" if c in "%+()/" else c for c in s)
+
+
+def format_platform(p: Platform) -> str:
+    return "/".join(x for x in (p.os, p.architecture, p.variant) if x)
+
+
+def format_all(p: Platform) -> str:
+    """Format with os.version and os.features, as containerd's FormatAll."""
+    os_part = p.os
+    if p.os_version or p.os_features:
+        feats = "".join("+" + _escape(f) for f in sorted(p.os_features))
+        os_part += f"({_escape(p.os_version)}{feats})"
+    return "/".join(x for x in (os_part, p.architecture, p.variant) if x)
+
+
+# --- matching ---------------------------------------------------------------------------
+
+def _windows_build(version: str) -> tuple[int, int]:
+    parts = version.split(".")
+    try:
+        build = int(parts[2]) if len(parts) > 2 else 0
+        revision = int(parts[3]) if len(parts) > 3 else 0
+    except ValueError:
+        return (0, 0)
+    return build, revision
+
+
+def windows_compatible(host_build: int, container_build: int) -> bool:
+    """Before ltsc2022 builds must be equal; from it on, any build from ltsc2022 up to the host's runs."""
+    if host_build < LTSC2022_BUILD:
+        return host_build == container_build
+    return LTSC2022_BUILD <= container_build <= host_build
+
+
+def _os_version_matches(wanted: Platform, have: Platform) -> bool:
+    if wanted.os != "windows" or not wanted.os_version or not have.os_version:
+        return True
+    return windows_compatible(_windows_build(wanted.os_version)[0], _windows_build(have.os_version)[0])
+
+
+def _vector(p: Platform, cross_arch: bool) -> list[tuple[str, str]]:
+    """containerd's platformVector: what a CPU of this platform can run, best first."""
+    arch, variant = p.architecture, p.variant
+    out = [(arch, variant)]
+    if arch == "amd64":
+        m = re.fullmatch(r"v(\d+)", variant)
+        if m and int(m.group(1)) > 1:
+            out += [("amd64", f"v{n}" if n > 1 else "") for n in range(int(m.group(1)) - 1, 0, -1)]
+        if cross_arch:
+            out.append(("386", ""))
+    elif arch == "arm":
+        m = re.fullmatch(r"v(\d+)", variant)
+        if m and int(m.group(1)) > 5:
+            out += [("arm", f"v{n}") for n in range(int(m.group(1)) - 1, 4, -1)]
+    elif arch == "arm64":
+        m = re.fullmatch(r"v(\d+)(?:\.(\d+))?", variant or "v8")
+        major, minor = (int(m.group(1)), int(m.group(2) or 0)) if m else (8, 0)
+        out = []
+        if major >= 9:
+            out += [("arm64", f"v9.{n}" if n else "v9") for n in range(minor, -1, -1)]
+            minor = min(minor + 5, 9)
+        out += [("arm64", f"v8.{n}" if n else "") for n in range(minor, -1, -1)]
+        if cross_arch:
+            out += [("arm", f"v{n}") for n in range(8, 4, -1)]
+    return out
+
+
+class Matcher:
+    """A set of acceptable platforms, best first (containerd's Only / OnlyStrict)."""
+
+    def __init__(self, wanted: Platform, strict: bool = False):
+        self.wanted = wanted.normalized()
+        vec = _vector(self.wanted, cross_arch=True)
+        self._vector = vec[:1] if strict else vec
+
+    def rank(self, have: Platform) -> int | None:
+        h = have.normalized()
+        if h.os != self.wanted.os or not _os_version_matches(self.wanted, have):
+            return None
+        key = (h.architecture, h.variant)
+        if h.architecture == "amd64" and h.variant == "v1":
+            key = ("amd64", "")
+        return self._vector.index(key) if key in self._vector else None
+
+    def match(self, have: Platform) -> bool:
+        return self.rank(have) is not None
+
+
+def only(p: Platform) -> Matcher:
+    return Matcher(p)
+
+
+def only_strict(p: Platform) -> Matcher:
+    return Matcher(p, strict=True)
+
+
+# --- choosing from an index -----------------------------------------------------------
+
+def is_attestation(entry: dict[str, Any]) -> bool:
+    annotations = entry.get("annotations") or {}
+    plat = entry.get("platform") or {}
+    return (
+        ATTESTATION_ANNOTATION in annotations
+        or plat.get("os") == "unknown"
+        or plat.get("architecture") == "unknown"
+    )
+
+
+def _wanted_variants(wanted: Platform, cross_arch: bool) -> list[tuple[str, str]]:
+    arch, variant = normalize_arch(wanted.architecture, wanted.variant)
+    if wanted.architecture.lower() == "arm" and not wanted.variant:
+        # "linux/arm" asks first for an entry that names no variant, then arm's default v7.
+        return [("arm", "")] + _vector(Platform(wanted.os, "arm", "v7"), cross_arch)
+    vec = _vector(Platform(wanted.os, arch, variant), cross_arch)
+    if (arch, "") not in vec:
+        vec.append((arch, ""))  # an entry that names the architecture without a variant
+    return vec
+
+
+def choose(
+    entries: Sequence[dict[str, Any]],
+    wanted: Platform,
+    prefer_zstd: bool = False,
+    cross_arch: bool = False,
+) -> int:
+    """Index of the entry to use for `wanted`; raises PlatformNotFound listing what exists."""
+    want_os = normalize_os(wanted.os)
+    vector = _wanted_variants(wanted, cross_arch)
+    want_build, _ = _windows_build(wanted.os_version) if wanted.os_version else (0, 0)
+    best: tuple | None = None
+    best_i = -1
+    for i, entry in enumerate(entries):
+        if is_attestation(entry):
+            continue
+        plat = entry.get("platform")
+        if plat is None:
+            prank, wrank = len(vector) + 1, (0, 0)
+        else:
+            have = Platform.from_json(plat)
+            if normalize_os(have.os) != want_os or not _os_version_matches(
+                Platform(want_os, "", "", wanted.os_version), have
+            ):
+                continue
+            key = _entry_arch(have.architecture, have.variant)
+            if key not in vector:
+                continue
+            prank = vector.index(key)
+            wrank = (0, 0)
+            if wanted.os_version:
+                build, rev = _windows_build(have.os_version) if have.os_version else (-1, 0)
+                wrank = (0 if build == want_build else (1 if build >= 0 else 2), -rev)
+        is_zstd = (entry.get("annotations") or {}).get(ZSTD_ANNOTATION) == "true"
+        key_ = (prank, wrank, is_zstd != prefer_zstd, i)
+        if best is None or key_ < best:
+            best, best_i = key_, i
+    if best is None:
+        raise PlatformNotFound(format_all(wanted) if wanted.os_version else format_platform(wanted),
+                               offered_platforms(entries))
+    return best_i
+
+
+def offered_platforms(entries: Sequence[dict[str, Any]]) -> list[str]:
+    out = []
+    for e in entries:
+        if is_attestation(e):
+            continue
+        p = e.get("platform")
+        out.append(format_all(Platform.from_json(p)) if p else "(no platform)")
+    return out

@@ -1,0 +1,49 @@
+"""What one operation shares: registry connections, the blob cache, limits and progress."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from . import auth
+from .cache import BlobCache
+from .client import Registry, RetryPolicy, TransportOptions
+from .copy import DEFAULT_CONCURRENCY, BlobStore, Progress, RegistrySource
+from .reference import Reference
+
+
+@dataclass
+class Session:
+    cache_dir: str | None = None
+    transport: TransportOptions = field(default_factory=TransportOptions)
+    credentials: auth.CredentialLookup | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    concurrency: int = DEFAULT_CONCURRENCY
+    progress: Progress = field(default_factory=Progress)
+
+    def __post_init__(self) -> None:
+        self.cache = BlobCache(self.cache_dir)
+        self.store = BlobStore(self.cache)
+        self._registries: dict[str, Registry] = {}
+        self._lock = threading.Lock()
+
+    def registry(self, domain: str) -> Registry:
+        with self._lock:
+            reg = self._registries.get(domain)
+            if reg is None:
+                reg = Registry(domain, options=self.transport, credentials=self.credentials, retry=self.retry)
+                self._registries[domain] = reg
+            return reg
+
+    def source(self, ref: Reference) -> RegistrySource:
+        return RegistrySource(self.registry(ref.domain), ref.path, self.store, self.concurrency, self.progress)
+
+    def close(self) -> None:
+        for reg in self._registries.values():
+            reg.close()
+        self._registries.clear()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,91 @@
+"""A real registry (Debian's docker-registry, distribution 2.8) on a free loopback port."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalRegistry:
+    """Starts `docker-registry serve` with its storage and log under `root`."""
+
+    def __init__(self, root: str | os.PathLike[str], auth: str = "", extra_config: str = ""):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.log_path = self.root / "registry.log"
+        self.config_path = self.root / "config.yml"
+        self.config_path.write_text(
+            "version: 0.1\n"
+            "log:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n  delete:\n    enabled: true\n"
+            f"http:\n  addr: {self.host}\n"
+            + auth + extra_config
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "LocalRegistry":
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.config_path)],
+                                     stdout=self._log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"docker-registry exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                httpx.get(f"http://{self.host}/v2/", timeout=1)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError("docker-registry did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+    def log_offset(self) -> int:
+        return self.log_path.stat().st_size
+
+    def requests_since(self, offset: int) -> list[tuple[str, str]]:
+        """(method, uri) of every request the registry completed since `offset` in its log."""
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        out = []
+        for line in text.splitlines():
+            if "response completed" not in line:
+                continue
+            m = re.search(r'http\.request\.method=(\S+)', line)
+            u = re.search(r'http\.request\.uri="([^"]+)"', line)
+            if m and u:
+                out.append((m.group(1), u.group(1)))
+        return out
+
+
+def skopeo_push_layout(layout: str | os.PathLike[str], tag: str, dest: str, all_images: bool = True) -> None:
+    cmd = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests"]
+    if all_images:
+        cmd.append("--all")
+    cmd += [f"oci:{layout}:{tag}", f"docker://{dest}"]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
