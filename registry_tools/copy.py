@@ -17,7 +17,7 @@ from .client import Registry
 from .digest import Digest, HashingReader, verify_bytes
 from .errors import DigestMismatch, ManifestError, SizeMismatch
 from .layers import READ_SIZE, close_quietly, decompressed
-from .platform import Platform, choose
+from .platform import Matcher, Platform, choose_in_index
 
 log = logging.getLogger("registry_tools.copy")
 
@@ -162,10 +162,8 @@ class RegistrySource:
         index_digest = None
         if isinstance(doc, mf.Index):
             index_digest = digest
-            entries = [d.raw for d in doc.manifests]
-            chosen = doc.manifests[choose(entries, wanted, cross_arch=cross_arch)]
-            if chosen.media_type and chosen.media_type not in mf.IMAGE_TYPES:
-                raise ManifestError(f"{self._where(digest)}: the entry for {wanted} is a {chosen.media_type}, not an image")
+            index_obj = mf.parse_config(raw, f"index {self._where(digest)}")
+            chosen = doc.manifests[choose_in_index(index_obj, wanted, cross_arch=cross_arch)]
             raw, ctype = self.manifest_bytes(chosen.digest, chosen.size)
             doc = mf.parse(raw, ctype, where=f"manifest {self._where(chosen.digest)}")
             if isinstance(doc, mf.Index):
@@ -175,6 +173,13 @@ class RegistrySource:
             desc = mf.Descriptor(doc.media_type, digest, len(raw))
         config_raw = self.blob_bytes(doc.config, f"config of {self._where(desc.digest)}")
         config = mf.parse_config(config_raw, f"config {doc.config.digest}")
+        if index_digest is not None and desc.platform is None:
+            # An index entry without a platform: the config must show it is the right one.
+            have = Platform(str(config.get("os", "")), str(config.get("architecture", "")),
+                            str(config.get("variant", "") or ""))
+            if not Matcher(wanted).match(have) and not (have.os == wanted.os and have.architecture == wanted.architecture):
+                raise ManifestError(f"{self._where(desc.digest)}: the index entry has no platform and its config "
+                                    f"says {have}, not {wanted}")
         ids = mf.diff_ids(config, f"config {doc.config.digest}")
         if len(ids) != len(doc.layers):
             raise ManifestError(

@@ -98,9 +98,10 @@ def guess_media_type(raw: bytes) -> str:
         return mt
     if "manifests" in obj:
         return OCI_INDEX
-    if "config" in obj and "layers" in obj:
-        return OCI_MANIFEST
     if "config" in obj:
+        config = obj.get("config")
+        if isinstance(config, dict) and config.get("mediaType") == DOCKER_CONFIG:
+            return DOCKER_MANIFEST
         return OCI_MANIFEST
     return ""
 

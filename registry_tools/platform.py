@@ -296,11 +296,36 @@ def _wanted_variants(wanted: Platform, cross_arch: bool) -> list[tuple[str, str]
     return vec
 
 
+IMAGE_MANIFEST_TYPES = (
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+)
+
+
+def choose_in_index(index: dict[str, Any], wanted: Platform, prefer_zstd: bool = False,
+                    cross_arch: bool = False) -> int:
+    """Position in `index["manifests"]` of the image for `wanted`.
+
+    Only image manifests are candidates. An entry without a platform is a last resort,
+    and only in an image index: an index that declares an artifactType lists artifacts.
+    """
+    entries = index.get("manifests") or []
+    candidates: list[dict[str, Any]] = []
+    for e in entries:
+        mt = e.get("mediaType", "")
+        ok = (not mt or mt in IMAGE_MANIFEST_TYPES) and not e.get("artifactType")
+        if ok and e.get("platform") is None and index.get("artifactType"):
+            ok = False
+        candidates.append(e if ok else {"platform": {"os": "unknown", "architecture": "unknown"}})
+    return choose(candidates, wanted, prefer_zstd, cross_arch, offered_from=entries)
+
+
 def choose(
     entries: Sequence[dict[str, Any]],
     wanted: Platform,
     prefer_zstd: bool = False,
     cross_arch: bool = False,
+    offered_from: Sequence[dict[str, Any]] | None = None,
 ) -> int:
     """Index of the entry to use for `wanted`; raises PlatformNotFound listing what exists."""
     want_os = normalize_os(wanted.os)
@@ -334,7 +359,7 @@ def choose(
             best, best_i = key_, i
     if best is None:
         raise PlatformNotFound(format_all(wanted) if wanted.os_version else format_platform(wanted),
-                               offered_platforms(entries))
+                               offered_platforms(offered_from if offered_from is not None else entries))
     return best_i
 
 

@@ -113,14 +113,24 @@ def parse(text: str) -> Reference:
             raise _invalid("uppercase", text, "repository name must be lowercase")
         raise _invalid("format", text, "invalid reference format")
     name, tag, digest = m.group(1), m.group(2) or "", m.group(3) or ""
-    if len(name) > NAME_TOTAL_LENGTH_MAX:
-        raise _invalid("too-long", text, f"repository name must not be more than {NAME_TOTAL_LENGTH_MAX} characters")
     nm = ANCHORED_NAME_RE.match(name)
     assert nm is not None
     domain, path = nm.group(1) or "", nm.group(2)
+    if len(path) > NAME_TOTAL_LENGTH_MAX:
+        raise _invalid("too-long", text, f"repository path must not be more than {NAME_TOTAL_LENGTH_MAX} characters")
     if digest:
         Digest.parse(digest)  # raises InvalidDigest for an unsupported algorithm or bad length
     return Reference(domain, path, tag, digest)
+
+
+def with_name(name: str) -> Reference:
+    """reference.WithName: a bare name (no tag or digest), at most 255 characters in all."""
+    nm = ANCHORED_NAME_RE.match(name)
+    if nm is None:
+        raise _invalid("format", name, "invalid reference format")
+    if len(name) > NAME_TOTAL_LENGTH_MAX:
+        raise _invalid("too-long", name, f"repository name must not be more than {NAME_TOTAL_LENGTH_MAX} characters")
+    return Reference(nm.group(1) or "", nm.group(2))
 
 
 def split_docker_domain(name: str) -> tuple[str, str]:

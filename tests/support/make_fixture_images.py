@@ -1,0 +1,27 @@
+"""Write the committed test images under fixtures/images (run once; the outputs are committed)."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from . import imagegen
+
+ROOT = Path(__file__).resolve().parents[2] / "fixtures" / "images"
+
+
+def main() -> None:
+    if ROOT.exists():
+        shutil.rmtree(ROOT)
+    facts = {
+        "multi": imagegen.multi_arch_layout(ROOT / "multi"),
+        "single-gzip": imagegen.single_arch_layout(ROOT / "single-gzip", "gzip"),
+        "single-zstd": imagegen.single_arch_layout(ROOT / "single-zstd", "zstd"),
+        "single-none": imagegen.single_arch_layout(ROOT / "single-none", "none"),
+        "docker-types": imagegen.single_arch_layout(ROOT / "docker-types", "gzip", docker=True),
+    }
+    (ROOT / "facts.json").write_text(json.dumps(facts, indent=2, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()
