@@ -100,7 +100,10 @@ COMMANDS = {"pull": cmd_pull}
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors
+        return int(e.code or 0)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(name)s: %(message)s", stream=sys.stderr)
     if not getattr(args, "verbose", False):

@@ -136,6 +136,19 @@ class Layout:
         return root
 
 
+def write_dir_transport(lay: Layout, manifest: Blob, path: str | os.PathLike[str]) -> Path:
+    """skopeo's `dir:` format: manifest.json plus every blob named by its hex digest."""
+    root = Path(path)
+    root.mkdir(parents=True, exist_ok=True)
+    doc = json.loads(manifest.data)
+    for d in [doc["config"]] + doc["layers"]:
+        hexd = d["digest"].split(":", 1)[1]
+        (root / hexd).write_bytes(lay.blobs[d["digest"]])
+    (root / "manifest.json").write_bytes(manifest.data)
+    (root / "version").write_text("Directory Transport Version: 1.1\n")
+    return root
+
+
 def sample_files(tag: str, n: int = 3, size: int = 2000) -> dict[str, bytes]:
     """A few files whose content depends on `tag`, so different platforms get different layers."""
     out = {}
@@ -159,8 +172,11 @@ def single_arch_layout(path: str | os.PathLike[str], compression: str = "gzip", 
     lay = Layout()
     ls = [lay.layer(sample_files(f"single-{compression}-{i}"), compression, docker=docker) for i in range(layers)]
     img = lay.image(ls, docker=docker)
-    lay.tag(img, tag)
-    lay.write(path)
+    if docker:
+        write_dir_transport(lay, img, path)  # skopeo's oci: transport refuses Docker media types
+    else:
+        lay.tag(img, tag)
+        lay.write(path)
     return {"manifest": img.digest, "layers": [b.digest for b, _ in ls], "diff_ids": [d for _, d in ls]}
 
 

@@ -87,5 +87,6 @@ def skopeo_push_layout(layout: str | os.PathLike[str], tag: str, dest: str, all_
     cmd = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests"]
     if all_images:
         cmd.append("--all")
-    cmd += [f"oci:{layout}:{tag}", f"docker://{dest}"]
+    source = f"dir:{layout}" if (Path(layout) / "manifest.json").exists() else f"oci:{layout}:{tag}"
+    cmd += [source, f"docker://{dest}"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)

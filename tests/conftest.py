@@ -1,0 +1,61 @@
+"""Shared fixtures: a real registry seeded by skopeo from the committed test images."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from .helpers import IMAGES
+from .support.registry import LocalRegistry, skopeo_push_layout
+
+REQUIRED_TOOLS = ("docker-registry", "skopeo")
+
+
+def _require(*tools: str) -> None:
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: run `bash .ci/run` or install Debian's packages first",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def facts() -> dict:
+    return json.loads((IMAGES / "facts.json").read_text())
+
+
+def seed(reg: LocalRegistry) -> None:
+    skopeo_push_layout(IMAGES / "multi", "v1", f"{reg.host}/test/multi:v1")
+    for name in ("single-gzip", "single-zstd", "single-none", "docker-types"):
+        skopeo_push_layout(IMAGES / name, "v1", f"{reg.host}/test/{name}:v1", all_images=False)
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """A registry shared by tests that only read from it."""
+    _require(*REQUIRED_TOOLS)
+    reg = LocalRegistry(tmp_path_factory.mktemp("registry")).start()
+    try:
+        seed(reg)
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture
+def own_registry(tmp_path):
+    """A registry of the test's own, for tests that damage its storage."""
+    _require(*REQUIRED_TOOLS)
+    reg = LocalRegistry(tmp_path / "own-registry").start()
+    try:
+        seed(reg)
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    d = tmp_path / "cache"
+    monkeypatch.setenv("REGISTRY_TOOLS_CACHE", str(d))
+    return d
