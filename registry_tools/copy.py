@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -15,7 +16,7 @@ from . import manifest as mf
 from .cache import BlobCache
 from .client import Registry
 from .digest import Digest, HashingReader, verify_bytes
-from .errors import DigestMismatch, ManifestError, SizeMismatch
+from .errors import DigestMismatch, Interrupted, ManifestError, SizeMismatch
 from .layers import READ_SIZE, close_quietly, decompressed
 from .platform import Matcher, Platform, choose_in_index
 
@@ -64,6 +65,11 @@ class Progress:
     def finish(self) -> None: ...
 
 
+def check_cancelled(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Interrupted("cancelled")
+
+
 class BlobStore:
     """Verified blobs on local disk: the cache is the single staging area for every sink."""
 
@@ -101,7 +107,8 @@ class BlobStore:
         finally:
             close_quietly(reader._raw)  # noqa: SLF001
 
-    def layer_facts(self, desc: mf.Descriptor, expected_diff_id: Digest, what: str) -> Layer:
+    def layer_facts(self, desc: mf.Descriptor, expected_diff_id: Digest, what: str,
+                    cancel: threading.Event | None = None) -> Layer:
         """diff_id and uncompressed size of a cached layer, computed once and remembered."""
         facts = self.cache.meta(desc.digest)
         if facts and facts.get("diff_id") == str(expected_diff_id) and isinstance(facts.get("size"), int):
@@ -114,6 +121,7 @@ class BlobStore:
             while chunk := stream.read(READ_SIZE):
                 h.update(chunk)
                 n += len(chunk)
+                check_cancelled(cancel)
             reader.drain()
         except (OSError, EOFError, ValueError) as e:
             raise ManifestError(f"{what}: cannot decompress: {e}") from None
@@ -199,7 +207,7 @@ class RegistrySource:
         self.fetch_blob(desc, what)
         return self.store.cache.read_bytes(desc.digest)
 
-    def fetch_blob(self, desc: mf.Descriptor, what: str) -> bool:
+    def fetch_blob(self, desc: mf.Descriptor, what: str, cancel: threading.Event | None = None) -> bool:
         """Make sure a verified copy of the blob is in the cache; True if it was downloaded."""
         cache = self.store.cache
         if cache.has(desc.digest, desc.size):
@@ -213,6 +221,7 @@ class RegistrySource:
                 if not chunk:
                     break
                 self.progress.advance(len(chunk))
+                check_cancelled(cancel)
                 if reader.count > desc.size:
                     raise SizeMismatch(what, desc.size, reader.count)
             reader.verify(what, desc.digest, desc.size)
@@ -227,24 +236,30 @@ class RegistrySource:
         for i, layer in enumerate(image.layers):
             unique.setdefault(layer.descriptor.digest, i)
 
+        cancel = threading.Event()
+
         def one(i: int) -> Layer:
             layer = image.layers[i]
             what = f"layer {i + 1}/{len(image.layers)} {layer.descriptor.digest}"
-            self.fetch_blob(layer.descriptor, what)
-            return self.store.layer_facts(layer.descriptor, layer.diff_id, what)
+            self.fetch_blob(layer.descriptor, what, cancel)
+            return self.store.layer_facts(layer.descriptor, layer.diff_id, what, cancel)
 
         results: dict[Digest, Layer] = {}
-        with ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="fetch") as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="fetch")
+        try:
             futures = {pool.submit(one, i): d for d, i in unique.items()}
-            done, pending = wait(futures, return_when=FIRST_EXCEPTION)
-            for f in pending:
-                f.cancel()
+            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
             for f in done:
                 if f.exception() is not None:
-                    pool.shutdown(wait=True, cancel_futures=True)
                     raise f.exception()  # type: ignore[misc]
             for f, d in futures.items():
                 results[d] = f.result()
+        except BaseException:
+            # Stop the other downloads now (Ctrl-C, or one blob failed): do not wait for them.
+            cancel.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         self.progress.finish()
         new_layers = []
         for i, layer in enumerate(image.layers):
