@@ -1,20 +1,29 @@
 """Tar-based outputs: docker-archive (what `docker load` and `podman load` read) and oci-archive.
 
-Entries are written in a fixed order with fixed owners, modes and times, so the archive's
-bytes depend on the image alone. Changing anything here changes every pinned hash: the
-golden hashes in the tests exist to catch that.
+An archive is first planned as a list of entries (name, size, where the bytes come
+from); the plan is then written either as one stream (to a pipe, or only to be hashed)
+or, for a file, with the layers decompressed in parallel straight to their offsets.
+Both give the same bytes. Entries are written in a fixed order with fixed owners, modes
+and times, so the archive depends on the image alone: changing anything here changes
+every pinned hash, and the golden hashes in the tests exist to catch that.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import tarfile
-from typing import Callable
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Union
 
-from .copy import BlobStore, ResolvedImage
+from . import manifest as mf
+from .copy import BlobStore, Layer, ResolvedImage, SizeHintWrong
 from .layout import layout_documents
 
 BLOCK = 512
-_ZEROS = b"\0" * (2 * BLOCK)
+END = b"\0" * (2 * BLOCK)
 
 Write = Callable[[bytes], object]
 
@@ -30,76 +39,214 @@ def _header(name: str, size: int, kind: bytes, mode: int) -> bytes:
     return info.tobuf(tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
 
 
-class TarWriter:
-    """Writes tar entries to a write callable; the data of a file entry may be streamed."""
+def _padding(size: int) -> bytes:
+    return b"\0" * ((-size) % BLOCK)
 
-    def __init__(self, write: Write):
-        self._write = write
 
-    def add_dir(self, name: str, mode: int = 0o755) -> None:
-        self._write(_header(name.rstrip("/") + "/", 0, tarfile.DIRTYPE, mode))
+@dataclass(frozen=True)
+class Entry:
+    """One archive member: its bytes are `data`, a layer's tar (`layer`) or a blob as stored (`blob`)."""
 
-    def add_bytes(self, name: str, data: bytes, mode: int = 0o444) -> None:
-        self._write(_header(name, len(data), tarfile.REGTYPE, mode))
-        self._write(data)
-        self._pad(len(data))
+    name: str
+    size: int
+    mode: int = 0o444
+    kind: bytes = tarfile.REGTYPE
+    data: bytes | None = None
+    layer: Layer | None = None
+    blob: mf.Descriptor | None = None
+    what: str = ""
 
-    def add_stream(self, name: str, size: int, produce: Callable[[Write], None], mode: int = 0o444) -> None:
-        """`produce` must write exactly `size` bytes (the caller's copy functions check that)."""
-        self._write(_header(name, size, tarfile.REGTYPE, mode))
-        produce(self._write)
-        self._pad(size)
+    @property
+    def header(self) -> bytes:
+        return _header(self.name, self.size, self.kind, self.mode)
 
-    def _pad(self, size: int) -> None:
-        pad = (-size) % BLOCK
-        if pad:
-            self._write(b"\0" * pad)
+    def produce(self, store: BlobStore, write: Write) -> None:
+        if self.data is not None:
+            write(self.data)
+        elif self.layer is not None:
+            store.copy_uncompressed(self.layer, write, self.what)
+        elif self.blob is not None:
+            store.copy_verified(self.blob, write, self.what)
 
-    def close(self) -> None:
-        self._write(_ZEROS)
+
+def directory(name: str) -> Entry:
+    return Entry(name.rstrip("/") + "/", 0, 0o755, tarfile.DIRTYPE)
+
+
+def file(name: str, data: bytes) -> Entry:
+    return Entry(name, len(data), data=data)
 
 
 def canonical_json(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def write_docker_archive(write: Write, image: ResolvedImage, store: BlobStore, repo_tag: str) -> None:
+# --- plans ---------------------------------------------------------------------------
+
+def docker_archive_entries(image: ResolvedImage, repo_tag: str,
+                           layer_for: Callable[[int], Layer] | None = None) -> Iterator[Entry]:
     """The layout `skopeo copy … docker-archive:` writes: <diff_id>.tar layers, <config>.json,
-    manifest.json and repositories; layers uncompressed, each stored once."""
-    tar = TarWriter(write)
-    written: set[str] = set()
-    layer_names = []
-    for i, layer in enumerate(image.layers):
-        name = f"{layer.diff_id.hex}.tar"
-        layer_names.append(name)
-        if name in written:
+    manifest.json and repositories; layers uncompressed, each stored once.
+
+    `layer_for(i)` hands out layer i when it is ready (downloads may still be running), so
+    this is a generator: entries come out as soon as their size is known.
+    """
+    seen: set[str] = set()
+    names = []
+    for i, listed in enumerate(image.layers):
+        name = f"{listed.diff_id.hex}.tar"
+        names.append(name)
+        if name in seen:
             continue
-        written.add(name)
+        seen.add(name)
+        layer = layer_for(i) if layer_for else listed
         what = f"layer {i + 1}/{len(image.layers)} {layer.descriptor.digest}"
-        tar.add_stream(name, layer.size, lambda w, layer=layer, what=what: store.copy_uncompressed(layer, w, what))
+        if layer.size < 0:
+            raise SizeHintWrong(what)
+        yield Entry(name, layer.size, layer=layer, what=what)
     config_name = f"{image.config_digest.hex}.json"
-    tar.add_bytes(config_name, image.config_raw)
-    manifest = [{"Config": config_name, "RepoTags": [repo_tag], "Layers": layer_names}]
-    tar.add_bytes("manifest.json", canonical_json(manifest))
+    yield file(config_name, image.config_raw)
+    yield file("manifest.json", canonical_json([{"Config": config_name, "RepoTags": [repo_tag], "Layers": names}]))
     name, _, tag = repo_tag.rpartition(":")
     if image.layers:
-        tar.add_bytes("repositories", canonical_json({name: {tag: image.layers[-1].diff_id.hex}}))
-    tar.close()
+        yield file("repositories", canonical_json({name: {tag: image.layers[-1].diff_id.hex}}))
 
 
-def write_oci_archive(write: Write, image: ResolvedImage, store: BlobStore, image_name: str, tag: str) -> None:
+def oci_archive_entries(image: ResolvedImage, image_name: str, tag: str) -> Iterator[Entry]:
     """An OCI image layout in a tar: directories first, then every path in sorted order."""
     docs, blobs = layout_documents(image, image_name, tag)
-    tar = TarWriter(write)
-    tar.add_dir("blobs")
-    tar.add_dir("blobs/sha256")
+    yield directory("blobs")
+    yield directory("blobs/sha256")
     for digest_hex, source in sorted(blobs.items()):
         name = f"blobs/sha256/{digest_hex}"
         if isinstance(source, bytes):
-            tar.add_bytes(name, source)
+            yield file(name, source)
         else:
-            tar.add_stream(name, source.size,
-                           lambda w, d=source: store.copy_verified(d, w, f"blob {d.digest}"))
+            yield Entry(name, source.size, blob=source, what=f"blob {source.digest}")
     for name in sorted(docs):
-        tar.add_bytes(name, docs[name])
-    tar.close()
+        yield file(name, docs[name])
+
+
+# --- writing a plan ------------------------------------------------------------------
+
+def write_stream(entries: Iterable[Entry], store: BlobStore, write: Write) -> None:
+    """The archive as one sequential stream."""
+    for e in entries:
+        write(e.header)
+        e.produce(store, write)
+        write(_padding(e.size))
+    write(END)
+
+
+class _OrderedHasher:
+    """Hashes a file region by region, in order, as each region is declared complete."""
+
+    def __init__(self, fd: int):
+        self.fd = fd
+        self.hash = hashlib.sha256()
+        self._regions: list[tuple[int, int, threading.Event]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
+        self._thread.start()
+
+    def region(self, start: int, end: int) -> threading.Event:
+        ev = threading.Event()
+        with self._cond:
+            self._regions.append((start, end, ev))
+            self._cond.notify()
+        return ev
+
+    def close(self) -> bytes:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+        if self.error:
+            raise self.error
+        return self.hash.digest()
+
+    def abort(self) -> None:
+        self.error = self.error or RuntimeError("aborted")
+        with self._cond:
+            self._closed = True
+            for _, _, ev in self._regions:
+                ev.set()
+            self._cond.notify()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        i = 0
+        while True:
+            with self._cond:
+                while i >= len(self._regions) and not self._closed:
+                    self._cond.wait()
+                if i >= len(self._regions):
+                    return
+                start, end, ev = self._regions[i]
+            ev.wait()
+            if self.error:
+                return
+            pos = start
+            while pos < end:
+                chunk = os.pread(self.fd, min(1 << 20, end - pos), pos)
+                if not chunk:
+                    self.error = IOError("output file shorter than written")
+                    return
+                self.hash.update(chunk)
+                pos += len(chunk)
+            i += 1
+
+
+def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, workers: int = 2) -> bytes:
+    """Write the archive to a file, producing the big entries in parallel at their offsets.
+
+    Returns the sha256 of the whole file, computed in order behind the writers.
+    """
+    hasher = _OrderedHasher(fd)
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="unpack")
+    futures = []
+    offset = 0
+
+    def produce_at(e: Entry, start: int, done: threading.Event) -> None:
+        pos = start
+
+        def pwrite(data: bytes) -> None:
+            nonlocal pos
+            n = os.pwrite(fd, data, pos)
+            while n < len(data):  # pwrite may write less than asked
+                n += os.pwrite(fd, data[n:], pos + n)
+            pos += len(data)
+
+        e.produce(store, pwrite)
+        pwrite(_padding(e.size))
+        done.set()
+
+    try:
+        for e in entries:
+            header = e.header
+            os.pwrite(fd, header, offset)
+            body = offset + len(header)
+            end = body + e.size + len(_padding(e.size))
+            hasher.region(offset, body).set()
+            ev = hasher.region(body, end)
+            if e.data is not None or e.size == 0:
+                os.pwrite(fd, e.data + _padding(e.size) if e.data else _padding(e.size), body)
+                ev.set()
+            else:
+                futures.append(pool.submit(produce_at, e, body, ev))
+            offset = end
+            for f in futures:  # surface a failed worker without waiting for the rest
+                if f.done() and f.exception() is not None:
+                    raise f.exception()  # type: ignore[misc]
+        os.pwrite(fd, END, offset)
+        hasher.region(offset, offset + len(END)).set()
+        for f in futures:
+            f.result()
+        pool.shutdown(wait=True)
+        return hasher.close()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        hasher.abort()
+        raise

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -17,7 +17,8 @@ from .cache import BlobCache
 from .client import Registry
 from .digest import Digest, HashingReader, verify_bytes
 from .errors import DigestMismatch, Interrupted, ManifestError, SizeMismatch
-from .layers import READ_SIZE, close_quietly, decompressed
+from .layers import READ_SIZE, close_quietly, decompressed, size_hint, sniff_file
+from .output import PipelinedHashWriter
 from .platform import Matcher, Platform, choose_in_index
 
 log = logging.getLogger("registry_tools.copy")
@@ -29,7 +30,13 @@ DEFAULT_CONCURRENCY = 4
 class Layer:
     descriptor: mf.Descriptor
     diff_id: Digest
-    size: int  # uncompressed bytes
+    size: int  # uncompressed bytes; -1 while unknown
+    exact: bool = True  # False: `size` is the format's own record, still to be confirmed
+    verified: bool = True  # False: the diff_id is still to be checked while decompressing
+
+
+class SizeHintWrong(Exception):
+    """A layer's recorded uncompressed size was not its real size; the exact path must be taken."""
 
 
 @dataclass
@@ -76,9 +83,9 @@ class BlobStore:
     def __init__(self, cache: BlobCache):
         self.cache = cache
 
-    def open_verified(self, desc: mf.Descriptor) -> HashingReader:
+    def open_verified(self, desc: mf.Descriptor, hashing: bool = True) -> HashingReader:
         """Read a cached blob; call `.verify(...)` (or use `copy_verified`) once drained."""
-        return HashingReader(open(self.cache.path(desc.digest), "rb"))
+        return HashingReader(open(self.cache.path(desc.digest), "rb"), hashing=hashing)
 
     def copy_verified(self, desc: mf.Descriptor, write: Callable[[bytes], object], what: str) -> None:
         reader = self.open_verified(desc)
@@ -90,29 +97,68 @@ class BlobStore:
             close_quietly(reader._raw)  # noqa: SLF001
 
     def copy_uncompressed(self, layer: Layer, write: Callable[[bytes], object], what: str) -> None:
-        """Stream a layer's tar, checking the compressed digest and the uncompressed size."""
-        reader = self.open_verified(layer.descriptor)
+        """Stream a layer's tar, checking its size and, unless already known good, its diff_id.
+
+        A layer whose diff_id was verified before is re-checked against its compressed
+        digest instead (the cheaper hash), so a damaged cache never goes unnoticed.
+        """
+        diff = PipelinedHashWriter(None) if not layer.verified else None
+        # With the diff_id checked, hashing the compressed side again would prove nothing more.
+        reader = self.open_verified(layer.descriptor, hashing=diff is None)
+        n = 0
         try:
-            stream, _ = decompressed(reader)
-            n = 0
+            stream, kind = decompressed(reader)
             while chunk := stream.read(READ_SIZE):
                 n += len(chunk)
                 if n > layer.size:
+                    if not layer.exact:
+                        raise SizeHintWrong(what)
                     raise SizeMismatch(f"{what} (uncompressed)", layer.size, n)
+                if diff is not None:
+                    diff.write(chunk)
                 write(chunk)
             reader.drain()
-            reader.verify(what, layer.descriptor.digest, layer.descriptor.size)
             if n != layer.size:
+                if not layer.exact:
+                    raise SizeHintWrong(what)
                 raise SizeMismatch(f"{what} (uncompressed)", layer.size, n)
+            if diff is not None:
+                diff.close()
+                actual = Digest("sha256", diff.hash.hexdigest())
+                if actual != layer.diff_id:
+                    raise DigestMismatch(f"{what} uncompressed content (diff_id)", str(layer.diff_id), str(actual))
+                self.cache.put_meta(layer.descriptor.digest, {"diff_id": str(actual), "size": n, "compression": kind})
+            else:
+                reader.verify(what, layer.descriptor.digest, layer.descriptor.size)
+        except BaseException:
+            if diff is not None:
+                diff.abort()
+            raise
         finally:
             close_quietly(reader._raw)  # noqa: SLF001
+
+    def known_layer(self, desc: mf.Descriptor, diff_id: Digest) -> Layer | None:
+        """The layer with its exact size, if an earlier run verified it."""
+        facts = self.cache.meta(desc.digest)
+        if facts and facts.get("diff_id") == str(diff_id) and isinstance(facts.get("size"), int):
+            return Layer(desc, diff_id, facts["size"])
+        return None
+
+    def hinted_layer(self, desc: mf.Descriptor, diff_id: Digest) -> Layer:
+        """The layer with an exact size from earlier runs, else with the size its format records."""
+        known = self.known_layer(desc, diff_id)
+        if known is not None:
+            return known
+        path = str(self.cache.path(desc.digest))
+        hint = size_hint(path, sniff_file(path))
+        return Layer(desc, diff_id, hint if hint is not None else -1, exact=False, verified=False)
 
     def layer_facts(self, desc: mf.Descriptor, expected_diff_id: Digest, what: str,
                     cancel: threading.Event | None = None) -> Layer:
         """diff_id and uncompressed size of a cached layer, computed once and remembered."""
-        facts = self.cache.meta(desc.digest)
-        if facts and facts.get("diff_id") == str(expected_diff_id) and isinstance(facts.get("size"), int):
-            return Layer(desc, expected_diff_id, facts["size"])
+        known = self.known_layer(desc, expected_diff_id)
+        if known is not None:
+            return known
         reader = self.open_verified(desc)
         h = hashlib.sha256()
         n = 0
@@ -229,43 +275,73 @@ class RegistrySource:
         return True
 
     def fetch_layers(self, image: ResolvedImage) -> None:
-        """Download (concurrently) and verify every layer, filling in diff_ids and sizes."""
-        total = sum(l.descriptor.size for l in image.layers)
-        self.progress.start(total, len(image.layers))
-        unique: dict[Digest, int] = {}
-        for i, layer in enumerate(image.layers):
-            unique.setdefault(layer.descriptor.digest, i)
+        """Download (concurrently) and verify every layer, filling in exact diff_ids and sizes."""
+        with LayerFetch(self, image, facts=True) as fetch:
+            image.layers = [fetch.layer(i) for i in range(len(image.layers))]
 
-        cancel = threading.Event()
+    def background_fetch(self, image: ResolvedImage) -> "LayerFetch":
+        """Start the downloads; layers are handed out in order with sizes the formats record."""
+        return LayerFetch(self, image, facts=False)
 
-        def one(i: int) -> Layer:
-            layer = image.layers[i]
-            what = f"layer {i + 1}/{len(image.layers)} {layer.descriptor.digest}"
-            self.fetch_blob(layer.descriptor, what, cancel)
-            return self.store.layer_facts(layer.descriptor, layer.diff_id, what, cancel)
 
-        results: dict[Digest, Layer] = {}
-        pool = ThreadPoolExecutor(max_workers=max(1, self.concurrency), thread_name_prefix="fetch")
-        try:
-            futures = {pool.submit(one, i): d for d, i in unique.items()}
-            done, _ = wait(futures, return_when=FIRST_EXCEPTION)
-            for f in done:
-                if f.exception() is not None:
+class LayerFetch:
+    """Layer downloads running in the background, handed out in image order as they land.
+
+    Used as a context manager: leaving it early (an error, Ctrl-C) cancels what is still
+    running without waiting for it.
+    """
+
+    def __init__(self, source: RegistrySource, image: ResolvedImage, facts: bool):
+        self.source = source
+        self.image = image
+        self.cancel = threading.Event()
+        layers = image.layers
+        source.progress.start(sum(l.descriptor.size for l in layers), len(layers))
+        self._pool = ThreadPoolExecutor(max_workers=max(1, source.concurrency), thread_name_prefix="fetch")
+        self._futures: dict[Digest, Future[Layer]] = {}
+        for i, layer in enumerate(layers):
+            if layer.descriptor.digest not in self._futures:
+                self._futures[layer.descriptor.digest] = self._pool.submit(self._one, i, facts)
+
+    def _what(self, i: int) -> str:
+        return f"layer {i + 1}/{len(self.image.layers)} {self.image.layers[i].descriptor.digest}"
+
+    def _one(self, i: int, facts: bool) -> Layer:
+        layer = self.image.layers[i]
+        store = self.source.store
+        self.source.fetch_blob(layer.descriptor, self._what(i), self.cancel)
+        if facts:
+            return store.layer_facts(layer.descriptor, layer.diff_id, self._what(i), self.cancel)
+        return store.hinted_layer(layer.descriptor, layer.diff_id)
+
+    def layer(self, i: int) -> Layer:
+        """Layer i once its blob is in the cache (re-raises its download error)."""
+        layer = self.image.layers[i]
+        target = self._futures[layer.descriptor.digest]
+        while not target.done():
+            # Wake when any download finishes, so a failure elsewhere surfaces at once.
+            for f in self._futures.values():
+                if f.done() and f.exception() is not None:
                     raise f.exception()  # type: ignore[misc]
-            for f, d in futures.items():
-                results[d] = f.result()
-        except BaseException:
-            # Stop the other downloads now (Ctrl-C, or one blob failed): do not wait for them.
-            cancel.set()
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
-        self.progress.finish()
-        new_layers = []
-        for i, layer in enumerate(image.layers):
-            facts = results[layer.descriptor.digest]
-            if facts.diff_id != layer.diff_id:
-                # The same compressed blob listed twice with different diff_ids cannot both be right.
-                raise DigestMismatch(f"layer {i + 1} diff_id", str(layer.diff_id), str(facts.diff_id))
-            new_layers.append(facts)
-        image.layers = new_layers
+            pending = [f for f in self._futures.values() if not f.done()]
+            wait(pending, return_when=FIRST_COMPLETED)
+        got = target.result()
+        if got.diff_id != layer.diff_id:
+            # The same compressed blob listed twice with different diff_ids cannot both be right.
+            raise DigestMismatch(f"layer {i + 1} diff_id", str(layer.diff_id), str(got.diff_id))
+        return got
+
+    def wait_all(self) -> None:
+        for i in range(len(self.image.layers)):
+            self.layer(i)
+
+    def __enter__(self) -> "LayerFetch":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.cancel.set()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        else:
+            self._pool.shutdown(wait=True)
+            self.source.progress.finish()

@@ -18,56 +18,77 @@ from typing import Callable
 _STOP = object()
 
 
-class PipelinedHashWriter:
-    """write() hands bytes to a thread that hashes them and passes them on.
+class _Consumer:
+    """One thread applying `fn` to every chunk, in order, from a bounded queue."""
 
-    Memory stays bounded: at most `depth` chunks wait in the queue.
+    def __init__(self, fn: Callable[[bytes], object], depth: int, name: str):
+        self.fn = fn
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is _STOP:
+                return
+            if self.error is None:
+                try:
+                    self.fn(item)
+                except BaseException as e:  # reported to the producer on its next write or close
+                    self.error = e
+
+
+class PipelinedHashWriter:
+    """write() hands each chunk to a hashing thread and, in parallel, to a writing thread.
+
+    The producer (usually a decompressor) keeps its own core; memory stays bounded since
+    at most `depth` chunks wait in each queue.
     """
 
     def __init__(self, sink: Callable[[bytes], object] | None, depth: int = 16):
         self.hash = hashlib.sha256()
         self.count = 0
-        self._sink = sink
-        self._q: queue.Queue = queue.Queue(maxsize=depth)
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="hash-writer", daemon=True)
-        self._thread.start()
+        self._consumers = [_Consumer(self.hash.update, depth, "hash")]
+        if sink is not None:
+            self._consumers.append(_Consumer(sink, depth, "write"))
 
-    def _run(self) -> None:
-        while True:
-            item = self._q.get()
-            if item is _STOP:
-                return
-            if self._error is not None:
-                continue
-            try:
-                self.hash.update(item)
-                if self._sink is not None:
-                    self._sink(item)
-            except BaseException as e:  # reported to the producer on its next write or close
-                self._error = e
+    def _raise_pending(self) -> None:
+        for c in self._consumers:
+            if c.error is not None:
+                raise c.error
 
     def write(self, data: bytes) -> int:
-        if self._error is not None:
-            raise self._error
+        self._raise_pending()
         if data:
             self.count += len(data)
-            self._q.put(bytes(data))
+            chunk = bytes(data)
+            for c in self._consumers:
+                c.q.put(chunk)
         return len(data)
 
     def close(self) -> None:
-        self._q.put(_STOP)
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
+        for c in self._consumers:
+            c.q.put(_STOP)
+        for c in self._consumers:
+            c.thread.join()
+        self._raise_pending()
 
     def abort(self) -> None:
-        self._error = self._error or RuntimeError("aborted")
-        try:
-            self._q.put_nowait(_STOP)
-        except queue.Full:
-            pass
-        self._thread.join(timeout=5)
+        for c in self._consumers:
+            c.error = c.error or RuntimeError("aborted")
+            while True:  # make room so the stop marker fits, dropping what was queued
+                try:
+                    c.q.put_nowait(_STOP)
+                    break
+                except queue.Full:
+                    try:
+                        c.q.get_nowait()
+                    except queue.Empty:
+                        pass
+        for c in self._consumers:
+            c.thread.join(timeout=5)
 
 
 class AtomicFile:

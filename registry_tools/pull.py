@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import reference as refs
-from .archive import write_docker_archive, write_oci_archive
-from .copy import ResolvedImage
+from .archive import docker_archive_entries, oci_archive_entries, write_positional, write_stream
+from typing import Callable
+
+from .copy import BlobStore, Layer, RegistrySource, ResolvedImage, SizeHintWrong
 from .digest import Digest, nix32_encode, parse_output_hash, sri
 from .errors import HashMismatch, InvalidReference, UsageError
 from .layout import write_layout
@@ -110,10 +112,10 @@ def check_final_names(name: str, tag: str) -> None:
         raise UsageError(f"invalid final image tag {tag!r}")
 
 
-def write_output(image: ResolvedImage, session: Session, fmt: str, final_name: str, final_tag: str,
-                 output: str | os.PathLike[str] | None, expected: bytes | None, expected_text: str = "") -> bytes:
+def write_output(image: ResolvedImage, store: BlobStore, fmt: str, final_name: str, final_tag: str,
+                 output: str | os.PathLike[str] | None, expected: bytes | None, expected_text: str = "",
+                 layer_for: Callable[[int], Layer] | None = None) -> bytes:
     """Produce the output (or only its hash when `output` is None); commit only if the hash is right."""
-    store = session.store
     repo_tag = f"{final_name}:{final_tag}"
     if fmt == "oci":
         if output is None:
@@ -133,26 +135,53 @@ def write_output(image: ResolvedImage, session: Session, fmt: str, final_name: s
         except BaseException:
             target.abort()
             raise
-    out = AtomicFile(output) if output is not None else None
-    pipe = PipelinedHashWriter(out.file.write if out else None)
-    try:
-        if fmt == "docker-archive":
-            write_docker_archive(pipe.write, image, store, repo_tag)
-        elif fmt == "oci-archive":
-            write_oci_archive(pipe.write, image, store, final_name, final_tag)
-        else:
-            raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-        pipe.close()
+    if fmt == "docker-archive":
+        entries = docker_archive_entries(image, repo_tag, layer_for)
+    elif fmt == "oci-archive":
+        entries = oci_archive_entries(image, final_name, final_tag)
+    else:
+        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    if output is None:  # only the hash is wanted: stream it through the hasher
+        pipe = PipelinedHashWriter(None)
+        try:
+            write_stream(entries, store, pipe.write)
+            pipe.close()
+        except BaseException:
+            pipe.abort()
+            raise
         actual = pipe.hash.digest()
         _check_hash(expected, expected_text, actual)
-        if out:
-            out.commit()
+        return actual
+    out = AtomicFile(output)
+    try:
+        actual = write_positional(entries, store, out.file.fileno())
+        _check_hash(expected, expected_text, actual)
+        out.commit()
         return actual
     except BaseException:
-        pipe.abort()
-        if out:
-            out.abort()
+        out.abort()
         raise
+
+
+def produce(source: RegistrySource, image: ResolvedImage, fmt: str, final_name: str, final_tag: str,
+            output: str | os.PathLike[str] | None, expected: bytes | None, expected_text: str = "") -> bytes:
+    """Fetch the layers and write the output, overlapping the two where the format allows.
+
+    A docker-archive stores layers uncompressed: each is decompressed once, straight into
+    the output, as soon as its download lands, with the size its compressed form records.
+    Should that record be wrong (a multi-member gzip, a layer over 4 GiB), the layers'
+    exact sizes are measured and the output is written again.
+    """
+    store = source.store
+    if fmt == "docker-archive":
+        with source.background_fetch(image) as fetch:
+            try:
+                return write_output(image, store, fmt, final_name, final_tag, output, expected, expected_text,
+                                    layer_for=fetch.layer)
+            except SizeHintWrong:
+                fetch.wait_all()
+    source.fetch_layers(image)
+    return write_output(image, store, fmt, final_name, final_tag, output, expected, expected_text)
 
 
 def _check_hash(expected: bytes | None, expected_text: str, actual: bytes) -> None:
@@ -194,8 +223,7 @@ def pull_image(
     try:
         source = session.source(ref)
         resolved = source.resolve(Digest.parse(ref.digest), wanted, cross_arch=cross_arch)
-        source.fetch_layers(resolved)
-        actual = write_output(resolved, session, format, final_name, final_image_tag, output, expected, hash or "")
+        actual = produce(source, resolved, format, final_name, final_image_tag, output, expected, hash or "")
     finally:
         if own:
             session.close()

@@ -1,0 +1,94 @@
+"""Benchmark helpers: real files from /usr as image content, a local registry, timing of child processes."""
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+from isal import igzip
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support import imagegen  # noqa: E402
+from tests.support.registry import LocalRegistry, skopeo_push_layout  # noqa: E402
+
+
+def usr_files(limit_bytes: int, roots=("/usr/lib", "/usr/share", "/usr/bin", "/usr/include")) -> list[Path]:
+    """Regular files from /usr, in a fixed order, until `limit_bytes` is reached."""
+    out, total = [], 0
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                p = Path(dirpath) / name
+                try:
+                    st = p.lstat()
+                except OSError:
+                    continue
+                if not p.is_file() or p.is_symlink() or not os.access(p, os.R_OK) or st.st_size == 0:
+                    continue
+                out.append(p)
+                total += st.st_size
+                if total >= limit_bytes:
+                    return out
+    return out
+
+
+def split_even(files: list[Path], parts: int) -> list[list[Path]]:
+    sizes = [f.stat().st_size for f in files]
+    target = sum(sizes) / parts
+    groups: list[list[Path]] = [[]]
+    acc = 0.0
+    for f, s in zip(files, sizes):
+        if acc >= target and len(groups) < parts:
+            groups.append([])
+            acc = 0.0
+        groups[-1].append(f)
+        acc += s
+    return groups
+
+
+def tar_files(files: list[Path], dest: Path) -> None:
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tf:
+        for f in files:
+            info = tf.gettarinfo(str(f), arcname=str(f).lstrip("/"))
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 1, 0, 0, "", ""
+            with open(f, "rb") as fh:
+                tf.addfile(info, fh)
+
+
+def gzip_file(src: Path, dest: Path, level: int = 3) -> None:
+    with open(src, "rb") as fi, igzip.open(dest, "wb", compresslevel=level) as fo:
+        while chunk := fi.read(1 << 20):
+            fo.write(chunk)
+
+
+def measure(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+    """(wall seconds, peak RSS in MB) of one child process.
+
+    Dirty pages left by the previous command are written back first (untimed), so neither
+    tool pays for the other's writeback.
+    """
+    os.sync()
+    time.sleep(0.5)
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {err[-2000:]}")
+    return wall, usage.ru_maxrss // 1024
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+__all__ = ["LocalRegistry", "imagegen", "skopeo_push_layout", "usr_files", "split_even", "tar_files",
+           "gzip_file", "measure", "median", "resource"]
