@@ -10,6 +10,7 @@ from . import __version__
 from .client import TransportOptions
 from .errors import RegistryToolsError, UsageError
 from .progress import StderrProgress
+from .prefetch import Pin, dumps, lock_document, lock_nix, parse_lock_input, prefetch, prefetch_many
 from .pull import FORMATS, pull_image
 from .session import Session
 
@@ -67,6 +68,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="where to write the archive or layout")
     _add_platform(p)
     _add_common(p)
+
+    p = sub.add_parser("prefetch", help="resolve a tag, pull, and print the pin (Nix or JSON)",
+                       description="Resolve IMAGE's tag, pull it as `pull` would, and print what "
+                                   "`pull` (or nixpkgs' pullImage) needs to reproduce it.")
+    p.add_argument("image", nargs="?", help="IMAGE, IMAGE:TAG or IMAGE@DIGEST")
+    p.add_argument("tag_or_digest", nargs="?", metavar="TAG|DIGEST", help="tag or digest (default: latest)")
+    p.add_argument("--image-name", help="same as IMAGE")
+    p.add_argument("--image-tag", help="same as TAG")
+    p.add_argument("--image-digest", help="same as DIGEST")
+    p.add_argument("--final-image-name", help="name recorded in the archive (default: IMAGE as typed)")
+    p.add_argument("--final-image-tag", help="tag recorded in the archive (default: TAG, or latest)")
+    p.add_argument("--format", default="docker-archive", choices=FORMATS)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a Nix attribute set")
+    p.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="pin every image listed in FILE (one 'IMAGE [PLATFORM]' a line; - for stdin)")
+    _add_platform(p)
+    _add_common(p)
     return parser
 
 
@@ -95,7 +113,51 @@ def cmd_pull(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"pull": cmd_pull}
+def cmd_prefetch(args: argparse.Namespace) -> int:
+    if args.from_file:
+        return _prefetch_lock(args)
+    image = args.image or args.image_name
+    if not image:
+        raise UsageError("name an image: registry-tools prefetch IMAGE [TAG|DIGEST] (or --image-name)")
+    if args.image and args.image_name and args.image != args.image_name:
+        raise UsageError("give the image once: positionally or with --image-name")
+    extra = [x for x in (args.tag_or_digest, args.image_tag, args.image_digest) if x]
+    if len(extra) > 1:
+        raise UsageError("give one of TAG|DIGEST, --image-tag or --image-digest")
+    with _session(args) as session:
+        pin = prefetch(
+            image, extra[0] if extra else None, platform=args.platform, os=args.os, arch=args.arch,
+            variant=args.variant, final_image_name=args.final_image_name, final_image_tag=args.final_image_tag,
+            format=args.format, session=session, cross_arch=args.allow_cross_arch,
+        )
+    print(dumps(pin.to_dict()) if args.json else pin.to_nix(), end="" if args.json else "\n")
+    return 0
+
+
+def _prefetch_lock(args: argparse.Namespace) -> int:
+    if args.image or args.image_name or args.tag_or_digest or args.image_tag or args.image_digest:
+        raise UsageError("--from lists the images; do not name one on the command line too")
+    if args.platform or args.os or args.arch or args.variant or args.final_image_name or args.final_image_tag:
+        raise UsageError("with --from, give a platform per line in the file")
+    if args.from_file == "-":
+        text, source = sys.stdin.read(), "stdin"
+    else:
+        with open(args.from_file, encoding="utf-8") as f:
+            text, source = f.read(), args.from_file
+    lines = parse_lock_input(text, source)
+    with _session(args) as session:
+        results = prefetch_many(lines, session=session, jobs=args.jobs, format=args.format)
+    failed = [(item, r) for item, r in results if not isinstance(r, Pin)]
+    for item, err in failed:
+        print(f"registry-tools: {source}:{item.line}: {item.reference}: {err}", file=sys.stderr)
+    if failed:
+        print(f"registry-tools: {len(failed)} of {len(results)} image(s) failed; nothing printed", file=sys.stderr)
+        return max(e.exit_code for _, e in failed)  # type: ignore[union-attr]
+    print(dumps(lock_document(results)) if args.json else lock_nix(results), end="" if args.json else "\n")
+    return 0
+
+
+COMMANDS = {"pull": cmd_pull, "prefetch": cmd_prefetch}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 
-from . import auth
+from . import __version__, auth
 from .digest import Digest
 from .errors import AuthError, ManifestError, NetworkError, NotFound, RegistryError
 from .manifest import ACCEPT, MAX_MANIFEST_SIZE
@@ -131,6 +131,7 @@ class Registry:
         self.http = httpx.Client(
             verify=_ssl_context(self.options), timeout=timeout, limits=limits,
             follow_redirects=False, transport=transport, trust_env=False,
+            headers={"User-Agent": f"registry-tools/{__version__}"},
         )
 
     def close(self) -> None:
@@ -320,11 +321,15 @@ class Registry:
             self._challenge = chosen
         return resp
 
-    def _check(self, resp: httpx.Response, what: str) -> None:
+    def _check(self, resp: httpx.Response, what: str, repo: str = "") -> None:
         if resp.status_code < 400:
             return
         detail, code = _error_detail(resp)
         if resp.status_code == 404:
+            if code == "NAME_UNKNOWN" and repo:
+                raise NotFound(f"repository {self.domain}/{repo} not found", 404, code)
+            if code == "MANIFEST_UNKNOWN" and "@" not in what:
+                raise NotFound(f"{what}: no such tag ({detail})", 404, code)
             raise NotFound(f"{what}: not found on {self.domain} ({detail})", 404, code)
         if resp.status_code in (401, 403):
             hint = "check the credentials" if self._credential() else "the registry needs credentials: run registry-tools login"
@@ -341,7 +346,7 @@ class Registry:
         resp = self.request("GET", repo, f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT},
                             kind="manifest", stream=True)
         try:
-            self._check_stream(resp, what)
+            self._check_stream(resp, what, repo)
             length = resp.headers.get("content-length")
             if length and length.isdigit() and int(length) > MAX_MANIFEST_SIZE:
                 raise ManifestError(f"{what}: manifest of {length} bytes is over the {MAX_MANIFEST_SIZE} byte limit")
@@ -358,13 +363,13 @@ class Registry:
 
     def head_manifest(self, repo: str, ref: str) -> tuple[Digest | None, str, int | None]:
         """HEAD a manifest: its digest (if the registry says), media type and size."""
-        what = f"{self.domain}/{repo}:{ref}"
         resp = self.request("HEAD", repo, f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT},
                             kind="manifest-head")
-        if resp.status_code == 404:
-            raise NotFound(f"{what}: not found on {self.domain}", 404)
+        if resp.status_code in (401, 403):
+            self._check(resp, f"{self.domain}/{repo}:{ref}", repo)
         if resp.status_code >= 400:
-            return None, "", None  # some registries refuse HEAD; the caller falls back to GET
+            # A HEAD answer has no body to say why; the caller's GET will get the registry's reason.
+            return None, "", None
         dcd = resp.headers.get("docker-content-digest")
         size = resp.headers.get("content-length")
         try:
@@ -373,10 +378,22 @@ class Registry:
             digest = None
         return digest, resp.headers.get("content-type", ""), int(size) if size and size.isdigit() else None
 
-    def _check_stream(self, resp: httpx.Response, what: str) -> None:
+    def list_tags(self, repo: str, limit: int = 1000) -> list[str]:
+        """The repository's tags (one page, up to `limit`); NotFound if the repository is unknown."""
+        resp = self.request("GET", repo, f"/v2/{repo}/tags/list?n={limit}", kind="tags")
+        if resp.status_code == 404:
+            raise NotFound(f"repository {self.domain}/{repo} not found", 404, "NAME_UNKNOWN")
+        self._check(resp, f"{self.domain}/{repo}", repo)
+        try:
+            tags = resp.json().get("tags") or []
+        except ValueError:
+            return []
+        return [t for t in tags if isinstance(t, str)]
+
+    def _check_stream(self, resp: httpx.Response, what: str, repo: str = "") -> None:
         if resp.status_code >= 400:
             resp.read()
-            self._check(resp, what)
+            self._check(resp, what, repo)
 
     # -- blobs ---------------------------------------------------------------------------
 
@@ -404,7 +421,7 @@ class BlobStream:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         resp = self._reg.request("GET", self._repo, f"/v2/{self._repo}/blobs/{self._digest}", headers=headers,
                                  kind="blob", stream=True)
-        self._reg._check_stream(resp, f"{self._reg.domain}/{self._repo}@{self._digest}")
+        self._reg._check_stream(resp, f"{self._reg.domain}/{self._repo}@{self._digest}", self._repo)
         skip = 0
         if offset:
             if resp.status_code == 206:

@@ -16,10 +16,10 @@ from . import manifest as mf
 from .cache import BlobCache
 from .client import Registry
 from .digest import Digest, HashingReader, verify_bytes
-from .errors import DigestMismatch, Interrupted, ManifestError, SizeMismatch
+from .errors import DigestMismatch, Interrupted, ManifestError, NotFound, PlatformNotFound, SizeMismatch
 from .layers import READ_SIZE, close_quietly, decompressed, size_hint, sniff_file
 from .output import PipelinedHashWriter
-from .platform import Matcher, Platform, choose_in_index
+from .platform import Matcher, Platform, choose, choose_in_index
 
 log = logging.getLogger("registry_tools.copy")
 
@@ -54,6 +54,14 @@ class ResolvedImage:
     def platform(self) -> Platform:
         c = self.config
         return Platform(str(c.get("os", "")), str(c.get("architecture", "")), str(c.get("variant", "") or ""))
+
+    @property
+    def chosen_platform(self) -> Platform:
+        """The platform the index entry names (what was matched), else the config's."""
+        p = self.manifest_descriptor.platform
+        if p and p.get("os") and p.get("architecture"):
+            return Platform.from_json(p)
+        return self.platform
 
     @property
     def config_digest(self) -> Digest:
@@ -209,8 +217,34 @@ class RegistrySource:
         cache.put_bytes(digest, raw)
         return raw, content_type
 
-    def resolve(self, digest: Digest, wanted: Platform, *, cross_arch: bool = False) -> ResolvedImage:
-        """Manifest (choosing from an index), config and layer list for one platform."""
+    def resolve_tag(self, tag: str) -> Digest:
+        """The digest a tag points to: a HEAD request where the registry answers one, else a GET.
+
+        Docker Hub counts GETs against its rate limit, not HEADs. With a GET the bytes are
+        hashed here and cached under their digest, so the later fetch by digest is local.
+        """
+        digest, _, _ = self.registry.head_manifest(self.repo, tag)
+        if digest is not None:
+            return digest
+        try:
+            raw, _ = self.registry.get_manifest(self.repo, tag)
+        except NotFound:
+            # Say whether the repository or only the tag is missing, and what exists.
+            tags = self.registry.list_tags(self.repo)
+            listing = ", ".join(sorted(tags)[:20]) + (" …" if len(tags) > 20 else "") if tags else "none"
+            raise NotFound(f"{self.registry.domain}/{self.repo}: no tag {tag!r}; its tags: {listing}", 404,
+                           "MANIFEST_UNKNOWN") from None
+        digest = Digest.of_bytes(raw)
+        self.store.cache.put_bytes(digest, raw)
+        return digest
+
+    def resolve(self, digest: Digest, wanted: Platform, *, cross_arch: bool = False,
+                explicit_platform: bool = False) -> ResolvedImage:
+        """Manifest (choosing from an index), config and layer list for one platform.
+
+        A single-platform image is taken whatever the default platform says (as skopeo
+        does); a platform the user asked for explicitly must match it.
+        """
         raw, ctype = self.manifest_bytes(digest)
         doc = mf.parse(raw, ctype, where=f"manifest {self._where(digest)}")
         index_digest = None
@@ -242,6 +276,14 @@ class RegistrySource:
         for i, layer in enumerate(doc.layers):
             if layer.media_type and not mf.is_layer_type(layer.media_type):
                 raise ManifestError(f"{self._where(desc.digest)}: layer {i} has media type {layer.media_type}, not an image layer")
+        if index_digest is None and explicit_platform:
+            have = {"os": config.get("os", ""), "architecture": config.get("architecture", "")}
+            if config.get("variant"):
+                have["variant"] = config["variant"]
+            try:  # the same rules as choosing from an index, applied to the one image there is
+                choose([{"platform": have}], wanted, cross_arch=cross_arch)
+            except PlatformNotFound as e:
+                raise PlatformNotFound(e.wanted, e.offered, single=True) from None
         image = ResolvedImage(doc, desc, config_raw, config, index_digest=index_digest)
         image.layers = [Layer(d, ids[i], -1) for i, d in enumerate(doc.layers)]
         return image

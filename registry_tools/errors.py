@@ -65,9 +65,12 @@ class ManifestError(RegistryToolsError):
 
 
 class PlatformNotFound(RegistryToolsError):
-    def __init__(self, wanted: str, offered: list[str]):
+    def __init__(self, wanted: str, offered: list[str], single: bool = False):
         listing = ", ".join(offered) if offered else "none"
-        super().__init__(f"no image for platform {wanted} in the index; it offers: {listing}")
+        if single:
+            super().__init__(f"the image is for {listing}, not for the platform asked for, {wanted}")
+        else:
+            super().__init__(f"no image for platform {wanted} in the index; it offers: {listing}")
         self.wanted = wanted
         self.offered = offered
 

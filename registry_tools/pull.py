@@ -222,7 +222,8 @@ def pull_image(
     session = session or Session()
     try:
         source = session.source(ref)
-        resolved = source.resolve(Digest.parse(ref.digest), wanted, cross_arch=cross_arch)
+        resolved = source.resolve(Digest.parse(ref.digest), wanted, cross_arch=cross_arch,
+                                  explicit_platform=bool(platform or os or arch or variant))
         actual = produce(source, resolved, format, final_name, final_image_tag, output, expected, hash or "")
     finally:
         if own:

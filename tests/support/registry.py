@@ -77,9 +77,9 @@ class LocalRegistry:
             if "response completed" not in line:
                 continue
             m = re.search(r'http\.request\.method=(\S+)', line)
-            u = re.search(r'http\.request\.uri="([^"]+)"', line)
+            u = re.search(r'http\.request\.uri=(?:"([^"]+)"|(\S+))', line)
             if m and u:
-                out.append((m.group(1), u.group(1)))
+                out.append((m.group(1), u.group(1) or u.group(2)))
         return out
 
 

@@ -1,0 +1,196 @@
+"""prefetch: resolve a tag, pull as `pull` would, and print the pin (nix-prefetch-docker, done right).
+
+The pin's values are exactly the arguments `pull` (and nixpkgs' pullImage) takes, so
+pulling with them reproduces `hash`: same defaults, same platform choice, same output.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from . import reference as refs
+from .digest import Digest, sri
+from .errors import RegistryToolsError, UsageError
+from .platform import Platform, normalize_arch
+from .pull import FORMATS, check_final_names, produce, split_name, wanted_platform
+from .session import Session
+
+
+@dataclass(frozen=True)
+class Pin:
+    image_name: str
+    image_digest: Digest
+    sha256: bytes
+    final_image_name: str
+    final_image_tag: str
+    os: str
+    arch: str
+    variant: str
+    manifest_digest: Digest
+    format: str = "docker-archive"
+
+    @property
+    def hash(self) -> str:
+        return sri(self.sha256)
+
+    def to_dict(self) -> dict[str, str]:
+        """The pin's keys in the order users read them (SPEC section 3)."""
+        d = {
+            "imageName": self.image_name,
+            "imageDigest": str(self.image_digest),
+            "hash": self.hash,
+            "finalImageName": self.final_image_name,
+            "finalImageTag": self.final_image_tag,
+            "os": self.os,
+            "arch": self.arch,
+        }
+        if self.variant:
+            d["variant"] = self.variant
+        d["manifestDigest"] = str(self.manifest_digest)
+        if self.format != "docker-archive":
+            d["format"] = self.format
+        return d
+
+    def to_nix(self) -> str:
+        lines = ["{"]
+        for k, v in self.to_dict().items():
+            lines.append(f"  {k} = {nix_string(v)};")
+        lines.append("}")
+        return "\n".join(lines)
+
+
+def nix_string(value: str) -> str:
+    """A Nix string literal; `${` is escaped so a value can never be interpolated."""
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
+    escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    return f'"{escaped}"'
+
+
+def _platform_fields(p: Platform) -> tuple[str, str, str]:
+    arch, variant = normalize_arch(p.architecture, p.variant)
+    if p.architecture.lower() == "arm" and not p.variant:
+        variant = ""  # the index entry named no variant; say so, so pull picks the same entry
+    elif arch == "arm64" and p.variant:
+        variant = p.variant  # keep "v8" as the index wrote it: pull treats it the same
+    return p.os, arch, variant
+
+
+def prefetch(
+    image: str,
+    tag_or_digest: str | None = None,
+    *,
+    platform: str | Platform | None = None,
+    os: str | None = None,
+    arch: str | None = None,
+    variant: str | None = None,
+    final_image_name: str | None = None,
+    final_image_tag: str | None = None,
+    format: str = "docker-archive",
+    session: Session | None = None,
+    cross_arch: bool = False,
+) -> Pin:
+    """Resolve IMAGE[:TAG|@DIGEST] (or IMAGE plus TAG or DIGEST) and compute its pin."""
+    if format not in FORMATS:
+        raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    typed_name, typed_tag, typed_digest = split_name(image)
+    if tag_or_digest:
+        if typed_tag or typed_digest:
+            raise UsageError(f"{image} already names a tag or digest; drop the extra {tag_or_digest!r}")
+        if tag_or_digest.startswith("sha256:") or ":" in tag_or_digest:
+            typed_digest = tag_or_digest
+        else:
+            typed_tag = tag_or_digest
+    ref = refs.parse_normalized(typed_name)
+    if ref.tag or ref.digest:
+        raise UsageError(f"invalid image name {typed_name!r}")
+    if typed_digest:
+        Digest.parse(typed_digest)
+    if typed_tag:
+        ref = ref.with_tag(typed_tag)
+    wanted = wanted_platform(platform, os, arch, variant)
+    final_name = final_image_name or typed_name
+    final_tag = final_image_tag or typed_tag or "latest"
+    check_final_names(final_name, final_tag)
+    own = session is None
+    session = session or Session()
+    try:
+        source = session.source(ref)
+        digest = Digest.parse(typed_digest) if typed_digest else source.resolve_tag(typed_tag or "latest")
+        image_ = source.resolve(digest, wanted, cross_arch=cross_arch,
+                                explicit_platform=bool(platform or os or arch or variant))
+        sha = produce(source, image_, format, final_name, final_tag, None, None)
+    finally:
+        if own:
+            session.close()
+    os_, arch_, variant_ = _platform_fields(image_.chosen_platform)
+    return Pin(ref.name, digest, sha, final_name, final_tag, os_, arch_, variant_,
+               image_.manifest_descriptor.digest, format)
+
+
+# --- many images at once: a lock file ----------------------------------------------------
+
+@dataclass(frozen=True)
+class LockLine:
+    line: int
+    reference: str
+    platform: str | None
+
+
+def parse_lock_input(text: str, source: str = "input") -> list[LockLine]:
+    """One reference a line, optionally followed by a platform; `#` starts a comment."""
+    out = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) > 2:
+            raise UsageError(f"{source}:{n}: expected 'IMAGE[:TAG|@DIGEST] [OS/ARCH[/VARIANT]]', got {raw.strip()!r}")
+        out.append(LockLine(n, parts[0], parts[1] if len(parts) == 2 else None))
+    if not out:
+        raise UsageError(f"{source}: no image references in it")
+    return out
+
+
+def prefetch_many(lines: Iterable[LockLine], *, session: Session, jobs: int = 4,
+                  format: str = "docker-archive") -> list[tuple[LockLine, Pin | RegistryToolsError]]:
+    """Pins for many images, resolved concurrently; each result is a Pin or the error it hit."""
+    items = list(lines)
+
+    def one(item: LockLine) -> Pin | RegistryToolsError:
+        try:
+            return prefetch(item.reference, platform=item.platform, format=format, session=session)
+        except RegistryToolsError as e:
+            return e
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="prefetch") as pool:
+        results = list(pool.map(one, items))
+    return list(zip(items, results))
+
+
+def lock_document(results: list[tuple[LockLine, Pin | RegistryToolsError]]) -> dict[str, Any]:
+    images = []
+    for item, pin in results:
+        assert isinstance(pin, Pin)
+        entry: dict[str, Any] = {"reference": item.reference}
+        if item.platform:
+            entry["platform"] = item.platform
+        entry.update(pin.to_dict())
+        images.append(entry)
+    return {"version": 1, "images": images}
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2) + "\n"
+
+
+def lock_nix(results: list[tuple[LockLine, Pin | RegistryToolsError]]) -> str:
+    """The same pins as a Nix list of attribute sets."""
+    out = ["["]
+    for item, pin in results:
+        assert isinstance(pin, Pin)
+        out.append("  " + pin.to_nix().replace("\n", "\n  "))
+    out.append("]")
+    return "\n".join(out)
