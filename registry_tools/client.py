@@ -55,12 +55,26 @@ class TransportOptions:
     max_connections: int = 8
 
 
-def _ssl_context(opts: TransportOptions) -> ssl.SSLContext | bool:
+SYSTEM_CA_DIR = "/etc/ssl/certs"
+
+
+def _unverified_context() -> ssl.SSLContext:
+    """For plain-http clients and --tls-verify=false (httpx would load a CA bundle even then)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def _ssl_context(opts: TransportOptions) -> ssl.SSLContext:
     if not opts.tls_verify:
-        return False
+        return _unverified_context()
     cafile = opts.ca_file or os.environ.get("SSL_CERT_FILE")
     if cafile:
         ctx = ssl.create_default_context(cafile=cafile)
+    elif os.path.isdir(SYSTEM_CA_DIR) and any(n.endswith(".0") for n in os.listdir(SYSTEM_CA_DIR)):
+        # The system's hashed CA directory: OpenSSL reads only the certificates it needs.
+        ctx = ssl.create_default_context(capath=SYSTEM_CA_DIR)
     else:
         import certifi
 
@@ -123,19 +137,34 @@ class Registry:
         self._scheme: str | None = None
         self._lock = threading.Lock()
         self.stats: Counter[str] = Counter()
-        limits = httpx.Limits(
-            max_connections=self.options.max_connections,
-            max_keepalive_connections=self.options.max_connections,
-        )
-        timeout = httpx.Timeout(self.options.timeout, connect=self.options.connect_timeout)
-        self.http = httpx.Client(
-            verify=_ssl_context(self.options), timeout=timeout, limits=limits,
-            follow_redirects=False, transport=transport, trust_env=False,
-            headers={"User-Agent": f"registry-tools/{__version__}"},
-        )
+        self._transport = transport
+        self._http: dict[bool, httpx.Client] = {}
+
+    def _client(self, tls: bool) -> httpx.Client:
+        """The HTTP client, built on first use: a TLS context costs time and is not always needed."""
+        client = self._http.get(tls)
+        if client is None:
+            limits = httpx.Limits(max_connections=self.options.max_connections,
+                                  max_keepalive_connections=self.options.max_connections)
+            timeout = httpx.Timeout(self.options.timeout, connect=self.options.connect_timeout)
+            client = httpx.Client(
+                verify=_ssl_context(self.options) if tls else _unverified_context(), timeout=timeout, limits=limits,
+                follow_redirects=False, transport=self._transport, trust_env=False,
+                headers={"User-Agent": f"registry-tools/{__version__}"},
+            )
+            self._http[tls] = client
+        return client
+
+    @property
+    def http(self) -> httpx.Client:
+        """The client for this registry's scheme (and, for redirects, any https host)."""
+        self.base_url()
+        return self._client(self._scheme == "https" or self._scheme is None)
 
     def close(self) -> None:
-        self.http.close()
+        for c in self._http.values():
+            c.close()
+        self._http.clear()
 
     # -- scheme and auth ---------------------------------------------------------------
 
@@ -146,23 +175,26 @@ class Registry:
             return f"{self._scheme}://{self.host}"
 
     def _probe_scheme(self) -> str:
-        """https, or plain http for a loopback registry (or with TLS verification off) that has no TLS."""
-        may_fall_back = is_loopback_host(self.host) or not self.options.tls_verify
+        """https; plain http only for a loopback registry (or with TLS verification off) that has no TLS.
+
+        A loopback registry is asked over plain http first: a TLS server cannot give a
+        registry's answer to that (Go's says 400), and the question carries no credentials.
+        """
+        may_use_http = is_loopback_host(self.host) or not self.options.tls_verify
+        if may_use_http:
+            try:
+                resp = self._client(False).get(f"http://{self.host}/v2/")
+                if resp.status_code != 400 and resp.status_code < 500:
+                    self._note_challenge(resp)
+                    return "http"
+            except httpx.TransportError:
+                pass
         try:
-            resp = self.http.get(f"https://{self.host}/v2/")
+            resp = self._client(True).get(f"https://{self.host}/v2/")
             self._note_challenge(resp)
             return "https"
-        except (httpx.ConnectError, httpx.RemoteProtocolError, ssl.SSLError) as e:
-            if not may_fall_back:
-                raise NetworkError(f"cannot reach registry {self.host} over https: {_reason(e)}") from None
         except httpx.TransportError as e:
             raise NetworkError(f"cannot reach registry {self.host}: {_reason(e)}") from None
-        try:
-            resp = self.http.get(f"http://{self.host}/v2/")
-            self._note_challenge(resp)
-        except httpx.TransportError as e:
-            raise NetworkError(f"cannot reach registry {self.host}: {_reason(e)}") from None
-        return "http"
 
     def _note_challenge(self, resp: httpx.Response) -> None:
         if resp.status_code == 401:
@@ -276,9 +308,10 @@ class Registry:
                         stream: bool, kind: str) -> httpx.Response:
         origin = urlsplit(url).netloc
         for _ in range(10):
-            req = self.http.build_request(method, url, headers=headers, content=content)
+            client = self._client(urlsplit(url).scheme == "https")
+            req = client.build_request(method, url, headers=headers, content=content)
             self.stats[f"{method} {kind}"] += 1
-            resp = self.http.send(req, stream=True)
+            resp = client.send(req, stream=True)
             if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
                 resp.close()
                 url = urljoin(url, resp.headers["location"])
