@@ -178,6 +178,42 @@ def parse_any(text: str) -> Reference | Digest:
         return parse_normalized(text)
 
 
+def _go_path_pattern(pattern: str) -> "re.Pattern[str]":
+    """Go's path.Match syntax as a regex: `*` and `?` never cross '/', `[…]` classes, `\\` escapes."""
+    out, i = [], 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif c == "[":
+            j = pattern.find("]", i + 1)
+            if j < 0:
+                raise InvalidReference(f"bad pattern {pattern!r}: unterminated character class")
+            body = pattern[i + 1:j]
+            neg = body.startswith("^")
+            body = body[1:] if neg else body
+            out.append("[" + ("^" if neg else "") + body.replace("\\", "\\\\") + "]")
+            i = j
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("^" + "".join(out) + "$")
+
+
+def familiar_match(pattern: str, text: str) -> bool:
+    """reference.FamiliarMatch: match a pattern against the familiar string, then the familiar name."""
+    ref = parse_any(text)
+    rx = _go_path_pattern(pattern)
+    if isinstance(ref, Digest):
+        return bool(rx.match(str(ref)))
+    return bool(rx.match(ref.familiar_string()) or rx.match(ref.familiar_name))
+
+
 def is_loopback_host(host: str) -> bool:
     """True for localhost, 127.0.0.0/8 and ::1 (with or without a port)."""
     h = host

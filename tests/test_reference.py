@@ -185,3 +185,8 @@ def test_docker_hub_api_host():
 ])
 def test_loopback(host, loop):
     assert refs.is_loopback_host(host) == loop
+
+
+@pytest.mark.parametrize("case", CASES["FamiliarMatch"], ids=lambda c: f'{c["pattern"]}~{c["reference"]}')
+def test_familiar_match(case):
+    assert refs.familiar_match(case["pattern"], case["reference"]) == case["expected"]

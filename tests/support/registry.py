@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ class LocalRegistry:
         )
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "LocalRegistry":
+    def start(self, scheme: str = "http", ca: Path | None = None) -> "LocalRegistry":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.config_path)],
                                      stdout=self._log, stderr=subprocess.STDOUT)
@@ -48,7 +49,8 @@ class LocalRegistry:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: {self.log_path.read_text()[-2000:]}")
             try:
-                httpx.get(f"http://{self.host}/v2/", timeout=1)
+                verify = ssl.create_default_context(cafile=str(ca)) if ca else True
+                httpx.get(f"{scheme}://{self.host}/v2/", timeout=1, verify=verify)
                 return self
             except httpx.TransportError:
                 time.sleep(0.05)
@@ -90,3 +92,12 @@ def skopeo_push_layout(layout: str | os.PathLike[str], tag: str, dest: str, all_
     source = f"dir:{layout}" if (Path(layout) / "manifest.json").exists() else f"oci:{layout}:{tag}"
     cmd += [source, f"docker://{dest}"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+def skopeo_push_layout_tls(layout: str | os.PathLike[str], tag: str, dest: str, ca: Path) -> None:
+    """Push to a TLS registry, trusting only `ca` (skopeo reads ca.crt from --dest-cert-dir)."""
+    cert_dir = Path(ca).parent / "skopeo-certs"
+    cert_dir.mkdir(exist_ok=True)
+    (cert_dir / "ca.crt").write_bytes(Path(ca).read_bytes())
+    subprocess.run(["skopeo", "copy", "--quiet", "--preserve-digests", "--dest-cert-dir", str(cert_dir),
+                    f"oci:{layout}:{tag}", f"docker://{dest}"], check=True, capture_output=True, text=True)
