@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from contextlib import contextmanager
 
 import pytest
 
@@ -30,28 +31,29 @@ def seed(reg: LocalRegistry) -> None:
         skopeo_push_layout(IMAGES / name, "v1", f"{reg.host}/test/{name}:v1", all_images=False)
 
 
-@pytest.fixture(scope="session")
-def registry(tmp_path_factory):
-    """A registry shared by tests that only read from it."""
+@contextmanager
+def seeded_registry(root):
     _require(*REQUIRED_TOOLS)
-    reg = LocalRegistry(tmp_path_factory.mktemp("registry")).start()
+    reg = LocalRegistry(root).start()
     try:
         seed(reg)
         yield reg
     finally:
         reg.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory):
+    """A registry shared by tests that only read from it."""
+    with seeded_registry(tmp_path_factory.mktemp("registry")) as reg:
+        yield reg
 
 
 @pytest.fixture
 def own_registry(tmp_path):
     """A registry of the test's own, for tests that damage its storage."""
-    _require(*REQUIRED_TOOLS)
-    reg = LocalRegistry(tmp_path / "own-registry").start()
-    try:
-        seed(reg)
+    with seeded_registry(tmp_path / "own-registry") as reg:
         yield reg
-    finally:
-        reg.stop()
 
 
 @pytest.fixture

@@ -58,18 +58,11 @@ def test_format_all(case):
     assert pf.format_all(plat(case["platform"])) == case["expected"]
 
 
-@pytest.mark.parametrize("case", CASES["Only"]["cases"], ids=lambda c: c["platform"])
-def test_only(case):
-    m = pf.only(spec(case["platform"]))
-    for x in case["matches"]:
-        assert m.match(spec(x)), x
-    for x in case["does_not_match"]:
-        assert not m.match(spec(x)), x
-
-
-@pytest.mark.parametrize("case", CASES["OnlyStrict"]["cases"], ids=lambda c: c["platform"])
-def test_only_strict(case):
-    m = pf.only_strict(spec(case["platform"]))
+@pytest.mark.parametrize("make,case", [(pf.only, c) for c in CASES["Only"]["cases"]]
+                         + [(pf.only_strict, c) for c in CASES["OnlyStrict"]["cases"]],
+                         ids=lambda v: v["platform"] if isinstance(v, dict) else v.__name__)
+def test_only_and_only_strict(make, case):
+    m = make(spec(case["platform"]))
     for x in case["matches"]:
         assert m.match(spec(x)), x
     for x in case["does_not_match"]:
