@@ -40,97 +40,97 @@ def parse_challenges(headers: list[str], strict: bool = False) -> list[Challenge
     return out
 
 
-def _parse_one(s: str, strict: bool) -> list[Challenge]:
+def pick_challenge(challenges: list[Challenge]) -> Challenge | None:
+    """The challenge to answer: Bearer or Basic before schemes we do not speak."""
+    for c in challenges:
+        if c.scheme in ("bearer", "basic"):
+            return c
+    return challenges[0] if challenges else None
+
+
+def _tokenize(s: str, strict: bool) -> list[tuple[str, str]]:
+    """(kind, text) tokens: 't' token, 'q' quoted string, 'v' bare value after '=', ',' and '='."""
+    toks: list[tuple[str, str]] = []
     i, n = 0, len(s)
-    challenges: list[Challenge] = []
-
-    def skip_ws(j: int) -> int:
-        while j < n and s[j] in " \t":
-            j += 1
-        return j
-
-    def token(j: int) -> tuple[str, int]:
-        k = j
-        while k < n and s[k] in _TOKEN_CHARS:
-            k += 1
-        return s[j:k], k
-
-    while True:
-        i = skip_ws(i)
-        while i < n and s[i] == ",":
-            i = skip_ws(i + 1)
-        if i >= n:
-            break
-        scheme, i = token(i)
-        if not scheme:
-            if strict:
-                raise ChallengeSyntaxError(f"bad character at {i}")
-            break
-        params: dict[str, str] = {}
-        challenges.append(Challenge(scheme.lower(), params))
-        i = skip_ws(i)
-        while i < n:
-            start = i
-            key, j = token(i)
-            j = skip_ws(j)
-            if not key or j >= n or s[j] != "=":
-                # Not an auth-param: either token68 or the next challenge's scheme.
-                if key and params == {} and j < n and s[j] not in ",":
-                    i = start
+    while i < n:
+        c = s[i]
+        if c in " \t":
+            i += 1
+        elif c in ",=":
+            toks.append((c, c))
+            i += 1
+        elif c == '"':
+            i += 1
+            buf = []
+            closed = False
+            while i < n:
+                if s[i] == "\\":
+                    if i + 1 >= n:
+                        if strict:
+                            raise ChallengeSyntaxError("dangling backslash in quoted string")
+                        i += 1
+                        break
+                    buf.append(s[i + 1])
+                    i += 2
+                elif s[i] == '"':
+                    closed = True
+                    i += 1
                     break
-                if key and (j >= n or s[j] == ","):
-                    if params:
-                        i = start
-                        break
-                    i = j
-                    continue
-                i = start
-                break
-            j = skip_ws(j + 1)
-            if j < n and s[j] == '"':
+                else:
+                    buf.append(s[i])
+                    i += 1
+            if not closed and strict:
+                raise ChallengeSyntaxError("unterminated quoted string")
+            toks.append(("q", "".join(buf)))
+        else:
+            after_equals = bool(toks) and toks[-1][0] == "="
+            stop = ", \t" if after_equals else ", \t="
+            j = i
+            while j < n and s[j] not in stop:
                 j += 1
-                buf = []
-                closed = False
-                while j < n:
-                    c = s[j]
-                    if c == "\\":
-                        if j + 1 >= n:
-                            if strict:
-                                raise ChallengeSyntaxError("dangling backslash")
-                            j += 1
-                            break
-                        buf.append(s[j + 1])
-                        j += 2
-                        continue
-                    if c == '"':
-                        closed = True
-                        j += 1
-                        break
-                    buf.append(c)
-                    j += 1
-                if not closed and strict:
-                    raise ChallengeSyntaxError("unterminated quoted string")
-                value = "".join(buf)
-            else:
-                k = j
-                while k < n and s[k] not in ", \t":
-                    k += 1
-                value = s[j:k]
-                j = k
-            params[key.lower()] = value
-            j = skip_ws(j)
-            if j < n and s[j] == ",":
-                i = skip_ws(j + 1)
-                continue
-            if j < n and strict:
-                raise ChallengeSyntaxError(f"expected ',' at {j}")
+            toks.append(("v" if after_equals else "t", s[i:j]))
             i = j
-            if j < n:
-                # Lenient: a new challenge may start without a comma.
-                break
-        if i >= n:
-            break
-    return challenges
+    return toks
+
+
+def _parse_one(s: str, strict: bool) -> list[Challenge]:
+    toks = _tokenize(s, strict)
+    n = len(toks)
+    out: list[Challenge] = []
+
+    def is_param(j: int) -> bool:
+        return j + 1 < n and toks[j][0] in "tq" and toks[j + 1][0] == "="
+
+    i = 0
+    while i < n:
+        kind, text = toks[i]
+        if kind in ",=":
+            if kind == "=" and strict:
+                raise ChallengeSyntaxError("'=' where an auth scheme was expected")
+            i += 1
+            continue
+        params: dict[str, str] = {}
+        out.append(Challenge(text.lower(), params))
+        i += 1
+        need_comma = False
+        while i < n:
+            if toks[i][0] == ",":
+                need_comma = False
+                i += 1
+                continue
+            if not is_param(i):
+                break  # the next challenge's scheme (or a token68 we do not use)
+            if need_comma and strict:
+                raise ChallengeSyntaxError("missing ',' between auth parameters")
+            key = toks[i][1].lower()
+            if i + 2 < n and toks[i + 2][0] in "qv":
+                params[key] = toks[i + 2][1]
+                i += 3
+            else:
+                params[key] = ""
+                i += 2
+            need_comma = True
+    return out
 
 
 def token_scopes(challenge_scope: str, wanted: list[str]) -> list[str]:
@@ -165,16 +165,31 @@ class Credential:
         return f"Credential(username={self.username!r}, password=***)"
 
 
-CredentialLookup = Callable[[str], "Credential | None"]
+# (registry domain, repository path) -> credentials, or None for anonymous access.
+CredentialLookup = Callable[[str, str], "Credential | None"]
+
+
+def static_credentials(username: str, password: str) -> CredentialLookup:
+    """The same credentials for every registry of one operation (`--creds USER:PASS`)."""
+    cred = Credential(username, password)
+    return lambda domain, repo: cred
 
 
 @dataclass
 class Token:
     value: str
     expires_at: float
+    margin: float = 5.0  # renew this long before the server's expiry, so no request carries a stale token
+
+    @classmethod
+    def lasting(cls, value: str, lifetime: float) -> "Token":
+        return cls(value, time.monotonic() + lifetime, margin=min(5.0, lifetime / 4))
 
     def valid(self, now: float | None = None) -> bool:
-        return (now or time.monotonic()) < self.expires_at - 5
+        return (now or time.monotonic()) < self.expires_at - self.margin
+
+    def __repr__(self) -> str:  # never show the secret
+        return f"Token(expires_at={self.expires_at:.0f})"
 
 
 class TokenCache:

@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import __version__
+from .auth import static_credentials
 from .client import TransportOptions
+from .credentials import CredentialStore, normalize_key, remove_login, store_login
 from .errors import RegistryToolsError, UsageError
 from .progress import StderrProgress
 from .prefetch import Pin, dumps, lock_document, lock_nix, parse_lock_input, prefetch, prefetch_many
@@ -38,8 +42,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cert-dir", help="directory of extra CA certificates (*.crt)")
     g.add_argument("--cache-dir", help="blob cache (default: $REGISTRY_TOOLS_CACHE or ~/.cache/registry-tools)")
     g.add_argument("--jobs", type=int, default=4, help="concurrent downloads (default 4)")
+    g.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry (else the auth files)")
+    g.add_argument("--authfile", help="auth file to read credentials from (default: the usual ones)")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    g.add_argument("--verbose", "-v", action="store_true", help="log requests and retries")
+    g.add_argument("--verbose", "-v", action="store_true", help="log requests and retries (never secrets)")
 
 
 def _add_platform(p: argparse.ArgumentParser) -> None:
@@ -85,6 +91,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pin every image listed in FILE (one 'IMAGE [PLATFORM]' a line; - for stdin)")
     _add_platform(p)
     _add_common(p)
+
+    p = sub.add_parser("login", help="check credentials against a registry and save them")
+    p.add_argument("registry", help="registry host, e.g. ghcr.io or localhost:5000")
+    p.add_argument("-u", "--username", help="user name (asked for if missing and on a terminal)")
+    p.add_argument("-p", "--password", help="password (prefer --password-stdin: this one shows in ps)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--authfile", help="file to write (default: $REGISTRY_AUTH_FILE, else docker's config.json)")
+    p.add_argument("--tls-verify", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--ca-file")
+    p.add_argument("--verbose", "-v", action="store_true")
+
+    p = sub.add_parser("logout", help="remove a registry's saved credentials")
+    p.add_argument("registry")
+    p.add_argument("--authfile", help="file to change (default: $REGISTRY_AUTH_FILE, else docker's config.json)")
     return parser
 
 
@@ -94,7 +114,18 @@ def _session(args: argparse.Namespace) -> Session:
     transport = TransportOptions(tls_verify=args.tls_verify and not args.insecure,
                                  ca_file=args.ca_file, cert_dir=args.cert_dir)
     return Session(cache_dir=args.cache_dir, transport=transport, concurrency=args.jobs,
-                   progress=StderrProgress(quiet=args.quiet))
+                   progress=StderrProgress(quiet=args.quiet), credentials=_credentials(args))
+
+
+def _credentials(args: argparse.Namespace):
+    if getattr(args, "creds", None):
+        user, sep, password = args.creds.partition(":")
+        if not sep or not user:
+            raise UsageError("--creds takes USER:PASSWORD")
+        return static_credentials(user, password)
+    if getattr(args, "authfile", None):
+        return CredentialStore([Path(args.authfile)])
+    return CredentialStore()
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -157,7 +188,48 @@ def _prefetch_lock(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"pull": cmd_pull, "prefetch": cmd_prefetch}
+def cmd_login(args: argparse.Namespace) -> int:
+    username = args.username
+    password = args.password
+    if args.password_stdin:
+        if password:
+            raise UsageError("give the password once: --password or --password-stdin")
+        password = sys.stdin.readline().rstrip("\r\n")
+    if not username:
+        if not sys.stdin.isatty():
+            raise UsageError("give --username (no terminal to ask on)")
+        username = input("Username: ")
+    if not password:
+        if not sys.stdin.isatty():
+            raise UsageError("give the password with --password-stdin (no terminal to ask on)")
+        password = getpass.getpass("Password: ")
+    domain = normalize_registry(args.registry)
+    transport = TransportOptions(tls_verify=args.tls_verify, ca_file=args.ca_file)
+    with Session(transport=transport, credentials=static_credentials(username, password)) as session:
+        session.registry(domain).check_login()
+    path = store_login(domain, username, password, Path(args.authfile) if args.authfile else None)
+    print(f"login succeeded for {domain}; credentials saved in {path}", file=sys.stderr)
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    domain = normalize_registry(args.registry)
+    path = Path(args.authfile) if args.authfile else None
+    if not remove_login(domain, path):
+        print(f"registry-tools: not logged in to {domain}", file=sys.stderr)
+        return 1
+    print(f"removed the credentials for {domain}", file=sys.stderr)
+    return 0
+
+
+def normalize_registry(text: str) -> str:
+    host = normalize_key(text)
+    if "/" in host or not host:
+        raise UsageError(f"{text!r} is not a registry host (e.g. ghcr.io or localhost:5000)")
+    return host
+
+
+COMMANDS = {"pull": cmd_pull, "prefetch": cmd_prefetch, "login": cmd_login, "logout": cmd_logout}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -166,10 +238,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version and usage errors
         return int(e.code or 0)
-    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(name)s: %(message)s", stream=sys.stderr)
-    if not getattr(args, "verbose", False):
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    # httpx and httpcore log whole URLs (pre-signed ones carry secrets) and headers: never let them.
+    for noisy in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

@@ -198,30 +198,30 @@ class Registry:
 
     def _note_challenge(self, resp: httpx.Response) -> None:
         if resp.status_code == 401:
-            chs = auth.parse_challenges(resp.headers.get_list("www-authenticate"))
-            for ch in chs:
-                if ch.scheme in ("bearer", "basic"):
-                    self._challenge = ch
-                    break
+            ch = auth.pick_challenge(auth.parse_challenges(resp.headers.get_list("www-authenticate")))
+            if ch is not None and ch.scheme in ("bearer", "basic"):
+                self._challenge = ch
 
-    def _credential(self) -> auth.Credential | None:
-        return self._credentials(self.domain) if self._credentials else None
+    def _credential(self, repo: str = "") -> auth.Credential | None:
+        return self._credentials(self.domain, repo) if self._credentials is not None else None
 
-    def _auth_header(self, scopes: tuple[str, ...]) -> str | None:
+    def _auth_header(self, scopes: tuple[str, ...], repo: str) -> str | None:
         ch = self._challenge
         if ch is None:
             return None
         if ch.scheme == "basic":
-            cred = self._credential()
+            cred = self._credential(repo)
+            if cred and cred.identity_token and not cred.password:
+                return auth.basic_header("<token>", cred.identity_token)
             return auth.basic_header(cred.username, cred.password) if cred else None
         key = (ch.params.get("realm", ""), ch.params.get("service", ""), scopes)
         tok = self._tokens.get(key)
         if tok is None:
-            tok = self._fetch_token(ch, scopes)
+            tok = self._fetch_token(ch, scopes, repo)
             self._tokens.put(key, tok)
         return f"Bearer {tok.value}"
 
-    def _fetch_token(self, ch: auth.Challenge, scopes: tuple[str, ...]) -> auth.Token:
+    def _fetch_token(self, ch: auth.Challenge, scopes: tuple[str, ...], repo: str = "") -> auth.Token:
         realm = ch.params.get("realm", "")
         if not realm:
             raise AuthError(f"registry {self.host} asked for a bearer token but named no realm")
@@ -230,14 +230,17 @@ class Registry:
         if ch.params.get("service"):
             query.append(("service", ch.params["service"]))
         query += [("scope", s) for s in scopes]
-        cred = self._credential()
+        cred = self._credential(repo)
         headers = {}
         if cred and cred.identity_token:
             return self._refresh_token_flow(realm, ch, scopes, cred)
         if cred:
             headers["Authorization"] = auth.basic_header(cred.username, cred.password)
         url = realm + ("&" if "?" in realm else "?") + urlencode(query)
-        resp = self._with_retries("GET", url, headers, kind="token")
+        try:
+            resp = self._with_retries("GET", url, headers, kind="token")
+        except NetworkError as e:
+            raise AuthError(f"registry {self.host}: its token server at {_safe(realm)} cannot be reached ({e})") from None
         if resp.status_code in (401, 403):
             raise AuthError(
                 f"registry {self.host}: token request refused ({resp.status_code}); "
@@ -246,15 +249,21 @@ class Registry:
             )
         if resp.status_code != 200:
             raise AuthError(f"registry {self.host}: token server answered HTTP {resp.status_code}", resp.status_code)
+        return self._token_from(resp)
+
+    def _token_from(self, resp: httpx.Response) -> auth.Token:
         try:
             body = resp.json()
         except ValueError:
             raise AuthError(f"registry {self.host}: token server sent no JSON") from None
-        value = body.get("token") or body.get("access_token")
-        if not value:
+        value = body.get("token") or body.get("access_token") if isinstance(body, dict) else None
+        if not value or not isinstance(value, str):
             raise AuthError(f"registry {self.host}: token server sent no token")
-        lifetime = body.get("expires_in") or auth.DEFAULT_TOKEN_LIFETIME
-        return auth.Token(value, time.monotonic() + float(lifetime))
+        try:
+            lifetime = float(body.get("expires_in") or auth.DEFAULT_TOKEN_LIFETIME)
+        except (TypeError, ValueError):
+            lifetime = auth.DEFAULT_TOKEN_LIFETIME
+        return auth.Token.lasting(value, lifetime)
 
     def _refresh_token_flow(self, realm: str, ch: auth.Challenge, scopes: tuple[str, ...],
                             cred: auth.Credential) -> auth.Token:
@@ -263,20 +272,20 @@ class Registry:
             "service": ch.params.get("service", ""), "scope": " ".join(scopes),
             "client_id": "registry-tools",
         }
-        resp = self._with_retries("POST", realm, {"Content-Type": "application/x-www-form-urlencoded"},
-                                  kind="token", content=urlencode(form).encode())
-        if resp.status_code == 404 or resp.status_code == 405:
-            query = [("service", ch.params.get("service", ""))] + [("scope", s) for s in scopes]
-            resp = self._with_retries("GET", realm + "?" + urlencode(query),
-                                      {"Authorization": auth.basic_header("<token>", cred.identity_token)},
-                                      kind="token")
+        try:
+            resp = self._with_retries("POST", realm, {"Content-Type": "application/x-www-form-urlencoded"},
+                                      kind="token", content=urlencode(form).encode())
+            if resp.status_code in (404, 405):  # an OAuth2 POST the server does not take: the GET form
+                query = [("service", ch.params.get("service", ""))] + [("scope", s) for s in scopes]
+                resp = self._with_retries("GET", realm + "?" + urlencode(query),
+                                          {"Authorization": auth.basic_header("<token>", cred.identity_token)},
+                                          kind="token")
+        except NetworkError as e:
+            raise AuthError(f"registry {self.host}: its token server at {_safe(realm)} cannot be reached ({e})") from None
         if resp.status_code != 200:
-            raise AuthError(f"registry {self.host}: identity token refused ({resp.status_code})", resp.status_code)
-        body = resp.json()
-        value = body.get("access_token") or body.get("token")
-        if not value:
-            raise AuthError(f"registry {self.host}: token server sent no token")
-        return auth.Token(value, time.monotonic() + float(body.get("expires_in") or auth.DEFAULT_TOKEN_LIFETIME))
+            raise AuthError(f"registry {self.host}: the identity token was refused (HTTP {resp.status_code}); "
+                            "run registry-tools login again", resp.status_code)
+        return self._token_from(resp)
 
     # -- requests ----------------------------------------------------------------------
 
@@ -312,6 +321,7 @@ class Registry:
             req = client.build_request(method, url, headers=headers, content=content)
             self.stats[f"{method} {kind}"] += 1
             resp = client.send(req, stream=True)
+            log.debug("%s %s -> %d", method, _safe(url), resp.status_code)
             if resp.status_code in (301, 302, 303, 307, 308) and "location" in resp.headers:
                 resp.close()
                 url = urljoin(url, resp.headers["location"])
@@ -334,23 +344,22 @@ class Registry:
         scopes = (f"repository:{repo}:{actions}",) if repo else ()
         hdrs = dict(headers or {})
         for attempt in range(2):
-            auth_header = self._auth_header(scopes)
+            auth_header = self._auth_header(scopes, repo)
             if auth_header:
                 hdrs["Authorization"] = auth_header
             resp = self._with_retries(method, url, hdrs, kind=kind, content=content, stream=stream)
             if resp.status_code != 401 or attempt == 1:
                 return resp
-            resp.close()
-            chs = auth.parse_challenges(resp.headers.get_list("www-authenticate"))
-            chosen = next((c for c in chs if c.scheme in ("bearer", "basic")), None)
-            if chosen is None:
+            chosen = auth.pick_challenge(auth.parse_challenges(resp.headers.get_list("www-authenticate")))
+            if chosen is None or chosen.scheme not in ("bearer", "basic"):
                 return resp
+            if chosen.scheme == "basic" and self._credential(repo) is None:
+                return resp  # nothing to answer with: the caller reports the 401
+            resp.close()
             if chosen.scheme == "bearer":
                 extra = chosen.params.get("scope", "")
                 scopes = tuple(auth.token_scopes(extra, list(scopes)))
                 self._tokens.drop((chosen.params.get("realm", ""), chosen.params.get("service", ""), scopes))
-            elif self._credential() is None:
-                return resp
             self._challenge = chosen
         return resp
 
@@ -365,11 +374,26 @@ class Registry:
                 raise NotFound(f"{what}: no such tag ({detail})", 404, code)
             raise NotFound(f"{what}: not found on {self.domain} ({detail})", 404, code)
         if resp.status_code in (401, 403):
-            hint = "check the credentials" if self._credential() else "the registry needs credentials: run registry-tools login"
+            hint = ("check the credentials and that they grant access to this repository" if self._credential(repo)
+                    else "the registry needs credentials: run registry-tools login")
             raise AuthError(f"{what}: access denied by {self.domain} ({detail}); {hint}", resp.status_code, code)
         if resp.status_code == 429:
             raise RegistryError(f"{what}: rate-limited by {self.domain} (HTTP 429); try again later", 429, code)
         raise RegistryError(f"{what}: {self.domain} answered {detail}", resp.status_code, code)
+
+    def check_login(self) -> None:
+        """Prove the credentials work: the registry's version check must succeed with them."""
+        self.base_url()
+        ch = self._challenge
+        if ch is None:
+            return  # the registry asks for no credentials at all
+        scopes: tuple[str, ...] = ()
+        if ch.scheme == "bearer":
+            self._tokens.drop((ch.params.get("realm", ""), ch.params.get("service", ""), scopes))
+        resp = self.request("GET", "", "/v2/", kind="login")
+        if resp.status_code in (401, 403):
+            raise AuthError(f"login to {self.domain} failed: the registry refused these credentials", resp.status_code)
+        self._check(resp, f"login to {self.domain}")
 
     # -- manifests ---------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from . import auth
 from .cache import BlobCache
 from .client import Registry, RetryPolicy, TransportOptions
+from .credentials import CredentialStore
 from .copy import DEFAULT_CONCURRENCY, BlobStore, Progress, RegistrySource
 from .reference import Reference
 
@@ -21,6 +22,8 @@ class Session:
     progress: Progress = field(default_factory=Progress)
 
     def __post_init__(self) -> None:
+        if self.credentials is None:
+            self.credentials = CredentialStore()
         self.cache = BlobCache(self.cache_dir)
         self.store = BlobStore(self.cache)
         self._registries: dict[str, Registry] = {}

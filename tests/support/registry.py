@@ -69,6 +69,20 @@ class LocalRegistry:
     def log_offset(self) -> int:
         return self.log_path.stat().st_size
 
+    def statuses_since(self, offset: int) -> list[tuple[str, str, int]]:
+        """(method, uri, HTTP status) of every response the registry logged since `offset`."""
+        with open(self.log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+        out = []
+        for line in text.splitlines():
+            m = re.search(r'http\.request\.method=(\S+)', line)
+            u = re.search(r'http\.request\.uri=(?:"([^"]+)"|(\S+))', line)
+            st = re.search(r'http\.response\.status=(\d+)', line)
+            if m and u and st:
+                out.append((m.group(1), u.group(1) or u.group(2), int(st.group(1))))
+        return out
+
     def requests_since(self, offset: int) -> list[tuple[str, str]]:
         """(method, uri) of every request the registry completed since `offset` in its log."""
         with open(self.log_path, "rb") as f:
@@ -85,8 +99,11 @@ class LocalRegistry:
         return out
 
 
-def skopeo_push_layout(layout: str | os.PathLike[str], tag: str, dest: str, all_images: bool = True) -> None:
+def skopeo_push_layout(layout: str | os.PathLike[str], tag: str, dest: str, all_images: bool = True,
+                       creds: str | None = None) -> None:
     cmd = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--preserve-digests"]
+    if creds:
+        cmd += ["--dest-creds", creds]
     if all_images:
         cmd.append("--all")
     source = f"dir:{layout}" if (Path(layout) / "manifest.json").exists() else f"oci:{layout}:{tag}"

@@ -1,0 +1,250 @@
+"""Where credentials live: docker's and containers' auth files and credential helpers.
+
+Looked up in the order containers/image uses: $REGISTRY_AUTH_FILE, else
+$XDG_RUNTIME_DIR/containers/auth.json; then ~/.config/containers/auth.json; then
+$DOCKER_CONFIG/config.json (default ~/.docker/config.json). In each file a registry's
+`credHelpers` entry wins, then `auths`, then the file's `credsStore`.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .auth import Credential
+from .errors import AuthError, UsageError
+
+DOCKER_HUB_KEY = "https://index.docker.io/v1/"
+_HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}
+HELPER_TIMEOUT = 30
+
+
+def normalize_key(key: str) -> str:
+    """An auths key as a registry[/path]: no scheme, no /v1/ or /v2/ suffix, Docker Hub as docker.io."""
+    k = key.strip()
+    for prefix in ("https://", "http://"):
+        if k.startswith(prefix):
+            k = k[len(prefix):]
+    k = k.rstrip("/")
+    for suffix in ("/v1", "/v2"):
+        if k.endswith(suffix):
+            k = k[: -len(suffix)]
+    host, _, path = k.partition("/")
+    if host in _HUB_ALIASES:
+        host = "docker.io"
+    return f"{host}/{path}" if path else host
+
+
+def helper_server_url(domain: str) -> str:
+    """What a credential helper is asked for: Docker Hub under its historical key."""
+    return DOCKER_HUB_KEY if normalize_key(domain) == "docker.io" else domain
+
+
+def auth_files() -> list[Path]:
+    files = []
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        files.append(Path(os.environ["REGISTRY_AUTH_FILE"]))
+    elif os.environ.get("XDG_RUNTIME_DIR"):
+        files.append(Path(os.environ["XDG_RUNTIME_DIR"]) / "containers" / "auth.json")
+    home = Path(os.path.expanduser("~"))
+    files.append(home / ".config" / "containers" / "auth.json")
+    files.append(docker_config_file())
+    return files
+
+
+def docker_config_file() -> Path:
+    base = os.environ.get("DOCKER_CONFIG") or os.path.join(os.path.expanduser("~"), ".docker")
+    return Path(base) / "config.json"
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise AuthError(f"cannot read credentials file {path}: {e.strerror}") from None
+    try:
+        data = json.loads(text) if text.strip() else {}
+    except ValueError:
+        raise AuthError(f"credentials file {path} is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise AuthError(f"credentials file {path} is not a JSON object")
+    return data
+
+
+def _decode_auth(entry: dict[str, Any], path: Path, key: str) -> Credential | None:
+    if entry.get("identitytoken"):
+        return Credential(username=entry.get("username", ""), identity_token=entry["identitytoken"])
+    if entry.get("auth"):
+        try:
+            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise AuthError(f"{path}: the entry for {key} has an unreadable 'auth' value") from None
+        return Credential(user, password)
+    if entry.get("username") and entry.get("password"):
+        return Credential(entry["username"], entry["password"])
+    return None
+
+
+def run_helper(helper: str, action: str, payload: str) -> str:
+    """Run `docker-credential-HELPER ACTION` with `payload` on stdin; its stdout."""
+    program = f"docker-credential-{helper}"
+    exe = shutil.which(program)
+    if exe is None:
+        raise AuthError(f"credential helper {program} is configured but not installed")
+    try:
+        res = subprocess.run([exe, action], input=payload, capture_output=True, text=True, timeout=HELPER_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise AuthError(f"credential helper {program} did not answer within {HELPER_TIMEOUT}s") from None
+    if res.returncode != 0:
+        message = (res.stdout or res.stderr).strip().splitlines()[:1]
+        if action == "get" and message and "credentials not found" in message[0].lower():
+            return ""
+        raise AuthError(f"credential helper {program} {action} failed: {message[0] if message else res.returncode}")
+    return res.stdout
+
+
+def _from_helper(helper: str, domain: str) -> Credential | None:
+    out = run_helper(helper, "get", helper_server_url(domain))
+    if not out.strip():
+        return None
+    try:
+        data = json.loads(out)
+    except ValueError:
+        raise AuthError(f"credential helper docker-credential-{helper} printed something that is not JSON") from None
+    user, secret = data.get("Username", ""), data.get("Secret", "")
+    if not secret:
+        return None
+    if user == "<token>":
+        return Credential(identity_token=secret)
+    return Credential(user, secret)
+
+
+@dataclass
+class CredentialStore:
+    """Looks credentials up for a registry (and optionally a repository within it)."""
+
+    files: list[Path] | None = None
+
+    def lookup(self, domain: str, repo: str = "") -> Credential | None:
+        target = normalize_key(domain)
+        for path in self.files if self.files is not None else auth_files():
+            data = _read(path)
+            if data is None:
+                continue
+            helpers = data.get("credHelpers") or {}
+            for key, helper in helpers.items():
+                if normalize_key(key) == target:
+                    cred = _from_helper(helper, domain)
+                    if cred:
+                        return cred
+            auths = data.get("auths") or {}
+            best: tuple[int, str, dict] | None = None
+            for key, entry in auths.items():
+                k = normalize_key(key)
+                full = f"{target}/{repo}" if repo else target
+                if (k == target or (repo and (full == k or full.startswith(k + "/")))) and isinstance(entry, dict):
+                    if best is None or len(k) > best[0]:  # the most specific key wins
+                        best = (len(k), key, entry)
+            if best is not None:
+                cred = _decode_auth(best[2], path, best[1])
+                if cred:
+                    return cred
+            if data.get("credsStore"):
+                cred = _from_helper(data["credsStore"], domain)
+                if cred:
+                    return cred
+        return None
+
+    def __call__(self, domain: str, repo: str = "") -> Credential | None:
+        return self.lookup(domain, repo)
+
+
+# --- login / logout ------------------------------------------------------------------------
+
+def default_login_file() -> Path:
+    """Where `login` writes: $REGISTRY_AUTH_FILE if set, else docker's config.json, which every tool reads."""
+    if os.environ.get("REGISTRY_AUTH_FILE"):
+        return Path(os.environ["REGISTRY_AUTH_FILE"])
+    return docker_config_file()
+
+
+def _write_private(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _entry_key(domain: str, data: dict[str, Any]) -> str:
+    """Reuse the file's existing key for this registry, else the conventional one."""
+    target = normalize_key(domain)
+    for key in (data.get("auths") or {}):
+        if normalize_key(key) == target:
+            return key
+    return DOCKER_HUB_KEY if target == "docker.io" else domain
+
+
+def store_login(domain: str, username: str, password: str, path: Path | None = None) -> Path:
+    """Save credentials: through the configured helper if there is one, else in the file."""
+    if not username or not password:
+        raise UsageError("login needs a username and a password")
+    path = path or default_login_file()
+    data = _read(path) or {}
+    helper = _helper_for(domain, data)
+    if helper:
+        payload = json.dumps({"ServerURL": helper_server_url(domain), "Username": username, "Secret": password})
+        run_helper(helper, "store", payload)
+        auths = data.get("auths") or {}
+        auths.pop(_entry_key(domain, data), None)  # a stale inline copy would shadow the helper
+        data["auths"] = auths
+    else:
+        auths = data.setdefault("auths", {})
+        auths[_entry_key(domain, data)] = {"auth": base64.b64encode(f"{username}:{password}".encode()).decode()}
+    _write_private(path, data)
+    return path
+
+
+def remove_login(domain: str, path: Path | None = None) -> bool:
+    """Forget a registry's credentials; True if there were any."""
+    path = path or default_login_file()
+    data = _read(path) or {}
+    removed = False
+    auths = data.get("auths") or {}
+    for key in [k for k in auths if normalize_key(k) == normalize_key(domain)]:
+        del auths[key]
+        removed = True
+    helper = _helper_for(domain, data)
+    if helper:
+        try:
+            run_helper(helper, "erase", helper_server_url(domain))
+            removed = True
+        except AuthError:
+            pass
+    if removed:
+        _write_private(path, data)
+    return removed
+
+
+def _helper_for(domain: str, data: dict[str, Any]) -> str | None:
+    for key, helper in (data.get("credHelpers") or {}).items():
+        if normalize_key(key) == normalize_key(domain):
+            return helper
+    return data.get("credsStore") or None

@@ -1,0 +1,230 @@
+"""Faults a real registry will not produce on demand: each ends in a verified output or a clear error."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug.wrappers import Request, Response
+
+from registry_tools.client import RetryPolicy, TransportOptions
+from registry_tools.errors import AuthError, DigestMismatch, NetworkError, SizeMismatch
+from registry_tools.pull import pull_image
+from registry_tools.session import Session
+
+from .support import imagegen
+
+TOKEN = "fake-bearer-token-8c1d"
+
+
+class FakeRegistry:
+    """Serves one image at /v2/x/y; `faults[path]` lists what to do to the next requests of that path."""
+
+    def __init__(self, server: HTTPServer, bearer: bool = False, realm: str | None = None):
+        self.server = server
+        self.lay = imagegen.Layout()
+        big, big_diff = self.lay.layer({"data.bin": bytes(range(256)) * 2048}, "gzip")  # ~512 KiB of tar
+        small, small_diff = self.lay.layer({"etc/hello": b"hello\n"}, "none")
+        self.image = self.lay.image([(big, big_diff), (small, small_diff)])
+        self.big = big
+        self.faults: dict[str, list[str]] = {}
+        self.seen: list[tuple[str, str, dict]] = []
+        self.bearer = bearer
+        self.realm = realm or f"http://{server.host}:{server.port}/token"
+        server.expect_request(re.compile(r"^/(v2/.*|token)$")).respond_with_handler(self.handle)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.server.host}:{self.server.port}/x/y@{self.image.digest}"
+
+    def blob_path(self, blob) -> str:
+        return f"/v2/x/y/blobs/{blob.digest}"
+
+    def handle(self, request: Request) -> Response:
+        path = request.path
+        self.seen.append((request.method, path, dict(request.headers)))
+        if path == "/token":
+            return Response(json.dumps({"token": TOKEN, "expires_in": 300}), content_type="application/json")
+        if self.bearer and request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            return Response(status=401, headers={"WWW-Authenticate": f'Bearer realm="{self.realm}",service="fake"'})
+        fault = self.faults.get(path, []).pop(0) if self.faults.get(path) else "ok"
+        if fault == "500":
+            return Response("boom", status=500)
+        if fault in ("503", "408", "502"):
+            return Response("busy", status=int(fault))
+        if fault == "429":
+            return Response("slow down", status=429, headers={"Retry-After": "1"})
+        if fault == "stall":
+            time.sleep(3)
+        if path == "/v2/":
+            return Response("{}", content_type="application/json")
+        digest = path.rsplit("/", 1)[-1]
+        data = original = self.lay.blobs.get(digest)
+        if data is None:
+            return Response(json.dumps({"errors": [{"code": "BLOB_UNKNOWN"}]}), status=404)
+        if fault == "redirect":
+            return Response(status=307, headers={"Location": self.foreign_url + path})
+        if fault == "wrong-bytes":
+            data = bytes(b ^ 0x55 for b in data)
+        if fault == "truncate":
+            data = data[: len(data) // 2]
+        if "/manifests/" in path:
+            return Response(data, content_type=json.loads(original)["mediaType"])
+        start = 0
+        rng = request.headers.get("Range")
+        if rng:
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+        body = data[start:]
+        headers = {"Content-Length": str(len(body)), "Accept-Ranges": "bytes"}
+        status = 200
+        if rng:
+            status = 206
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        if fault == "reset":
+            def cut():
+                yield body[: len(body) // 2]
+                raise ConnectionResetError("cut by the test")
+            return Response(cut(), status=status, headers=headers, content_type="application/octet-stream")
+        return Response(body, status=status, headers=headers, content_type="application/octet-stream")
+
+
+@pytest.fixture
+def fake(httpserver):
+    return FakeRegistry(httpserver)
+
+
+@pytest.fixture
+def dest(tmp_path) -> Path:
+    out = tmp_path / "img.tar"
+    out.write_bytes(b"previous contents")
+    return out
+
+
+def session(tmp_path: Path, attempts: int = 5) -> Session:
+    """Short backoff and a 2 s timeout, so the faults play out quickly."""
+    return Session(cache_dir=str(tmp_path / "cache"), transport=TransportOptions(timeout=2),
+                   retry=RetryPolicy(attempts=attempts, base_delay=0.05, max_delay=0.2))
+
+
+def untouched(dest: Path) -> None:
+    assert dest.read_bytes() == b"previous contents"
+    assert sorted(p.name for p in dest.parent.iterdir() if p.name != "cache") == [dest.name]
+
+
+def ok(fake: FakeRegistry, dest: Path, tmp_path: Path) -> None:
+    r = pull_image(fake.ref, dest, session=session(tmp_path))
+    assert dest.read_bytes() != b"previous contents"
+    reference = pull_image(fake.ref, None, session=Session(cache_dir=str(tmp_path / "fresh")))
+    assert r.sha256 == reference.sha256  # the same verified output as with no fault at all
+
+
+def gets(fake: FakeRegistry, path: str) -> list[dict]:
+    return [h for m, p, h in fake.seen if m == "GET" and p == path]
+
+
+def test_500_then_success(fake, dest, tmp_path):
+    fake.faults[fake.blob_path(fake.big)] = ["500", "408", "502"]
+    fake.faults[f"/v2/x/y/manifests/{fake.image.digest}"] = ["503"]
+    ok(fake, dest, tmp_path)
+    assert len(gets(fake, fake.blob_path(fake.big))) >= 4
+
+
+def test_429_honours_retry_after(fake, dest, tmp_path):
+    fake.faults[fake.blob_path(fake.big)] = ["429"]
+    t = time.monotonic()
+    ok(fake, dest, tmp_path)
+    assert time.monotonic() - t >= 1.0  # waited as told, not the short backoff
+
+
+def test_retries_are_bounded(fake, dest, tmp_path):
+    fake.faults[fake.blob_path(fake.big)] = ["500"] * 50
+    t = time.monotonic()
+    with pytest.raises(Exception) as e:
+        pull_image(fake.ref, dest, session=session(tmp_path, attempts=3))
+    assert "500" in str(e.value) or "HTTP 500" in str(e.value)
+    assert len(gets(fake, fake.blob_path(fake.big))) == 3
+    assert time.monotonic() - t < 10
+    untouched(dest)
+
+
+def test_connection_reset_mid_blob_resumes_with_range(fake, dest, tmp_path):
+    fake.faults[fake.blob_path(fake.big)] = ["reset"]
+    ok(fake, dest, tmp_path)
+    attempts = gets(fake, fake.blob_path(fake.big))
+    assert "Range" not in attempts[0] and attempts[1]["Range"].startswith("bytes=")
+    assert attempts[1]["Range"] != "bytes=0-"  # resumed where it broke, not from the start
+
+
+def test_resets_every_time_fail_clearly(fake, dest, tmp_path):
+    fake.faults[fake.blob_path(fake.big)] = ["reset"] * 50
+    with pytest.raises(NetworkError, match="resume"):
+        pull_image(fake.ref, dest, session=session(tmp_path, attempts=3))
+    untouched(dest)
+
+
+def test_truncated_blob(fake, dest, tmp_path):
+    fake.faults[fake.blob_path(fake.big)] = ["truncate"]
+    with pytest.raises(SizeMismatch):
+        pull_image(fake.ref, dest, session=session(tmp_path))
+    untouched(dest)
+    assert not (tmp_path / "cache" / "blobs" / "sha256" / fake.big.digest.split(":")[1]).exists()
+
+
+def test_blob_with_wrong_bytes(fake, dest, tmp_path):
+    fake.faults[fake.blob_path(fake.big)] = ["wrong-bytes"]
+    with pytest.raises(DigestMismatch):
+        pull_image(fake.ref, dest, session=session(tmp_path))
+    untouched(dest)
+
+
+def test_manifest_with_wrong_bytes(fake, dest, tmp_path):
+    fake.faults[f"/v2/x/y/manifests/{fake.image.digest}"] = ["wrong-bytes"]
+    with pytest.raises(Exception) as e:
+        pull_image(fake.ref, dest, session=session(tmp_path))
+    assert "digest mismatch" in str(e.value) or "not valid JSON" in str(e.value)
+    untouched(dest)
+
+
+def test_stalled_server_times_out(fake, dest, tmp_path):
+    fake.faults[fake.blob_path(fake.big)] = ["stall"] * 10
+    t = time.monotonic()
+    with pytest.raises(NetworkError):
+        pull_image(fake.ref, dest, session=session(tmp_path, attempts=2))
+    assert time.monotonic() - t < 12
+    untouched(dest)
+
+
+def test_redirect_to_foreign_host_drops_authorization(httpserver, dest, tmp_path):
+    fake = FakeRegistry(httpserver, bearer=True)
+    foreign = HTTPServer(host="localhost", port=0)  # another host name: another origin
+    foreign.start()
+    try:
+        seen = []
+
+        def storage(request: Request) -> Response:
+            seen.append(dict(request.headers))
+            return Response(fake.lay.blobs[request.path.rsplit("/", 1)[-1]], content_type="application/octet-stream")
+
+        foreign.expect_request(re.compile(r"^/v2/.*")).respond_with_handler(storage)
+        fake.foreign_url = f"http://localhost:{foreign.port}"
+        fake.faults[fake.blob_path(fake.big)] = ["redirect"]
+        ok(fake, dest, tmp_path)
+        assert seen, "the redirect was not followed"
+        assert all("Authorization" not in h for h in seen)  # the credential stayed with the registry
+        first = gets(fake, fake.blob_path(fake.big))[0]
+        assert first["Authorization"] == f"Bearer {TOKEN}"  # while the registry itself got it
+    finally:
+        foreign.clear()
+        if foreign.is_running():
+            foreign.stop()
+
+
+def test_token_endpoint_down(httpserver, dest, tmp_path):
+    from .support.registry import free_port
+    fake = FakeRegistry(httpserver, bearer=True, realm=f"http://127.0.0.1:{free_port()}/token")
+    with pytest.raises(AuthError, match="token server"):
+        pull_image(fake.ref, dest, session=session(tmp_path, attempts=2))
+    untouched(dest)
