@@ -45,7 +45,8 @@ def _padding(size: int) -> bytes:
 
 @dataclass(frozen=True)
 class Entry:
-    """One archive member: its bytes are `data`, a layer's tar (`layer`) or a blob as stored (`blob`)."""
+    """One archive member: its bytes are `data`, a layer's tar (`layer`), a blob as stored
+    (`blob`), or whatever `producer` writes (exactly `size` bytes)."""
 
     name: str
     size: int
@@ -55,6 +56,7 @@ class Entry:
     layer: Layer | None = None
     blob: mf.Descriptor | None = None
     what: str = ""
+    producer: Callable[[Write], None] | None = None
 
     @property
     def header(self) -> bytes:
@@ -67,6 +69,8 @@ class Entry:
             store.copy_uncompressed(self.layer, write, self.what)
         elif self.blob is not None:
             store.copy_verified(self.blob, write, self.what)
+        elif self.producer is not None:
+            self.producer(write)
 
 
 def directory(name: str) -> Entry:

@@ -31,7 +31,8 @@ class BlobCache:
         self._blobs = self.root / "blobs" / "sha256"
         self._meta = self.root / "meta" / "sha256"
         self._tmp = self.root / "tmp"
-        for d in (self._blobs, self._meta, self._tmp):
+        self._layers = self.root / "layers"
+        for d in (self._blobs, self._meta, self._tmp, self._layers):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def path(self, digest: Digest) -> Path:
@@ -80,3 +81,16 @@ class BlobCache:
         with os.fdopen(fd, "w") as f:
             json.dump(facts, f, sort_keys=True)
         os.replace(tmp, self._meta / (digest.hex + ".json"))
+
+    def layer_index(self, key: str) -> dict[str, Any] | None:
+        """What an earlier build packed from the same inputs (see builder)."""
+        try:
+            return json.loads((self._layers / (key + ".json")).read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def put_layer_index(self, key: str, facts: dict[str, Any]) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="layer-index.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(facts, f, sort_keys=True)
+        os.replace(tmp, self._layers / (key + ".json"))

@@ -4,12 +4,15 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from . import __version__
 from .auth import static_credentials
+from .builder import build
+from .spec import load_spec
 from .client import TransportOptions
 from .credentials import CredentialStore, normalize_key, remove_login, store_login
 from .errors import RegistryToolsError, UsageError
@@ -90,6 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="from_file", metavar="FILE",
                    help="pin every image listed in FILE (one 'IMAGE [PLATFORM]' a line; - for stdin)")
     _add_platform(p)
+    _add_common(p)
+
+    p = sub.add_parser("build", help="build a layered image from a JSON spec (buildLayeredImage)")
+    p.add_argument("spec", metavar="SPEC.json", help="the build spec")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", metavar="ARCHIVE", help="write a docker-archive file")
+    out.add_argument("--oci", metavar="DIR", help="write an OCI image layout directory")
+    out.add_argument("--stream", action="store_true",
+                     help="stream an uncompressed docker-archive to stdout (streamLayeredImage)")
     _add_common(p)
 
     p = sub.add_parser("login", help="check credentials against a registry and save them")
@@ -188,6 +200,23 @@ def _prefetch_lock(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace) -> int:
+    spec = load_spec(args.spec)
+    if args.stream and sys.stdout.isatty():
+        raise UsageError("--stream writes a tar archive: send it to a pipe or a file, not a terminal")
+    with _session(args) as session:
+        result = build(spec, output=args.output, oci=args.oci,
+                       stream=sys.stdout.buffer if args.stream else None, session=session)
+    where = args.output or args.oci or "stdout"
+    digest = f", manifest {result.manifest_digest}" if result.manifest_digest else ""
+    if not args.quiet:
+        print(f"built {result.name}:{result.tag} ({result.layers} layers, config {result.config_digest}{digest}) "
+              f"to {where}", file=sys.stderr)
+    if not args.stream:
+        print(f"{result.name}:{result.tag}")
+    return 0
+
+
 def cmd_login(args: argparse.Namespace) -> int:
     username = args.username
     password = args.password
@@ -229,7 +258,8 @@ def normalize_registry(text: str) -> str:
     return host
 
 
-COMMANDS = {"pull": cmd_pull, "prefetch": cmd_prefetch, "login": cmd_login, "logout": cmd_logout}
+COMMANDS = {"pull": cmd_pull, "prefetch": cmd_prefetch, "build": cmd_build, "login": cmd_login,
+            "logout": cmd_logout}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -248,6 +278,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("registry-tools: interrupted; the destination was left untouched", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`… --stream | head`): stop quietly, as Unix tools do.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 141
     except RegistryToolsError as e:
         print(f"registry-tools: {e}", file=sys.stderr)
         return e.exit_code

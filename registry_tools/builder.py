@@ -1,0 +1,463 @@
+"""build: layered images from directories and Nix reference graphs (buildLayeredImage).
+
+The builder is a source like any other: it plans layers (which files, which owner), and
+then either streams them uncompressed into a docker-archive as they are packed
+(streamLayeredImage), or packs and compresses them, two at a time, into the blob cache,
+from where the OCI layout writer (and push) take them. A layer whose inputs did not
+change since the last build is found in the cache by its inputs and not packed again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from . import manifest as mf
+from .archive import Entry as ArchiveEntry, canonical_json, file as archive_file, write_stream
+from .baseimage import BaseImage, load_base
+from .closure import Graph, auto_layers, disk_size, parse_graph, popularity_layers
+from .copy import Layer, ResolvedImage
+from .digest import Digest
+from .errors import RegistryToolsError, UsageError
+from .pack import Compressor, Entry, Owner, PackError, collect, owned, tar_size, with_parents, write_tar
+from .session import Session
+from .spec import BuildSpec
+
+MEDIA_TYPES = {"gz": mf.OCI_LAYER_GZIP, "zstd": mf.OCI_LAYER_ZSTD, "none": mf.OCI_LAYER}
+CACHE_FORMAT = 1  # bump when packing changes, so old cache entries are not reused
+Write = Callable[[bytes], object]
+
+
+class BuildError(RegistryToolsError):
+    pass
+
+
+@dataclass
+class LayerPlan:
+    """One layer to pack: its entries, who owns them, and what identifies its inputs."""
+
+    entries: list[Entry]
+    owner: Owner
+    comment: str
+    key: str  # a hash of everything the layer's bytes depend on
+
+    def size(self, mtime: int) -> int:
+        return tar_size(self.entries, self.owner, mtime)
+
+
+@dataclass
+class Plan:
+    spec: BuildSpec
+    base: BaseImage | None
+    layers: list[LayerPlan] = field(default_factory=list)
+    workdir: Path | None = None  # holds the final layer's files; removed by close()
+
+    def close(self) -> None:
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+# --- planning -------------------------------------------------------------------------------
+
+def _input_key(plan_entries: list[Entry], owner: Owner, mtime: int, stamps: dict[str, int]) -> str:
+    """What the layer's bytes depend on: names, kinds, modes, sizes, links, owners, mtime, and
+    for files that are not in an immutable store, their modification times."""
+    h = hashlib.sha256()
+    h.update(json.dumps([CACHE_FORMAT, owner.uid, owner.gid, owner.uname, owner.gname, mtime]).encode())
+    for e in plan_entries:
+        o = e.owner or owner
+        h.update(json.dumps([e.name, e.kind, e.mode, e.size, e.link, o.uid, o.gid,
+                             stamps.get(e.source or "", 0)]).encode())
+    return h.hexdigest()
+
+
+def _stamps(entries: list[Entry]) -> dict[str, int]:
+    out = {}
+    for e in entries:
+        if e.source:
+            st = os.lstat(e.source)
+            out[e.source] = st.st_mtime_ns ^ (st.st_ino << 1)
+    return out
+
+
+def plan_build(spec: BuildSpec, session: Session) -> Plan:
+    base = load_base(spec.from_image, spec.platform, session) if spec.from_image else None
+    plan = Plan(spec, base)
+    owner = Owner(spec.uid, spec.gid, spec.uname, spec.gname)
+    budget = spec.max_layers - (len(base.layers) if base else 0) - 1
+    if budget < 1:
+        raise UsageError(f"build spec: maxLayers: {spec.max_layers} leaves no room: the base image has "
+                         f"{len(base.layers) if base else 0} layers and the final layer needs one")
+
+    # Nodes to layer: store paths of the closure, and each `paths` entry.
+    graph = Graph()
+    sources: dict[str, tuple[str, str, bool]] = {}  # node -> (source, target, immutable)
+    roots: list[str] | None = None
+    if spec.closure:
+        c = spec.closure
+        try:
+            text = c.graph.read_text(encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"build spec: closure.graph: {e.strerror}") from None
+        g = parse_graph(text, str(c.graph))
+        for path in g.paths:
+            if not path.startswith(c.store_dir + "/") or "/" in path[len(c.store_dir) + 1:]:
+                raise UsageError(f"build spec: closure: {path} is not a path directly in {c.store_dir}")
+            real = str(c.real_store_dir / path[len(c.store_dir) + 1:])
+            if not os.path.lexists(real):
+                raise UsageError(f"build spec: closure: {path} is not on this machine (looked for {real})")
+            sources[path] = (real, path, True)
+        graph = g
+        roots = list(c.roots) if c.roots is not None else None
+    for p in spec.paths:
+        node = f"path:{p.target}"
+        graph.add(node, [], None)
+        sources[node] = (str(p.source), p.target, False)
+        if roots is not None:
+            roots.append(node)
+    if sources:
+        sizes = {n: graph.sizes.get(n) or disk_size(sources[n][0]) for n in sources}
+        if spec.layering == "popularity":
+            groups = popularity_layers(graph, budget, roots)
+        else:
+            groups = auto_layers(graph, budget, sizes)
+        for group in groups:
+            entries: list[Entry] = []
+            mutable: list[Entry] = []
+            for node in group:
+                source, target, immutable = sources[node]
+                got = collect(source, target)
+                entries += got
+                if not immutable:
+                    mutable += got
+            entries = with_parents(entries)
+            stamps = _stamps(mutable)
+            label = ", ".join(sources[n][1] for n in group[:3]) + (f" and {len(group) - 3} more" if len(group) > 3 else "")
+            plan.layers.append(LayerPlan(entries, owner, label, _input_key(entries, owner, spec.mtime, stamps)))
+    plan.layers.append(_final_layer(spec, owner, plan))
+    return plan
+
+
+def _final_layer(spec: BuildSpec, owner: Owner, plan: Plan) -> LayerPlan:
+    """contents merged at /, then extraCommands and fakeRootCommands run in it."""
+    if not spec.contents and not spec.extra_commands and not spec.fake_root_commands:
+        return LayerPlan([], owner, "final layer", _input_key([], owner, spec.mtime, {}))
+    plan.workdir = Path(tempfile.mkdtemp(prefix="registry-tools-build-"))
+    root = plan.workdir / "root"
+    root.mkdir()
+    for tree in spec.contents:
+        _merge_tree(tree, root, root, spec.keep_contents_dirlinks)
+    if spec.extra_commands:
+        _run(["sh", "-ec", spec.extra_commands], root, "extraCommands")
+    entries = with_parents(collect(str(root), "/"))
+    if spec.fake_root_commands:
+        if shutil.which("fakeroot") is None:
+            raise BuildError("fakeRootCommands need fakeroot (Debian's fakeroot package)")
+        state = plan.workdir / "fakeroot.state"
+        _run(["fakeroot", "-s", str(state), "--", "sh", "-ec", spec.fake_root_commands], root, "fakeRootCommands")
+        listing = _run(["fakeroot", "-i", str(state), "--", sys.executable, "-c", _LIST_OWNERS, str(root)],
+                       root, "fakeroot listing")
+        entries = owned(entries, {k: tuple(v) for k, v in json.loads(listing).items()}, owner)
+    stamps = _stamps(entries)
+    return LayerPlan(entries, owner, "final layer", _input_key(entries, owner, spec.mtime, stamps))
+
+
+_LIST_OWNERS = """
+import json, os, stat, sys
+root = sys.argv[1]
+out = {}
+for dirpath, dirnames, filenames in os.walk(root):
+    for n in dirnames + filenames:
+        p = os.path.join(dirpath, n)
+        st = os.lstat(p)
+        out[os.path.relpath(p, root)] = [st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)]
+print(json.dumps(out))
+"""
+
+
+def _run(cmd: list[str], cwd: Path, what: str) -> str:
+    env = dict(os.environ, LC_ALL="C", TZ="UTC")
+
+    def pre() -> None:
+        os.umask(0o022)  # files the commands make get the same modes whatever the caller's umask
+
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, preexec_fn=pre)
+    if res.returncode != 0:
+        detail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit status {res.returncode}"]
+        raise BuildError(f"{what} failed: {detail[0]}")
+    return res.stdout
+
+
+def _merge_tree(src: Path, dest: Path, root: Path, keep_dirlinks: bool) -> None:
+    """Copy src's tree into dest (symlinks kept). Where dest has a symlink to a directory and src
+    a directory: keep the link and merge through it (keepContentsDirlinks), else replace it.
+    A link is only followed to a directory inside the image's root."""
+    for name in sorted(os.listdir(src)):
+        s, d = src / name, dest / name
+        if s.is_symlink() or not s.is_dir():
+            if d.is_dir() and not d.is_symlink():
+                shutil.rmtree(d)
+            elif os.path.lexists(d):
+                d.unlink()
+            if s.is_symlink():
+                os.symlink(os.readlink(s), d)
+            else:
+                shutil.copy2(s, d, follow_symlinks=False)
+            continue
+        if d.is_symlink():
+            link = os.readlink(d)
+            target = (root / link.lstrip("/")) if link.startswith("/") else (d.parent / link)
+            target = Path(os.path.normpath(target))
+            inside = target == root or root in target.parents
+            if keep_dirlinks and inside and target.is_dir() and not target.is_symlink():
+                _merge_tree(s, target, root, keep_dirlinks)
+                continue
+            d.unlink()
+        if not d.exists():
+            d.mkdir()
+            shutil.copystat(s, d)
+        _merge_tree(s, d, root, keep_dirlinks)
+
+
+# --- the image config ---------------------------------------------------------------------
+
+def image_config(spec: BuildSpec, base: BaseImage | None, diff_ids: list[Digest],
+                 comments: list[str]) -> dict[str, Any]:
+    inherited: dict[str, Any] = {}
+    base_history: list[Any] = []
+    if base is not None:
+        base_cfg = base.config.get("config") or {}
+        if spec.inherit_config is True:
+            inherited = dict(base_cfg)
+        elif isinstance(spec.inherit_config, tuple):
+            inherited = {k: base_cfg[k] for k in spec.inherit_config if k in base_cfg}
+        if "Env" in base_cfg:
+            inherited["Env"] = list(base_cfg["Env"])
+        base_history = list(base.config.get("history") or [])
+    cfg = dict(inherited)
+    for k, v in spec.config.items():
+        if k == "Env":
+            merged = {e.split("=", 1)[0]: e for e in cfg.get("Env", [])}
+            merged.update({e.split("=", 1)[0]: e for e in v})
+            cfg["Env"] = list(merged.values())
+        else:
+            cfg[k] = v
+    obj: dict[str, Any] = {"architecture": spec.platform.architecture, "os": spec.platform.os}
+    if spec.platform.variant:
+        obj["variant"] = spec.platform.variant
+    obj.update({
+        "created": spec.created,
+        "config": cfg,
+        "rootfs": {"type": "layers", "diff_ids": [str(d) for d in diff_ids]},
+        "history": base_history + [{"created": spec.created, "created_by": "registry-tools build", "comment": c}
+                                   for c in comments],
+    })
+    return obj
+
+
+def default_tag(config_raw: bytes) -> str:
+    return hashlib.sha256(config_raw).hexdigest()[:32]
+
+
+# --- output 1: an uncompressed docker-archive, streamed -------------------------------------
+
+def stream_docker_archive(plan: Plan, session: Session, write: Write) -> tuple[str, str]:
+    """streamLayeredImage: layers are packed into the stream one after the other; nothing is
+    held in memory and the first bytes leave before the last layer is packed. Returns the
+    image's name:tag and config digest."""
+    spec = plan.spec
+    diff_ids: list[Digest] = []
+    names: list[str] = []
+    result: list[tuple[str, str]] = []
+
+    def packed(lp: LayerPlan, size: int) -> Callable[[Write], None]:
+        def produce(out: Write) -> None:
+            h = hashlib.sha256()
+
+            def emit(b: bytes) -> None:
+                h.update(b)
+                out(b)
+
+            if write_tar(lp.entries, lp.owner, spec.mtime, emit) != size:
+                raise PackError(f"{lp.comment}: the files changed while the layer was packed")
+            diff_ids.append(Digest("sha256", h.hexdigest()))
+        return produce
+
+    def entries():
+        n = 0
+        for layer in (plan.base.layers if plan.base else []):
+            n += 1
+            diff_ids.append(layer.diff_id)
+            names.append(f"{n}/layer.tar")
+            yield ArchiveEntry(f"{n}/layer.tar", layer.size, layer=layer, what=f"base layer {n}")
+        for lp in plan.layers:
+            n += 1
+            names.append(f"{n}/layer.tar")
+            size = lp.size(spec.mtime)
+            yield ArchiveEntry(f"{n}/layer.tar", size, what=lp.comment, producer=packed(lp, size))
+        # Only now, with every diff_id known, can the config be written.
+        config_raw = canonical_json(image_config(spec, plan.base, diff_ids, [lp.comment for lp in plan.layers]))
+        config_digest = Digest.of_bytes(config_raw)
+        tag = spec.tag or default_tag(config_raw)
+        result.append((f"{spec.name}:{tag}", str(config_digest)))
+        yield archive_file(f"{config_digest.hex}.json", config_raw)
+        yield archive_file("manifest.json", canonical_json([{"Config": f"{config_digest.hex}.json",
+                                                             "RepoTags": [f"{spec.name}:{tag}"], "Layers": names}]))
+        yield archive_file("repositories", canonical_json({spec.name: {tag: diff_ids[-1].hex}}))
+
+    write_stream(entries(), session.store, write)
+    return result[0]
+
+
+# --- output 2: compressed blobs in the cache (OCI layout, push) -----------------------------
+
+def build_blobs(plan: Plan, session: Session, jobs: int = 2) -> ResolvedImage:
+    """Pack and compress the layers (concurrently) into the blob cache, reusing layers whose
+    inputs did not change; base layers already compressed are kept as they are."""
+    spec = plan.spec
+    cache = session.cache
+
+    def one(lp: LayerPlan) -> Layer:
+        key = f"{lp.key}-{spec.compressor}"
+        known = cache.layer_index(key)
+        if known:
+            desc = mf.Descriptor(known["mediaType"], Digest.parse(known["digest"]), known["size"])
+            if cache.has(desc.digest, desc.size):
+                return Layer(desc, Digest.parse(known["diff_id"]), known["uncompressed"])
+        return _pack_to_cache(lp.entries, lp.owner, spec.mtime, spec.compressor, cache, key)
+
+    def recompress(layer: Layer) -> Layer:
+        """A base layer kept uncompressed (from a docker-archive) is compressed like ours."""
+        if spec.compressor == "none" or layer.descriptor.media_type != mf.OCI_LAYER:
+            return layer
+        key = f"recompress-{CACHE_FORMAT}-{layer.diff_id.hex}-{spec.compressor}"
+        known = cache.layer_index(key)
+        if known and cache.has(Digest.parse(known["digest"]), known["size"]):
+            return Layer(mf.Descriptor(known["mediaType"], Digest.parse(known["digest"]), known["size"]),
+                         layer.diff_id, layer.size)
+        return _compress_blob(layer, spec.compressor, cache, key)
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pack") as pool:
+        base_layers = list(pool.map(recompress, plan.base.layers if plan.base else []))
+        built = list(pool.map(one, plan.layers))
+    layers = base_layers + built
+    config = image_config(spec, plan.base, [l.diff_id for l in layers], [lp.comment for lp in plan.layers])
+    config_raw = canonical_json(config)
+    config_desc = mf.Descriptor(mf.OCI_CONFIG, Digest.of_bytes(config_raw), len(config_raw))
+    cache.put_bytes(config_desc.digest, config_raw)
+    manifest = {"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "config": config_desc.to_json(),
+                "layers": [l.descriptor.to_json() for l in layers]}
+    raw = canonical_json(manifest)
+    doc = mf.ImageManifest(raw, mf.OCI_MANIFEST, config_desc, tuple(l.descriptor for l in layers))
+    desc = mf.Descriptor(mf.OCI_MANIFEST, Digest.of_bytes(raw), len(raw), platform=spec.platform.to_json())
+    cache.put_bytes(desc.digest, raw)
+    return ResolvedImage(doc, desc, config_raw, config, layers)
+
+
+def _pack_to_cache(entries: list[Entry], owner: Owner, mtime: int, compressor: str, cache, key: str) -> Layer:
+    fd, tmp = tempfile.mkstemp(dir=cache.root / "tmp", prefix="layer.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            c = Compressor(compressor, f.write)
+            write_tar(entries, owner, mtime, c.write)
+            c.finish()
+        return _commit(tmp, c, compressor, cache, key)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _compress_blob(layer: Layer, compressor: str, cache, key: str) -> Layer:
+    fd, tmp = tempfile.mkstemp(dir=cache.root / "tmp", prefix="layer.")
+    try:
+        with os.fdopen(fd, "wb") as f, open(cache.path(layer.descriptor.digest), "rb") as src:
+            c = Compressor(compressor, f.write)
+            while chunk := src.read(1 << 20):
+                c.write(chunk)
+            c.finish()
+        if Digest("sha256", c.diff.hexdigest()) != layer.diff_id:
+            raise BuildError(f"base layer {layer.diff_id}: the cached copy is damaged")
+        return _commit(tmp, c, compressor, cache, key)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _commit(tmp: str, c: Compressor, compressor: str, cache, key: str) -> Layer:
+    digest = Digest("sha256", c.blob.hexdigest())
+    diff_id = Digest("sha256", c.diff.hexdigest())
+    os.replace(tmp, cache.path(digest))
+    media_type = MEDIA_TYPES[compressor]
+    cache.put_meta(digest, {"diff_id": str(diff_id), "size": c.size, "compression": compressor})
+    cache.put_layer_index(key, {"digest": str(digest), "size": c.blob_size, "diff_id": str(diff_id),
+                                "uncompressed": c.size, "mediaType": media_type})
+    return Layer(mf.Descriptor(media_type, digest, c.blob_size), diff_id, c.size)
+
+
+def image_name_tag(spec: BuildSpec, config_raw: bytes) -> tuple[str, str]:
+    return spec.name, spec.tag or default_tag(config_raw)
+
+
+# --- the API --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BuildResult:
+    name: str
+    tag: str
+    config_digest: Digest
+    manifest_digest: Digest | None  # for outputs that have a manifest (OCI layout, push)
+    layers: int
+
+
+def build(spec: BuildSpec, *, output: str | os.PathLike[str] | None = None, oci: str | os.PathLike[str] | None = None,
+          stream: Any = None, session: Session | None = None) -> BuildResult:
+    """Build the image of `spec` into one of: a docker-archive file, an OCI layout, a stream."""
+    from .layout import write_layout
+    from .output import AtomicDir, AtomicFile
+
+    if sum(x is not None for x in (output, oci, stream)) != 1:
+        raise UsageError("build needs exactly one output: a docker-archive file, an OCI layout or a stream")
+    own = session is None
+    session = session or Session()
+    plan = plan_build(spec, session)
+    try:
+        if oci is not None:
+            image = build_blobs(plan, session, jobs=max(2, session.concurrency // 2))
+            name, tag = image_name_tag(spec, image.config_raw)
+            target = AtomicDir(oci)
+            try:
+                write_layout(target.tmp, image, session.store, name, tag)
+                target.commit()
+            except BaseException:
+                target.abort()
+                raise
+            return BuildResult(name, tag, image.config_digest, image.manifest_descriptor.digest, len(image.layers))
+        if output is not None:
+            out = AtomicFile(output)
+            try:
+                ref, config_digest = stream_docker_archive(plan, session, out.file.write)
+                out.commit()
+            except BaseException:
+                out.abort()
+                raise
+        else:
+            ref, config_digest = stream_docker_archive(plan, session, stream.write)
+            stream.flush()
+        name, _, tag = ref.rpartition(":")
+        n = (len(plan.base.layers) if plan.base else 0) + len(plan.layers)
+        return BuildResult(name, tag, Digest.parse(config_digest), None, n)
+    finally:
+        plan.close()
+        if own:
+            session.close()

@@ -1,0 +1,223 @@
+"""Nix-style reference graphs and the two ways nixpkgs cuts them into layers.
+
+Inputs: `nix path-info --json --recursive` (the list form of Nix < 2.19 and the object
+form after it), and `exportReferencesGraph` (its JSON, or the plain-text registration
+format). Every path ends up in exactly one layer, whatever the budget.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Iterable
+
+from .errors import UsageError
+
+
+@dataclass
+class Graph:
+    """Paths, their references (self-references dropped) and sizes."""
+
+    refs: dict[str, list[str]] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+
+    def add(self, path: str, references: Iterable[str], size: int | None = None) -> None:
+        self.refs[path] = sorted({r for r in references if r != path})
+        for r in self.refs[path]:
+            self.refs.setdefault(r, [])
+        if size is not None:
+            self.sizes[path] = size
+
+    @property
+    def paths(self) -> list[str]:
+        return sorted(self.refs)
+
+    def roots(self) -> list[str]:
+        referenced = {r for refs in self.refs.values() for r in refs}
+        return [p for p in self.paths if p not in referenced]
+
+    def closure(self, path: str, stop: frozenset[str] = frozenset()) -> set[str]:
+        """Everything reachable from `path` (itself included), not going through `stop`."""
+        seen = {path}
+        todo = [path]
+        while todo:
+            for r in self.refs[todo.pop()]:
+                if r not in seen and r not in stop:
+                    seen.add(r)
+                    todo.append(r)
+        return seen
+
+
+def parse_graph(text: str, source: str = "closure") -> Graph:
+    """Read any of the supported reference-graph formats."""
+    stripped = text.lstrip()
+    if stripped.startswith(("{", "[")):
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise UsageError(f"{source}: not valid JSON: {e}") from None
+        return _from_json(data, source)
+    return _from_registration(text, source)
+
+
+def _from_json(data: Any, source: str) -> Graph:
+    g = Graph()
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        data = next(iter(data.values()))  # exportReferencesGraph with structured attrs: {"closure": [...]}
+    if isinstance(data, list):  # nix path-info --json (Nix < 2.19), exportReferencesGraph JSON
+        for i, entry in enumerate(data):
+            if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                raise UsageError(f"{source}: entry {i} has no 'path'")
+            g.add(entry["path"], _refs(entry, source), _size(entry))
+    elif isinstance(data, dict):  # nix path-info --json (Nix >= 2.19): path -> info
+        for path, entry in data.items():
+            if entry is None:
+                raise UsageError(f"{source}: {path} is not valid in the store it was read from")
+            if not isinstance(entry, dict):
+                raise UsageError(f"{source}: the entry for {path} is not an object")
+            g.add(path, _refs(entry, source), _size(entry))
+    else:
+        raise UsageError(f"{source}: expected a list or an object of store paths")
+    return g
+
+
+def _refs(entry: dict, source: str) -> list[str]:
+    refs = entry.get("references", [])
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise UsageError(f"{source}: 'references' must be a list of paths")
+    return refs
+
+
+def _size(entry: dict) -> int | None:
+    size = entry.get("narSize")
+    return size if isinstance(size, int) and size >= 0 else None
+
+
+def _from_registration(text: str, source: str) -> Graph:
+    """path, deriver (may be empty), reference count, references — repeated."""
+    lines = text.splitlines()
+    g = Graph()
+    i = 0
+    while i < len(lines):
+        if not lines[i].strip():
+            i += 1
+            continue
+        try:
+            path, count = lines[i], int(lines[i + 2])
+        except (IndexError, ValueError):
+            raise UsageError(f"{source}:{i + 1}: expected a store path, a deriver line and a reference count") from None
+        refs = lines[i + 3:i + 3 + count]
+        if len(refs) != count:
+            raise UsageError(f"{source}:{i + 1}: {path} lists {count} references but the file ends")
+        g.add(path, refs)
+        i += 3 + count
+    if not g.refs:
+        raise UsageError(f"{source}: no store paths in it")
+    return g
+
+
+# --- popularity (nixpkgs' referencesByPopularity) ----------------------------------------
+
+def popularity(graph: Graph, roots: list[str] | None = None) -> dict[str, int]:
+    """Each path's popularity in the graph expanded into a tree from its roots.
+
+    A path scores 1 for each place it hangs directly below a parent in the tree, plus,
+    for each ancestor at distance d above that place, d more: the deeper and the more
+    often a path is shared, the more popular it is.
+    """
+    @lru_cache(maxsize=None)
+    def contest(path: str) -> tuple[tuple[str, int], ...]:
+        score: dict[str, int] = defaultdict(int)
+        for child in graph.refs[path]:
+            score[child] += 1
+            for sub, s in contest(child):
+                score[sub] += s + 1
+        return tuple(score.items())
+
+    total: dict[str, int] = defaultdict(int)
+    for root in roots if roots is not None else graph.roots():
+        total[root] += 1
+        for sub, s in contest(root):
+            total[sub] += s + 1
+    return dict(total)
+
+
+def package_name(path: str) -> str:
+    """Sort key: the name before the hash, so the order survives a rebuild that changes hashes."""
+    base = path.rsplit("/", 1)[-1]
+    first, _, rest = base.partition("-")
+    return f"{rest}-{first}" if rest else first
+
+
+def by_popularity(graph: Graph, roots: list[str] | None = None) -> list[str]:
+    """Most popular first; equal scores by package name; unreachable paths last."""
+    scores = popularity(graph, roots)
+    ordered = sorted(scores, key=lambda p: (-scores[p], package_name(p)))
+    return ordered + [p for p in graph.paths if p not in scores]
+
+
+def popularity_layers(graph: Graph, budget: int, roots: list[str] | None = None) -> list[list[str]]:
+    """The first budget-1 paths a layer each, the rest together in the last."""
+    if budget < 1:
+        raise UsageError("no layers left for the store paths: raise maxLayers or use fewer base layers")
+    order = by_popularity(graph, roots)
+    if len(order) <= budget:
+        return [[p] for p in order]
+    return [[p] for p in order[: budget - 1]] + [sorted(order[budget - 1:])]
+
+
+# --- auto ---------------------------------------------------------------------------------
+
+def auto_layers(graph: Graph, budget: int, sizes: dict[str, int]) -> list[list[str]]:
+    """Largest paths own layers; what only one owner reaches goes with it; shared paths get a
+    layer per distinct set of owners. Owners are added while the layers fit the budget.
+    Layers come out smallest closure first."""
+    if budget < 1:
+        raise UsageError("no layers left for the store paths: raise maxLayers or use fewer base layers")
+    candidates = sorted(graph.paths, key=lambda p: (-sizes.get(p, 0), p))
+    owners: list[str] = []
+    best = _assign(graph, owners)
+    for candidate in candidates:
+        trial = _assign(graph, owners + [candidate])
+        if len(trial) > budget:
+            break
+        owners.append(candidate)
+        best = trial
+    layers = [sorted(paths) for paths in best.values()]
+    return sorted(layers, key=lambda ps: (sum(sizes.get(p, 0) for p in ps), ps))
+
+
+def _assign(graph: Graph, owners: list[str]) -> dict[frozenset[str], set[str]]:
+    """Group every path by the set of owners that reach it without passing another owner."""
+    owner_set = frozenset(owners)
+    reached_by: dict[str, set[str]] = defaultdict(set)
+    for o in owners:
+        for p in graph.closure(o, stop=owner_set - {o}):
+            reached_by[p].add(o)
+    groups: dict[frozenset[str], set[str]] = defaultdict(set)
+    for p in graph.paths:
+        if p in owner_set:
+            groups[frozenset([p])].add(p)
+        else:
+            groups[frozenset(reached_by.get(p, ()))].add(p)
+    return dict(groups)
+
+
+def disk_size(path: str) -> int:
+    """Bytes under a path, for graphs that do not record sizes (symlinks count their own size)."""
+    total = 0
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return 0
+    total += st.st_size
+    if os.path.isdir(path) and not os.path.islink(path):
+        for dirpath, dirnames, filenames in os.walk(path):
+            for n in dirnames + filenames:
+                try:
+                    total += os.lstat(os.path.join(dirpath, n)).st_size
+                except OSError:
+                    pass
+    return total

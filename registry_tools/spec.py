@@ -1,0 +1,292 @@
+"""The build spec: a JSON document whose keys mirror nixpkgs' buildLayeredImage.
+
+Validation happens here, up front, so a typo fails with the key's name before any work.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import reference as refs
+from .errors import UsageError
+from .platform import Platform, host_platform, normalize_arch, normalize_os
+
+DEFAULT_TIME = "1970-01-01T00:00:01Z"
+MAX_LAYERS = 125
+COMPRESSORS = ("gz", "zstd", "none")
+LAYERINGS = ("auto", "popularity")
+CONFIG_KEYS = {  # OCI image config fields and the JSON type each must have
+    "User": str, "ExposedPorts": dict, "Env": list, "Entrypoint": list, "Cmd": list, "Volumes": dict,
+    "WorkingDir": str, "Labels": dict, "StopSignal": str, "ArgsEscaped": bool, "Healthcheck": dict,
+    "OnBuild": list, "Shell": list, "StopTimeout": int,
+}
+
+
+@dataclass(frozen=True)
+class PathInput:
+    source: Path
+    target: str  # absolute path in the image
+
+
+@dataclass(frozen=True)
+class ClosureInput:
+    graph: Path
+    roots: tuple[str, ...] | None
+    store_dir: str  # where store paths live in the image (and in the graph)
+    real_store_dir: Path  # where they are read from on this machine
+
+
+@dataclass(frozen=True)
+class FromImage:
+    kind: str  # "docker-archive", "oci", "registry"
+    location: str
+    name: str | None = None  # which image of a multi-image archive / layout
+
+
+@dataclass
+class BuildSpec:
+    name: str
+    tag: str | None = None
+    from_image: FromImage | None = None
+    inherit_config: bool | tuple[str, ...] = False
+    paths: list[PathInput] = field(default_factory=list)
+    closure: ClosureInput | None = None
+    contents: list[Path] = field(default_factory=list)
+    keep_contents_dirlinks: bool = False
+    config: dict[str, Any] = field(default_factory=dict)
+    platform: Platform = field(default_factory=host_platform)
+    created: str = DEFAULT_TIME
+    mtime: int = 1
+    max_layers: int = 100
+    extra_commands: str = ""
+    fake_root_commands: str = ""
+    uid: int = 0
+    gid: int = 0
+    uname: str = "root"
+    gname: str = "root"
+    compressor: str = "gz"
+    layering: str = "auto"
+    base_dir: Path = Path(".")
+
+
+KEYS = {
+    "name", "tag", "fromImage", "fromImageName", "inheritConfig", "paths", "closure", "contents",
+    "keepContentsDirlinks", "config", "architecture", "os", "variant", "created", "mtime", "maxLayers",
+    "extraCommands", "fakeRootCommands", "uid", "gid", "uname", "gname", "compressor", "layering",
+}
+
+
+def _bad(key: str, message: str) -> UsageError:
+    return UsageError(f"build spec: {key}: {message}")
+
+
+def _want(obj: dict, key: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = obj[key]
+    if isinstance(value, bool) and kind in (int, (int,)):
+        raise _bad(key, f"must be {what}")
+    if not isinstance(value, kind):
+        raise _bad(key, f"must be {what}, not {type(value).__name__}")
+    return value
+
+
+def parse_time(key: str, value: str, now: datetime.datetime | None = None) -> tuple[str, int]:
+    """An ISO-8601 time or "now" as (RFC 3339 text, seconds since the epoch)."""
+    if value == "now":
+        t = (now or datetime.datetime.now(datetime.timezone.utc)).replace(microsecond=0)
+    else:
+        try:
+            t = datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise _bad(key, f"{value!r} is not an ISO-8601 time or \"now\"") from None
+        if t.tzinfo is None:
+            t = t.replace(tzinfo=datetime.timezone.utc)
+    t = t.astimezone(datetime.timezone.utc)
+    text = t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{t.microsecond:06d}".rstrip("0") if t.microsecond else "") + "Z"
+    return text, int(t.timestamp())
+
+
+def _resolve(base: Path, p: str) -> Path:
+    return Path(p) if os.path.isabs(p) else base / p
+
+
+def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | None = None) -> BuildSpec:
+    if not isinstance(obj, dict):
+        raise UsageError("build spec: must be a JSON object")
+    unknown = sorted(set(obj) - KEYS)
+    if unknown:
+        raise _bad(unknown[0], "unknown key" + (f" (known keys: {', '.join(sorted(KEYS))})" if len(unknown) else ""))
+    if "name" not in obj:
+        raise _bad("name", "is required")
+    name = _want(obj, "name", str, "a string")
+    try:
+        r = refs.parse_normalized(name)
+    except Exception as e:
+        raise _bad("name", str(e)) from None
+    if r.tag or r.digest:
+        raise _bad("name", "must not carry a tag or digest; use \"tag\"")
+    spec = BuildSpec(name=name, base_dir=base_dir)
+
+    if obj.get("tag") is not None:
+        spec.tag = _want(obj, "tag", str, "a string")
+        if not refs.TAG_RE.match(spec.tag):
+            raise _bad("tag", f"{spec.tag!r} is not a valid tag")
+
+    if obj.get("fromImage") is not None:
+        loc = _want(obj, "fromImage", str, "a path or a pinned image reference")
+        name_in = obj.get("fromImageName")
+        if name_in is not None:
+            name_in = _want(obj, "fromImageName", str, "a string")
+        path = _resolve(base_dir, loc)
+        if path.is_dir():
+            spec.from_image = FromImage("oci", str(path), name_in)
+        elif path.is_file():
+            spec.from_image = FromImage("docker-archive", str(path), name_in)
+        elif "@sha256:" in loc:
+            spec.from_image = FromImage("registry", loc, name_in)
+        else:
+            raise _bad("fromImage", f"{loc!r} is neither an existing archive or layout nor a pinned reference (IMAGE@sha256:…)")
+    elif "fromImageName" in obj:
+        raise _bad("fromImageName", "only makes sense with fromImage")
+    if "inheritConfig" in obj:
+        v = obj["inheritConfig"]
+        if isinstance(v, bool):
+            spec.inherit_config = v
+        elif isinstance(v, list) and all(isinstance(k, str) for k in v):
+            spec.inherit_config = tuple(v)
+        else:
+            raise _bad("inheritConfig", "must be true, false or a list of config keys")
+
+    for i, entry in enumerate(obj.get("paths") or []):
+        key = f"paths[{i}]"
+        if not isinstance(entry, dict) or set(entry) - {"source", "target"} or "source" not in entry:
+            raise _bad(key, 'must be {"source": PATH, "target": ABSOLUTE_PATH}')
+        source = _resolve(base_dir, str(entry["source"]))
+        target = entry.get("target") or "/" + str(entry["source"]).lstrip("/")
+        if not isinstance(target, str) or not target.startswith("/") or ".." in target.split("/"):
+            raise _bad(f"{key}.target", "must be an absolute path without '..'")
+        if not os.path.lexists(source):
+            raise _bad(f"{key}.source", f"{source} does not exist")
+        spec.paths.append(PathInput(source, "/" + target.strip("/")))
+    if "paths" in obj and not isinstance(obj["paths"], list):
+        raise _bad("paths", "must be a list")
+
+    if obj.get("closure") is not None:
+        spec.closure = _closure(obj["closure"], base_dir)
+
+    contents = obj.get("contents") or []
+    if isinstance(contents, str):
+        contents = [contents]
+    if not isinstance(contents, list) or not all(isinstance(c, str) for c in contents):
+        raise _bad("contents", "must be a path or a list of paths")
+    for c in contents:
+        p = _resolve(base_dir, c)
+        if not p.is_dir():
+            raise _bad("contents", f"{p} is not a directory")
+        spec.contents.append(p)
+    if "keepContentsDirlinks" in obj:
+        spec.keep_contents_dirlinks = _want(obj, "keepContentsDirlinks", bool, "true or false")
+
+    if obj.get("config") is not None:
+        cfg = _want(obj, "config", dict, "an object")
+        for k, v in cfg.items():
+            kind = CONFIG_KEYS.get(k)
+            if kind is None:
+                raise _bad(f"config.{k}", f"unknown config key (known: {', '.join(sorted(CONFIG_KEYS))})")
+            if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
+                raise _bad(f"config.{k}", f"must be a {kind.__name__}")
+            if k in ("Env", "Entrypoint", "Cmd", "Shell", "OnBuild") and not all(isinstance(x, str) for x in v):
+                raise _bad(f"config.{k}", "must be a list of strings")
+            if k == "Env" and not all("=" in x and not x.startswith("=") for x in v):
+                raise _bad("config.Env", "entries must be NAME=VALUE")
+        spec.config = dict(cfg)
+
+    host = host_platform()
+    o = obj.get("os", "linux")
+    a = obj.get("architecture", host.architecture)
+    v = obj.get("variant", "" if "architecture" in obj else host.variant)
+    for key, value in (("os", o), ("architecture", a), ("variant", v)):
+        if not isinstance(value, str):
+            raise _bad(key, "must be a string")
+    arch, variant = normalize_arch(a, v)
+    if arch == "arm" and not v:
+        variant = "v7"
+    if arch == "arm64" and variant == "":
+        variant = "v8" if "variant" in obj else ""
+    spec.platform = Platform(normalize_os(o), arch, variant)
+
+    for key in ("created", "mtime"):
+        if key in obj:
+            _want(obj, key, str, 'an ISO-8601 time or "now"')
+    spec.created, created_s = parse_time("created", obj.get("created", DEFAULT_TIME), now)
+    _, spec.mtime = parse_time("mtime", obj.get("mtime", DEFAULT_TIME), now)
+    del created_s
+
+    if "maxLayers" in obj:
+        spec.max_layers = _want(obj, "maxLayers", int, "a whole number")
+        if not 2 <= spec.max_layers <= MAX_LAYERS:
+            raise _bad("maxLayers", f"must be between 2 and {MAX_LAYERS}")
+    for key, attr in (("extraCommands", "extra_commands"), ("fakeRootCommands", "fake_root_commands")):
+        if key in obj:
+            setattr(spec, attr, _want(obj, key, str, "a string of shell commands"))
+    for key, attr in (("uid", "uid"), ("gid", "gid")):
+        if key in obj:
+            value = _want(obj, key, int, "a whole number")
+            if not 0 <= value < 2 ** 31:
+                raise _bad(key, "must be between 0 and 2147483647")
+            setattr(spec, attr, value)
+    for key, attr in (("uname", "uname"), ("gname", "gname")):
+        if key in obj:
+            value = _want(obj, key, str, "a string")
+            if len(value.encode()) > 31 or "\0" in value:
+                raise _bad(key, "must be at most 31 bytes")
+            setattr(spec, attr, value)
+    if "compressor" in obj:
+        spec.compressor = _want(obj, "compressor", str, "a string")
+        if spec.compressor not in COMPRESSORS:
+            raise _bad("compressor", f"must be one of {', '.join(COMPRESSORS)}")
+    if "layering" in obj:
+        spec.layering = _want(obj, "layering", str, "a string")
+        if spec.layering not in LAYERINGS:
+            raise _bad("layering", f"must be one of {', '.join(LAYERINGS)}")
+    return spec
+
+
+def _closure(value: Any, base_dir: Path) -> ClosureInput:
+    if isinstance(value, str):
+        value = {"graph": value}
+    if not isinstance(value, dict):
+        raise _bad("closure", "must be a path to a reference graph, or an object with \"graph\"")
+    unknown = set(value) - {"graph", "roots", "storeDir", "realStoreDir"}
+    if unknown:
+        raise _bad(f"closure.{sorted(unknown)[0]}", "unknown key (known: graph, roots, storeDir, realStoreDir)")
+    if not isinstance(value.get("graph"), str):
+        raise _bad("closure.graph", "must be a path to a reference graph file")
+    graph = _resolve(base_dir, value["graph"])
+    if not graph.is_file():
+        raise _bad("closure.graph", f"{graph} does not exist")
+    roots = value.get("roots")
+    if roots is not None and (not isinstance(roots, list) or not all(isinstance(r, str) for r in roots)):
+        raise _bad("closure.roots", "must be a list of store paths")
+    store_dir = value.get("storeDir", "/nix/store")
+    if not isinstance(store_dir, str) or not store_dir.startswith("/"):
+        raise _bad("closure.storeDir", "must be an absolute path")
+    real = value.get("realStoreDir", store_dir)
+    if not isinstance(real, str):
+        raise _bad("closure.realStoreDir", "must be a path")
+    return ClosureInput(graph, tuple(roots) if roots is not None else None, store_dir.rstrip("/"),
+                        _resolve(base_dir, real))
+
+
+def load_spec(path: str | os.PathLike[str]) -> BuildSpec:
+    p = Path(path)
+    try:
+        obj = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"build spec {p} does not exist") from None
+    except ValueError as e:
+        raise UsageError(f"build spec {p} is not valid JSON: {e}") from None
+    return parse_spec(obj, p.parent)
