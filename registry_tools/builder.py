@@ -346,10 +346,15 @@ def build_blobs(plan: Plan, session: Session, jobs: int = 2) -> ResolvedImage:
                          layer.diff_id, layer.size)
         return _compress_blob(layer, spec.compressor, cache, key)
 
+    base = plan.base.layers if plan.base else []
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pack") as pool:
-        base_layers = list(pool.map(recompress, plan.base.layers if plan.base else []))
-        built = list(pool.map(one, plan.layers))
-    layers = base_layers + built
+        # Largest first, so the biggest layer does not start last and run alone at the end.
+        work: list[tuple[int, Callable[[], Layer]]] = (
+            [(layer.size, lambda layer=layer: recompress(layer)) for layer in base]
+            + [(lp.size(spec.mtime), lambda lp=lp: one(lp)) for lp in plan.layers])
+        order = sorted(range(len(work)), key=lambda i: -work[i][0])
+        futures = {i: pool.submit(work[i][1]) for i in order}
+        layers = [futures[i].result() for i in range(len(work))]
     config = image_config(spec, plan.base, [l.diff_id for l in layers], [lp.comment for lp in plan.layers])
     config_raw = canonical_json(config)
     config_desc = mf.Descriptor(mf.OCI_CONFIG, Digest.of_bytes(config_raw), len(config_raw))
@@ -397,6 +402,7 @@ def _compress_blob(layer: Layer, compressor: str, cache, key: str) -> Layer:
 def _commit(tmp: str, c: Compressor, compressor: str, cache, key: str) -> Layer:
     digest = Digest("sha256", c.blob.hexdigest())
     diff_id = Digest("sha256", c.diff.hexdigest())
+    os.chmod(tmp, 0o444)
     os.replace(tmp, cache.path(digest))
     media_type = MEDIA_TYPES[compressor]
     cache.put_meta(digest, {"diff_id": str(diff_id), "size": c.size, "compression": compressor})

@@ -58,6 +58,7 @@ class BlobCache:
         try:
             with os.fdopen(fd, "wb") as f:
                 yield f
+            os.chmod(tmp, 0o444)  # blobs never change once stored
             os.replace(tmp, self.path(digest))
         except BaseException:
             try:

@@ -55,12 +55,13 @@ def write_layout(root: Path, image: ResolvedImage, store: BlobStore, image_name:
         os.chmod(d, 0o755)
     for digest_hex, source in sorted(blobs.items()):
         path = blob_dir / digest_hex
-        with open(path, "wb") as f:
-            if isinstance(source, bytes):
-                f.write(source)
-            else:
+        if isinstance(source, bytes):
+            path.write_bytes(source)
+            os.chmod(path, 0o444)
+        elif not store.link_verified(source, path):
+            with open(path, "wb") as f:
                 store.copy_verified(source, f.write, f"blob {source.digest}")
-        os.chmod(path, 0o644)
+            os.chmod(path, 0o444)
     for name, data in sorted(docs.items()):
         (root / name).write_bytes(data)
-        os.chmod(root / name, 0o644)
+        os.chmod(root / name, 0o444)
