@@ -1,10 +1,25 @@
-"""registry-tools: pin, pull, build and push OCI and Docker images by talking to registries."""
+"""registry-tools: pin, pull, build and push OCI and Docker images by talking to registries.
+
+The API is imported on first use, so a command pays only for the modules it needs.
+"""
 from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
 
 __version__ = "0.1.0"
 
-from .errors import RegistryToolsError  # noqa: E402
-from .pull import PullResult, pull_image  # noqa: E402
-from .session import Session  # noqa: E402
+_API = {
+    "pull_image": "pull", "PullResult": "pull", "prefetch": "prefetch", "Pin": "prefetch",
+    "build": "builder", "BuildResult": "builder", "push": "push", "PushResult": "push",
+    "Session": "session", "RegistryToolsError": "errors", "load_spec": "spec", "parse_spec": "spec",
+}
 
-__all__ = ["PullResult", "RegistryToolsError", "Session", "pull_image", "__version__"]
+__all__ = sorted(_API) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _API.get(name)
+    if module is None:
+        raise AttributeError(f"module 'registry_tools' has no attribute {name!r}")
+    return getattr(import_module(f".{module}", __name__), name)

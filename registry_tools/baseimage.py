@@ -27,6 +27,7 @@ from .spec import FromImage
 class BaseImage:
     config: dict[str, Any]
     layers: list[Layer]
+    config_raw: bytes = b""
 
 
 def load_base(src: FromImage, platform: Platform, session: Session) -> BaseImage:
@@ -42,7 +43,7 @@ def _from_registry(src: FromImage, platform: Platform, session: Session) -> Base
     source = session.source(ref)
     image = source.resolve(Digest.parse(ref.digest), platform)
     source.fetch_layers(image)
-    return BaseImage(image.config, image.layers)
+    return BaseImage(image.config, image.layers, image.config_raw)
 
 
 def _safe_name(name: str, where: str) -> str:
@@ -81,7 +82,8 @@ def _from_layout(root: Path, name: str | None, platform: Platform, session: Sess
         doc = mf.parse(blob(child.raw), child.media_type, f"fromImage {root}")
     if not isinstance(doc, mf.ImageManifest):
         raise ManifestError(f"fromImage {root}: nested indexes are not supported")
-    config = mf.parse_config(blob(doc.config.raw), f"fromImage {root} config")
+    config_raw = blob(doc.config.raw)
+    config = mf.parse_config(config_raw, f"fromImage {root} config")
     ids = mf.diff_ids(config)
     if len(ids) != len(doc.layers):
         raise ManifestError(f"fromImage {root}: {len(doc.layers)} layers but {len(ids)} diff_ids")
@@ -99,7 +101,7 @@ def _from_layout(root: Path, name: str | None, platform: Platform, session: Sess
                 if h.hexdigest() != d.digest.hex or n != d.size:
                     raise ManifestError(f"fromImage {root}: layer {d.digest} does not match its digest or size")
         layers.append(session.store.layer_facts(d, diff, f"fromImage layer {d.digest}"))
-    return BaseImage(config, layers)
+    return BaseImage(config, layers, config_raw)
 
 
 def _from_docker_archive(path: Path, name: str | None, session: Session) -> BaseImage:
@@ -132,7 +134,8 @@ def _from_docker_archive(path: Path, name: str | None, session: Session) -> Base
         elif len(manifest) > 1:
             raise UsageError(f"{where}: holds {len(manifest)} images; say which with fromImageName")
         entry = manifest[0]
-        config = mf.parse_config(member_bytes(entry["Config"]), f"{where} config")
+        config_raw = member_bytes(entry["Config"])
+        config = mf.parse_config(config_raw, f"{where} config")
         ids = mf.diff_ids(config, where)
         if len(ids) != len(entry.get("Layers") or []):
             raise ManifestError(f"{where}: {len(entry.get('Layers') or [])} layers but {len(ids)} diff_ids")
@@ -151,7 +154,7 @@ def _from_docker_archive(path: Path, name: str | None, session: Session) -> Base
             size = cache.path(diff).stat().st_size
             layers.append(Layer(mf.Descriptor(mf.OCI_LAYER, diff, size), diff, size))
             cache.put_meta(diff, {"diff_id": str(diff), "size": size, "compression": "none"})
-    return BaseImage(config, layers)
+    return BaseImage(config, layers, config_raw)
 
 
 def _open_member(tf: tarfile.TarFile, name: str, where: str):

@@ -50,7 +50,13 @@ class LayerPlan:
     key: str  # a hash of everything the layer's bytes depend on
 
     def size(self, mtime: int) -> int:
+        """The exact size of the layer's tar (it builds every header: for streaming)."""
         return tar_size(self.entries, self.owner, mtime)
+
+    @property
+    def weight(self) -> int:
+        """Bytes of file content: enough to order the work by."""
+        return sum(e.size for e in self.entries)
 
 
 @dataclass
@@ -68,25 +74,15 @@ class Plan:
 
 # --- planning -------------------------------------------------------------------------------
 
-def _input_key(plan_entries: list[Entry], owner: Owner, mtime: int, stamps: dict[str, int]) -> str:
+def _input_key(plan_entries: list[Entry], owner: Owner, mtime: int) -> str:
     """What the layer's bytes depend on: names, kinds, modes, sizes, links, owners, mtime, and
-    for files that are not in an immutable store, their modification times."""
+    for files that are not in an immutable store, their modification times (Entry.stamp)."""
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_FORMAT, owner.uid, owner.gid, owner.uname, owner.gname, mtime]).encode())
     for e in plan_entries:
         o = e.owner or owner
-        h.update(json.dumps([e.name, e.kind, e.mode, e.size, e.link, o.uid, o.gid,
-                             stamps.get(e.source or "", 0)]).encode())
+        h.update(json.dumps([e.name, e.kind, e.mode, e.size, e.link, o.uid, o.gid, e.stamp]).encode())
     return h.hexdigest()
-
-
-def _stamps(entries: list[Entry]) -> dict[str, int]:
-    out = {}
-    for e in entries:
-        if e.source:
-            st = os.lstat(e.source)
-            out[e.source] = st.st_mtime_ns ^ (st.st_ino << 1)
-    return out
 
 
 def plan_build(spec: BuildSpec, session: Session) -> Plan:
@@ -132,17 +128,12 @@ def plan_build(spec: BuildSpec, session: Session) -> Plan:
             groups = auto_layers(graph, budget, sizes)
         for group in groups:
             entries: list[Entry] = []
-            mutable: list[Entry] = []
             for node in group:
                 source, target, immutable = sources[node]
-                got = collect(source, target)
-                entries += got
-                if not immutable:
-                    mutable += got
+                entries += collect(source, target, stamps=not immutable)
             entries = with_parents(entries)
-            stamps = _stamps(mutable)
             label = ", ".join(sources[n][1] for n in group[:3]) + (f" and {len(group) - 3} more" if len(group) > 3 else "")
-            plan.layers.append(LayerPlan(entries, owner, label, _input_key(entries, owner, spec.mtime, stamps)))
+            plan.layers.append(LayerPlan(entries, owner, label, _input_key(entries, owner, spec.mtime)))
     plan.layers.append(_final_layer(spec, owner, plan))
     return plan
 
@@ -150,7 +141,7 @@ def plan_build(spec: BuildSpec, session: Session) -> Plan:
 def _final_layer(spec: BuildSpec, owner: Owner, plan: Plan) -> LayerPlan:
     """contents merged at /, then extraCommands and fakeRootCommands run in it."""
     if not spec.contents and not spec.extra_commands and not spec.fake_root_commands:
-        return LayerPlan([], owner, "final layer", _input_key([], owner, spec.mtime, {}))
+        return LayerPlan([], owner, "final layer", _input_key([], owner, spec.mtime))
     plan.workdir = Path(tempfile.mkdtemp(prefix="registry-tools-build-"))
     root = plan.workdir / "root"
     root.mkdir()
@@ -167,8 +158,7 @@ def _final_layer(spec: BuildSpec, owner: Owner, plan: Plan) -> LayerPlan:
         listing = _run(["fakeroot", "-i", str(state), "--", sys.executable, "-c", _LIST_OWNERS, str(root)],
                        root, "fakeroot listing")
         entries = owned(entries, {k: tuple(v) for k, v in json.loads(listing).items()}, owner)
-    stamps = _stamps(entries)
-    return LayerPlan(entries, owner, "final layer", _input_key(entries, owner, spec.mtime, stamps))
+    return LayerPlan(entries, owner, "final layer", _input_key(entries, owner, spec.mtime))
 
 
 _LIST_OWNERS = """
@@ -320,9 +310,23 @@ def stream_docker_archive(plan: Plan, session: Session, write: Write) -> tuple[s
 
 # --- output 2: compressed blobs in the cache (OCI layout, push) -----------------------------
 
-def build_blobs(plan: Plan, session: Session, jobs: int = 2) -> ResolvedImage:
+def compress_layer(layer: Layer, compressor: str, cache) -> Layer:
+    """An uncompressed layer blob (from a docker-archive) compressed as ours are; cached by diff_id."""
+    if compressor == "none" or layer.descriptor.media_type != mf.OCI_LAYER:
+        return layer
+    key = f"recompress-{CACHE_FORMAT}-{layer.diff_id.hex}-{compressor}"
+    known = cache.layer_index(key)
+    if known and cache.has(Digest.parse(known["digest"]), known["size"]):
+        return Layer(mf.Descriptor(known["mediaType"], Digest.parse(known["digest"]), known["size"]),
+                     layer.diff_id, layer.size)
+    return _compress_blob(layer, compressor, cache, key)
+
+
+def build_blobs(plan: Plan, session: Session, jobs: int = 2,
+                on_layer: Callable[[Layer], None] | None = None) -> ResolvedImage:
     """Pack and compress the layers (concurrently) into the blob cache, reusing layers whose
-    inputs did not change; base layers already compressed are kept as they are."""
+    inputs did not change; base layers already compressed are kept as they are.
+    `on_layer` is told of each layer as soon as it is in the cache (push starts uploading)."""
     spec = plan.spec
     cache = session.cache
 
@@ -335,35 +339,34 @@ def build_blobs(plan: Plan, session: Session, jobs: int = 2) -> ResolvedImage:
                 return Layer(desc, Digest.parse(known["diff_id"]), known["uncompressed"])
         return _pack_to_cache(lp.entries, lp.owner, spec.mtime, spec.compressor, cache, key)
 
-    def recompress(layer: Layer) -> Layer:
-        """A base layer kept uncompressed (from a docker-archive) is compressed like ours."""
-        if spec.compressor == "none" or layer.descriptor.media_type != mf.OCI_LAYER:
-            return layer
-        key = f"recompress-{CACHE_FORMAT}-{layer.diff_id.hex}-{spec.compressor}"
-        known = cache.layer_index(key)
-        if known and cache.has(Digest.parse(known["digest"]), known["size"]):
-            return Layer(mf.Descriptor(known["mediaType"], Digest.parse(known["digest"]), known["size"]),
-                         layer.diff_id, layer.size)
-        return _compress_blob(layer, spec.compressor, cache, key)
+    def notify(layer: Layer) -> Layer:
+        if on_layer is not None:
+            on_layer(layer)
+        return layer
 
     base = plan.base.layers if plan.base else []
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pack") as pool:
         # Largest first, so the biggest layer does not start last and run alone at the end.
         work: list[tuple[int, Callable[[], Layer]]] = (
-            [(layer.size, lambda layer=layer: recompress(layer)) for layer in base]
-            + [(lp.size(spec.mtime), lambda lp=lp: one(lp)) for lp in plan.layers])
+            [(layer.size, lambda layer=layer: notify(compress_layer(layer, spec.compressor, cache))) for layer in base]
+            + [(lp.weight, lambda lp=lp: notify(one(lp))) for lp in plan.layers])
         order = sorted(range(len(work)), key=lambda i: -work[i][0])
         futures = {i: pool.submit(work[i][1]) for i in order}
         layers = [futures[i].result() for i in range(len(work))]
     config = image_config(spec, plan.base, [l.diff_id for l in layers], [lp.comment for lp in plan.layers])
-    config_raw = canonical_json(config)
+    return assemble(config, canonical_json(config), layers, spec.platform.to_json(), cache)
+
+
+def assemble(config: dict[str, Any], config_raw: bytes, layers: list[Layer], platform: dict[str, Any] | None,
+             cache) -> ResolvedImage:
+    """An OCI manifest for a config and layers that are in the cache."""
     config_desc = mf.Descriptor(mf.OCI_CONFIG, Digest.of_bytes(config_raw), len(config_raw))
     cache.put_bytes(config_desc.digest, config_raw)
     manifest = {"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "config": config_desc.to_json(),
                 "layers": [l.descriptor.to_json() for l in layers]}
     raw = canonical_json(manifest)
     doc = mf.ImageManifest(raw, mf.OCI_MANIFEST, config_desc, tuple(l.descriptor for l in layers))
-    desc = mf.Descriptor(mf.OCI_MANIFEST, Digest.of_bytes(raw), len(raw), platform=spec.platform.to_json())
+    desc = mf.Descriptor(mf.OCI_MANIFEST, Digest.of_bytes(raw), len(raw), platform=platform)
     cache.put_bytes(desc.digest, raw)
     return ResolvedImage(doc, desc, config_raw, config, layers)
 

@@ -32,7 +32,8 @@ class BlobCache:
         self._meta = self.root / "meta" / "sha256"
         self._tmp = self.root / "tmp"
         self._layers = self.root / "layers"
-        for d in (self._blobs, self._meta, self._tmp, self._layers):
+        self._sources = self.root / "sources" / "sha256"
+        for d in (self._blobs, self._meta, self._tmp, self._layers, self._sources):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
 
     def path(self, digest: Digest) -> Path:
@@ -95,3 +96,20 @@ class BlobCache:
         with os.fdopen(fd, "w") as f:
             json.dump(facts, f, sort_keys=True)
         os.replace(tmp, self._layers / (key + ".json"))
+
+    def sources(self, digest: Digest) -> list[tuple[str, str]]:
+        """(registry, repository) pairs known to hold the blob: candidates to mount from."""
+        try:
+            return [tuple(x) for x in json.loads((self._sources / (digest.hex + ".json")).read_text())]
+        except (FileNotFoundError, ValueError):
+            return []
+
+    def add_source(self, digest: Digest, registry: str, repo: str) -> None:
+        known = self.sources(digest)
+        if (registry, repo) in known:
+            return
+        known = ([(registry, repo)] + known)[:16]
+        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="sources.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(known, f)
+        os.replace(tmp, self._sources / (digest.hex + ".json"))

@@ -14,14 +14,14 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 
 from . import __version__, auth
 from .digest import Digest
-from .errors import AuthError, ManifestError, NetworkError, NotFound, RegistryError
+from .errors import AuthError, DigestMismatch, ManifestError, NetworkError, NotFound, RegistryError
 from .manifest import ACCEPT, MAX_MANIFEST_SIZE
 from .reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, is_loopback_host
 
@@ -290,20 +290,22 @@ class Registry:
     # -- requests ----------------------------------------------------------------------
 
     def _with_retries(self, method: str, url: str, headers: dict[str, str], *, kind: str,
-                      content: bytes | None = None, stream: bool = False) -> httpx.Response:
+                      content: Any = None, stream: bool = False, attempts: int | None = None) -> httpx.Response:
         """Send, following redirects by hand and retrying transient failures."""
         deadline = time.monotonic() + self.retry.max_total
+        max_attempts = attempts or self.retry.attempts
         attempt = 0
         while True:
             try:
-                resp = self._send_following(method, url, headers, content, stream, kind)
+                body = content() if callable(content) else content
+                resp = self._send_following(method, url, headers, body, stream, kind)
             except TRANSIENT as e:
-                if attempt + 1 >= self.retry.attempts or time.monotonic() > deadline:
+                if attempt + 1 >= max_attempts or time.monotonic() > deadline:
                     raise NetworkError(f"{method} {_safe(url)} failed after {attempt + 1} attempts: {_reason(e)}") from None
                 time.sleep(self.retry.delay(attempt))
                 attempt += 1
                 continue
-            if resp.status_code in RETRY_STATUS and attempt + 1 < self.retry.attempts:
+            if resp.status_code in RETRY_STATUS and attempt + 1 < max_attempts:
                 wait = self.retry.delay(attempt, _retry_after(resp))
                 if time.monotonic() + wait <= deadline:
                     log.info("%s %s: HTTP %d, retrying in %.1fs", method, _safe(url), resp.status_code, wait)
@@ -313,7 +315,7 @@ class Registry:
                     continue
             return resp
 
-    def _send_following(self, method: str, url: str, headers: dict[str, str], content: bytes | None,
+    def _send_following(self, method: str, url: str, headers: dict[str, str], content: Any,
                         stream: bool, kind: str) -> httpx.Response:
         origin = urlsplit(url).netloc
         for _ in range(10):
@@ -338,16 +340,23 @@ class Registry:
 
     def request(self, method: str, repo: str, path: str, *, actions: str = "pull",
                 headers: dict[str, str] | None = None, kind: str = "api",
-                content: bytes | None = None, stream: bool = False) -> httpx.Response:
-        """A request within one repository's scope, authenticating as the registry asks."""
+                content: Any = None, stream: bool = False,
+                extra_scopes: tuple[str, ...] = (), retry: bool = True) -> httpx.Response:
+        """A request within one repository's scope, authenticating as the registry asks.
+
+        `content` may be bytes or a function returning an iterator of chunks (called anew
+        for every attempt). With retry=False a transient failure is raised at once, for
+        callers that retry a larger unit (an upload session).
+        """
         url = self.base_url() + path if path.startswith("/") else path
-        scopes = (f"repository:{repo}:{actions}",) if repo else ()
+        scopes = ((f"repository:{repo}:{actions}",) if repo else ()) + extra_scopes
         hdrs = dict(headers or {})
         for attempt in range(2):
             auth_header = self._auth_header(scopes, repo)
             if auth_header:
                 hdrs["Authorization"] = auth_header
-            resp = self._with_retries(method, url, hdrs, kind=kind, content=content, stream=stream)
+            resp = self._with_retries(method, url, hdrs, kind=kind, content=content, stream=stream,
+                                      attempts=None if retry else 1)
             if resp.status_code != 401 or attempt == 1:
                 return resp
             chosen = auth.pick_challenge(auth.parse_challenges(resp.headers.get_list("www-authenticate")))
@@ -451,6 +460,104 @@ class Registry:
         if resp.status_code >= 400:
             resp.read()
             self._check(resp, what, repo)
+
+    # -- pushing -------------------------------------------------------------------------
+
+    def blob_exists(self, repo: str, digest: Digest, size: int | None = None) -> bool:
+        resp = self.request("HEAD", repo, f"/v2/{repo}/blobs/{digest}", actions="pull,push", kind="blob-head")
+        if resp.status_code == 404:
+            return False
+        self._check(resp, f"{self.domain}/{repo}@{digest}", repo)
+        length = resp.headers.get("content-length")
+        return size is None or not length or not length.isdigit() or int(length) == size
+
+    def start_upload(self, repo: str, digest: Digest, mount_from: str | None = None) -> tuple[bool, str, int]:
+        """POST an upload: (mounted, the session URL, the registry's minimum chunk size)."""
+        query = f"?mount={digest}&from={mount_from}" if mount_from else ""
+        extra = (f"repository:{mount_from}:pull",) if mount_from else ()
+        resp = self.request("POST", repo, f"/v2/{repo}/blobs/uploads/{query}", actions="pull,push",
+                            kind="upload", extra_scopes=extra, retry=False)
+        if mount_from and resp.status_code == 201:
+            return True, "", 0
+        if resp.status_code != 202:
+            self._check(resp, f"upload of {digest} to {self.domain}/{repo}", repo)
+            raise RegistryError(f"upload of {digest} to {self.domain}/{repo}: unexpected HTTP {resp.status_code}",
+                                resp.status_code)
+        min_chunk = resp.headers.get("oci-chunk-min-length", "0")
+        return False, self._location(resp), int(min_chunk) if min_chunk.isdigit() else 0
+
+    def _location(self, resp: httpx.Response) -> str:
+        """Where an upload goes next: Location resolved against the request URL, query kept."""
+        loc = resp.headers.get("location")
+        if not loc:
+            raise RegistryError(f"{self.domain}: upload answer has no Location", resp.status_code)
+        return urljoin(str(resp.request.url), loc)
+
+    def upload(self, repo: str, location: str, digest: Digest, size: int, chunks: Callable[[int, int], Iterator[bytes]],
+               min_chunk: int = 0) -> Digest:
+        """PATCH the blob (in one piece, or in chunks if the registry refuses that), then PUT."""
+        what = f"upload of {digest} to {self.domain}/{repo}"
+        resp = self.request("PATCH", repo, location, actions="pull,push", kind="upload",
+                            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                            content=lambda: chunks(0, size), retry=False)
+        if resp.status_code in (413, 416):
+            location = self._upload_chunked(repo, location, size, chunks, min_chunk, what)
+        else:
+            if resp.status_code not in (202, 204):
+                self._check(resp, what, repo)
+                raise RegistryError(f"{what}: unexpected HTTP {resp.status_code}", resp.status_code)
+            location = self._location(resp)
+        sep = "&" if urlsplit(location).query else "?"
+        resp = self.request("PUT", repo, f"{location}{sep}digest={digest}", actions="pull,push", kind="upload",
+                            headers={"Content-Length": "0"}, retry=False)
+        if resp.status_code != 201:
+            self._check(resp, what, repo)
+            raise RegistryError(f"{what}: unexpected HTTP {resp.status_code}", resp.status_code)
+        return self._returned_digest(resp, digest, what)
+
+    def _upload_chunked(self, repo: str, location: str, size: int, chunks: Callable[[int, int], Iterator[bytes]],
+                        min_chunk: int, what: str) -> str:
+        """The chunked protocol: PATCHes with Content-Range, each at least OCI-Chunk-Min-Length."""
+        step = max(min_chunk, 8 << 20)
+        start = 0
+        while start < size:
+            end = min(size, start + step)
+            resp = self.request("PATCH", repo, location, actions="pull,push", kind="upload",
+                                headers={"Content-Type": "application/octet-stream", "Content-Length": str(end - start),
+                                         "Content-Range": f"{start}-{end - 1}"},
+                                content=lambda s=start, e=end: chunks(s, e), retry=False)
+            if resp.status_code != 202:
+                self._check(resp, what, repo)
+                raise RegistryError(f"{what}: chunk at {start} refused (HTTP {resp.status_code})", resp.status_code)
+            location = self._location(resp)
+            start = end
+        return location
+
+    def _returned_digest(self, resp: httpx.Response, digest: Digest, what: str) -> Digest:
+        got = resp.headers.get("docker-content-digest")
+        if got and got != str(digest):
+            raise DigestMismatch(f"{what}: the registry stored", str(digest), got)
+        return digest
+
+    def manifest_digest(self, repo: str, ref: str) -> Digest | None:
+        """What a tag or digest points to now (None if nothing), by HEAD."""
+        resp = self.request("HEAD", repo, f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT},
+                            actions="pull,push", kind="manifest-head")
+        if resp.status_code == 404:
+            return None
+        self._check(resp, f"{self.domain}/{repo}:{ref}", repo)
+        got = resp.headers.get("docker-content-digest")
+        return Digest.parse(got) if got else None
+
+    def put_manifest(self, repo: str, ref: str, raw: bytes, media_type: str) -> Digest:
+        digest = Digest.of_bytes(raw)
+        what = f"manifest {digest} to {self.domain}/{repo}:{ref}"
+        resp = self.request("PUT", repo, f"/v2/{repo}/manifests/{ref}", actions="pull,push", kind="manifest-put",
+                            headers={"Content-Type": media_type}, content=raw)
+        if resp.status_code not in (200, 201, 202):
+            self._check(resp, what, repo)
+            raise RegistryError(f"{what}: unexpected HTTP {resp.status_code}", resp.status_code)
+        return self._returned_digest(resp, digest, what)
 
     # -- blobs ---------------------------------------------------------------------------
 

@@ -333,6 +333,7 @@ class RegistrySource:
                 if reader.count > desc.size:
                     raise SizeMismatch(what, desc.size, reader.count)
             reader.verify(what, desc.digest, desc.size)
+        cache.add_source(desc.digest, self.registry.domain, self.repo)
         self.progress.blob_done(desc.digest, desc.size, cached=False)
         return True
 

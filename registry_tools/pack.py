@@ -47,6 +47,7 @@ class Entry:
     source: str | None = None  # where a file's bytes are read from
     link: str = ""
     owner: Owner | None = None  # None: the layer's owner
+    stamp: int = 0  # the source's mtime and inode, for the layer cache only; never in the tar
 
     def header(self, owner: Owner, mtime: int) -> bytes:
         o = self.owner or owner
@@ -60,8 +61,11 @@ class Entry:
         return info.tobuf(tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
 
 
-def collect(source: str, target: str) -> list[Entry]:
-    """Entries for `source` (a file, symlink or directory) placed at `target` in the image."""
+def collect(source: str, target: str, stamps: bool = True) -> list[Entry]:
+    """Entries for `source` (a file, symlink or directory) placed at `target` in the image.
+
+    With `stamps`, each file remembers its mtime and inode, so a later build can tell
+    that it did not change without reading it (not needed for immutable store paths)."""
     base = target.strip("/")
     out: list[Entry] = []
 
@@ -74,7 +78,8 @@ def collect(source: str, target: str) -> list[Entry]:
         if stat.S_ISLNK(st.st_mode):
             out.append(Entry(name, "symlink", 0o777, link=os.readlink(path)))
         elif stat.S_ISREG(st.st_mode):  # hard links too: each is stored as a file of its own
-            out.append(Entry(name, "file", mode, st.st_size, source=path))
+            stamp = (st.st_mtime_ns ^ (st.st_ino << 1)) if stamps else 0
+            out.append(Entry(name, "file", mode, st.st_size, source=path, stamp=stamp))
         elif stat.S_ISDIR(st.st_mode):
             if name:
                 out.append(Entry(name, "dir", mode))

@@ -26,7 +26,7 @@ from .platform import Platform, host_platform, normalize_arch, normalize_os
 from .platform import parse as parse_platform
 from .session import Session
 
-FORMATS = ("docker-archive", "oci-archive", "oci")
+from .formats import FORMATS
 
 
 @dataclass(frozen=True)

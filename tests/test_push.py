@@ -1,0 +1,331 @@
+"""push: to real registries (read back by skopeo), the layer cache, mounts, tags, faults, and the protocol."""
+from __future__ import annotations
+
+import hashlib
+import os
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from werkzeug.wrappers import Request, Response
+
+from registry_tools import builder, cli
+from registry_tools.client import RetryPolicy, TransportOptions
+from registry_tools.errors import DigestMismatch, NetworkError
+from registry_tools.push import build_and_push, push
+from registry_tools.session import Session
+from registry_tools.spec import parse_spec
+
+from .support.registry import LocalRegistry
+from .support.tokenserver import htpasswd_config
+from .test_build import make_store, spec_file
+
+WRITES = ("POST", "PATCH", "PUT")
+
+
+@pytest.fixture
+def work(tmp_path, cache_dir):
+    make_store(tmp_path)
+    (tmp_path / "app" / "bin").mkdir(parents=True)
+    (tmp_path / "app" / "bin" / "tool").write_bytes(b"tool" * 50000)
+    (tmp_path / "app" / "etc").mkdir()
+    (tmp_path / "app" / "etc" / "conf").write_text("a = 1\n")
+    (tmp_path / "root1").mkdir()
+    spec_file(tmp_path, contents=[], config={"Cmd": ["/opt/app/bin/tool"]})
+    return tmp_path
+
+
+def spec_of(work: Path, **kw):
+    return parse_spec(json.loads(spec_file(work, contents=[], config={"Cmd": ["/opt/app/bin/tool"]}, **kw).read_text()), work)
+
+
+def writes(reg: LocalRegistry, mark: int) -> list[tuple[str, str]]:
+    return [(m, u) for m, u in reg.requests_since(mark) if m in WRITES]
+
+
+def test_pushed_image_reads_back_byte_for_byte(registry, work, tmp_path):
+    with Session() as s:
+        result, image = build_and_push(spec_of(work), f"{registry.host}/pushed/app:1.0", s)
+    assert result.reference == f"{registry.host}/pushed/app:1.0"
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/pushed/app:1.0"],
+                         capture_output=True, check=True).stdout
+    assert raw == image.manifest.raw and hashlib.sha256(raw).hexdigest() == result.digest.hex
+    info = json.loads(subprocess.run(["skopeo", "inspect", "--tls-verify=false",
+                                      f"docker://{registry.host}/pushed/app:1.0"], capture_output=True, check=True).stdout)
+    assert info["Digest"] == str(result.digest) and len(info["Layers"]) == len(image.layers)
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{registry.host}/pushed/app:1.0",
+                    f"oci:{tmp_path / 'copy'}:x"], check=True, capture_output=True)
+    index = json.loads((tmp_path / "copy" / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == str(result.digest)
+    assert (tmp_path / "copy" / "blobs/sha256" / result.digest.hex).read_bytes() == image.manifest.raw
+
+
+def test_push_to_htpasswd_registry(work, tmp_path):
+    reg = LocalRegistry(tmp_path / "basic", extra_config=htpasswd_config(tmp_path / "htpasswd", {"ci": "pw-123"})).start()
+    try:
+        code = cli.main(["build", str(work / "spec.json"), "--push", f"{reg.host}/ci/app:1", "--creds", "ci:pw-123", "-q"])
+        assert code == 0
+        out = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--creds", "ci:pw-123",
+                              f"docker://{reg.host}/ci/app:1"], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert cli.main(["build", str(work / "spec.json"), "--push", f"{reg.host}/ci/app:1", "-q"]) == 1  # no creds
+    finally:
+        reg.stop()
+
+
+def test_unchanged_rebuild_packs_and_uploads_nothing(registry, work, monkeypatch):
+    dest = f"{registry.host}/cache/app:1"
+    with Session() as s:
+        first, _ = build_and_push(spec_of(work), dest, s)
+    assert first.uploaded
+    packed = []
+    real = builder._pack_to_cache
+    monkeypatch.setattr(builder, "_pack_to_cache", lambda *a, **k: packed.append(a) or real(*a, **k))
+    mark = registry.log_offset()
+    with Session() as s:
+        second, _ = build_and_push(spec_of(work), dest, s)
+    assert packed == []  # every layer came from the cache of inputs
+    assert writes(registry, mark) == []  # nothing uploaded, no manifest written
+    assert second.digest == first.digest and second.uploaded == []
+    heads = [u for m, u in registry.requests_since(mark) if m == "HEAD"]
+    assert heads  # it asked, and the registry had everything
+
+
+def test_one_changed_file_uploads_one_layer(registry, work, monkeypatch):
+    dest = f"{registry.host}/change/app:1"
+    with Session() as s:
+        first, image1 = build_and_push(spec_of(work), dest, s)
+    (work / "app" / "etc" / "conf").write_text("a = 2\n")
+    packed = []
+    real = builder._pack_to_cache
+    monkeypatch.setattr(builder, "_pack_to_cache", lambda *a, **k: packed.append(a) or real(*a, **k))
+    mark = registry.log_offset()
+    with Session() as s:
+        second, image2 = build_and_push(spec_of(work), dest, s)
+    assert len(packed) == 1
+    changed = [l for l, o in zip(image2.layers, image1.layers) if l.descriptor.digest != o.descriptor.digest]
+    assert len(changed) == 1
+    assert sorted(second.uploaded) == sorted([changed[0].descriptor.digest, image2.manifest.config.digest])
+    puts = [u for m, u in writes(registry, mark) if m == "PUT"]
+    assert len([u for u in puts if "/blobs/uploads/" in u]) == 2 and len([u for u in puts if "/manifests/" in u]) == 2
+
+
+def test_tag_only_update_sends_only_the_manifest(registry, work):
+    with Session() as s:
+        first, _ = build_and_push(spec_of(work), f"{registry.host}/tags/app:1", s)
+    mark = registry.log_offset()
+    with Session() as s:
+        second, _ = build_and_push(spec_of(work), f"{registry.host}/tags/app:2", s)
+    assert second.digest == first.digest
+    assert writes(registry, mark) == [("PUT", "/v2/tags/app/manifests/2")]
+
+
+def test_another_repository_mounts(registry, work):
+    with Session() as s:
+        build_and_push(spec_of(work), f"{registry.host}/mount/a:1", s)
+    mark = registry.log_offset()
+    with Session() as s:
+        result, image = build_and_push(spec_of(work), f"{registry.host}/mount/b:1", s)
+    assert len(result.mounted) == len(image.layers) + 1 and result.uploaded == []
+    assert all("mount=" in u for m, u in writes(registry, mark) if m == "POST")
+    assert not [u for m, u in writes(registry, mark) if m == "PATCH"]
+
+
+def test_push_sources(registry, facts, work, tmp_path, capsys):
+    """push SOURCE DEST for an OCI layout, an oci-archive and a docker-archive."""
+    ref = f"{registry.host}/test/multi@{facts['multi']['index']}"
+    assert cli.main(["pull", ref, "--platform", "linux/arm64/v8", "--format", "oci", "-o", str(tmp_path / "lay"), "-q"]) == 0
+    assert cli.main(["pull", ref, "--platform", "linux/arm64/v8", "--format", "oci-archive", "-o", str(tmp_path / "a.oci"), "-q"]) == 0
+    assert cli.main(["pull", ref, "--platform", "linux/arm64/v8", "-o", str(tmp_path / "a.tar"), "-q"]) == 0
+    capsys.readouterr()
+    want = facts["multi"]["platforms"]["linux/arm64/v8"]
+    for i, source in enumerate([str(tmp_path / "lay"), str(tmp_path / "a.oci"), str(tmp_path / "a.tar")]):
+        assert cli.main(["push", source, f"{registry.host}/sources/s{i}:t", "-q"]) == 0
+        pushed = capsys.readouterr().out.strip()
+        raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{registry.host}/sources/s{i}:t"],
+                             capture_output=True, check=True).stdout
+        if i < 2:  # a layout's manifest is pushed as it is
+            assert pushed.endswith(want) and hashlib.sha256(raw).hexdigest() == want[7:]
+        else:  # a docker-archive gets a new manifest (compressed layers); the image is the same
+            cfg = json.loads(subprocess.run(["skopeo", "inspect", "--config", "--tls-verify=false",
+                                             f"docker://{registry.host}/sources/s{i}:t"], capture_output=True,
+                                            check=True).stdout)
+            assert cfg["architecture"] == "arm64" and len(cfg["rootfs"]["diff_ids"]) == 2
+
+
+def test_push_whole_index_from_a_layout(registry, facts, tmp_path, capsys):
+    subprocess.run(["skopeo", "copy", "--quiet", "--all", "--src-tls-verify=false", "--preserve-digests",
+                    f"docker://{registry.host}/test/multi:v1", f"oci:{tmp_path / 'all'}:v1"], check=True)
+    assert cli.main(["push", f"{tmp_path / 'all'}:v1", f"{registry.host}/indexes/multi:v1", "-q"]) == 0
+    out = capsys.readouterr().out.strip()
+    assert out.endswith(facts["multi"]["index"])
+    assert cli.main(["pull", f"{registry.host}/indexes/multi@{facts['multi']['index']}", "--platform", "linux/arm/v6",
+                     "-o", str(tmp_path / "x.tar"), "-q"]) == 0
+
+
+def test_registry_down_mid_push_then_retry_sends_only_what_is_missing(work, tmp_path, capsys):
+    reg = LocalRegistry(tmp_path / "flaky").start()
+    spec = spec_of(work)
+    try:
+        with Session() as s:
+            plan = builder.plan_build(spec, s)
+            image = builder.build_blobs(plan, s)
+            from registry_tools.push import RegistrySink
+            from registry_tools import reference as refs
+            sink = RegistrySink(s, refs.parse_normalized(f"{reg.host}/flaky/app:1"))
+            for layer in image.layers[:2]:  # part of the push lands...
+                sink.submit(layer.descriptor)
+            sink.wait()
+            sink.close(True)
+        reg.stop()  # ...and then the registry goes away
+        code = cli.main(["build", str(work / "spec.json"), "--push", f"{reg.host}/flaky/app:1", "-q"])
+        err = capsys.readouterr().err
+        assert code == 1 and "cannot reach registry" in err and len(err.strip().splitlines()) == 1
+        reg.start()  # the same port, the same storage
+        mark = reg.log_offset()
+        assert cli.main(["build", str(work / "spec.json"), "--push", f"{reg.host}/flaky/app:1", "-q"]) == 0
+        statuses = reg.statuses_since(mark)
+        uploaded = [u for m, u, st in statuses if m == "PUT" and "/blobs/uploads/" in u]
+        assert len(uploaded) == len(image.layers) - 2 + 1, statuses  # the rest of the layers and the config
+        for layer in image.layers[:2]:
+            assert not any(str(layer.descriptor.digest) in u for u in uploaded)
+    finally:
+        reg.stop()
+
+
+# --- the protocol, against a scripted registry -----------------------------------------------
+
+class UploadRegistry:
+    """Takes uploads; `script` sets how it answers (relative Locations, chunk minimums, faults)."""
+
+    def __init__(self, server, **script):
+        self.script = {"relative": True, "min_chunk": 0, "refuse_monolithic": False, "refuse_mount": False,
+                       "wrong_digest": False, "fail_patch": 0, "reset_patch": 0, **script}
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[str, bytes] = {}
+        self.sessions: dict[str, bytearray] = {}
+        self.opened = 0
+        self.log: list[tuple[str, str, dict]] = []
+        server.expect_request(re.compile(r"^/v2/.*")).respond_with_handler(self.handle)
+
+    def handle(self, req: Request) -> Response:
+        self.log.append((req.method, req.full_path, dict(req.headers)))
+        path = req.path
+        if path == "/v2/":
+            return Response("{}")
+        m = re.match(r"^/v2/(.+)/blobs/uploads/(.*)$", path)
+        if m and req.method == "POST":
+            if req.args.get("mount") and not self.script["refuse_mount"] and req.args["mount"] in self.blobs:
+                return Response(status=201)
+            sid = f"s{self.opened}"
+            self.opened += 1
+            self.sessions[sid] = bytearray()
+            loc = f"/v2/{m.group(1)}/blobs/uploads/{sid}?state=opaque-{sid}"
+            headers = {"Location": loc if self.script["relative"] else f"http://{req.host}{loc}"}
+            if self.script["min_chunk"]:
+                headers["OCI-Chunk-Min-Length"] = str(self.script["min_chunk"])
+            return Response(status=202, headers=headers)
+        if m and req.method == "PATCH":
+            sid = m.group(2)
+            assert req.args.get("state") == f"opaque-{sid}", "the Location's query was dropped"
+            if self.script["fail_patch"]:
+                self.script["fail_patch"] -= 1
+                return Response("boom", status=500)
+            data = req.get_data()
+            if self.script["reset_patch"]:
+                self.script["reset_patch"] -= 1
+                raise ConnectionResetError("cut")
+            if "Content-Range" not in req.headers and self.script["refuse_monolithic"]:
+                return Response(status=413)
+            if "Content-Range" in req.headers:
+                start, end = map(int, req.headers["Content-Range"].split("-"))
+                assert start == len(self.sessions[sid]) and end - start + 1 == len(data)
+            self.sessions[sid] += data
+            return Response(status=202, headers={"Location": f"/v2/{m.group(1)}/blobs/uploads/{sid}?state=opaque-{sid}",
+                                                 "Range": f"0-{len(self.sessions[sid]) - 1}"})
+        if m and req.method == "PUT":
+            data = bytes(self.sessions.pop(m.group(2)))
+            digest = req.args["digest"]
+            assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
+            self.blobs[digest] = data
+            got = "sha256:" + "0" * 64 if self.script["wrong_digest"] else digest
+            return Response(status=201, headers={"Docker-Content-Digest": got})
+        m = re.match(r"^/v2/(.+)/blobs/(sha256:[0-9a-f]+)$", path)
+        if m:
+            if m.group(2) in self.blobs:
+                return Response(status=200, headers={"Content-Length": str(len(self.blobs[m.group(2)]))})
+            return Response(status=404)
+        m = re.match(r"^/v2/(.+)/manifests/(.+)$", path)
+        if m:
+            if req.method == "PUT":
+                self.manifests[m.group(2)] = req.get_data()
+                return Response(status=201, headers={"Docker-Content-Digest": "sha256:" + hashlib.sha256(req.get_data()).hexdigest()})
+            if m.group(2) in self.manifests:
+                data = self.manifests[m.group(2)]
+                return Response(status=200, headers={"Docker-Content-Digest": "sha256:" + hashlib.sha256(data).hexdigest()})
+            return Response(status=404)
+        return Response(status=404)
+
+
+def quick_session() -> Session:
+    return Session(transport=TransportOptions(timeout=5), retry=RetryPolicy(attempts=3, base_delay=0.05, max_delay=0.1))
+
+
+def fake_push(work, server, **script):
+    fake = UploadRegistry(server, **script)
+    with quick_session() as s:
+        result, image = build_and_push(spec_of(work), f"{server.host}:{server.port}/x/app:1", s)
+    return fake, result, image
+
+
+def test_protocol_post_patch_put_with_relative_location(httpserver, work):
+    fake, result, image = fake_push(work, httpserver)
+    patches = [(m, p) for m, p, h in fake.log if m == "PATCH"]
+    assert len(patches) == len(image.layers) + 1  # one PATCH per blob
+    assert all("state=opaque-" in p for _, p in patches)
+    puts = [p for m, p, h in fake.log if m == "PUT" and "/blobs/uploads/" in p]
+    assert all(re.search(r"\?state=opaque-s\d+&digest=sha256:", p) for p in puts)  # query kept, digest appended
+    assert fake.manifests["1"] == image.manifest.raw
+
+
+def test_chunked_fallback_honours_min_length(httpserver, work):
+    (work / "app" / "bin" / "big").write_bytes(os.urandom(25 << 20))  # incompressible: several chunks
+    fake, result, image = fake_push(work, httpserver, refuse_monolithic=True, min_chunk=10 << 20)
+    by_session: dict[str, list[int]] = {}
+    for m, p, h in fake.log:
+        if m == "PATCH" and "Content-Range" in h:
+            by_session.setdefault(p.split("?")[0], []).append(int(h["Content-Length"]))
+    assert any(len(sizes) > 1 for sizes in by_session.values())  # the big layer went in several chunks
+    for sizes in by_session.values():  # every chunk but a blob's last is at least the minimum
+        assert all(size >= 10 << 20 for size in sizes[:-1])
+    assert fake.manifests["1"] == image.manifest.raw
+
+
+def test_refused_mount_falls_back_to_upload(httpserver, work, cache_dir):
+    fake = UploadRegistry(httpserver, refuse_mount=True)
+    with quick_session() as s:
+        build_and_push(spec_of(work), f"{httpserver.host}:{httpserver.port}/x/a:1", s)
+    with quick_session() as s:
+        result, image = build_and_push(spec_of(work), f"{httpserver.host}:{httpserver.port}/y/b:1", s)
+    # the blobs exist in the fake's store, so HEAD in repo y finds them: no mount needed at all
+    assert result.present or result.uploaded
+
+
+def test_wrong_returned_digest_is_an_error(httpserver, work):
+    with pytest.raises(DigestMismatch):
+        fake_push(work, httpserver, wrong_digest=True)
+
+
+@pytest.mark.parametrize("fault", ["fail_patch", "reset_patch"])
+def test_upload_faults_recover(httpserver, work, fault):
+    fake, result, image = fake_push(work, httpserver, **{fault: 2})
+    assert fake.manifests["1"] == image.manifest.raw
+    assert set(fake.blobs) >= {str(l.descriptor.digest) for l in image.layers}
+
+
+def test_upload_faults_that_do_not_stop_fail_clearly(httpserver, work):
+    with pytest.raises(NetworkError, match="run the push again"):
+        fake_push(work, httpserver, fail_patch=100)
