@@ -25,7 +25,6 @@ def build_image(work: Path, size_mb: int, layers: int) -> Path:
     if (layout / "index.json").exists():
         return layout
     files = usr_files(size_mb * 1024 * 1024)
-    lay = imagegen.Layout()
     blobs = []
     for i, group in enumerate(split_even(files, layers)):
         raw, gz = work / f"layer{i}.tar", work / f"layer{i}.tar.gz"

@@ -16,7 +16,7 @@ import tarfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Union
+from typing import Callable, Iterable, Iterator
 
 from . import manifest as mf
 from .copy import BlobStore, Layer, ResolvedImage, SizeHintWrong

@@ -90,16 +90,8 @@ def _from_layout(root: Path, name: str | None, platform: Platform, session: Sess
     layers = []
     for d, diff in zip(doc.layers, ids):
         if not cache.has(d.digest, d.size):
-            path = root / "blobs" / d.digest.algorithm / d.digest.hex
-            with open(path, "rb") as f, cache.writer(d.digest) as out:
-                h = hashlib.sha256()
-                n = 0
-                while chunk := f.read(READ_SIZE):
-                    h.update(chunk)
-                    n += len(chunk)
-                    out.write(chunk)
-                if h.hexdigest() != d.digest.hex or n != d.size:
-                    raise ManifestError(f"fromImage {root}: layer {d.digest} does not match its digest or size")
+            with open(root / "blobs" / d.digest.algorithm / d.digest.hex, "rb") as f:
+                cache.import_stream(f, d.digest, d.size, f"fromImage {root}")
         layers.append(session.store.layer_facts(d, diff, f"fromImage layer {d.digest}"))
     return BaseImage(config, layers, config_raw)
 

@@ -6,6 +6,7 @@ here can be used without asking the registry again; small JSON facts about a lay
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import IO, Any, Iterator
 
 from .digest import Digest
+from .errors import ManifestError
+from .output import write_json_atomic
 
 ENV_VAR = "REGISTRY_TOOLS_CACHE"
 
@@ -72,6 +75,20 @@ class BlobCache:
         with self.writer(digest) as f:
             f.write(data)
 
+    def import_stream(self, f: IO[bytes], digest: Digest, size: int | None, where: str) -> None:
+        """Copy a blob in from a file object, checking it against its digest (and size) on the way."""
+        if self.has(digest, size):
+            return
+        with self.writer(digest) as out:
+            h = hashlib.sha256()
+            n = 0
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+                n += len(chunk)
+                out.write(chunk)
+            if h.hexdigest() != digest.hex or (size is not None and n != size):
+                raise ManifestError(f"{where}: blob {digest} does not match its digest or size")
+
     def meta(self, digest: Digest) -> dict[str, Any] | None:
         try:
             return json.loads((self._meta / (digest.hex + ".json")).read_text())
@@ -79,10 +96,7 @@ class BlobCache:
             return None
 
     def put_meta(self, digest: Digest, facts: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="meta.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(facts, f, sort_keys=True)
-        os.replace(tmp, self._meta / (digest.hex + ".json"))
+        write_json_atomic(self._meta / (digest.hex + ".json"), facts, sort_keys=True)
 
     def layer_index(self, key: str) -> dict[str, Any] | None:
         """What an earlier build packed from the same inputs (see builder)."""
@@ -92,10 +106,7 @@ class BlobCache:
             return None
 
     def put_layer_index(self, key: str, facts: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="layer-index.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(facts, f, sort_keys=True)
-        os.replace(tmp, self._layers / (key + ".json"))
+        write_json_atomic(self._layers / (key + ".json"), facts, sort_keys=True)
 
     def sources(self, digest: Digest) -> list[tuple[str, str]]:
         """(registry, repository) pairs known to hold the blob: candidates to mount from."""
@@ -108,8 +119,4 @@ class BlobCache:
         known = self.sources(digest)
         if (registry, repo) in known:
             return
-        known = ([(registry, repo)] + known)[:16]
-        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix="sources.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(known, f)
-        os.replace(tmp, self._sources / (digest.hex + ".json"))
+        write_json_atomic(self._sources / (digest.hex + ".json"), ([(registry, repo)] + known)[:16])

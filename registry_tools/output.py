@@ -7,6 +7,7 @@ thread so that the producer (usually a decompressor) keeps the other core busy.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
 import shutil
@@ -144,3 +145,20 @@ class AtomicDir:
 
     def abort(self) -> None:
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def write_json_atomic(path: Path, obj: object, mode: int = 0o644, **dump_args: object) -> None:
+    """Write JSON beside `path` and rename it into place: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(obj, f, **dump_args)  # type: ignore[arg-type]
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

@@ -226,17 +226,9 @@ class _Files:
 
 
 def _import_blob(files: _Files, desc: mf.Descriptor, cache: BlobCache) -> None:
-    if cache.has(desc.digest, desc.size):
-        return
-    with files.open(f"blobs/{desc.digest.algorithm}/{desc.digest.hex}") as f, cache.writer(desc.digest) as out:
-        h = hashlib.sha256()
-        n = 0
-        while chunk := f.read(READ_SIZE):
-            h.update(chunk)
-            n += len(chunk)
-            out.write(chunk)
-        if h.hexdigest() != desc.digest.hex or n != desc.size:
-            raise ManifestError(f"{files.path}: blob {desc.digest} does not match its digest or size")
+    if not cache.has(desc.digest, desc.size):
+        with files.open(f"blobs/{desc.digest.algorithm}/{desc.digest.hex}") as f:
+            cache.import_stream(f, desc.digest, desc.size, str(files.path))
 
 
 def _image_from_layout(files: _Files, desc: mf.Descriptor, cache: BlobCache) -> ResolvedImage:

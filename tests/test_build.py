@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from registry_tools import cli
-from registry_tools.builder import build, plan_build
+from registry_tools.builder import plan_build
 from registry_tools.closure import Graph, auto_layers, by_popularity, parse_graph, popularity, popularity_layers
 from registry_tools.errors import UsageError
 from registry_tools.session import Session

@@ -15,8 +15,6 @@ import pytest
 from werkzeug.wrappers import Response
 
 from registry_tools import cli
-from registry_tools.digest import Digest
-from registry_tools.session import Session
 from registry_tools.pull import pull_image
 from registry_tools.errors import DigestMismatch, ManifestError, SizeMismatch
 

@@ -20,7 +20,7 @@ from registry_tools.digest import nix32_encode, sri
 from registry_tools.pull import pull_image
 from registry_tools.session import Session
 
-from .helpers import CORPUS, IMAGES, ROOT
+from .helpers import CORPUS
 
 PLATFORMS = ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/arm/v6"]
 
@@ -253,7 +253,6 @@ def test_reproducible_under_other_umask_tz_locale_tmpdir(registry, facts, tmp_pa
 
 
 def test_hash_forms_accepted(registry, facts, cache_dir, tmp_path):
-    ref = image_ref(registry, facts, "multi")
     golden = GOLDEN[("multi", "linux/amd64", "docker-archive")]
     raw = __import__("base64").b64decode(golden.split("-", 1)[1])
     for i, form in enumerate([golden, raw.hex(), nix32_encode(raw), "sha256:" + raw.hex()]):

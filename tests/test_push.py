@@ -6,7 +6,6 @@ import os
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from werkzeug.wrappers import Request, Response
 from registry_tools import builder, cli
 from registry_tools.client import RetryPolicy, TransportOptions
 from registry_tools.errors import DigestMismatch, NetworkError
-from registry_tools.push import build_and_push, push
+from registry_tools.push import build_and_push
 from registry_tools.session import Session
 from registry_tools.spec import parse_spec
 
@@ -218,7 +217,9 @@ class UploadRegistry:
             return Response("{}")
         m = re.match(r"^/v2/(.+)/blobs/uploads/(.*)$", path)
         if m and req.method == "POST":
-            if req.args.get("mount") and not self.script["refuse_mount"] and req.args["mount"] in self.blobs:
+            mount, source = req.args.get("mount"), req.args.get("from")
+            if mount and not self.script["refuse_mount"] and (source, mount) in self.blobs:
+                self.blobs[(m.group(1), mount)] = self.blobs[(source, mount)]
                 return Response(status=201)
             sid = f"s{self.opened}"
             self.opened += 1
@@ -250,13 +251,13 @@ class UploadRegistry:
             data = bytes(self.sessions.pop(m.group(2)))
             digest = req.args["digest"]
             assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
-            self.blobs[digest] = data
+            self.blobs[(m.group(1), digest)] = data
             got = "sha256:" + "0" * 64 if self.script["wrong_digest"] else digest
             return Response(status=201, headers={"Docker-Content-Digest": got})
         m = re.match(r"^/v2/(.+)/blobs/(sha256:[0-9a-f]+)$", path)
         if m:
-            if m.group(2) in self.blobs:
-                return Response(status=200, headers={"Content-Length": str(len(self.blobs[m.group(2)]))})
+            if (m.group(1), m.group(2)) in self.blobs:
+                return Response(status=200, headers={"Content-Length": str(len(self.blobs[(m.group(1), m.group(2))]))})
             return Response(status=404)
         m = re.match(r"^/v2/(.+)/manifests/(.+)$", path)
         if m:
@@ -304,14 +305,23 @@ def test_chunked_fallback_honours_min_length(httpserver, work):
     assert fake.manifests["1"] == image.manifest.raw
 
 
-def test_refused_mount_falls_back_to_upload(httpserver, work, cache_dir):
-    fake = UploadRegistry(httpserver, refuse_mount=True)
+@pytest.mark.parametrize("refuse", [False, True], ids=["mounted", "refused-then-uploaded"])
+def test_mount_and_its_fallback(httpserver, work, cache_dir, refuse):
+    fake = UploadRegistry(httpserver, refuse_mount=refuse)
     with quick_session() as s:
         build_and_push(spec_of(work), f"{httpserver.host}:{httpserver.port}/x/a:1", s)
+    n = len(fake.log)
     with quick_session() as s:
         result, image = build_and_push(spec_of(work), f"{httpserver.host}:{httpserver.port}/y/b:1", s)
-    # the blobs exist in the fake's store, so HEAD in repo y finds them: no mount needed at all
-    assert result.present or result.uploaded
+    blobs = {l.descriptor.digest for l in image.layers} | {image.manifest.config.digest}
+    posts = [p for m, p, h in fake.log[n:] if m == "POST"]
+    assert len(posts) == len(blobs) and all("mount=" in p and "from=x%2Fa" in p or "from=x/a" in p for p in posts)
+    patches = [p for m, p, h in fake.log[n:] if m == "PATCH"]
+    if refuse:  # each refused mount's session is used for the upload: no second POST
+        assert set(result.uploaded) == blobs and result.mounted == [] and len(patches) == len(blobs)
+    else:
+        assert set(result.mounted) == blobs and result.uploaded == [] and patches == []
+    assert {d for (repo, d) in fake.blobs if repo == "y/b"} == {str(d) for d in blobs}
 
 
 def test_wrong_returned_digest_is_an_error(httpserver, work):
@@ -323,7 +333,7 @@ def test_wrong_returned_digest_is_an_error(httpserver, work):
 def test_upload_faults_recover(httpserver, work, fault):
     fake, result, image = fake_push(work, httpserver, **{fault: 2})
     assert fake.manifests["1"] == image.manifest.raw
-    assert set(fake.blobs) >= {str(l.descriptor.digest) for l in image.layers}
+    assert {d for repo, d in fake.blobs if repo == "x/app"} >= {str(l.descriptor.digest) for l in image.layers}
 
 
 def test_upload_faults_that_do_not_stop_fail_clearly(httpserver, work):

@@ -112,12 +112,12 @@ class Layout:
 
     def index(self, entries: list[tuple[Blob, dict | None, dict | None]]) -> Blob:
         manifests = []
-        for blob, platform, annotations in entries:
+        for blob, platform, notes in entries:
             d = blob.descriptor()
             if platform is not None:
                 d["platform"] = platform
-            if annotations:
-                d["annotations"] = annotations
+            if notes:
+                d["annotations"] = notes
             manifests.append(d)
         index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}
         return self.add(Blob(OCI_INDEX, json.dumps(index, indent=2).encode()))
