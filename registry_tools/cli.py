@@ -104,6 +104,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dest", help="REGISTRY/REPOSITORY[:TAG]")
     _add_common(p)
 
+    p = sub.add_parser("inspect", help="show what a reference points to (no layer is pulled)")
+    p.add_argument("image", help="IMAGE[:TAG|@DIGEST]")
+    p.add_argument("--raw", action="store_true", help="print the manifest bytes exactly as served")
+    _add_platform(p)
+    _add_common(p)
+
+    p = sub.add_parser("digest", help="print the digest a reference resolves to")
+    p.add_argument("image", help="IMAGE[:TAG|@DIGEST]")
+    _add_platform(p)
+    _add_common(p)
+
     p = sub.add_parser("login", help="check credentials against a registry and save them")
     p.add_argument("registry", help="registry host, e.g. ghcr.io or localhost:5000")
     p.add_argument("-u", "--username", help="user name (asked for if missing and on a terminal)")
@@ -256,6 +267,43 @@ def cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wanted(args: argparse.Namespace):
+    if not (args.platform or args.os or args.arch or args.variant):
+        return None
+    from .pull import wanted_platform
+
+    return wanted_platform(args.platform, args.os, args.arch, args.variant)
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from .inspect import platform_digest, resolve, summary
+
+    wanted = _wanted(args)
+    with _session(args) as session:
+        r = resolve(args.image, session)
+        if args.raw:
+            if wanted is not None:
+                digest = platform_digest(r, wanted)
+                raw, _ = session.source(r.ref).manifest_bytes(digest)
+            else:
+                raw = r.raw
+            sys.stdout.buffer.write(raw)
+            sys.stdout.flush()
+            return 0
+        print(json.dumps(summary(r, session, wanted), indent=2))
+    return 0
+
+
+def cmd_digest(args: argparse.Namespace) -> int:
+    from .inspect import platform_digest, resolve
+
+    with _session(args) as session:
+        print(platform_digest(resolve(args.image, session), _wanted(args)))
+    return 0
+
+
 def cmd_login(args: argparse.Namespace) -> int:
     from .auth import static_credentials
     from .client import TransportOptions
@@ -307,7 +355,7 @@ def normalize_registry(text: str) -> str:
 
 
 COMMANDS = {"pull": cmd_pull, "prefetch": cmd_prefetch, "build": cmd_build, "push": cmd_push,
-            "login": cmd_login, "logout": cmd_logout}
+            "inspect": cmd_inspect, "digest": cmd_digest, "login": cmd_login, "logout": cmd_logout}
 
 
 def _skip_unused_imports() -> None:

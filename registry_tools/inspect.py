@@ -1,0 +1,66 @@
+"""inspect and digest: what a reference points to, without pulling any layer."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from . import manifest as mf
+from . import reference as refs
+from .digest import Digest
+from .platform import Platform, choose_in_index, format_platform, offered_platforms
+from .session import Session
+
+
+@dataclass(frozen=True)
+class Resolved:
+    ref: refs.Reference
+    digest: Digest  # what the tag (or digest) names: an index for a multi-platform image
+    raw: bytes  # those manifest bytes, verified against `digest`
+    doc: mf.ImageManifest | mf.Index
+
+
+def resolve(image: str, session: Session) -> Resolved:
+    ref = refs.parse_docker_ref(image)
+    source = session.source(ref)
+    digest = Digest.parse(ref.digest) if ref.digest else source.resolve_tag(ref.tag)
+    raw, ctype = source.manifest_bytes(digest)
+    return Resolved(ref, digest, raw, mf.parse(raw, ctype, f"manifest {ref.name}@{digest}"))
+
+
+def platform_digest(r: Resolved, wanted: Platform | None) -> Digest:
+    """The digest itself, or (for an index, when a platform is asked for) the chosen entry's."""
+    if wanted is None or not isinstance(r.doc, mf.Index):
+        return r.digest
+    return r.doc.manifests[choose_in_index(json.loads(r.raw), wanted)].digest
+
+
+def summary(r: Resolved, session: Session, wanted: Platform | None) -> dict[str, Any]:
+    """A skopeo-inspect-like summary: name, digest, platforms, and for one image its config."""
+    out: dict[str, Any] = {"Name": r.ref.name, "Digest": str(r.digest), "MediaType": r.doc.media_type}
+    if r.ref.tag:
+        out["Tag"] = r.ref.tag
+    doc, digest = r.doc, r.digest
+    if isinstance(doc, mf.Index):
+        index = json.loads(r.raw)
+        out["Platforms"] = offered_platforms(index.get("manifests") or [])
+        if wanted is None:
+            return out
+        chosen = doc.manifests[choose_in_index(index, wanted)]
+        raw, ctype = session.source(r.ref).manifest_bytes(chosen.digest, chosen.size)
+        doc, digest = mf.parse(raw, ctype), chosen.digest
+        out["ManifestDigest"] = str(digest)
+    assert isinstance(doc, mf.ImageManifest)
+    source = session.source(r.ref)
+    config = mf.parse_config(source.blob_bytes(doc.config, f"config of {r.ref.name}@{digest}"))
+    plat = Platform(str(config.get("os", "")), str(config.get("architecture", "")), str(config.get("variant", "") or ""))
+    cfg = config.get("config") or {}
+    out.update({
+        "Platform": format_platform(plat),
+        "Created": config.get("created"),
+        "Layers": [str(l.digest) for l in doc.layers],
+        "Size": sum(l.size for l in doc.layers),
+        "Env": cfg.get("Env"), "Entrypoint": cfg.get("Entrypoint"), "Cmd": cfg.get("Cmd"),
+        "Labels": cfg.get("Labels"),
+    })
+    return out
