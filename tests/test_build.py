@@ -429,3 +429,31 @@ def test_same_spec_same_digests_anywhere(tmp_path):
         out["tar"] = hashlib.sha256((work / "img.tar").read_bytes()).hexdigest()
         results.append(out)
     assert results[0] == results[1]
+
+
+def test_mtime_now(workdir, tmp_path):
+    spec_file(workdir, mtime="now")
+    before = int(time.time())
+    assert cli.main(["build", str(workdir / "spec.json"), "-o", str(tmp_path / "x.tar"), "-q"]) == 0
+    for t in layer_tars(tmp_path / "x.tar"):
+        for m in t.getmembers():
+            assert before - 2 <= m.mtime <= time.time() + 1
+
+
+def test_default_max_layers_is_100(tmp_path, cache_dir):
+    store = tmp_path / "store"
+    graph = []
+    for i in range(150):  # a chain, so every path is in the closure of the first
+        name = f"{i:04d}aaaa-pkg{i}"
+        (store / name).mkdir(parents=True)
+        (store / name / "f").write_bytes(b"x" * (i + 1))
+        refs = [f"/nix/store/{i + 1:04d}aaaa-pkg{i + 1}"] if i < 149 else []
+        graph.append({"path": f"/nix/store/{name}", "references": refs, "narSize": 1000 - i})
+    (tmp_path / "graph.json").write_text(json.dumps(graph))
+    (tmp_path / "spec.json").write_text(json.dumps({"name": "many", "tag": "t", "layering": "popularity",
+                                                     "closure": {"graph": "graph.json", "realStoreDir": "store"}}))
+    assert cli.main(["build", str(tmp_path / "spec.json"), "-o", str(tmp_path / "x.tar"), "-q"]) == 0
+    layers = layer_tars(tmp_path / "x.tar")
+    assert len(layers) == 100  # 99 for the 150 store paths (the last holds 52 of them) and the final layer
+    stored = [m.name for t in layers for m in t.getmembers() if m.name.count("/") == 2 and m.isdir()]
+    assert len(stored) == len(set(stored)) == 150
