@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -191,3 +193,34 @@ def test_not_found_is_clear(registry, cache_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 1
     assert "not found" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.parametrize("kind", ["gzip-two-members", "zstd-no-size"])
+def test_layers_whose_size_record_misleads(httpserver, tmp_path, cache_dir, kind):
+    """A multi-member gzip records only its last member's size; a streamed zstd records none.
+    The archive must still come out exact (the sizes are measured, the output written again)."""
+    import gzip as gz
+    import zstandard
+
+    raw = imagegen.tar_of({"a.txt": b"first " * 5000, "b.txt": b"second " * 7000})
+    if kind == "gzip-two-members":
+        half = len(raw) // 2
+        blob = gz.compress(raw[:half], mtime=0) + gz.compress(raw[half:], mtime=0)
+        media = imagegen.LAYER_TYPES["gzip"]
+    else:
+        out = io.BytesIO()
+        with zstandard.ZstdCompressor().stream_writer(out, closefd=False) as w:
+            w.write(raw)
+        blob = out.getvalue()
+        assert zstandard.frame_content_size(blob) == -1
+        media = imagegen.LAYER_TYPES["zstd"]
+    lay = imagegen.Layout()
+    layer = lay.add(imagegen.Blob(media, blob))
+    img = lay.image([(layer, imagegen.sha(raw))])
+    serve_layout(httpserver, lay)
+    out_path = tmp_path / "img.tar"
+    r = pull_image(f"{httpserver.host}:{httpserver.port}/x/y@{img.digest}", out_path)
+    with tarfile.open(out_path) as tf:
+        (name,) = json.load(tf.extractfile("manifest.json"))[0]["Layers"]
+        assert tf.extractfile(name).read() == raw
+    assert r.hash_hex == hashlib.sha256(out_path.read_bytes()).hexdigest()
