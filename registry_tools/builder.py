@@ -23,7 +23,7 @@ from typing import Any, Callable
 from . import manifest as mf
 from .archive import Entry as ArchiveEntry, canonical_json, file as archive_file, write_stream
 from .baseimage import BaseImage, load_base
-from .closure import Graph, auto_layers, disk_size, parse_graph, popularity_layers
+from .closure import Graph, auto_layers, parse_graph, popularity_layers
 from .copy import Layer, ResolvedImage
 from .digest import Digest
 from .errors import RegistryToolsError, UsageError
@@ -121,17 +121,15 @@ def plan_build(spec: BuildSpec, session: Session) -> Plan:
         if roots is not None:
             roots.append(node)
     if sources:
-        sizes = {n: graph.sizes.get(n) or disk_size(sources[n][0]) for n in sources}
+        # Each input is walked once: its entries give its size too (unless the graph records it).
+        collected = {n: collect(src, target, stamps=not immutable) for n, (src, target, immutable) in sources.items()}
+        sizes = {n: graph.sizes.get(n) or sum(e.size for e in collected[n]) for n in sources}
         if spec.layering == "popularity":
             groups = popularity_layers(graph, budget, roots)
         else:
             groups = auto_layers(graph, budget, sizes)
         for group in groups:
-            entries: list[Entry] = []
-            for node in group:
-                source, target, immutable = sources[node]
-                entries += collect(source, target, stamps=not immutable)
-            entries = with_parents(entries)
+            entries = with_parents([e for node in group for e in collected[node]])
             label = ", ".join(sources[n][1] for n in group[:3]) + (f" and {len(group) - 3} more" if len(group) > 3 else "")
             plan.layers.append(LayerPlan(entries, owner, label, _input_key(entries, owner, spec.mtime)))
     plan.layers.append(_final_layer(spec, owner, plan))

@@ -7,7 +7,6 @@ format). Every path ends up in exactly one layer, whatever the budget.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -203,21 +202,3 @@ def _assign(graph: Graph, owners: list[str]) -> dict[frozenset[str], set[str]]:
         else:
             groups[frozenset(reached_by.get(p, ()))].add(p)
     return dict(groups)
-
-
-def disk_size(path: str) -> int:
-    """Bytes under a path, for graphs that do not record sizes (symlinks count their own size)."""
-    total = 0
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return 0
-    total += st.st_size
-    if os.path.isdir(path) and not os.path.islink(path):
-        for dirpath, dirnames, filenames in os.walk(path):
-            for n in dirnames + filenames:
-                try:
-                    total += os.lstat(os.path.join(dirpath, n)).st_size
-                except OSError:
-                    pass
-    return total
