@@ -334,6 +334,7 @@ def build_blobs(plan: Plan, session: Session, jobs: int = 2,
         if known:
             desc = mf.Descriptor(known["mediaType"], Digest.parse(known["digest"]), known["size"])
             if cache.has(desc.digest, desc.size):
+                cache.touch(desc.digest)
                 return Layer(desc, Digest.parse(known["diff_id"]), known["uncompressed"])
         return _pack_to_cache(lp.entries, lp.owner, spec.mtime, spec.compressor, cache, key)
 

@@ -49,6 +49,59 @@ class BlobCache:
             return False
         return size is None or st.st_size == size
 
+    def touch(self, digest: Digest) -> None:
+        """Mark a blob as used now, so pruning keeps what is in use (least recently used goes first)."""
+        try:
+            os.utime(self.path(digest))
+        except OSError:
+            pass
+
+    def usage(self) -> tuple[int, int]:
+        """(number of blobs, bytes they take)."""
+        count = total = 0
+        for entry in os.scandir(self._blobs):
+            if entry.is_file(follow_symlinks=False):
+                count += 1
+                total += entry.stat(follow_symlinks=False).st_size
+        return count, total
+
+    def prune(self, max_bytes: int | None = None, older_than: float | None = None) -> tuple[int, int]:
+        """Remove blobs unused for `older_than` seconds, then least recently used ones until the
+        blobs fit in `max_bytes`. Returns (blobs removed, bytes freed). Builds and pulls simply
+        fetch or pack again what is gone: nothing refers to a blob without checking it is here."""
+        import time
+
+        entries = []
+        for entry in os.scandir(self._blobs):
+            if entry.is_file(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                entries.append((st.st_mtime, st.st_size, entry.name))
+        entries.sort()
+        total = sum(size for _, size, _ in entries)
+        now = time.time()
+        removed = freed = 0
+        for mtime, size, name in entries:
+            too_old = older_than is not None and now - mtime > older_than
+            too_big = max_bytes is not None and total - freed > max_bytes
+            if not (too_old or too_big):
+                continue
+            for p in (self._blobs / name, self._meta / f"{name}.json", self._sources / f"{name}.json"):
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
+            removed += 1
+            freed += size
+        for stale in self._tmp.iterdir():  # leftovers of interrupted runs, once they are old
+            if now - stale.stat().st_mtime > 24 * 3600:
+                stale.unlink(missing_ok=True)
+        return removed, freed
+
+    def clear(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def read_bytes(self, digest: Digest) -> bytes:
         return self.path(digest).read_bytes()
 

@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_platform(p)
     _add_common(p)
 
+    p = sub.add_parser("cache", help="show, prune or clear the blob cache")
+    p.add_argument("action", choices=("info", "prune", "clear"))
+    p.add_argument("--max-size", metavar="SIZE", help="prune: keep at most this much (e.g. 20G, 500M)")
+    p.add_argument("--older-than", metavar="DAYS", type=float, help="prune: remove what was unused this long")
+    p.add_argument("--cache-dir", help="the cache (default: $REGISTRY_TOOLS_CACHE or ~/.cache/registry-tools)")
+
     p = sub.add_parser("login", help="check credentials against a registry and save them")
     p.add_argument("registry", help="registry host, e.g. ghcr.io or localhost:5000")
     p.add_argument("-u", "--username", help="user name (asked for if missing and on a terminal)")
@@ -304,6 +310,39 @@ def cmd_digest(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = t[-1] if t and t[-1] in units else ""
+    try:
+        value = float(t[: len(t) - len(unit)])
+    except ValueError:
+        raise UsageError(f"--max-size: {text!r} is not a size like 20G or 500M") from None
+    if value < 0:
+        raise UsageError("--max-size must not be negative")
+    return int(value * units[unit])
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from .cache import BlobCache
+    from .progress import human
+
+    cache = BlobCache(args.cache_dir)
+    if args.action == "info":
+        count, total = cache.usage()
+        print(f"{cache.root}: {count} blobs, {human(total)}")
+    elif args.action == "clear":
+        cache.clear()
+        print(f"cleared {cache.root}", file=sys.stderr)
+    else:
+        if args.max_size is None and args.older_than is None:
+            raise UsageError("prune needs --max-size and/or --older-than")
+        removed, freed = cache.prune(parse_size(args.max_size) if args.max_size else None,
+                                     args.older_than * 86400 if args.older_than is not None else None)
+        print(f"removed {removed} blobs, {human(freed)}", file=sys.stderr)
+    return 0
+
+
 def cmd_login(args: argparse.Namespace) -> int:
     from .auth import static_credentials
     from .client import TransportOptions
@@ -355,7 +394,8 @@ def normalize_registry(text: str) -> str:
 
 
 COMMANDS = {"pull": cmd_pull, "prefetch": cmd_prefetch, "build": cmd_build, "push": cmd_push,
-            "inspect": cmd_inspect, "digest": cmd_digest, "login": cmd_login, "logout": cmd_logout}
+            "inspect": cmd_inspect, "digest": cmd_digest, "cache": cmd_cache, "login": cmd_login,
+            "logout": cmd_logout}
 
 
 def _skip_unused_imports() -> None:

@@ -319,6 +319,7 @@ class RegistrySource:
         """Make sure a verified copy of the blob is in the cache; True if it was downloaded."""
         cache = self.store.cache
         if cache.has(desc.digest, desc.size):
+            cache.touch(desc.digest)
             self.progress.advance(desc.size)
             self.progress.blob_done(desc.digest, desc.size, cached=True)
             return False
