@@ -48,12 +48,15 @@ class StderrProgress(Progress):
         with self._lock:
             self._done += n
             now = time.monotonic()
-            if now - self._last < 0.1:
+            complete = self._done >= self._total
+            if now - self._last < 0.1 and not complete:
                 return
             self._last = now
             frac = min(1.0, self._done / self._total) if self._total else 1.0
             bar = "#" * int(frac * 30)
-            self.stream.write(f"\r\033[K[{bar:<30}] {human(self._done)} / {human(self._total)}")
+            rate = self._done / max(now - self._started, 1e-6)
+            tail = "writing…" if complete else f"{human(rate)}/s"
+            self.stream.write(f"\r\033[K[{bar:<30}] {human(self._done)} / {human(self._total)}  {tail}")
             self.stream.flush()
 
     def blob_done(self, digest: Digest, size: int, cached: bool) -> None:
