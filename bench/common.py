@@ -15,6 +15,7 @@ from isal import igzip
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.support import imagegen  # noqa: E402
+from tests.support.peakmem import PeakWatcher  # noqa: E402
 from tests.support.registry import LocalRegistry, skopeo_push_layout  # noqa: E402
 
 
@@ -78,12 +79,13 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     time.sleep(0.5)
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    watcher = PeakWatcher(proc.pid)  # the child's own peak: wait4's ru_maxrss includes ours
+    _, err_bytes = proc.communicate()
     wall = time.perf_counter() - t
-    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"{cmd[0]} failed: {err[-2000:]}")
-    return wall, usage.ru_maxrss // 1024
+    peak = watcher.stop()
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed: {err_bytes.decode(errors='replace')[-2000:]}")
+    return wall, peak // 1024
 
 
 def median(xs: list[float]) -> float:

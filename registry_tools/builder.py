@@ -339,6 +339,8 @@ def build_blobs(plan: Plan, session: Session, jobs: int = 2,
         return _pack_to_cache(lp.entries, lp.owner, spec.mtime, spec.compressor, cache, key)
 
     def notify(layer: Layer) -> Layer:
+        session.progress.say(f"layer {layer.descriptor.digest.hex[:12]}: {layer.size / 1e6:.1f} MB, "
+                             f"{layer.descriptor.size / 1e6:.1f} MB {spec.compressor}")
         if on_layer is not None:
             on_layer(layer)
         return layer

@@ -80,6 +80,9 @@ class Progress:
 
     def finish(self) -> None: ...
 
+    def say(self, message: str) -> None:
+        """One line of news (a layer packed, a blob pushed); silent unless the CLI shows it."""
+
 
 def check_cancelled(cancel: threading.Event | None) -> None:
     if cancel is not None and cancel.is_set():

@@ -81,6 +81,7 @@ class RegistrySink:
             if kind == "uploaded":
                 self.result.bytes_uploaded += desc.size
         self.cache.add_source(desc.digest, self.registry.domain, self.repo)
+        self.session.progress.say(f"{kind} {desc.digest} ({desc.size / 1e6:.1f} MB)")
 
     def _push_blob(self, desc: mf.Descriptor) -> None:
         reg, repo = self.registry, self.repo
