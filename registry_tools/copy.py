@@ -19,7 +19,6 @@ from .client import Registry
 from .digest import Digest, HashingReader, verify_bytes
 from .errors import DigestMismatch, Interrupted, ManifestError, NotFound, PlatformNotFound, SizeMismatch
 from .layers import READ_SIZE, close_quietly, decompressed, size_hint, sniff_file
-from .output import PipelinedHashWriter
 from .platform import Matcher, Platform, choose, choose_in_index
 
 log = logging.getLogger("registry_tools.copy")
@@ -131,9 +130,10 @@ class BlobStore:
         """Stream a layer's tar, checking its size and, unless already known good, its diff_id.
 
         A layer whose diff_id was verified before is re-checked against its compressed
-        digest instead (the cheaper hash), so a damaged cache never goes unnoticed.
+        digest instead (the cheaper hash), so a damaged cache never goes unnoticed. The
+        hash runs in this thread: the callers already keep both cores busy with layers.
         """
-        diff = PipelinedHashWriter(None) if not layer.verified else None
+        diff = hashlib.sha256() if not layer.verified else None
         # With the diff_id checked, hashing the compressed side again would prove nothing more.
         reader = self.open_verified(layer.descriptor, hashing=diff is None)
         n = 0
@@ -146,7 +146,7 @@ class BlobStore:
                         raise SizeHintWrong(what)
                     raise SizeMismatch(f"{what} (uncompressed)", layer.size, n)
                 if diff is not None:
-                    diff.write(chunk)
+                    diff.update(chunk)
                 write(chunk)
             reader.drain()
             if n != layer.size:
@@ -154,17 +154,12 @@ class BlobStore:
                     raise SizeHintWrong(what)
                 raise SizeMismatch(f"{what} (uncompressed)", layer.size, n)
             if diff is not None:
-                diff.close()
-                actual = Digest("sha256", diff.hash.hexdigest())
+                actual = Digest("sha256", diff.hexdigest())
                 if actual != layer.diff_id:
                     raise DigestMismatch(f"{what} uncompressed content (diff_id)", str(layer.diff_id), str(actual))
                 self.cache.put_meta(layer.descriptor.digest, {"diff_id": str(actual), "size": n, "compression": kind})
             else:
                 reader.verify(what, layer.descriptor.digest, layer.descriptor.size)
-        except BaseException:
-            if diff is not None:
-                diff.abort()
-            raise
         finally:
             close_quietly(reader._raw)  # noqa: SLF001
 
