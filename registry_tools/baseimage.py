@@ -159,7 +159,7 @@ def _open_member(tf: tarfile.TarFile, name: str, where: str):
             break
         target = member.linkname if member.islnk() else \
             "/".join(name.split("/")[:-1] + [member.linkname]) if not member.linkname.startswith("/") else ""
-        parts = []
+        parts: list[str] = []
         for p in target.split("/"):
             if p == "..":
                 if not parts:

@@ -348,7 +348,7 @@ def build_blobs(plan: Plan, session: Session, jobs: int = 2,
     base = plan.base.layers if plan.base else []
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pack") as pool:
         # Largest first, so the biggest layer does not start last and run alone at the end.
-        work: list[tuple[int, Callable[[], Layer]]] = (
+        work: list[tuple[int, Callable[..., Layer]]] = (
             [(layer.size, lambda layer=layer: notify(compress_layer(layer, spec.compressor, cache))) for layer in base]
             + [(lp.weight, lambda lp=lp: notify(one(lp))) for lp in plan.layers])
         order = sorted(range(len(work)), key=lambda i: -work[i][0])

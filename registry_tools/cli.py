@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import NoReturn, Sequence
 
 from . import __version__
 from .errors import RegistryToolsError, UsageError
@@ -17,7 +17,7 @@ from .formats import FORMATS
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # exit 2 with one line, as bad usage must
+    def error(self, message: str) -> NoReturn:  # exit 2 with one line, as bad usage must
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 

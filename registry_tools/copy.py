@@ -295,11 +295,11 @@ class RegistrySource:
             if layer.media_type and not mf.is_layer_type(layer.media_type):
                 raise ManifestError(f"{self._where(desc.digest)}: layer {i} has media type {layer.media_type}, not an image layer")
         if index_digest is None and explicit_platform:
-            have = {"os": config.get("os", ""), "architecture": config.get("architecture", "")}
+            own = {"os": config.get("os", ""), "architecture": config.get("architecture", "")}
             if config.get("variant"):
-                have["variant"] = config["variant"]
+                own["variant"] = config["variant"]
             try:  # the same rules as choosing from an index, applied to the one image there is
-                choose([{"platform": have}], wanted, cross_arch=cross_arch)
+                choose([{"platform": own}], wanted, cross_arch=cross_arch)
             except PlatformNotFound as e:
                 raise PlatformNotFound(e.wanted, e.offered, single=True) from None
         image = ResolvedImage(doc, desc, config_raw, config, index_digest=index_digest)

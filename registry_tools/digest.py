@@ -10,7 +10,11 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, Protocol
+
+
+class Readable(Protocol):
+    def read(self, n: int = -1) -> bytes: ...
 
 from .errors import DigestMismatch, InvalidDigest, SizeMismatch
 
@@ -74,7 +78,7 @@ class HashingReader:
     the network stream serves verification, caching and decompression.
     """
 
-    def __init__(self, raw: BinaryIO, algorithm: str = "sha256", tee: BinaryIO | None = None,
+    def __init__(self, raw: "Readable", algorithm: str = "sha256", tee: "IO[bytes] | None" = None,
                  hashing: bool = True):
         self._raw = raw
         self.hash = hashlib.new(algorithm)

@@ -5,18 +5,16 @@ says gzip while the bytes are zstd, and the other way round.
 """
 from __future__ import annotations
 
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, cast
 
 from isal import igzip
 import zstandard
 
+from .digest import Readable
+
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_SIZE = 1 << 20
-
-
-class Readable(Protocol):
-    def read(self, n: int = -1) -> bytes: ...
 
 
 def sniff(head: bytes) -> str:
@@ -70,7 +68,8 @@ def decompressed(raw: Readable) -> tuple[Readable, str]:
     if kind == "gzip":
         return igzip.GzipFile(fileobj=stream, mode="rb"), kind  # type: ignore[arg-type]
     if kind == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(stream, read_size=READ_SIZE, read_across_frames=True)
+        reader = zstandard.ZstdDecompressor().stream_reader(
+            cast(BinaryIO, stream), read_size=READ_SIZE, read_across_frames=True)
         return reader, kind
     return stream, kind
 

@@ -12,7 +12,7 @@ import os
 import stat
 import tarfile
 from dataclasses import dataclass, replace
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import zstandard
 from isal import isal_zlib
@@ -165,6 +165,7 @@ class Compressor:
         self.blob = hashlib.sha256()
         self.size = 0
         self.blob_size = 0
+        self._c: Any
         if kind == "gz":
             self._c = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31)
         elif kind == "zstd":

@@ -11,7 +11,7 @@ from __future__ import annotations
 import platform as _pyplatform
 import re
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 from urllib.parse import unquote
 
 from .errors import InvalidPlatform, PlatformNotFound
@@ -137,7 +137,7 @@ def parse(specifier: str) -> Platform:
         raise bad
     parts = specifier.split("/", 3)
     os_part, _, options = parts[0].partition("(")
-    os_version, features = "", ()
+    os_version, features = "", cast("tuple[str, ...]", ())
     if options:
         if not options.endswith(")"):
             raise bad

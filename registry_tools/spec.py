@@ -198,9 +198,10 @@ def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | No
                 raise _bad(f"config.{k}", f"unknown config key (known: {', '.join(sorted(CONFIG_KEYS))})")
             if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
                 raise _bad(f"config.{k}", f"must be a {kind.__name__}")
-            if k in ("Env", "Entrypoint", "Cmd", "Shell", "OnBuild") and not all(isinstance(x, str) for x in v):
+            items: list[Any] = v if isinstance(v, list) else []
+            if k in ("Env", "Entrypoint", "Cmd", "Shell", "OnBuild") and not all(isinstance(x, str) for x in items):
                 raise _bad(f"config.{k}", "must be a list of strings")
-            if k == "Env" and not all("=" in x and not x.startswith("=") for x in v):
+            if k == "Env" and not all("=" in x and not x.startswith("=") for x in items):
                 raise _bad("config.Env", "entries must be NAME=VALUE")
         spec.config = dict(cfg)
 
