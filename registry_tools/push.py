@@ -14,7 +14,6 @@ import logging
 import os
 import tarfile
 import threading
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from .baseimage import _from_docker_archive
 from .cache import BlobCache
 from .copy import Layer, ResolvedImage
 from .digest import Digest
-from .errors import ManifestError, NetworkError, RegistryError, UsageError
+from .errors import Interrupted, ManifestError, NetworkError, RegistryError, UsageError
 from .layers import READ_SIZE
 from .session import Session
 from .spec import BuildSpec
@@ -60,6 +59,7 @@ class RegistrySink:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(1, session.concurrency), thread_name_prefix="push")
         self._futures: dict[Digest, Future] = {}
+        self._cancel = threading.Event()  # set when the push fails: running uploads stop too
 
     # -- blobs ------------------------------------------------------------------------------
     def submit(self, desc: mf.Descriptor) -> None:
@@ -73,7 +73,15 @@ class RegistrySink:
             f.result()
 
     def close(self, ok: bool) -> None:
-        self._pool.shutdown(wait=ok, cancel_futures=not ok)
+        """After a failure, stop what is still running (between chunks, before a retry) and wait
+        for it: nothing keeps uploading once the push has raised."""
+        if not ok:
+            self._cancel.set()
+        self._pool.shutdown(wait=True, cancel_futures=not ok)
+
+    def _check_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise Interrupted("push stopped")
 
     def _note(self, kind: str, desc: mf.Descriptor) -> None:
         with self._lock:
@@ -90,6 +98,7 @@ class RegistrySink:
         mount_from = next((r for d, r in self.cache.sources(desc.digest) if d == reg.domain and r != repo), None)
         policy = reg.retry
         for attempt in range(policy.attempts):
+            self._check_cancelled()
             try:
                 mounted, location, min_chunk = reg.start_upload(repo, desc.digest, mount_from)
                 if mounted:
@@ -105,7 +114,8 @@ class RegistrySink:
                     raise NetworkError(f"upload of {desc.digest} to {reg.domain}/{repo} failed: {e}; "
                                        "run the push again: what landed will not be sent twice") from None
                 log.info("upload of %s failed (%s); retrying", desc.digest, e)
-                time.sleep(policy.delay(attempt))
+                if self._cancel.wait(policy.delay(attempt)):
+                    raise Interrupted("push stopped") from None
                 if reg.blob_exists(repo, desc.digest, desc.size):  # it landed after all
                     return self._note("uploaded", desc)
 
@@ -119,6 +129,7 @@ class RegistrySink:
                 f.seek(start)
                 left = end - start
                 while left > 0:
+                    self._check_cancelled()
                     chunk = f.read(min(READ_SIZE, left))
                     if not chunk:
                         raise ManifestError(f"blob {desc.digest} in the cache is shorter than {desc.size} bytes")

@@ -339,3 +339,18 @@ def test_upload_faults_recover(httpserver, work, fault):
 def test_upload_faults_that_do_not_stop_fail_clearly(httpserver, work):
     with pytest.raises(NetworkError, match="run the push again"):
         fake_push(work, httpserver, fail_patch=100)
+
+
+def test_a_failed_push_leaves_nothing_running(httpserver, work):
+    """Once push has raised, no upload carries on in the background."""
+    import threading
+
+    fake = UploadRegistry(httpserver, fail_patch=100)
+    with pytest.raises(NetworkError):
+        with quick_session() as s:
+            build_and_push(spec_of(work), f"{httpserver.host}:{httpserver.port}/x/app:1", s)
+    n = len(fake.log)
+    assert not [t for t in threading.enumerate() if t.name.startswith("push")]
+    import time
+    time.sleep(0.5)
+    assert len(fake.log) == n  # and the registry hears nothing more
