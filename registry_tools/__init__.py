@@ -1,6 +1,8 @@
 """registry-tools: pin, pull, build and push OCI and Docker images by talking to registries.
 
-The API is imported on first use, so a command pays only for the modules it needs.
+The API is imported on first use, so a command pays only for the modules it needs. No
+module shares a name with an API function: importing a submodule sets the package's
+attribute of that name, which would hide the function.
 """
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "pull_image": "pull", "PullResult": "pull", "prefetch": "prefetch", "Pin": "prefetch",
-    "build": "builder", "BuildResult": "builder", "push": "push", "PushResult": "push",
+    "pull_image": "pull", "PullResult": "pull", "prefetch": "pin", "Pin": "pin",
+    "build": "builder", "BuildResult": "builder", "push": "sink", "PushResult": "sink",
     "Session": "session", "RegistryToolsError": "errors", "load_spec": "spec", "parse_spec": "spec",
 }
 

@@ -183,7 +183,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_prefetch(args: argparse.Namespace) -> int:
-    from .prefetch import dumps, prefetch
+    from .pin import dumps, prefetch
 
     if args.from_file:
         return _prefetch_lock(args)
@@ -206,7 +206,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
 
 
 def _prefetch_lock(args: argparse.Namespace) -> int:
-    from .prefetch import Pin, dumps, lock_document, lock_nix, parse_lock_input, prefetch_many
+    from .pin import Pin, dumps, lock_document, lock_nix, parse_lock_input, prefetch_many
 
     if args.image or args.image_name or args.tag_or_digest or args.image_tag or args.image_digest:
         raise UsageError("--from lists the images; do not name one on the command line too")
@@ -232,7 +232,7 @@ def _prefetch_lock(args: argparse.Namespace) -> int:
 
 def cmd_build(args: argparse.Namespace) -> int:
     from .builder import build
-    from .push import build_and_push
+    from .sink import build_and_push
     from .spec import load_spec
 
     spec = load_spec(args.spec)
@@ -265,7 +265,7 @@ def _report_push(args: argparse.Namespace, r) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from .push import push
+    from .sink import push
 
     with _session(args) as session:
         result = push(args.source, args.dest, session)

@@ -8,7 +8,7 @@ import pytest
 
 from registry_tools import cli
 from registry_tools.platform import host_platform
-from registry_tools.prefetch import nix_string, parse_lock_input
+from registry_tools.pin import nix_string, parse_lock_input
 from registry_tools.errors import UsageError
 
 

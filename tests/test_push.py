@@ -14,7 +14,7 @@ from werkzeug.wrappers import Request, Response
 from registry_tools import builder, cli
 from registry_tools.client import RetryPolicy, TransportOptions
 from registry_tools.errors import DigestMismatch, NetworkError
-from registry_tools.push import build_and_push
+from registry_tools.sink import build_and_push
 from registry_tools.session import Session
 from registry_tools.spec import parse_spec
 
@@ -172,7 +172,7 @@ def test_registry_down_mid_push_then_retry_sends_only_what_is_missing(work, tmp_
         with Session() as s:
             plan = builder.plan_build(spec, s)
             image = builder.build_blobs(plan, s)
-            from registry_tools.push import RegistrySink
+            from registry_tools.sink import RegistrySink
             from registry_tools import reference as refs
             sink = RegistrySink(s, refs.parse_normalized(f"{reg.host}/flaky/app:1"))
             for layer in image.layers[:2]:  # part of the push lands...

@@ -33,7 +33,7 @@ from .layers import READ_SIZE
 from .session import Session
 from .spec import BuildSpec
 
-log = logging.getLogger("registry_tools.push")
+log = logging.getLogger("registry_tools.sink")
 
 
 @dataclass
