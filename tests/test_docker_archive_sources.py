@@ -58,3 +58,46 @@ def test_push_a_real_docker_save_archive(registry, cache_dir, capsys):
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["config"]["digest"] == facts["config_sha256"]
     assert len(manifest["layers"]) == len(facts["rootfs.diff_ids"])
+
+
+def _archive(path, members: dict[str, bytes | str]) -> None:
+    """A tar with files (bytes) and symlinks (str targets)."""
+    import io
+    import tarfile
+    with tarfile.open(path, "w") as tf:
+        for name, value in members.items():
+            info = tarfile.TarInfo(name)
+            if isinstance(value, str):
+                info.type, info.linkname = tarfile.SYMTYPE, value
+                tf.addfile(info)
+            else:
+                info.size = len(value)
+                tf.addfile(info, io.BytesIO(value))
+
+
+@pytest.mark.parametrize("layers,links", [
+    (["../../etc/passwd"], {}),
+    (["/etc/passwd"], {}),
+    (["layer.tar"], {"layer.tar": "../../../etc/passwd"}),
+    (["a/layer.tar"], {"a/layer.tar": "../b/layer.tar", "b/layer.tar": "../a/layer.tar"}),
+])
+def test_paths_that_leave_the_archive_are_refused(tmp_path, cache_dir, layers, links):
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}).encode()
+    members: dict = {"config.json": config,
+                     "manifest.json": json.dumps([{"Config": "config.json", "RepoTags": ["x:1"], "Layers": layers}]).encode()}
+    members.update(links)
+    _archive(tmp_path / "evil.tar", members)
+    with Session() as s, pytest.raises(ManifestError, match="outside|leave the archive|link cycle"):
+        _from_docker_archive(tmp_path / "evil.tar", None, s)
+
+
+def test_a_gzipped_archive_works_as_base(tmp_path, cache_dir):
+    """nixpkgs' buildImage writes .tar.gz archives."""
+    import gzip
+    import shutil
+    with open(FIX / "ggcr_tarball_test_image_1.tar", "rb") as src, gzip.open(tmp_path / "img.tar.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    with Session() as s:
+        base = _from_docker_archive(tmp_path / "img.tar.gz", None, s)
+    assert len(base.layers) == len(base.config["rootfs"]["diff_ids"]) == 1
