@@ -34,6 +34,16 @@ def du(path: str) -> int:
     return total
 
 
+def bench_tree(size_mb: int) -> tuple[list[dict], int]:
+    """`paths` entries for the first DIRS that add up to size_mb, and their total size."""
+    paths, total = [], 0
+    for d in DIRS:
+        if os.path.isdir(d) and total < size_mb * 1_000_000:
+            paths.append({"source": d, "target": d})
+            total += du(d)
+    return paths, total
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
@@ -42,12 +52,7 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    paths, total = [], 0
-    for d in DIRS:
-        if os.path.isdir(d) and total < args.size_mb * 1_000_000:
-            size = du(d)
-            paths.append({"source": d, "target": d})
-            total += size
+    paths, total = bench_tree(args.size_mb)
     spec = {"name": "bench/usr", "tag": "bench", "paths": paths, "compressor": "gz",
             "config": {"Cmd": ["/usr/bin/bash"]}}
     (work / "spec.json").write_text(json.dumps(spec))

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from build_bench import DIRS, du
+from build_bench import bench_tree
 from common import LocalRegistry, measure, median
 
 SKOPEO_CACHES = ["/var/lib/containers/cache/blob-info-cache-v1.boltdb",
@@ -33,11 +33,7 @@ def main() -> int:
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    paths, total = [], 0
-    for d in DIRS:
-        if os.path.isdir(d) and total < args.size_mb * 1_000_000:
-            paths.append({"source": d, "target": d})
-            total += du(d)
+    paths, total = bench_tree(args.size_mb)
     small = work / "small"
     small.mkdir()
     (small / "version").write_text("1\n")

@@ -9,14 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
 from .digest import Digest
 from .errors import ManifestError
-from .output import write_json_atomic
+from .output import replacing, write_json_atomic
 
 ENV_VAR = "REGISTRY_TOOLS_CACHE"
 
@@ -111,18 +110,8 @@ class BlobCache:
 
         The caller verifies the content inside the block; an exception discards the file.
         """
-        fd, tmp = tempfile.mkstemp(dir=self._tmp, prefix=digest.hex[:16] + ".")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                yield f
-            os.chmod(tmp, 0o444)  # blobs never change once stored
-            os.replace(tmp, self.path(digest))
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with replacing(self.path(digest), mode=0o444, tmp_dir=self._tmp) as f:  # blobs never change once stored
+            yield f
 
     def put_bytes(self, digest: Digest, data: bytes) -> None:
         with self.writer(digest) as f:

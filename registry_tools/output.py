@@ -13,8 +13,9 @@ import queue
 import shutil
 import tempfile
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import IO, Callable, Iterator
 
 _STOP = object()
 
@@ -147,13 +148,17 @@ class AtomicDir:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def write_json_atomic(path: Path, obj: object, mode: int = 0o644, **dump_args: object) -> None:
-    """Write JSON beside `path` and rename it into place: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+@contextmanager
+def replacing(path: Path, mode: int = 0o644, tmp_dir: Path | None = None) -> Iterator[IO[bytes]]:
+    """A file that replaces `path` when the block ends without error, and vanishes otherwise.
+
+    It is written in `tmp_dir` (default: beside `path`, which must be on the same filesystem)
+    and renamed into place, so readers never see half a file.
+    """
+    fd, tmp = tempfile.mkstemp(dir=tmp_dir or path.parent, prefix=f".{path.name[:16]}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, **dump_args)  # type: ignore[arg-type]
+        with os.fdopen(fd, "wb") as f:
+            yield f
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
@@ -162,3 +167,10 @@ def write_json_atomic(path: Path, obj: object, mode: int = 0o644, **dump_args: o
         except FileNotFoundError:
             pass
         raise
+
+
+def write_json_atomic(path: Path, obj: object, mode: int = 0o644, **dump_args: object) -> None:
+    """Write JSON to `path` through `replacing`."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with replacing(path, mode) as f:
+        f.write(json.dumps(obj, **dump_args).encode())  # type: ignore[arg-type]
