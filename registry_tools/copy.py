@@ -213,12 +213,14 @@ class RegistrySource:
     """An image in a registry repository, fetched through the cache."""
 
     def __init__(self, registry: Registry, repo: str, store: BlobStore,
-                 concurrency: int = DEFAULT_CONCURRENCY, progress: Progress | None = None):
+                 concurrency: int = DEFAULT_CONCURRENCY, progress: Progress | None = None,
+                 transfers: threading.BoundedSemaphore | None = None):
         self.registry = registry
         self.repo = repo
         self.store = store
         self.concurrency = concurrency
         self.progress = progress or Progress()
+        self.transfers = transfers or threading.BoundedSemaphore(max(1, concurrency))
 
     def _where(self, digest: Digest) -> str:
         return f"{self.registry.domain}/{self.repo}@{digest}"
@@ -321,7 +323,8 @@ class RegistrySource:
             self.progress.advance(desc.size)
             self.progress.blob_done(desc.digest, desc.size, cached=True)
             return False
-        with self.registry.open_blob(self.repo, desc.digest, desc.size) as stream, cache.writer(desc.digest) as f:
+        with self.transfers, self.registry.open_blob(self.repo, desc.digest, desc.size) as stream, \
+                cache.writer(desc.digest) as f:
             reader = HashingReader(stream, tee=f)
             while True:
                 chunk = reader.read(READ_SIZE)

@@ -26,6 +26,9 @@ class Session:
             self.credentials = CredentialStore()
         self.cache = BlobCache(self.cache_dir)
         self.store = BlobStore(self.cache)
+        # One limit on blob transfers for everything this session does (a lock file resolves
+        # several images at once, each with its own workers: together they stay within it).
+        self.transfers = threading.BoundedSemaphore(max(1, self.concurrency))
         self._registries: dict[str, Registry] = {}
         self._lock = threading.Lock()
 
@@ -38,7 +41,8 @@ class Session:
             return reg
 
     def source(self, ref: Reference) -> RegistrySource:
-        return RegistrySource(self.registry(ref.domain), ref.path, self.store, self.concurrency, self.progress)
+        return RegistrySource(self.registry(ref.domain), ref.path, self.store, self.concurrency, self.progress,
+                              self.transfers)
 
     def close(self) -> None:
         for reg in self._registries.values():

@@ -92,6 +92,10 @@ class RegistrySink:
         self.session.progress.say(f"{kind} {desc.digest} ({desc.size / 1e6:.1f} MB)")
 
     def _push_blob(self, desc: mf.Descriptor) -> None:
+        with self.session.transfers:  # one limit for the whole session, downloads and uploads alike
+            self._push_blob_now(desc)
+
+    def _push_blob_now(self, desc: mf.Descriptor) -> None:
         reg, repo = self.registry, self.repo
         if reg.blob_exists(repo, desc.digest, desc.size):
             return self._note("present", desc)

@@ -234,3 +234,61 @@ def test_lock_input_errors():
 ])
 def test_nix_string(value, literal):
     assert nix_string(value) == literal
+
+
+@pytest.fixture
+def threaded_server():
+    from pytest_httpserver import HTTPServer
+
+    server = HTTPServer(threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    server.stop()
+
+
+def test_lock_file_transfers_stay_within_one_limit(threaded_server, cache_dir, tmp_path, capsys):
+    """Three images resolved at once, each with its own workers: blob downloads never exceed --jobs."""
+    import threading
+    import time as _time
+
+    from werkzeug.wrappers import Response
+
+    from .support import imagegen
+
+    httpserver = threaded_server
+
+    lay = imagegen.Layout()
+    images = []
+    for n in range(3):
+        layers = [lay.layer({f"f{n}-{i}": bytes([n, i]) * 40000}, "gzip") for i in range(3)]
+        img = lay.image(layers)
+        images.append(img)
+        httpserver.expect_request(f"/v2/x/img{n}/manifests/t", method="HEAD").respond_with_data(
+            "", headers={"Docker-Content-Digest": img.digest})
+    state = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def handler(request):
+        path = request.path
+        digest = path.rsplit("/", 1)[-1]
+        data = lay.blobs[digest]
+        if "/manifests/" in path:
+            return Response(data, content_type=json.loads(data)["mediaType"])
+        with lock:
+            state["now"] += 1
+            state["max"] = max(state["max"], state["now"])
+        _time.sleep(0.05)
+        with lock:
+            state["now"] -= 1
+        return Response(data, content_type="application/octet-stream")
+
+    import re as _re
+    httpserver.expect_request(_re.compile(r"^/v2/x/img\d/(blobs|manifests)/sha256:.*")).respond_with_handler(handler)
+    httpserver.expect_request("/v2/").respond_with_data("{}")
+    listing = tmp_path / "images.txt"
+    listing.write_text("".join(f"{httpserver.host}:{httpserver.port}/x/img{n}:t\n" for n in range(3)))
+    code, out, err = run(capsys, "prefetch", "--from", str(listing), "--json", "-q", "--jobs", "2")
+    assert code == 0, err
+    assert len(json.loads(out)["images"]) == 3
+    assert state["max"] == 2  # 12 blobs, 3 images at once, never more than --jobs transfers
