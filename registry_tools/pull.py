@@ -88,11 +88,8 @@ def split_name(image: str) -> tuple[str, str, str]:
 
 def parse_image(image: str, digest: str | None) -> tuple[refs.Reference, str]:
     """Normalised reference (with the pinned digest) and the name as the user typed it."""
-    try:
-        ref = refs.parse_normalized(image)
-    except InvalidReference:
-        raise
-    typed_name, _, typed_digest = split_name(image)
+    ref = refs.parse_normalized(image)
+    typed_name = split_name(image)[0]
     if digest:
         Digest.parse(digest)
         if ref.digest and ref.digest != digest:
