@@ -434,10 +434,13 @@ def build(spec: BuildSpec, *, output: str | os.PathLike[str] | None = None, oci:
           stream: Any = None, session: Session | None = None) -> BuildResult:
     """Build the image of `spec` into one of: a docker-archive file, an OCI layout, a stream."""
     from .layout import write_layout
-    from .output import AtomicDir, AtomicFile
+    from .output import AtomicDir, AtomicFile, check_destination
 
     if sum(x is not None for x in (output, oci, stream)) != 1:
         raise UsageError("build needs exactly one output: a docker-archive file, an OCI layout or a stream")
+    for dest in (output, oci):
+        if dest is not None:
+            check_destination(dest)
     own = session is None
     session = session or Session()
     plan = plan_build(spec, session)

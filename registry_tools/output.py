@@ -93,6 +93,17 @@ class PipelinedHashWriter:
             c.thread.join(timeout=5)
 
 
+def check_destination(dest: str | os.PathLike[str]) -> None:
+    """Fail before any work if the destination's directory is missing or not writable."""
+    from .errors import UsageError
+
+    parent = Path(dest).parent if str(Path(dest).parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {dest}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UsageError(f"cannot write {dest}: directory {parent} is not writable")
+
+
 class AtomicFile:
     """A temporary file beside `dest`; commit() renames it into place, abort() removes it."""
 

@@ -21,7 +21,7 @@ from .digest import Digest, nix32_encode, parse_output_hash, sri
 from .errors import HashMismatch, InvalidReference, UsageError
 from .layout import write_layout
 from .nar import nar_sha256
-from .output import AtomicDir, AtomicFile, PipelinedHashWriter
+from .output import AtomicDir, AtomicFile, PipelinedHashWriter, check_destination
 from .platform import Platform, host_platform, normalize_arch, normalize_os
 from .platform import parse as parse_platform
 from .session import Session
@@ -215,6 +215,8 @@ def pull_image(
     final_name = final_image_name or typed_name
     check_final_names(final_name, final_image_tag)
     wanted = wanted_platform(platform, os, arch, variant)
+    if output is not None:
+        check_destination(output)
     own = session is None
     session = session or Session()
     try:

@@ -338,3 +338,11 @@ def test_same_output_with_a_warm_and_a_cold_cache(registry, facts, tmp_path):
     b = pull_image(ref, tmp_path / "b.tar", platform="linux/amd64", session=Session(cache_dir=str(tmp_path / "c1")))
     c = pull_image(ref, tmp_path / "c.tar", platform="linux/amd64", session=Session(cache_dir=str(tmp_path / "c2")))
     assert a.sha256 == b.sha256 == c.sha256
+
+
+def test_missing_output_directory_fails_before_any_download(registry, facts, cache_dir, tmp_path, capsys):
+    mark = registry.log_offset()
+    code = cli.main(["pull", image_ref(registry, facts, "multi"), "-o", str(tmp_path / "missing" / "x.tar"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "does not exist" in err
+    assert registry.requests_since(mark) == []  # nothing was fetched
