@@ -12,9 +12,10 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "pull_image": "pull", "PullResult": "pull", "prefetch": "pin", "Pin": "pin",
-    "build": "builder", "BuildResult": "builder", "push": "sink", "PushResult": "sink",
-    "Session": "session", "RegistryToolsError": "errors", "load_spec": "spec", "parse_spec": "spec",
+    "pull_image": "api.pull", "PullResult": "api.pull", "prefetch": "api.prefetch", "Pin": "api.prefetch",
+    "build": "builder.image", "BuildResult": "builder.image", "push": "api.push", "PushResult": "api.push",
+    "Session": "session", "RegistryToolsError": "errors", "load_spec": "builder.spec",
+    "parse_spec": "builder.spec",
 }
 
 __all__ = sorted(_API) + ["__version__"]

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn, Sequence
 
-from . import __version__
-from .errors import RegistryToolsError, UsageError
-from .formats import FORMATS
+from registry_tools import __version__
+from registry_tools.errors import RegistryToolsError, UsageError
+from registry_tools.formats import FORMATS
 
 # The command functions import what they use: a command pays only for its own modules.
 
@@ -138,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _session(args: argparse.Namespace):
-    from .client import TransportOptions
-    from .progress import StderrProgress
-    from .session import Session
+    from registry_tools.registry.client import TransportOptions
+    from registry_tools.progress import StderrProgress
+    from registry_tools.session import Session
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
@@ -151,8 +151,8 @@ def _session(args: argparse.Namespace):
 
 
 def _credentials(args: argparse.Namespace):
-    from .auth import static_credentials
-    from .credentials import CredentialStore
+    from registry_tools.registry.auth import static_credentials
+    from registry_tools.registry.credentials import CredentialStore
 
     if getattr(args, "creds", None):
         user, sep, password = args.creds.partition(":")
@@ -165,7 +165,7 @@ def _credentials(args: argparse.Namespace):
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
-    from .pull import pull_image
+    from registry_tools.api.pull import pull_image
 
     progress_quiet = args.quiet
     with _session(args) as session:
@@ -183,7 +183,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 
 def cmd_prefetch(args: argparse.Namespace) -> int:
-    from .pin import dumps, prefetch
+    from registry_tools.api.prefetch import dumps, prefetch
 
     if args.from_file:
         return _prefetch_lock(args)
@@ -206,7 +206,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
 
 
 def _prefetch_lock(args: argparse.Namespace) -> int:
-    from .pin import Pin, dumps, lock_document, lock_nix, parse_lock_input, prefetch_many
+    from registry_tools.api.prefetch import Pin, dumps, lock_document, lock_nix, parse_lock_input, prefetch_many
 
     if args.image or args.image_name or args.tag_or_digest or args.image_tag or args.image_digest:
         raise UsageError("--from lists the images; do not name one on the command line too")
@@ -231,9 +231,9 @@ def _prefetch_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .builder import build
-    from .sink import build_and_push
-    from .spec import load_spec
+    from registry_tools.builder.image import build
+    from registry_tools.api.push import build_and_push
+    from registry_tools.builder.spec import load_spec
 
     spec = load_spec(args.spec)
     if args.stream and sys.stdout.isatty():
@@ -265,7 +265,7 @@ def _report_push(args: argparse.Namespace, r) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    from .sink import push
+    from registry_tools.api.push import push
 
     with _session(args) as session:
         result = push(args.source, args.dest, session)
@@ -276,7 +276,7 @@ def cmd_push(args: argparse.Namespace) -> int:
 def _wanted(args: argparse.Namespace):
     if not (args.platform or args.os or args.arch or args.variant):
         return None
-    from .pull import wanted_platform
+    from registry_tools.api.pull import wanted_platform
 
     return wanted_platform(args.platform, args.os, args.arch, args.variant)
 
@@ -284,7 +284,7 @@ def _wanted(args: argparse.Namespace):
 def cmd_inspect(args: argparse.Namespace) -> int:
     import json
 
-    from .inspect import platform_digest, resolve, summary
+    from registry_tools.api.inspect import platform_digest, resolve, summary
 
     wanted = _wanted(args)
     with _session(args) as session:
@@ -303,7 +303,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_digest(args: argparse.Namespace) -> int:
-    from .inspect import platform_digest, resolve
+    from registry_tools.api.inspect import platform_digest, resolve
 
     with _session(args) as session:
         print(platform_digest(resolve(args.image, session), _wanted(args)))
@@ -324,8 +324,8 @@ def parse_size(text: str) -> int:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from .cache import BlobCache
-    from .progress import human
+    from registry_tools.store.cache import BlobCache
+    from registry_tools.progress import human
 
     cache = BlobCache(args.cache_dir)
     if args.action == "info":
@@ -344,10 +344,10 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
-    from .auth import static_credentials
-    from .client import TransportOptions
-    from .credentials import store_login
-    from .session import Session
+    from registry_tools.registry.auth import static_credentials
+    from registry_tools.registry.client import TransportOptions
+    from registry_tools.registry.credentials import store_login
+    from registry_tools.session import Session
 
     username = args.username
     password = args.password
@@ -373,7 +373,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_logout(args: argparse.Namespace) -> int:
-    from .credentials import remove_login
+    from registry_tools.registry.credentials import remove_login
 
     domain = normalize_registry(args.registry)
     path = Path(args.authfile) if args.authfile else None
@@ -385,7 +385,7 @@ def cmd_logout(args: argparse.Namespace) -> int:
 
 
 def normalize_registry(text: str) -> str:
-    from .credentials import normalize_key
+    from registry_tools.registry.credentials import normalize_key
 
     host = normalize_key(text)
     if "/" in host or not host:

@@ -6,8 +6,8 @@ import threading
 import time
 from typing import TextIO
 
-from .copy import Progress
-from .digest import Digest
+from registry_tools.engine import Progress
+from registry_tools.model.digest import Digest
 
 
 def human(n: float) -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from . import auth
-from .cache import BlobCache
-from .client import Registry, RetryPolicy, TransportOptions
-from .credentials import CredentialStore
-from .copy import DEFAULT_CONCURRENCY, BlobStore, Progress, RegistrySource
-from .reference import Reference
+from registry_tools.registry import auth
+from registry_tools.store.cache import BlobCache
+from registry_tools.registry.client import Registry, RetryPolicy, TransportOptions
+from registry_tools.registry.credentials import CredentialStore
+from registry_tools.engine import DEFAULT_CONCURRENCY, BlobStore, Progress, RegistrySource
+from registry_tools.model.reference import Reference
 
 
 @dataclass

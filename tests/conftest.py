@@ -2,22 +2,16 @@
 from __future__ import annotations
 
 import json
-import shutil
 from contextlib import contextmanager
 
 import pytest
 
 from .helpers import IMAGES
-from .support.registry import LocalRegistry, skopeo_push_layout
+from .support.registry import LocalRegistry, require_tools as _require, skopeo_push_layout
 
 REQUIRED_TOOLS = ("docker-registry", "skopeo")
 
 
-def _require(*tools: str) -> None:
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        pytest.fail(f"missing {', '.join(missing)}: run `bash .ci/run` or install Debian's packages first",
-                    pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from registry_tools.auth import ChallengeSyntaxError, parse_challenges, pick_challenge, token_scopes, validate_realm
+from registry_tools.registry.auth import ChallengeSyntaxError, parse_challenges, pick_challenge, token_scopes, validate_realm
 from registry_tools.errors import AuthError
 
 from .helpers import load

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from registry_tools import cli
-from registry_tools.credentials import CredentialStore, helper_server_url
+from registry_tools.registry.credentials import CredentialStore, helper_server_url
 from registry_tools.session import Session
 
-from .conftest import _require
+from .support.registry import require_tools as _require
 from .helpers import IMAGES
 from .support.registry import LocalRegistry, skopeo_push_layout
 from .support.tokenserver import Policy, TokenServer, htpasswd_config
@@ -188,7 +188,7 @@ def test_missing_scope_is_a_clear_error(token_setup, facts, clean_env, capsys):
 
 def test_a_token_per_scope_set(token_setup, facts, clean_env):
     reg, server, _ = token_setup
-    session = Session(credentials=lambda d, r: __import__("registry_tools.auth", fromlist=["Credential"]).Credential("alice", ALICE_PW))
+    session = Session(credentials=lambda d, r: __import__("registry_tools.registry.auth", fromlist=["Credential"]).Credential("alice", ALICE_PW))
     n = len(server.requests)
     with session:
         registry = session.registry(reg.host)

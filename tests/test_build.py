@@ -16,59 +16,16 @@ from pathlib import Path
 import pytest
 
 from registry_tools import cli
-from registry_tools.builder import plan_build
-from registry_tools.closure import Graph, auto_layers, by_popularity, parse_graph, popularity, popularity_layers
+from registry_tools.builder.image import plan_build
+from registry_tools.builder.closure import Graph, auto_layers, by_popularity, parse_graph, popularity, popularity_layers
 from registry_tools.errors import UsageError
 from registry_tools.session import Session
-from registry_tools.spec import parse_spec
+from registry_tools.builder.spec import parse_spec
 
+from .support.buildinputs import GRAPH, make_store, spec_file, write_graph
 from .support.peakmem import PeakWatcher
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
-
-
-def make_store(root: Path) -> dict[str, Path]:
-    """A small fake store: app -> lib -> base, app -> data; each path a directory with files."""
-    store = root / "store"
-    paths = {
-        "aaaa-base": {"lib/libbase.so": b"base" * 3000},
-        "bbbb-lib": {"lib/libfoo.so": b"foo" * 2000, "share/doc": b"docs"},
-        "cccc-data": {"share/data.bin": bytes(range(256)) * 100},
-        "dddd-app": {"bin/app": b"#!/bin/sh\necho app\n"},
-    }
-    for name, files in paths.items():
-        for rel, data in files.items():
-            p = store / name / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(data)
-    (store / "dddd-app" / "bin" / "app").chmod(0o755)
-    os.symlink("../lib/libfoo.so", store / "bbbb-lib" / "share" / "link")
-    return {n: store / n for n in paths}
-
-
-GRAPH = {
-    "/nix/store/dddd-app": ["/nix/store/bbbb-lib", "/nix/store/cccc-data"],
-    "/nix/store/bbbb-lib": ["/nix/store/aaaa-base"],
-    "/nix/store/cccc-data": [],
-    "/nix/store/aaaa-base": [],
-}
-
-
-def write_graph(root: Path, form: str) -> Path:
-    path = root / f"graph-{form}"
-    if form == "list":
-        path.write_text(json.dumps([{"path": p, "references": refs + [p], "narSize": 1000 * (i + 1)}
-                                    for i, (p, refs) in enumerate(sorted(GRAPH.items()))]))
-    elif form == "object":
-        path.write_text(json.dumps({p: {"references": refs, "narSize": 100} for p, refs in GRAPH.items()}))
-    elif form == "export-json":
-        path.write_text(json.dumps({"closure": [{"path": p, "references": refs} for p, refs in GRAPH.items()]}))
-    else:  # exportReferencesGraph's plain registration format
-        lines = []
-        for p, refs in GRAPH.items():
-            lines += [p, "", str(len(refs))] + refs
-        path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.fixture
@@ -79,22 +36,6 @@ def workdir(tmp_path, cache_dir):
     (tmp_path / "root1" / "etc").mkdir(parents=True)
     (tmp_path / "root1" / "etc" / "motd").write_text("hello\n")
     return tmp_path
-
-
-def spec_file(workdir: Path, **overrides) -> Path:
-    spec = {
-        "name": "example/app", "tag": "1.0",
-        "paths": [{"source": "app", "target": "/opt/app"}],
-        "closure": {"graph": str(write_graph(workdir, "list").name), "realStoreDir": "store"},
-        "contents": ["root1"],
-        "config": {"Cmd": ["/opt/app/bin/busybox", "echo", "hello from the image"], "Env": ["A=1"]},
-        "architecture": "amd64",
-    }
-    spec.update(overrides)
-    spec = {k: v for k, v in spec.items() if v is not None}
-    path = workdir / "spec.json"
-    path.write_text(json.dumps(spec))
-    return path
 
 
 def run(*args: str) -> tuple[int, str, str]:

@@ -5,9 +5,9 @@ import os
 import time
 
 from registry_tools import cli
-from registry_tools.cache import BlobCache
-from registry_tools.digest import Digest
-from registry_tools.pull import pull_image
+from registry_tools.store.cache import BlobCache
+from registry_tools.model.digest import Digest
+from registry_tools.api.pull import pull_image
 
 
 def test_prune_least_recently_used_first(tmp_path):

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from registry_tools.digest import Digest, nix32_decode, nix32_encode, parse_output_hash, sri
+from registry_tools.model.digest import Digest, nix32_decode, nix32_encode, parse_output_hash, sri
 from registry_tools.errors import InvalidDigest
 
 EMPTY = hashlib.sha256(b"").digest()

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from registry_tools.baseimage import _from_docker_archive
+from registry_tools.builder.base import _from_docker_archive
 from registry_tools.errors import ManifestError, UsageError
 from registry_tools.session import Session
 

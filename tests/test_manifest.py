@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from registry_tools import manifest as mf
-from registry_tools.digest import Digest
+from registry_tools.model import manifest as mf
+from registry_tools.model.digest import Digest
 from registry_tools.errors import ManifestError
 
 from .helpers import CORPUS, load

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from registry_tools import platform as pf
+from registry_tools.model import platform as pf
 from registry_tools.errors import InvalidPlatform, PlatformNotFound
 
 from .helpers import CORPUS, load

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from registry_tools import cli
-from registry_tools.platform import host_platform
-from registry_tools.pin import nix_string, parse_lock_input
+from registry_tools.model.platform import host_platform
+from registry_tools.api.prefetch import nix_string, parse_lock_input
 from registry_tools.errors import UsageError
 
 
@@ -136,7 +136,7 @@ def test_tag_resolved_with_head_and_blobs_shared_with_pull(registry, facts, cach
 
 
 def test_get_fallback_when_head_is_refused(httpserver, cache_dir, capsys):
-    from .test_pull_faults import serve_layout
+    from .support.fakeregistry import serve_layout
     from .support import imagegen
     lay = imagegen.Layout()
     img = lay.image([lay.layer({"f": b"x"}, "gzip")])

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-from werkzeug.wrappers import Response
 
 from registry_tools import cli
-from registry_tools.pull import pull_image
+from registry_tools.api.pull import pull_image
 from registry_tools.errors import DigestMismatch, ManifestError, SizeMismatch
 
 from .support import imagegen
+from .support.fakeregistry import serve_layout
 
 
 def stored_blob(reg, digest: str) -> Path:
@@ -114,30 +114,6 @@ def test_config_with_wrong_diff_id_is_caught(httpserver, tmp_path, cache_dir, de
     with pytest.raises(DigestMismatch, match="diff_id"):
         pull_image(f"{httpserver.host}:{httpserver.port}/x/y@{img.digest}", dest)
     assert_untouched(dest)
-
-
-def serve_layout(httpserver, lay: imagegen.Layout, slow: set[str] = frozenset(), delay: float = 0.0) -> None:
-    httpserver.expect_request("/v2/").respond_with_data("{}", content_type="application/json")
-    for digest, data in lay.blobs.items():
-        obj = None
-        try:
-            obj = json.loads(data)
-        except ValueError:
-            pass
-        if isinstance(obj, dict) and "schemaVersion" in obj:
-            httpserver.expect_request(f"/v2/x/y/manifests/{digest}").respond_with_data(
-                data, content_type=obj["mediaType"], headers={"Docker-Content-Digest": digest})
-        if digest in slow:
-            def trickle(request, data=data):
-                def gen():
-                    for i in range(0, len(data), 4096):
-                        time.sleep(delay)
-                        yield data[i:i + 4096]
-                return Response(gen(), headers={"Content-Length": str(len(data))},
-                                content_type="application/octet-stream")
-            httpserver.expect_request(f"/v2/x/y/blobs/{digest}").respond_with_handler(trickle)
-        else:
-            httpserver.expect_request(f"/v2/x/y/blobs/{digest}").respond_with_data(data)
 
 
 def test_oversized_manifest_is_refused(httpserver, cache_dir, dest):

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from registry_tools import cli
-from registry_tools.digest import nix32_encode, sri
-from registry_tools.pull import pull_image
+from registry_tools.model.digest import nix32_encode, sri
+from registry_tools.api.pull import pull_image
 from registry_tools.session import Session
 
 from .helpers import CORPUS

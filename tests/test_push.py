@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 from werkzeug.wrappers import Request, Response
 
-from registry_tools import builder, cli
-from registry_tools.client import RetryPolicy, TransportOptions
+from registry_tools import cli
+from registry_tools.builder import image as builder
+from registry_tools.registry.client import RetryPolicy, TransportOptions
 from registry_tools.errors import DigestMismatch, NetworkError
-from registry_tools.sink import build_and_push
+from registry_tools.api.push import build_and_push
 from registry_tools.session import Session
-from registry_tools.spec import parse_spec
+from registry_tools.builder.spec import parse_spec
 
 from .support.registry import LocalRegistry
 from .support.tokenserver import htpasswd_config
-from .test_build import make_store, spec_file
+from .support.buildinputs import make_store, spec_file
 
 WRITES = ("POST", "PATCH", "PUT")
 
@@ -172,8 +173,8 @@ def test_registry_down_mid_push_then_retry_sends_only_what_is_missing(work, tmp_
         with Session() as s:
             plan = builder.plan_build(spec, s)
             image = builder.build_blobs(plan, s)
-            from registry_tools.sink import RegistrySink
-            from registry_tools import reference as refs
+            from registry_tools.api.push import RegistrySink
+            from registry_tools.model import reference as refs
             sink = RegistrySink(s, refs.parse_normalized(f"{reg.host}/flaky/app:1"))
             for layer in image.layers[:2]:  # part of the push lands...
                 sink.submit(layer.descriptor)

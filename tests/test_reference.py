@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from registry_tools import reference as refs
-from registry_tools.digest import Digest
+from registry_tools.model import reference as refs
+from registry_tools.model.digest import Digest
 from registry_tools.errors import InvalidDigest, InvalidReference
 
 from .helpers import load

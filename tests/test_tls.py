@@ -5,7 +5,7 @@ import pytest
 
 from registry_tools import cli
 
-from .conftest import _require
+from .support.registry import require_tools as _require
 from .support.certs import make_ca_and_server
 from .support.imagegen import single_arch_layout
 from .support.registry import LocalRegistry, skopeo_push_layout_tls

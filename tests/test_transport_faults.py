@@ -10,9 +10,9 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
-from registry_tools.client import RetryPolicy, TransportOptions
+from registry_tools.registry.client import RetryPolicy, TransportOptions
 from registry_tools.errors import AuthError, DigestMismatch, NetworkError, SizeMismatch
-from registry_tools.pull import pull_image
+from registry_tools.api.pull import pull_image
 from registry_tools.session import Session
 
 from .support import imagegen

@@ -118,3 +118,13 @@ def skopeo_push_layout_tls(layout: str | os.PathLike[str], tag: str, dest: str, 
     (cert_dir / "ca.crt").write_bytes(Path(ca).read_bytes())
     subprocess.run(["skopeo", "copy", "--quiet", "--preserve-digests", "--dest-cert-dir", str(cert_dir),
                     f"oci:{layout}:{tag}", f"docker://{dest}"], check=True, capture_output=True, text=True)
+
+
+def require_tools(*tools: str) -> None:
+    """Fail (not skip) when a tool the suite needs is missing: CI installs them all."""
+    import pytest
+
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        pytest.fail(f"missing {', '.join(missing)}: run `bash .ci/run` or install Debian's packages first",
+                    pytrace=False)

@@ -13,13 +13,13 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import manifest as mf
-from .cache import BlobCache
-from .client import Registry
-from .digest import Digest, HashingReader, verify_bytes
-from .errors import DigestMismatch, Interrupted, ManifestError, NotFound, PlatformNotFound, SizeMismatch
-from .layers import READ_SIZE, close_quietly, decompressed, size_hint, sniff_file
-from .platform import Matcher, Platform, choose, choose_in_index
+from registry_tools.model import manifest as mf
+from registry_tools.store.cache import BlobCache
+from registry_tools.registry.client import Registry
+from registry_tools.model.digest import Digest, HashingReader, verify_bytes
+from registry_tools.errors import DigestMismatch, Interrupted, ManifestError, NotFound, PlatformNotFound, SizeMismatch
+from registry_tools.formats.compression import READ_SIZE, close_quietly, decompressed, size_hint, sniff_file
+from registry_tools.model.platform import Matcher, Platform, choose, choose_in_index
 
 log = logging.getLogger("registry_tools.copy")
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import reference as refs
-from .errors import UsageError
-from .platform import Platform, host_platform, normalize_arch, normalize_os
+from registry_tools.model import reference as refs
+from registry_tools.errors import UsageError
+from registry_tools.model.platform import Platform, host_platform, normalize_arch, normalize_os
 
 DEFAULT_TIME = "1970-01-01T00:00:01Z"
 MAX_LAYERS = 125

@@ -16,7 +16,7 @@ from typing import IO, Protocol
 class Readable(Protocol):
     def read(self, n: int = -1) -> bytes: ...
 
-from .errors import DigestMismatch, InvalidDigest, SizeMismatch
+from registry_tools.errors import DigestMismatch, InvalidDigest, SizeMismatch
 
 _ALGORITHM = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*$")
 _ENCODED = re.compile(r"^[a-zA-Z0-9=_-]+$")

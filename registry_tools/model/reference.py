@@ -8,8 +8,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
-from .digest import Digest
-from .errors import InvalidDigest, InvalidReference
+from registry_tools.model.digest import Digest
+from registry_tools.errors import InvalidDigest, InvalidReference
 
 # The grammar, as in distribution/reference regexp.go.
 _ALNUM = r"[a-z0-9]+"

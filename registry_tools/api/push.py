@@ -21,17 +21,17 @@ from typing import Callable, Iterator
 
 import httpx
 
-from . import manifest as mf
-from . import reference as refs
-from .builder import assemble, build_blobs, compress_layer, plan_build
-from .baseimage import _from_docker_archive
-from .cache import BlobCache
-from .copy import Layer, ResolvedImage
-from .digest import Digest
-from .errors import Interrupted, ManifestError, NetworkError, RegistryError, UsageError
-from .layers import READ_SIZE
-from .session import Session
-from .spec import BuildSpec
+from registry_tools.model import manifest as mf
+from registry_tools.model import reference as refs
+from registry_tools.builder.image import assemble, build_blobs, compress_layer, plan_build
+from registry_tools.builder.base import _from_docker_archive
+from registry_tools.store.cache import BlobCache
+from registry_tools.engine import Layer, ResolvedImage
+from registry_tools.model.digest import Digest
+from registry_tools.errors import Interrupted, ManifestError, NetworkError, RegistryError, UsageError
+from registry_tools.formats.compression import READ_SIZE
+from registry_tools.session import Session
+from registry_tools.builder.spec import BuildSpec
 
 log = logging.getLogger("registry_tools.sink")
 

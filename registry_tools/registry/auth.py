@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urlsplit
 
-from .errors import AuthError
+from registry_tools.errors import AuthError
 
 _TOKEN_CHARS = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 DEFAULT_TOKEN_LIFETIME = 60  # seconds; what the token spec says to assume when expires_in is absent

@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Union
 
-from . import manifest as mf
-from .copy import BlobStore, ResolvedImage
+from registry_tools.model import manifest as mf
+from registry_tools.engine import BlobStore, ResolvedImage
 
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 REF_NAME = "org.opencontainers.image.ref.name"

@@ -10,7 +10,7 @@ from typing import BinaryIO, cast
 from isal import igzip
 import zstandard
 
-from .digest import Readable
+from registry_tools.model.digest import Readable
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

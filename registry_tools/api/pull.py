@@ -12,21 +12,21 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import reference as refs
-from .archive import docker_archive_entries, oci_archive_entries, write_positional, write_stream
+from registry_tools.model import reference as refs
+from registry_tools.formats.archive import docker_archive_entries, oci_archive_entries, write_positional, write_stream
 from typing import Callable
 
-from .copy import BlobStore, Layer, RegistrySource, ResolvedImage, SizeHintWrong
-from .digest import Digest, nix32_encode, parse_output_hash, sri
-from .errors import HashMismatch, InvalidReference, UsageError
-from .layout import write_layout
-from .nar import nar_sha256
-from .output import AtomicDir, AtomicFile, PipelinedHashWriter, check_destination
-from .platform import Platform, host_platform, normalize_arch, normalize_os
-from .platform import parse as parse_platform
-from .session import Session
+from registry_tools.engine import BlobStore, Layer, RegistrySource, ResolvedImage, SizeHintWrong
+from registry_tools.model.digest import Digest, nix32_encode, parse_output_hash, sri
+from registry_tools.errors import HashMismatch, InvalidReference, UsageError
+from registry_tools.formats.oci_layout import write_layout
+from registry_tools.formats.nar import nar_sha256
+from registry_tools.fileio import AtomicDir, AtomicFile, PipelinedHashWriter, check_destination
+from registry_tools.model.platform import Platform, host_platform, normalize_arch, normalize_os
+from registry_tools.model.platform import parse as parse_platform
+from registry_tools.session import Session
 
-from .formats import FORMATS
+from registry_tools.formats import FORMATS
 
 
 @dataclass(frozen=True)

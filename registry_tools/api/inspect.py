@@ -5,11 +5,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from . import manifest as mf
-from . import reference as refs
-from .digest import Digest
-from .platform import Platform, choose_in_index, format_platform, offered_platforms
-from .session import Session
+from registry_tools.model import manifest as mf
+from registry_tools.model import reference as refs
+from registry_tools.model.digest import Digest
+from registry_tools.model.platform import Platform, choose_in_index, format_platform, offered_platforms
+from registry_tools.session import Session
 
 
 @dataclass(frozen=True)

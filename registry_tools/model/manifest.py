@@ -9,8 +9,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .digest import Digest
-from .errors import ManifestError
+from registry_tools.model.digest import Digest
+from registry_tools.errors import ManifestError
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 

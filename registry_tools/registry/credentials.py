@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .auth import Credential
-from .errors import AuthError, UsageError
-from .output import write_json_atomic
+from registry_tools.registry.auth import Credential
+from registry_tools.errors import AuthError, UsageError
+from registry_tools.fileio import write_json_atomic
 
 DOCKER_HUB_KEY = "https://index.docker.io/v1/"
 _HUB_ALIASES = {"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"}

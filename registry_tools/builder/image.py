@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import manifest as mf
-from .archive import Entry as ArchiveEntry, canonical_json, file as archive_file, write_stream
-from .baseimage import BaseImage, load_base
-from .closure import Graph, auto_layers, parse_graph, popularity_layers
-from .copy import Layer, ResolvedImage
-from .digest import Digest
-from .errors import RegistryToolsError, UsageError
-from .pack import Compressor, Entry, Owner, PackError, collect, owned, tar_size, with_parents, write_tar
-from .session import Session
-from .spec import BuildSpec
+from registry_tools.model import manifest as mf
+from registry_tools.formats.archive import Entry as ArchiveEntry, canonical_json, file as archive_file, write_stream
+from registry_tools.builder.base import BaseImage, load_base
+from registry_tools.builder.closure import Graph, auto_layers, parse_graph, popularity_layers
+from registry_tools.engine import Layer, ResolvedImage
+from registry_tools.model.digest import Digest
+from registry_tools.errors import RegistryToolsError, UsageError
+from registry_tools.builder.pack import Compressor, Entry, Owner, PackError, collect, owned, tar_size, with_parents, write_tar
+from registry_tools.session import Session
+from registry_tools.builder.spec import BuildSpec
 
 MEDIA_TYPES = {"gz": mf.OCI_LAYER_GZIP, "zstd": mf.OCI_LAYER_ZSTD, "none": mf.OCI_LAYER}
 CACHE_FORMAT = 1  # bump when packing changes, so old cache entries are not reused
@@ -433,8 +433,8 @@ class BuildResult:
 def build(spec: BuildSpec, *, output: str | os.PathLike[str] | None = None, oci: str | os.PathLike[str] | None = None,
           stream: Any = None, session: Session | None = None) -> BuildResult:
     """Build the image of `spec` into one of: a docker-archive file, an OCI layout, a stream."""
-    from .layout import write_layout
-    from .output import AtomicDir, AtomicFile, check_destination
+    from registry_tools.formats.oci_layout import write_layout
+    from registry_tools.fileio import AtomicDir, AtomicFile, check_destination
 
     if sum(x is not None for x in (output, oci, stream)) != 1:
         raise UsageError("build needs exactly one output: a docker-archive file, an OCI layout or a stream")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 import zstandard
 from isal import isal_zlib
 
-from .errors import RegistryToolsError, UsageError
+from registry_tools.errors import RegistryToolsError, UsageError
 
 BLOCK = 512
 END = b"\0" * (2 * BLOCK)

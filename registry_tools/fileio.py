@@ -95,7 +95,7 @@ class PipelinedHashWriter:
 
 def check_destination(dest: str | os.PathLike[str]) -> None:
     """Fail before any work if the destination's directory is missing or not writable."""
-    from .errors import UsageError
+    from registry_tools.errors import UsageError
 
     parent = Path(dest).parent if str(Path(dest).parent) else Path(".")
     if not parent.is_dir():

@@ -18,9 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from . import manifest as mf
-from .copy import BlobStore, Layer, ResolvedImage, SizeHintWrong
-from .layout import layout_documents
+from registry_tools.model import manifest as mf
+from registry_tools.engine import BlobStore, Layer, ResolvedImage, SizeHintWrong
+from registry_tools.formats.oci_layout import layout_documents
 
 BLOCK = 512
 END = b"\0" * (2 * BLOCK)

@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import manifest as mf
-from . import reference as refs
-from .copy import Layer
-from .digest import Digest
-from .errors import ManifestError, UsageError
-from .layers import READ_SIZE, decompressed
-from .platform import Platform, choose_in_index
-from .session import Session
-from .spec import FromImage
+from registry_tools.model import manifest as mf
+from registry_tools.model import reference as refs
+from registry_tools.engine import Layer
+from registry_tools.model.digest import Digest
+from registry_tools.errors import ManifestError, UsageError
+from registry_tools.formats.compression import READ_SIZE, decompressed
+from registry_tools.model.platform import Platform, choose_in_index
+from registry_tools.session import Session
+from registry_tools.builder.spec import FromImage
 
 
 @dataclass

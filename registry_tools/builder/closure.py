@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable
 
-from .errors import UsageError
+from registry_tools.errors import UsageError
 
 
 @dataclass

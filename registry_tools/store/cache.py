@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from .digest import Digest
-from .errors import ManifestError
-from .output import replacing, write_json_atomic
+from registry_tools.model.digest import Digest
+from registry_tools.errors import ManifestError
+from registry_tools.fileio import replacing, write_json_atomic
 
 ENV_VAR = "REGISTRY_TOOLS_CACHE"
 

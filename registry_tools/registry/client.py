@@ -19,11 +19,12 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 
-from . import __version__, auth
-from .digest import Digest
-from .errors import AuthError, DigestMismatch, ManifestError, NetworkError, NotFound, RegistryError
-from .manifest import ACCEPT, MAX_MANIFEST_SIZE
-from .reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, is_loopback_host
+from registry_tools import __version__
+from registry_tools.registry import auth
+from registry_tools.model.digest import Digest
+from registry_tools.errors import AuthError, DigestMismatch, ManifestError, NetworkError, NotFound, RegistryError
+from registry_tools.model.manifest import ACCEPT, MAX_MANIFEST_SIZE
+from registry_tools.model.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, is_loopback_host
 
 log = logging.getLogger("registry_tools.client")
 

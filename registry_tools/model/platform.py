@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence, cast
 from urllib.parse import unquote
 
-from .errors import InvalidPlatform, PlatformNotFound
+from registry_tools.errors import InvalidPlatform, PlatformNotFound
 
 KNOWN_OS = {
     "aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "js",

@@ -10,12 +10,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from . import reference as refs
-from .digest import Digest, sri
-from .errors import RegistryToolsError, UsageError
-from .platform import Platform, normalize_arch
-from .pull import FORMATS, check_final_names, produce, split_name, wanted_platform
-from .session import Session
+from registry_tools.model import reference as refs
+from registry_tools.model.digest import Digest, sri
+from registry_tools.errors import RegistryToolsError, UsageError
+from registry_tools.model.platform import Platform, normalize_arch
+from registry_tools.api.pull import FORMATS, check_final_names, produce, split_name, wanted_platform
+from registry_tools.session import Session
 
 
 @dataclass(frozen=True)
