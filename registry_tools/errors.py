@@ -5,11 +5,36 @@ network, auth, not found), 2 for bad usage or bad input.
 """
 from __future__ import annotations
 
+import re
+
+MAX_MESSAGE = 2000
+# C0 and C1 controls, DEL, and the Unicode marks that reorder or hide text on a terminal.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]")
+
+
+def printable(text: str, limit: int = MAX_MESSAGE) -> str:
+    """Text fit for a terminal: the one place that neutralises what a server (or a file) wrote.
+
+    Control characters and escape sequences become visible escapes (`\\x1b`, `\\n`), so a
+    registry's error message can neither forge an output line nor move the cursor; very
+    long text is cut.
+    """
+    out = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    out = out.encode("utf-8", "backslashreplace").decode("utf-8")
+    return out if len(out) <= limit else out[:limit] + " …"
+
 
 class RegistryToolsError(Exception):
-    """Base class; `exit_code` is what the CLI returns for it."""
+    """Base class; `exit_code` is what the CLI returns for it.
+
+    Its text is always printable: whatever a message quotes from the network or a file is
+    neutralised here, once, for every error.
+    """
 
     exit_code = 1
+
+    def __str__(self) -> str:
+        return printable(super().__str__())
 
 
 class UsageError(RegistryToolsError):
@@ -32,6 +57,19 @@ class InvalidPlatform(UsageError):
 
 class VerificationError(RegistryToolsError):
     """Content did not match what was pinned or announced."""
+
+
+class CacheDamaged(VerificationError):
+    """A blob (or a fact about it) in the local cache is not what it was stored as."""
+
+    def __init__(self, digest: object, reason: str):
+        super().__init__(f"cached blob {digest} is damaged ({reason})")
+        self.digest = digest
+        self.reason = reason
+
+
+class LayerFormatError(RegistryToolsError):
+    """A layer's bytes are what the digest names, but not a tar in a compression we read."""
 
 
 class DigestMismatch(VerificationError):
@@ -94,6 +132,10 @@ class AuthError(RegistryError):
 
 class NetworkError(RegistryToolsError):
     """The registry could not be reached, or the connection failed past all retries."""
+
+
+class ResponseTooLarge(RegistryError):
+    """A response body went past the bound set for its kind (a manifest, a token, an error)."""
 
 
 class Interrupted(RegistryToolsError):

@@ -4,11 +4,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from registry_tools.cancel import Cancel
 from registry_tools.registry import auth
 from registry_tools.store.cache import BlobCache
 from registry_tools.registry.client import Registry, RetryPolicy, TransportOptions
 from registry_tools.registry.credentials import CredentialStore
-from registry_tools.engine import DEFAULT_CONCURRENCY, BlobStore, Progress, RegistrySource
+from registry_tools.engine import DEFAULT_CONCURRENCY, Progress
+from registry_tools.registry.source import RegistrySource
+from registry_tools.store.blobs import BlobStore
 from registry_tools.model.reference import Reference
 
 
@@ -29,6 +32,7 @@ class Session:
         # One limit on blob transfers for everything this session does (a lock file resolves
         # several images at once, each with its own workers: together they stay within it).
         self.transfers = threading.BoundedSemaphore(max(1, self.concurrency))
+        self.cancel = Cancel()  # one per operation: Ctrl-C or a failure stops every request and wait
         self._registries: dict[str, Registry] = {}
         self._lock = threading.Lock()
 
@@ -36,7 +40,8 @@ class Session:
         with self._lock:
             reg = self._registries.get(domain)
             if reg is None:
-                reg = Registry(domain, options=self.transport, credentials=self.credentials, retry=self.retry)
+                reg = Registry(domain, options=self.transport, credentials=self.credentials, retry=self.retry,
+                               cancel=self.cancel)
                 self._registries[domain] = reg
             return reg
 
@@ -45,6 +50,7 @@ class Session:
                               self.transfers)
 
     def close(self) -> None:
+        self.cancel.set("the session was closed")
         for reg in self._registries.values():
             reg.close()
         self._registries.clear()

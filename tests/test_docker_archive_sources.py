@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from registry_tools.builder.base import _from_docker_archive
+from registry_tools.builder.base import from_docker_archive
 from registry_tools.errors import ManifestError, UsageError
 from registry_tools.session import Session
 
@@ -29,7 +29,7 @@ LOADABLE = [
 @pytest.mark.parametrize("name,tag", LOADABLE, ids=lambda v: str(v))
 def test_loads_and_every_layer_matches_its_diff_id(name, tag, cache_dir):
     with Session() as s:
-        base = _from_docker_archive(FIX / name, tag, s)
+        base = from_docker_archive(FIX / name, tag, s)
         ids = base.config["rootfs"]["diff_ids"]
         assert [str(l.diff_id) for l in base.layers] == ids
         for layer in base.layers:  # stored under the diff_id, checked on the way in
@@ -44,7 +44,7 @@ def test_loads_and_every_layer_matches_its_diff_id(name, tag, cache_dir):
 ])
 def test_clear_errors(name, tag, error, match, cache_dir):
     with Session() as s, pytest.raises(error, match=match):
-        _from_docker_archive(FIX / name, tag, s)
+        from_docker_archive(FIX / name, tag, s)
 
 
 def test_push_a_real_docker_save_archive(registry, cache_dir, capsys):
@@ -89,7 +89,7 @@ def test_paths_that_leave_the_archive_are_refused(tmp_path, cache_dir, layers, l
     members.update(links)
     _archive(tmp_path / "evil.tar", members)
     with Session() as s, pytest.raises(ManifestError, match="outside|leave the archive|link cycle"):
-        _from_docker_archive(tmp_path / "evil.tar", None, s)
+        from_docker_archive(tmp_path / "evil.tar", None, s)
 
 
 def test_a_gzipped_archive_works_as_base(tmp_path, cache_dir):
@@ -99,5 +99,5 @@ def test_a_gzipped_archive_works_as_base(tmp_path, cache_dir):
     with open(FIX / "ggcr_tarball_test_image_1.tar", "rb") as src, gzip.open(tmp_path / "img.tar.gz", "wb") as dst:
         shutil.copyfileobj(src, dst)
     with Session() as s:
-        base = _from_docker_archive(tmp_path / "img.tar.gz", None, s)
+        base = from_docker_archive(tmp_path / "img.tar.gz", None, s)
     assert len(base.layers) == len(base.config["rootfs"]["diff_ids"]) == 1

@@ -1,7 +1,6 @@
 """inspect and digest: what a reference points to, without pulling any layer."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +31,7 @@ def platform_digest(r: Resolved, wanted: Platform | None) -> Digest:
     """The digest itself, or (for an index, when a platform is asked for) the chosen entry's."""
     if wanted is None or not isinstance(r.doc, mf.Index):
         return r.digest
-    return r.doc.manifests[choose_in_index(json.loads(r.raw), wanted)].digest
+    return r.doc.manifests[choose_in_index(r.doc.choice_view(), wanted)].digest
 
 
 def summary(r: Resolved, session: Session, wanted: Platform | None) -> dict[str, Any]:
@@ -42,11 +41,10 @@ def summary(r: Resolved, session: Session, wanted: Platform | None) -> dict[str,
         out["Tag"] = r.ref.tag
     doc, digest = r.doc, r.digest
     if isinstance(doc, mf.Index):
-        index = json.loads(r.raw)
-        out["Platforms"] = offered_platforms(index.get("manifests") or [])
+        out["Platforms"] = offered_platforms([d.raw for d in doc.manifests])
         if wanted is None:
             return out
-        chosen = doc.manifests[choose_in_index(index, wanted)]
+        chosen = doc.manifests[choose_in_index(doc.choice_view(), wanted)]
         raw, ctype = session.source(r.ref).manifest_bytes(chosen.digest, chosen.size)
         doc, digest = mf.parse(raw, ctype), chosen.digest
         out["ManifestDigest"] = str(digest)

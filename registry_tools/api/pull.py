@@ -16,7 +16,9 @@ from registry_tools.model import reference as refs
 from registry_tools.formats.archive import docker_archive_entries, oci_archive_entries, write_positional, write_stream
 from typing import Callable
 
-from registry_tools.engine import BlobStore, Layer, RegistrySource, ResolvedImage, SizeHintWrong
+from registry_tools.model.image import Image, Layer
+from registry_tools.registry.source import RegistrySource
+from registry_tools.store.blobs import BlobStore, SizeRecordWrong
 from registry_tools.model.digest import Digest, nix32_encode, parse_output_hash, sri
 from registry_tools.errors import HashMismatch, InvalidReference, UsageError
 from registry_tools.formats.oci_layout import write_layout
@@ -109,7 +111,7 @@ def check_final_names(name: str, tag: str) -> None:
         raise UsageError(f"invalid final image tag {tag!r}")
 
 
-def write_output(image: ResolvedImage, store: BlobStore, fmt: str, final_name: str, final_tag: str,
+def write_output(image: Image, store: BlobStore, fmt: str, final_name: str, final_tag: str,
                  output: str | os.PathLike[str] | None, expected: bytes | None, expected_text: str = "",
                  layer_for: Callable[[int], Layer] | None = None) -> bytes:
     """Produce the output (or only its hash when `output` is None); commit only if the hash is right."""
@@ -133,7 +135,7 @@ def write_output(image: ResolvedImage, store: BlobStore, fmt: str, final_name: s
             target.abort()
             raise
     if fmt == "docker-archive":
-        entries = docker_archive_entries(image, repo_tag, layer_for)
+        entries = docker_archive_entries(image, store, repo_tag, layer_for)
     elif fmt == "oci-archive":
         entries = oci_archive_entries(image, final_name, final_tag)
     else:
@@ -160,7 +162,7 @@ def write_output(image: ResolvedImage, store: BlobStore, fmt: str, final_name: s
         raise
 
 
-def produce(source: RegistrySource, image: ResolvedImage, fmt: str, final_name: str, final_tag: str,
+def produce(source: RegistrySource, image: Image, fmt: str, final_name: str, final_tag: str,
             output: str | os.PathLike[str] | None, expected: bytes | None, expected_text: str = "") -> bytes:
     """Fetch the layers and write the output, overlapping the two where the format allows.
 
@@ -175,7 +177,7 @@ def produce(source: RegistrySource, image: ResolvedImage, fmt: str, final_name: 
             try:
                 return write_output(image, store, fmt, final_name, final_tag, output, expected, expected_text,
                                     layer_for=fetch.layer)
-            except SizeHintWrong:
+            except SizeRecordWrong:
                 fetch.wait_all()
     source.fetch_layers(image)
     return write_output(image, store, fmt, final_name, final_tag, output, expected, expected_text)

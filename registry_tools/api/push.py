@@ -9,10 +9,8 @@ found by its HEAD and not sent twice.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
-import tarfile
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -24,11 +22,12 @@ import httpx
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.builder.image import assemble, build_blobs, compress_layer, plan_build
-from registry_tools.builder.base import _from_docker_archive
-from registry_tools.store.cache import BlobCache
-from registry_tools.engine import Layer, ResolvedImage
+from registry_tools.builder.base import from_docker_archive, is_docker_archive
+from registry_tools.formats.oci_layout import LayoutReader
+from registry_tools.registry import upload
+from registry_tools.model.image import Image
 from registry_tools.model.digest import Digest
-from registry_tools.errors import Interrupted, ManifestError, NetworkError, RegistryError, UsageError
+from registry_tools.errors import CacheDamaged, Interrupted, NetworkError, RegistryError, UsageError
 from registry_tools.formats.compression import READ_SIZE
 from registry_tools.session import Session
 from registry_tools.builder.spec import BuildSpec
@@ -52,7 +51,7 @@ class RegistrySink:
 
     def __init__(self, session: Session, dest: refs.Reference):
         self.session = session
-        self.cache: BlobCache = session.cache
+        self.cache = session.cache
         self.registry = session.registry(dest.domain)
         self.repo = dest.path
         self.result = PushResult(str(dest), Digest("sha256", "0" * 64))
@@ -97,18 +96,18 @@ class RegistrySink:
 
     def _push_blob_now(self, desc: mf.Descriptor) -> None:
         reg, repo = self.registry, self.repo
-        if reg.blob_exists(repo, desc.digest, desc.size):
+        if upload.blob_exists(reg, repo, desc.digest, desc.size):
             return self._note("present", desc)
         mount_from = next((r for d, r in self.cache.sources(desc.digest) if d == reg.domain and r != repo), None)
         policy = reg.retry
         for attempt in range(policy.attempts):
             self._check_cancelled()
             try:
-                mounted, location, min_chunk = reg.start_upload(repo, desc.digest, mount_from)
+                mounted, location, min_chunk = upload.start_upload(reg, repo, desc.digest, mount_from)
                 if mounted:
                     return self._note("mounted", desc)
                 mount_from = None  # refused once: upload (the session it opened is used right away)
-                reg.upload(repo, location, desc.digest, desc.size, self._chunks(desc), min_chunk)
+                upload.upload(reg, repo, location, desc.digest, desc.size, self._chunks(desc), min_chunk)
                 return self._note("uploaded", desc)
             except (NetworkError, httpx.TransportError, RegistryError) as e:
                 status = getattr(e, "status", None)
@@ -120,7 +119,7 @@ class RegistrySink:
                 log.info("upload of %s failed (%s); retrying", desc.digest, e)
                 if self._cancel.wait(policy.delay(attempt)):
                     raise Interrupted("push stopped") from None
-                if reg.blob_exists(repo, desc.digest, desc.size):  # it landed after all
+                if upload.blob_exists(reg, repo, desc.digest, desc.size):  # it landed after all
                     return self._note("uploaded", desc)
 
     def _chunks(self, desc: mf.Descriptor) -> Callable[[int, int], Iterator[bytes]]:
@@ -136,13 +135,13 @@ class RegistrySink:
                     self._check_cancelled()
                     chunk = f.read(min(READ_SIZE, left))
                     if not chunk:
-                        raise ManifestError(f"blob {desc.digest} in the cache is shorter than {desc.size} bytes")
+                        raise CacheDamaged(desc.digest, f"shorter than {desc.size} bytes")
                     if whole:
                         h.update(chunk)
                     left -= len(chunk)
                     yield chunk
             if whole and h.hexdigest() != desc.digest.hex:
-                raise ManifestError(f"blob {desc.digest} in the cache is damaged; clear the cache and retry")
+                raise CacheDamaged(desc.digest, "its content changed")
         return read
 
     # -- manifests ----------------------------------------------------------------------------
@@ -168,7 +167,7 @@ def _dest(dest: str) -> tuple[refs.Reference, str | None]:
     return ref, ref.tag or "latest"
 
 
-def push_images(images: list[ResolvedImage], index: tuple[bytes, str] | None, dest: str,
+def push_images(images: list[Image], index: tuple[bytes, str] | None, dest: str,
                 session: Session) -> PushResult:
     """Blobs of every image, then each manifest by digest, then the index (if any), then the tag."""
     ref, tag = _dest(dest)
@@ -191,7 +190,7 @@ def push_images(images: list[ResolvedImage], index: tuple[bytes, str] | None, de
         sink.close(ok)
 
 
-def build_and_push(spec: BuildSpec, dest: str, session: Session) -> tuple[PushResult, ResolvedImage]:
+def build_and_push(spec: BuildSpec, dest: str, session: Session) -> tuple[PushResult, Image]:
     """Uploads start as soon as each layer is packed: both cores compress while the network sends."""
     ref, tag = _dest(dest)
     if not ref.tag and spec.tag:
@@ -216,90 +215,27 @@ def build_and_push(spec: BuildSpec, dest: str, session: Session) -> tuple[PushRe
 
 # --- sources: OCI layout, oci-archive, docker-archive ------------------------------------------
 
-class _Files:
-    """Read access to a layout's files, whether in a directory or a tar."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._tar = None if path.is_dir() else tarfile.open(path, "r:*")
-
-    def open(self, name: str):
-        if ".." in name.split("/") or name.startswith("/"):
-            raise ManifestError(f"{self.path}: refuses the path {name!r}")
-        if self._tar is None:
-            return open(self.path / name, "rb")
-        try:
-            f = self._tar.extractfile(name)
-        except KeyError:
-            f = None
-        if f is None:
-            raise ManifestError(f"{self.path}: has no {name}")
-        return f
-
-    def close(self) -> None:
-        if self._tar is not None:
-            self._tar.close()
-
-
-def _import_blob(files: _Files, desc: mf.Descriptor, cache: BlobCache) -> None:
-    if not cache.has(desc.digest, desc.size):
-        with files.open(f"blobs/{desc.digest.algorithm}/{desc.digest.hex}") as f:
-            cache.import_stream(f, desc.digest, desc.size, str(files.path))
-
-
-def _image_from_layout(files: _Files, desc: mf.Descriptor, cache: BlobCache) -> ResolvedImage:
-    _import_blob(files, desc, cache)
-    raw = cache.read_bytes(desc.digest)
-    doc = mf.parse(raw, desc.media_type, f"{files.path} manifest {desc.digest}")
-    if not isinstance(doc, mf.ImageManifest):
-        raise ManifestError(f"{files.path}: nested indexes are not supported")
-    _import_blob(files, doc.config, cache)
-    config_raw = cache.read_bytes(doc.config.digest)
-    layers = []
-    for d in doc.layers:
-        _import_blob(files, d, cache)
-        layers.append(Layer(d, Digest("sha256", "0" * 64), -1))
-    return ResolvedImage(doc, desc, config_raw, mf.parse_config(config_raw), layers)
-
-
-def load_source(source: str, session: Session, name: str | None = None) -> tuple[list[ResolvedImage], tuple[bytes, str] | None]:
+def load_source(source: str, session: Session, name: str | None = None) -> tuple[list[Image], tuple[bytes, str] | None]:
     """Images (and an index, for a multi-platform layout) from a layout dir, oci-archive or docker-archive."""
     path = Path(source)
     if not path.exists():
         raise UsageError(f"push source {source} does not exist")
-    if path.is_file():
-        with tarfile.open(path, "r:*") as tf:
-            names = set(tf.getnames())
-        if "oci-layout" not in names and "manifest.json" in names:
-            base = _from_docker_archive(path, name, session)
-            layers = [compress_layer(l, "gz", session.cache) for l in base.layers]
-            platform = {k: base.config[k] for k in ("os", "architecture", "variant") if base.config.get(k)}
-            return [assemble(base.config, base.config_raw, layers, platform or None, session.cache)], None
-    files = _Files(path)
-    try:
-        try:
-            with files.open("index.json") as f:
-                index = json.load(f)
-        except (ValueError, OSError) as e:
-            raise UsageError(f"push source {source}: not an OCI layout, oci-archive or docker-archive ({e})") from None
-        entries = index.get("manifests") or []
-        if name is not None:
-            entries = [e for e in entries if (e.get("annotations") or {}).get("org.opencontainers.image.ref.name") == name]
+    if path.is_file() and is_docker_archive(path, f"push source {source}"):
+        base = from_docker_archive(path, name, session)
+        layers = [compress_layer(layer, "gz", session.cache) for layer in base.layers]
+        platform = {k: base.config[k] for k in ("os", "architecture", "variant") if base.config.get(k)}
+        return [assemble(base.config, base.config_raw, layers, platform or None, session.cache)], None
+    with LayoutReader(path, f"push source {source}") as layout:
+        entries = layout.entries(name)
         if len(entries) != 1:
             raise UsageError(f"push source {source}: holds {len(entries)} images" +
                              ("; name one as SOURCE:TAG" if len(entries) > 1 else ""))
-        desc = mf.Descriptor.from_json(entries[0], f"{source} index.json")
-        if desc.media_type in mf.INDEX_TYPES:
-            _import_blob(files, desc, session.cache)
-            raw = session.cache.read_bytes(desc.digest)
-            doc = mf.parse(raw, desc.media_type, f"{source} index")
-            assert isinstance(doc, mf.Index)
-            images = [_image_from_layout(files, d, session.cache) for d in doc.manifests
-                      if d.media_type in mf.IMAGE_TYPES]
-            return images, (raw, doc.media_type)
-        return [_image_from_layout(files, desc, session.cache)], None
-    finally:
-        files.close()
+        desc = entries[0]
+        doc = layout.document(desc, session.cache)
+        if isinstance(doc, mf.Index):
+            images = [layout.image(d, session.cache) for d in doc.manifests if d.media_type in mf.IMAGE_TYPES]
+            return images, (doc.raw, doc.media_type)
+        return [layout.image(desc, session.cache)], None
 
 
 def push(source: str, dest: str, session: Session | None = None) -> PushResult:

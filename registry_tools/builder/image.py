@@ -24,7 +24,7 @@ from registry_tools.model import manifest as mf
 from registry_tools.formats.archive import Entry as ArchiveEntry, canonical_json, file as archive_file, write_stream
 from registry_tools.builder.base import BaseImage, load_base
 from registry_tools.builder.closure import Graph, auto_layers, parse_graph, popularity_layers
-from registry_tools.engine import Layer, ResolvedImage
+from registry_tools.model.image import Image, Layer
 from registry_tools.model.digest import Digest
 from registry_tools.errors import RegistryToolsError, UsageError
 from registry_tools.builder.pack import Compressor, Entry, Owner, PackError, collect, owned, tar_size, with_parents, write_tar
@@ -286,6 +286,7 @@ def stream_docker_archive(plan: Plan, session: Session, write: Write) -> tuple[s
             n += 1
             diff_ids.append(layer.diff_id)
             names.append(f"{n}/layer.tar")
+            assert layer.size is not None  # base layers are measured when they are loaded
             yield ArchiveEntry(f"{n}/layer.tar", layer.size, layer=layer, what=f"base layer {n}")
         for lp in plan.layers:
             n += 1
@@ -321,7 +322,7 @@ def compress_layer(layer: Layer, compressor: str, cache) -> Layer:
 
 
 def build_blobs(plan: Plan, session: Session, jobs: int = 2,
-                on_layer: Callable[[Layer], None] | None = None) -> ResolvedImage:
+                on_layer: Callable[[Layer], None] | None = None) -> Image:
     """Pack and compress the layers (concurrently) into the blob cache, reusing layers whose
     inputs did not change; base layers already compressed are kept as they are.
     `on_layer` is told of each layer as soon as it is in the cache (push starts uploading)."""
@@ -339,7 +340,7 @@ def build_blobs(plan: Plan, session: Session, jobs: int = 2,
         return _pack_to_cache(lp.entries, lp.owner, spec.mtime, spec.compressor, cache, key)
 
     def notify(layer: Layer) -> Layer:
-        session.progress.say(f"layer {layer.descriptor.digest.hex[:12]}: {layer.size / 1e6:.1f} MB, "
+        session.progress.say(f"layer {layer.descriptor.digest.hex[:12]}: {(layer.size or 0) / 1e6:.1f} MB, "
                              f"{layer.descriptor.size / 1e6:.1f} MB {spec.compressor}")
         if on_layer is not None:
             on_layer(layer)
@@ -349,7 +350,7 @@ def build_blobs(plan: Plan, session: Session, jobs: int = 2,
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pack") as pool:
         # Largest first, so the biggest layer does not start last and run alone at the end.
         work: list[tuple[int, Callable[..., Layer]]] = (
-            [(layer.size, lambda layer=layer: notify(compress_layer(layer, spec.compressor, cache))) for layer in base]
+            [(layer.size or 0, lambda layer=layer: notify(compress_layer(layer, spec.compressor, cache))) for layer in base]
             + [(lp.weight, lambda lp=lp: notify(one(lp))) for lp in plan.layers])
         order = sorted(range(len(work)), key=lambda i: -work[i][0])
         futures = {i: pool.submit(work[i][1]) for i in order}
@@ -359,7 +360,7 @@ def build_blobs(plan: Plan, session: Session, jobs: int = 2,
 
 
 def assemble(config: dict[str, Any], config_raw: bytes, layers: list[Layer], platform: dict[str, Any] | None,
-             cache) -> ResolvedImage:
+             cache) -> Image:
     """An OCI manifest for a config and layers that are in the cache."""
     config_desc = mf.Descriptor(mf.OCI_CONFIG, Digest.of_bytes(config_raw), len(config_raw))
     cache.put_bytes(config_desc.digest, config_raw)
@@ -369,7 +370,7 @@ def assemble(config: dict[str, Any], config_raw: bytes, layers: list[Layer], pla
     doc = mf.ImageManifest(raw, mf.OCI_MANIFEST, config_desc, tuple(l.descriptor for l in layers))
     desc = mf.Descriptor(mf.OCI_MANIFEST, Digest.of_bytes(raw), len(raw), platform=platform)
     cache.put_bytes(desc.digest, raw)
-    return ResolvedImage(doc, desc, config_raw, config, layers)
+    return Image(doc, desc, config_raw, config, layers)
 
 
 def _pack_to_cache(entries: list[Entry], owner: Owner, mtime: int, compressor: str, cache, key: str) -> Layer:

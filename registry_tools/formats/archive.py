@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from registry_tools.model import manifest as mf
-from registry_tools.engine import BlobStore, Layer, ResolvedImage, SizeHintWrong
+from registry_tools.model.image import Image, Layer
+from registry_tools.store.blobs import BlobStore, SizeRecordWrong
 from registry_tools.formats.oci_layout import layout_documents
 
 BLOCK = 512
@@ -54,6 +55,7 @@ class Entry:
     kind: bytes = tarfile.REGTYPE
     data: bytes | None = None
     layer: Layer | None = None
+    planned: int | None = None  # for a layer not yet measured: the size its record gives
     blob: mf.Descriptor | None = None
     what: str = ""
     producer: Callable[[Write], None] | None = None
@@ -66,7 +68,7 @@ class Entry:
         if self.data is not None:
             write(self.data)
         elif self.layer is not None:
-            store.copy_uncompressed(self.layer, write, self.what)
+            store.copy_uncompressed(self.layer, write, self.what, self.planned)
         elif self.blob is not None:
             store.copy_verified(self.blob, write, self.what)
         elif self.producer is not None:
@@ -87,7 +89,7 @@ def canonical_json(obj: object) -> bytes:
 
 # --- plans ---------------------------------------------------------------------------
 
-def docker_archive_entries(image: ResolvedImage, repo_tag: str,
+def docker_archive_entries(image: Image, store: BlobStore, repo_tag: str,
                            layer_for: Callable[[int], Layer] | None = None) -> Iterator[Entry]:
     """The layout `skopeo copy … docker-archive:` writes: <diff_id>.tar layers, <config>.json,
     manifest.json and repositories; layers uncompressed, each stored once.
@@ -105,9 +107,10 @@ def docker_archive_entries(image: ResolvedImage, repo_tag: str,
         seen.add(name)
         layer = layer_for(i) if layer_for else listed
         what = f"layer {i + 1}/{len(image.layers)} {layer.descriptor.digest}"
-        if layer.size < 0:
-            raise SizeHintWrong(what)
-        yield Entry(name, layer.size, layer=layer, what=what)
+        size = layer.size if layer.size is not None else store.size_record(layer)
+        if size is None:
+            raise SizeRecordWrong(what)
+        yield Entry(name, size, layer=layer, what=what, planned=None if layer.size is not None else size)
     config_name = f"{image.config_digest.hex}.json"
     yield file(config_name, image.config_raw)
     yield file("manifest.json", canonical_json([{"Config": config_name, "RepoTags": [repo_tag], "Layers": names}]))
@@ -116,7 +119,7 @@ def docker_archive_entries(image: ResolvedImage, repo_tag: str,
         yield file("repositories", canonical_json({name: {tag: image.layers[-1].diff_id.hex}}))
 
 
-def oci_archive_entries(image: ResolvedImage, image_name: str, tag: str) -> Iterator[Entry]:
+def oci_archive_entries(image: Image, image_name: str, tag: str) -> Iterator[Entry]:
     """An OCI image layout in a tar: directories first, then every path in sorted order."""
     docs, blobs = layout_documents(image, image_name, tag)
     yield directory("blobs")

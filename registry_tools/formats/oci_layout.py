@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 from pathlib import Path
-from typing import Union
+from typing import IO, Union
 
+from registry_tools.errors import ManifestError, UsageError
 from registry_tools.model import manifest as mf
-from registry_tools.engine import BlobStore, ResolvedImage
+from registry_tools.model.image import Image, Layer
+from registry_tools.store.blobs import BlobStore
+from registry_tools.store.cache import BlobCache
 
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -24,7 +28,7 @@ def _json(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def layout_documents(image: ResolvedImage, image_name: str, tag: str) -> tuple[dict[str, bytes], dict[str, BlobSource]]:
+def layout_documents(image: Image, image_name: str, tag: str) -> tuple[dict[str, bytes], dict[str, BlobSource]]:
     """(top-level files, blobs by hex digest): the manifest and config verbatim, layers as served."""
     desc: dict = {
         "mediaType": image.manifest.media_type,
@@ -46,7 +50,7 @@ def layout_documents(image: ResolvedImage, image_name: str, tag: str) -> tuple[d
     return docs, blobs
 
 
-def write_layout(root: Path, image: ResolvedImage, store: BlobStore, image_name: str, tag: str) -> None:
+def write_layout(root: Path, image: Image, store: BlobStore, image_name: str, tag: str) -> None:
     """Fill an empty directory with the layout; modes are set explicitly so umask does not matter."""
     docs, blobs = layout_documents(image, image_name, tag)
     blob_dir = root / "blobs" / "sha256"
@@ -65,3 +69,91 @@ def write_layout(root: Path, image: ResolvedImage, store: BlobStore, image_name:
     for name, data in sorted(docs.items()):
         (root / name).write_bytes(data)
         os.chmod(root / name, 0o444)
+
+
+# --- reading: a layout directory or an oci-archive, through one opener ----------------------
+
+class LayoutReader:
+    """The files of an OCI image layout, in a directory or in a tar (plain or compressed).
+
+    Names are looked up, never extracted, and a name that would leave the layout is
+    refused; every blob is verified against its descriptor as it is copied into the cache.
+    """
+
+    def __init__(self, path: Path, where: str):
+        self.path = path
+        self.where = where
+        self._tar: tarfile.TarFile | None = None
+        if not path.is_dir():
+            try:
+                self._tar = tarfile.open(path, "r:*")
+            except (OSError, tarfile.TarError) as e:
+                raise UsageError(f"{where}: not an OCI layout, oci-archive or docker-archive "
+                                 f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+    def open(self, name: str) -> IO[bytes]:
+        parts = name.split("/")
+        if name.startswith("/") or ".." in parts or "" in parts:
+            raise ManifestError(f"{self.where}: refuses the path {name!r}: it would leave the layout")
+        if self._tar is None:
+            target = self.path / name
+            if target.is_symlink() or not target.is_file():
+                raise ManifestError(f"{self.where}: has no file {name}")
+            return open(target, "rb")
+        try:
+            f = self._tar.extractfile(name)
+        except KeyError:
+            f = None
+        if f is None:
+            raise ManifestError(f"{self.where}: has no file {name}")
+        return f
+
+    def entries(self, name: str | None = None) -> list[mf.Descriptor]:
+        """index.json's entries (those tagged `name`, when given), type-checked."""
+        with self.open("index.json") as f:
+            raw = f.read(mf.MAX_MANIFEST_SIZE + 1)
+        if len(raw) > mf.MAX_MANIFEST_SIZE:
+            raise ManifestError(f"{self.where}: index.json is over {mf.MAX_MANIFEST_SIZE} bytes")
+        index = mf.load_json(raw, f"{self.where}: index.json")
+        if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+            raise ManifestError(f"{self.where}: index.json has no manifests list")
+        out = [mf.Descriptor.from_json(e, f"{self.where}: index.json entry {i}")
+               for i, e in enumerate(index["manifests"])]
+        if name is not None:
+            out = [d for d in out if d.annotations.get(REF_NAME) == name]
+        return out
+
+    def import_blob(self, desc: mf.Descriptor, cache: BlobCache) -> None:
+        if not cache.has(desc.digest, desc.size):
+            with self.open(f"blobs/{desc.digest.algorithm}/{desc.digest.hex}") as f:
+                cache.import_stream(f, desc.digest, desc.size, self.where)
+
+    def document(self, desc: mf.Descriptor, cache: BlobCache) -> mf.ImageManifest | mf.Index:
+        self.import_blob(desc, cache)
+        raw = cache.read_small(desc, f"{self.where}: manifest {desc.digest}")
+        return mf.parse(raw, desc.media_type, f"{self.where}: manifest {desc.digest}")
+
+    def image(self, desc: mf.Descriptor, cache: BlobCache) -> Image:
+        """One image of the layout, its blobs verified into the cache."""
+        doc = self.document(desc, cache)
+        if not isinstance(doc, mf.ImageManifest):
+            raise ManifestError(f"{self.where}: nested indexes are not supported")
+        self.import_blob(doc.config, cache)
+        config_raw = cache.read_small(doc.config, f"{self.where}: config {doc.config.digest}")
+        config = mf.parse_config(config_raw, f"{self.where}: config")
+        ids = mf.diff_ids(config, f"{self.where}: config")
+        if len(ids) != len(doc.layers):
+            raise ManifestError(f"{self.where}: {len(doc.layers)} layers but {len(ids)} diff_ids")
+        for d in doc.layers:
+            self.import_blob(d, cache)
+        return Image(doc, desc, config_raw, config, [Layer(d, diff) for d, diff in zip(doc.layers, ids)])
+
+    def close(self) -> None:
+        if self._tar is not None:
+            self._tar.close()
+
+    def __enter__(self) -> "LayoutReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

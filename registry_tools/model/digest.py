@@ -8,15 +8,16 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import re
 from dataclasses import dataclass
-from typing import IO, Protocol
+from typing import IO, Callable, Protocol
+
+from registry_tools.errors import DigestMismatch, InvalidDigest, SizeMismatch, VerificationError
 
 
 class Readable(Protocol):
     def read(self, n: int = -1) -> bytes: ...
-
-from registry_tools.errors import DigestMismatch, InvalidDigest, SizeMismatch
 
 _ALGORITHM = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*$")
 _ENCODED = re.compile(r"^[a-zA-Z0-9=_-]+$")
@@ -59,44 +60,47 @@ class Digest:
         return hashlib.new(self.algorithm)
 
 
-def sha256_digest(h: "hashlib._Hash") -> Digest:
-    return Digest("sha256", h.hexdigest())
-
-
 def verify_bytes(what: str, data: bytes, digest: Digest, size: int | None = None) -> None:
-    if size is not None and len(data) != size:
-        raise SizeMismatch(what, size, len(data))
-    actual = hashlib.new(digest.algorithm, data).hexdigest()
-    if actual != digest.hex:
-        raise DigestMismatch(what, str(digest), f"{digest.algorithm}:{actual}")
+    """Check bytes already in memory, with the reader's own checks."""
+    VerifyingReader(io.BytesIO(data), digest, size, what).drain()
 
 
-class HashingReader:
-    """A read-only file object that hashes and counts what passes through it.
+class VerifyingReader:
+    """The one verifying reader: every byte read from anywhere passes through one of these.
 
-    Optionally tees every byte into `tee` (the cache file being filled) so one pass over
-    the network stream serves verification, caching and decompression.
+    It hashes and counts what is read from `raw` and checks, as soon as it can, that the
+    content is what `digest` and `size` name: a size overrun at once, the digest at EOF.
+    A failure raises `fail(error)` (by default the DigestMismatch or SizeMismatch itself),
+    so the origin (registry, cache, layout, archive) decides the error's class and words
+    while the check stays here. `tee` receives every byte (the cache file being filled).
     """
 
-    def __init__(self, raw: "Readable", algorithm: str = "sha256", tee: "IO[bytes] | None" = None,
-                 hashing: bool = True):
+    def __init__(self, raw: Readable, digest: Digest, size: int | None, what: str, *,
+                 tee: "IO[bytes] | None" = None, fail: "Callable[[VerificationError], Exception] | None" = None):
         self._raw = raw
-        self.hash = hashlib.new(algorithm)
+        self.digest = digest
+        self.size = size
+        self.what = what
+        self._hash = digest.new_hash()
         self.count = 0
+        self.verified = False
         self._tee = tee
-        self._hashing = hashing
+        self._fail = fail or (lambda e: e)
 
     def read(self, n: int = -1) -> bytes:
         data = self._raw.read(n)
         if data:
-            if self._hashing:
-                self.hash.update(data)
+            self._hash.update(data)
             self.count += len(data)
+            if self.size is not None and self.count > self.size:
+                raise self._fail(SizeMismatch(self.what, self.size, self.count))
             if self._tee is not None:
                 self._tee.write(data)
+        elif n != 0 and not self.verified:
+            self._check()
         return data
 
-    def readinto(self, buf) -> int:  # used by io.BufferedReader wrappers
+    def readinto(self, buf: "bytearray | memoryview") -> int:  # for io.BufferedReader and decompressors
         data = self.read(len(buf))
         buf[: len(data)] = data
         return len(data)
@@ -104,18 +108,40 @@ class HashingReader:
     def readable(self) -> bool:
         return True
 
+    def _check(self) -> None:
+        if self.size is not None and self.count != self.size:
+            raise self._fail(SizeMismatch(self.what, self.size, self.count))
+        actual = self._hash.hexdigest()
+        if actual != self.digest.hex:
+            raise self._fail(DigestMismatch(self.what, str(self.digest), f"{self.digest.algorithm}:{actual}"))
+        self.verified = True
+
     def drain(self, chunk: int = 1 << 20) -> None:
+        """Read to the end (checking everything on the way)."""
         while self.read(chunk):
             pass
 
-    def verify(self, what: str, digest: Digest, size: int | None) -> None:
-        if not self._hashing:
-            raise RuntimeError("verify() on a reader that was not hashing")
-        if size is not None and self.count != size:
-            raise SizeMismatch(what, size, self.count)
-        actual = self.hash.hexdigest()
-        if actual != digest.hex:
-            raise DigestMismatch(what, str(digest), f"{digest.algorithm}:{actual}")
+    def read_all(self, limit: int) -> bytes:
+        """Everything, verified; refuses content over `limit` bytes (for documents in memory)."""
+        if self.size is not None and self.size > limit:
+            raise self._fail(SizeMismatch(f"{self.what} (over the {limit} byte limit)", limit, self.size))
+        buf = bytearray()
+        while chunk := self.read(1 << 20):
+            buf += chunk
+            if len(buf) > limit:
+                raise self._fail(SizeMismatch(f"{self.what} (over the {limit} byte limit)", limit, len(buf)))
+        return bytes(buf)
+
+    def close(self) -> None:
+        close = getattr(self._raw, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> "VerifyingReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # --- the hash forms a user pins -----------------------------------------------------
@@ -160,6 +186,10 @@ def sri(raw: bytes) -> str:
 def parse_output_hash(text: str) -> bytes:
     """Accept a sha256 as SRI (`sha256-…`), `sha256:…`, hex, Nix base32 or base64; return raw bytes."""
     s = text.strip()
+    if not s:
+        raise InvalidDigest("the hash is empty: give the sha256 to check, or leave --hash out")
+    if not s.isascii() or not s.isprintable():
+        raise InvalidDigest(f"invalid hash {text!r}: expected sha256 as SRI (sha256-…), hex or Nix base32")
     body = s
     if s.startswith("sha256-"):
         body = s[len("sha256-"):]

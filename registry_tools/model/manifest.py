@@ -13,6 +13,50 @@ from registry_tools.model.digest import Digest
 from registry_tools.errors import ManifestError
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
+MAX_DEPTH = 64  # JSON nesting: real documents use under ten levels
+
+
+def load_json(raw: bytes | str, where: str, error: type[Exception] = ManifestError) -> Any:
+    """Untrusted JSON, parsed once at the edge: invalid text, or nesting past MAX_DEPTH, is `error`."""
+    try:
+        obj = json.loads(raw)
+    except RecursionError:
+        raise error(f"{where}: JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise error(f"{where}: not valid JSON") from None
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise error(f"{where}: JSON nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
+    return obj
+
+
+def _str_map(value: Any, where: str, key: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ManifestError(f"{where}: {key} must be an object of strings")
+    return dict(value)
+
+
+def _platform(value: Any, where: str) -> dict[str, Any] | None:
+    """An index entry's platform with every field of the right type (or the entry is refused)."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where}: platform must be an object")
+    for key in ("os", "architecture", "variant", "os.version"):
+        if key in value and not isinstance(value[key], str):
+            raise ManifestError(f"{where}: platform.{key} must be a string")
+    features = value.get("os.features")
+    if features is not None and (not isinstance(features, list) or not all(isinstance(f, str) for f in features)):
+        raise ManifestError(f"{where}: platform.os.features must be a list of strings")
+    return value
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -61,13 +105,20 @@ class Descriptor:
             digest = Digest.parse(dg)
         except Exception as e:
             raise ManifestError(f"{where}: {e}") from None
+        if mt is not None and not isinstance(mt, str):
+            raise ManifestError(f"{where}: descriptor {dg} has a mediaType that is not a string")
+        if "artifactType" in obj and not isinstance(obj["artifactType"], str):
+            raise ManifestError(f"{where}: descriptor {dg} has an artifactType that is not a string")
+        urls = obj.get("urls")
+        if urls is not None and (not isinstance(urls, list) or not all(isinstance(u, str) for u in urls)):
+            raise ManifestError(f"{where}: descriptor {dg}: urls must be a list of strings")
         return cls(
-            media_type=mt if isinstance(mt, str) else "",
+            media_type=mt or "",
             digest=digest,
             size=size,
-            platform=obj.get("platform") if isinstance(obj.get("platform"), dict) else None,
-            annotations=dict(obj.get("annotations") or {}),
-            urls=tuple(obj.get("urls") or ()),
+            platform=_platform(obj.get("platform"), f"{where} ({dg})"),
+            annotations=_str_map(obj.get("annotations"), f"{where} ({dg})", "annotations"),
+            urls=tuple(urls or ()),
             raw=obj,
         )
 
@@ -83,8 +134,8 @@ class Descriptor:
 def guess_media_type(raw: bytes) -> str:
     """Sniff a manifest's type from its content, as containers/image does; "" if unknown."""
     try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        obj = load_json(raw, "manifest")
+    except ManifestError:
         return ""
     if not isinstance(obj, dict):
         return ""
@@ -123,6 +174,14 @@ class Index:
     raw: bytes
     media_type: str
     manifests: tuple[Descriptor, ...]
+    artifact_type: str = ""
+
+    def choice_view(self) -> dict[str, Any]:
+        """The entries as the platform chooser reads them (every field already type-checked)."""
+        view: dict[str, Any] = {"manifests": [d.raw for d in self.manifests]}
+        if self.artifact_type:
+            view["artifactType"] = self.artifact_type
+        return view
 
     @property
     def digest(self) -> Digest:
@@ -134,10 +193,7 @@ def parse(raw: bytes, content_type: str = "", where: str = "manifest") -> ImageM
     if len(raw) > MAX_MANIFEST_SIZE:
         raise ManifestError(f"{where}: {len(raw)} bytes is over the {MAX_MANIFEST_SIZE} byte limit for manifests")
     content_type = content_type.split(";", 1)[0].strip()
-    try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ManifestError(f"{where}: not valid JSON") from None
+    obj = load_json(raw, where)
     if not isinstance(obj, dict):
         raise ManifestError(f"{where}: not a JSON object")
     guessed = guess_media_type(raw)
@@ -162,7 +218,10 @@ def parse(raw: bytes, content_type: str = "", where: str = "manifest") -> ImageM
         if not isinstance(obj.get("manifests"), list):
             raise ManifestError(f"{where}: index has no manifests list")
         entries = tuple(Descriptor.from_json(d, f"{where} entry {i}") for i, d in enumerate(obj["manifests"]))
-        return Index(raw, media_type, entries)
+        if "artifactType" in obj and not isinstance(obj["artifactType"], str):
+            raise ManifestError(f"{where}: artifactType must be a string")
+        _str_map(obj.get("annotations"), where, "annotations")
+        return Index(raw, media_type, entries, obj.get("artifactType") or "")
     raise ManifestError(f"{where}: unsupported manifest media type {media_type or '(none)'!r}")
 
 
@@ -184,13 +243,27 @@ def is_layer_type(media_type: str) -> bool:
     )
 
 
+CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {  # the fields we read, and their JSON types
+    "os": str, "architecture": str, "variant": str, "created": str, "config": dict,
+    "rootfs": dict, "history": list, "os.version": str,
+}
+RUN_CONFIG_FIELDS: dict[str, type] = {"Env": list, "Cmd": list, "Entrypoint": list, "Labels": dict}
+
+
 def parse_config(raw: bytes, where: str = "config") -> dict[str, Any]:
-    try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise ManifestError(f"{where}: image config is not valid JSON") from None
+    """An image config, with every field we read type-checked (null is taken as absent)."""
+    obj = load_json(raw, f"{where}: image config")
     if not isinstance(obj, dict):
         raise ManifestError(f"{where}: image config is not a JSON object")
+    for key, kind in CONFIG_FIELDS.items():
+        if obj.get(key) is not None and not isinstance(obj[key], kind):
+            raise ManifestError(f"{where}: image config field {key!r} has the wrong type")
+    run = obj.get("config") or {}
+    for key, kind in RUN_CONFIG_FIELDS.items():
+        if run.get(key) is not None and not isinstance(run[key], kind):
+            raise ManifestError(f"{where}: image config field config.{key} has the wrong type")
+    if run.get("Env") is not None and not all(isinstance(e, str) for e in run["Env"]):
+        raise ManifestError(f"{where}: image config field config.Env must hold strings")
     return obj
 
 

@@ -1,18 +1,30 @@
 """Registry authentication: WWW-Authenticate parsing, Bearer tokens and Basic auth.
 
 Tokens are kept per (realm, service, scope set) so a token for one repository is never
-replayed against another, and renewed before `expires_in` runs out.
+replayed against another, and renewed before `expires_in` runs out. `RegistryAuth` is
+the httpx.Auth that attaches them: only to requests for the registry's own scheme, host
+and port, so blob storage, upload locations elsewhere and plain-http downgrades never
+see a credential, whatever redirects or Locations a server sends.
 """
 from __future__ import annotations
 
 import base64
+import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Generator
 from urllib.parse import urlsplit
 
+import httpx
+
 from registry_tools.errors import AuthError
+from registry_tools.model.reference import is_loopback_host
+
+SCOPES = "registry_tools.scopes"  # request extension: the token scopes the request needs
+REPO = "registry_tools.repo"  # request extension: the repository (for repository-scoped credentials)
+_TOKEN_VALUE = re.compile(r"[\x21-\x7e]{1,16384}")  # what may go in an Authorization header
+MAX_TOKEN_LIFETIME = 24 * 3600.0
 
 _TOKEN_CHARS = set("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 DEFAULT_TOKEN_LIFETIME = 60  # seconds; what the token spec says to assume when expires_in is absent
@@ -142,11 +154,30 @@ def token_scopes(challenge_scope: str, wanted: list[str]) -> list[str]:
     return out
 
 
-def validate_realm(realm: str) -> str:
+def validate_realm(realm: str, secret: bool = False) -> str:
+    """A token realm we may ask: an absolute http(s) URL; plain http only on loopback when
+    a credential would travel with the request."""
     parts = urlsplit(realm)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise AuthError(f"the registry's token realm {realm!r} is not an absolute http(s) URL")
+    if secret and parts.scheme == "http" and not is_loopback_host(parts.hostname or ""):
+        raise AuthError(f"the registry names its token server {realm} over plain http; "
+                        "refusing to send credentials there in clear text")
     return realm
+
+
+def token_value(value: object, where: str) -> str:
+    """A token from a token server, fit for an Authorization header (or an AuthError)."""
+    if not isinstance(value, str) or not _TOKEN_VALUE.fullmatch(value):
+        raise AuthError(f"{where}: the token server sent no usable token (it must be printable ASCII)")
+    return value
+
+
+def token_lifetime(value: object) -> float:
+    """`expires_in` as seconds, within sane bounds (absent or nonsense: the spec's default)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value:
+        return DEFAULT_TOKEN_LIFETIME
+    return min(max(float(value), 1.0), MAX_TOKEN_LIFETIME)
 
 
 def basic_header(username: str, password: str) -> str:
@@ -211,3 +242,96 @@ class TokenCache:
     def drop(self, key: tuple[str, str, tuple[str, ...]]) -> None:
         with self._lock:
             self._tokens.pop(key, None)
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Scheme, host and port: what a credential is bound to."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: httpx.URL) -> "Origin":
+        return cls(url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+
+
+TokenFetcher = Callable[[Challenge, "tuple[str, ...]", "Credential | None"], Token]
+
+
+class RegistryAuth(httpx.Auth):
+    """Bearer or Basic for one registry, answering its 401s, and bound to its origin.
+
+    `origin()` is None until the registry's scheme is known; until then, and for any
+    request elsewhere, nothing is attached. A 401 from anywhere but the registry (blob
+    storage reached by redirect, with its own realm) is left to the caller.
+    """
+
+    def __init__(self, origin: Callable[[], "Origin | None"], credential: Callable[[str], "Credential | None"],
+                 fetch_token: TokenFetcher):
+        self._origin = origin
+        self._credential = credential
+        self._fetch_token = fetch_token
+        self._tokens = TokenCache()
+        self.challenge: Challenge | None = None
+
+    def note(self, response: httpx.Response) -> None:
+        """Remember the registry's challenge (from its version check)."""
+        if response.status_code == 401:
+            ch = pick_challenge(parse_challenges(response.headers.get_list("www-authenticate")))
+            if ch is not None and ch.scheme in ("bearer", "basic"):
+                self.challenge = ch
+
+    def forget_token(self, scopes: tuple[str, ...]) -> None:
+        ch = self.challenge
+        if ch is not None and ch.scheme == "bearer":
+            self._tokens.drop((ch.params.get("realm", ""), ch.params.get("service", ""), scopes))
+
+    def header(self, scopes: tuple[str, ...], repo: str) -> str | None:
+        ch = self.challenge
+        if ch is None:
+            return None
+        cred = self._credential(repo)
+        if ch.scheme == "basic":
+            if cred is None:
+                return None
+            if cred.identity_token and not cred.password:
+                return basic_header("<token>", cred.identity_token)
+            return basic_header(cred.username, cred.password)
+        key = (ch.params.get("realm", ""), ch.params.get("service", ""), scopes)
+        tok = self._tokens.get(key)
+        if tok is None:
+            tok = self._fetch_token(ch, scopes, cred)
+            self._tokens.put(key, tok)
+        return f"Bearer {tok.value}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        origin = self._origin()
+        if origin is None or Origin.of(request.url) != origin:
+            yield request  # another host, or plain http for a TLS registry: no credentials
+            return
+        scopes = tuple(request.extensions.get(SCOPES, ()))
+        repo = str(request.extensions.get(REPO, ""))
+        value = self.header(scopes, repo)
+        if value:
+            request.headers["Authorization"] = value
+        response = yield request
+        if response.status_code != 401 or Origin.of(response.request.url) != origin:
+            return
+        chosen = pick_challenge(parse_challenges(response.headers.get_list("www-authenticate")))
+        if chosen is None or chosen.scheme not in ("bearer", "basic"):
+            return
+        if chosen.scheme == "basic" and self._credential(repo) is None:
+            self.challenge = chosen
+            return  # nothing to answer with: the caller reports the 401
+        if chosen.scheme == "bearer":
+            scopes = tuple(token_scopes(chosen.params.get("scope", ""), list(scopes)))
+        self.challenge = chosen
+        self.forget_token(scopes)
+        if not isinstance(request.stream, httpx.ByteStream):
+            return  # a streamed body cannot be sent twice: the caller retries its larger unit
+        value = self.header(scopes, repo)
+        if value:
+            request.headers["Authorization"] = value
+            yield request

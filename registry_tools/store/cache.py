@@ -1,21 +1,24 @@
 """A content-addressed blob cache shared by every command.
 
-Blobs are stored under their digest only after they were verified, so anything found
-here can be used without asking the registry again; small JSON facts about a layer
-(its diff_id and uncompressed size) sit beside it so they are computed once.
+Blobs are stored under their digest only after they were verified, and every read
+verifies them again (`open`, `read_small`): a damaged blob raises CacheDamaged, which
+the engine answers by evicting it and fetching it once more. Small JSON facts about a
+layer (its diff_id and uncompressed size) sit beside it so they are computed once;
+facts that do not parse with the right types are ignored and removed.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from registry_tools.model.digest import Digest
-from registry_tools.errors import ManifestError
+from registry_tools.errors import CacheDamaged, InvalidDigest, VerificationError
 from registry_tools.fileio import replacing, write_json_atomic
+from registry_tools.model.digest import Digest, Readable, VerifyingReader
+from registry_tools.model.manifest import MAX_MANIFEST_SIZE, Descriptor, load_json
+
+COMPRESSIONS = ("gzip", "zstd", "none")
 
 ENV_VAR = "REGISTRY_TOOLS_CACHE"
 
@@ -41,7 +44,29 @@ class BlobCache:
     def path(self, digest: Digest) -> Path:
         return self._blobs / digest.hex
 
+    def open(self, desc: Descriptor, what: str = "") -> VerifyingReader:
+        """A cached blob, verified against its descriptor as it is read (CacheDamaged if not)."""
+        try:
+            raw = open(self.path(desc.digest), "rb")
+        except FileNotFoundError:
+            raise CacheDamaged(desc.digest, "it is missing") from None
+
+        def damaged(e: VerificationError) -> Exception:
+            return CacheDamaged(desc.digest, str(e))
+        return VerifyingReader(raw, desc.digest, desc.size, what or f"cached blob {desc.digest}", fail=damaged)
+
+    def read_small(self, desc: Descriptor, what: str = "") -> bytes:
+        """A small cached blob (a manifest, a config) in memory, verified."""
+        with self.open(desc, what) as reader:
+            return reader.read_all(MAX_MANIFEST_SIZE)
+
+    def evict(self, digest: Digest) -> None:
+        """Forget a blob and every fact kept about it (it was found damaged)."""
+        for p in (self.path(digest), self._meta / f"{digest.hex}.json", self._sources / f"{digest.hex}.json"):
+            p.unlink(missing_ok=True)
+
     def has(self, digest: Digest, size: int | None = None) -> bool:
+        """Whether a blob of that size is stored: a hint for skipping work, never a check of content."""
         try:
             st = self.path(digest).stat()
         except FileNotFoundError:
@@ -101,9 +126,6 @@ class BlobCache:
 
         shutil.rmtree(self.root, ignore_errors=True)
 
-    def read_bytes(self, digest: Digest) -> bytes:
-        return self.path(digest).read_bytes()
-
     @contextmanager
     def writer(self, digest: Digest) -> Iterator[IO[bytes]]:
         """A temporary file that becomes the blob only if the block finishes without error.
@@ -117,45 +139,75 @@ class BlobCache:
         with self.writer(digest) as f:
             f.write(data)
 
-    def import_stream(self, f: IO[bytes], digest: Digest, size: int | None, where: str) -> None:
+    def import_stream(self, f: Readable, digest: Digest, size: int | None, where: str) -> None:
         """Copy a blob in from a file object, checking it against its digest (and size) on the way."""
         if self.has(digest, size):
             return
         with self.writer(digest) as out:
-            h = hashlib.sha256()
-            n = 0
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                n += len(chunk)
-                out.write(chunk)
-            if h.hexdigest() != digest.hex or (size is not None and n != size):
-                raise ManifestError(f"{where}: blob {digest} does not match its digest or size")
+            VerifyingReader(f, digest, size, f"{where}: blob {digest}", tee=out).drain()
+
+    def _facts(self, path: Path) -> Any:
+        """A JSON fact file, or None if it is missing or unreadable (a damaged one is removed)."""
+        try:
+            text = path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        try:
+            return load_json(text, str(path))
+        except ValueError:
+            path.unlink(missing_ok=True)
+            return None
 
     def meta(self, digest: Digest) -> dict[str, Any] | None:
-        try:
-            return json.loads((self._meta / (digest.hex + ".json")).read_text())
-        except (FileNotFoundError, ValueError):
+        """What an earlier run measured of a layer: diff_id, uncompressed size, compression."""
+        path = self._meta / (digest.hex + ".json")
+        facts = self._facts(path)
+        if facts is None:
             return None
+        ok = (isinstance(facts, dict) and isinstance(facts.get("size"), int) and not isinstance(facts["size"], bool)
+              and facts["size"] >= 0 and facts.get("compression") in COMPRESSIONS
+              and isinstance(facts.get("diff_id"), str))
+        if ok:
+            try:
+                Digest.parse(facts["diff_id"])
+            except InvalidDigest:
+                ok = False
+        if not ok:
+            path.unlink(missing_ok=True)
+            return None
+        return facts
 
     def put_meta(self, digest: Digest, facts: dict[str, Any]) -> None:
         write_json_atomic(self._meta / (digest.hex + ".json"), facts, sort_keys=True)
 
     def layer_index(self, key: str) -> dict[str, Any] | None:
         """What an earlier build packed from the same inputs (see builder)."""
-        try:
-            return json.loads((self._layers / (key + ".json")).read_text())
-        except (FileNotFoundError, ValueError):
+        path = self._layers / (key + ".json")
+        facts = self._facts(path)
+        ok = isinstance(facts, dict) and all(isinstance(facts.get(k), str) for k in ("digest", "diff_id", "mediaType"))
+        ok = ok and all(isinstance(facts.get(k), int) and facts[k] >= 0 for k in ("size", "uncompressed"))
+        if ok:
+            try:
+                Digest.parse(facts["digest"])
+                Digest.parse(facts["diff_id"])
+            except InvalidDigest:
+                ok = False
+        if not ok:
+            if facts is not None:
+                path.unlink(missing_ok=True)
             return None
+        return facts
 
     def put_layer_index(self, key: str, facts: dict[str, Any]) -> None:
         write_json_atomic(self._layers / (key + ".json"), facts, sort_keys=True)
 
     def sources(self, digest: Digest) -> list[tuple[str, str]]:
         """(registry, repository) pairs known to hold the blob: candidates to mount from."""
-        try:
-            return [tuple(x) for x in json.loads((self._sources / (digest.hex + ".json")).read_text())]
-        except (FileNotFoundError, ValueError):
+        facts = self._facts(self._sources / (digest.hex + ".json"))
+        if not isinstance(facts, list):
             return []
+        return [(x[0], x[1]) for x in facts
+                if isinstance(x, list) and len(x) == 2 and all(isinstance(s, str) for s in x)]
 
     def add_source(self, digest: Digest, registry: str, repo: str) -> None:
         known = self.sources(digest)

@@ -1,0 +1,139 @@
+"""Reading a docker-archive: `docker save`, `podman save`, skopeo's and our own.
+
+manifest.json is type-checked once; member names that would leave the archive, links
+that point out of it and link cycles are refused; every layer is copied into the cache
+uncompressed, under its diff_id, verified as it goes. The writing side is the archive
+plan in `archive`.
+"""
+from __future__ import annotations
+
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from registry_tools.errors import ManifestError, UsageError
+from registry_tools.formats.compression import decompressed
+from registry_tools.model import manifest as mf
+from registry_tools.model import reference as refs
+from registry_tools.model.digest import VerifyingReader
+from registry_tools.model.image import Layer
+from registry_tools.store.cache import BlobCache
+
+
+def is_docker_archive(path: Path, where: str) -> bool:
+    """A tar with manifest.json and no oci-layout (an oci-archive may carry both)."""
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            names = set(tf.getnames())
+    except (OSError, tarfile.TarError, EOFError) as e:
+        raise UsageError(f"{where}: not a tar archive (docker-archive or oci-archive): "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    return "oci-layout" not in names and "manifest.json" in names
+
+
+@dataclass
+class ArchiveImage:
+    config: dict[str, Any]
+    config_raw: bytes
+    layers: list[Layer]
+
+
+def _entry(manifest: Any, name: str | None, where: str) -> dict[str, Any]:
+    if not isinstance(manifest, list) or not manifest or not all(isinstance(m, dict) for m in manifest):
+        raise ManifestError(f"{where}: manifest.json lists no image")
+    if name is not None:
+        wanted = str(refs.parse_docker_ref(name))
+        manifest = [m for m in manifest if isinstance(m.get("RepoTags"), list)
+                    and any(isinstance(t, str) and _same_ref(t, wanted) for t in m["RepoTags"])]
+        if not manifest:
+            raise UsageError(f"{where}: no image tagged {name!r}")
+    elif len(manifest) > 1:
+        raise UsageError(f"{where}: holds {len(manifest)} images; say which with fromImageName")
+    entry = manifest[0]
+    layers = entry.get("Layers")
+    if not isinstance(entry.get("Config"), str):
+        raise ManifestError(f"{where}: manifest.json names no Config file")
+    if not isinstance(layers, list) or not all(isinstance(n, str) for n in layers):
+        raise ManifestError(f"{where}: manifest.json's Layers must be a list of file names")
+    return entry
+
+
+def _same_ref(text: str, wanted: str) -> bool:
+    try:
+        return str(refs.parse_docker_ref(text)) == wanted
+    except ValueError:
+        return False
+
+
+def read_docker_archive(path: Path, name: str | None, cache: BlobCache, where: str) -> ArchiveImage:
+    """The image (config and layers) of a docker-archive, its layers verified into the cache."""
+    try:
+        tf = tarfile.open(path, "r:*")
+    except (OSError, tarfile.TarError, EOFError) as e:
+        raise UsageError(f"{where}: not a readable docker-archive ({e})") from None
+    with tf:
+        entry = _entry(mf.load_json(_small(tf, "manifest.json", where), f"{where}: manifest.json"), name, where)
+        config_raw = _small(tf, entry["Config"], where)
+        config = mf.parse_config(config_raw, f"{where} config")
+        ids = mf.diff_ids(config, where)
+        if len(ids) != len(entry["Layers"]):
+            raise ManifestError(f"{where}: {len(entry['Layers'])} layers but {len(ids)} diff_ids")
+        layers = []
+        for layer_name, diff in zip(entry["Layers"], ids):
+            if not cache.has(diff):
+                # Stored uncompressed, under its diff_id: checked while it is copied in.
+                stream, _ = decompressed(open_member(tf, layer_name, where))
+                with cache.writer(diff) as out:
+                    VerifyingReader(stream, diff, None, f"{where}: layer {layer_name} (diff_id)", tee=out).drain()
+            size = cache.path(diff).stat().st_size
+            layers.append(Layer(mf.Descriptor(mf.OCI_LAYER, diff, size), diff, size))
+            cache.put_meta(diff, {"diff_id": str(diff), "size": size, "compression": "none"})
+    return ArchiveImage(config, config_raw, layers)
+
+
+def _small(tf: tarfile.TarFile, name: str, where: str, limit: int = mf.MAX_MANIFEST_SIZE) -> bytes:
+    data = open_member(tf, name, where).read(limit + 1)
+    if len(data) > limit:
+        raise ManifestError(f"{where}: {name} is too large")
+    return data
+
+
+def _inside(name: str, where: str, what: str) -> str:
+    """A member path resolved within the archive ('..' may not climb out of it)."""
+    parts: list[str] = []
+    for p in name.split("/"):
+        if p == "..":
+            if not parts:
+                raise ManifestError(f"{where}: {what} {name!r} points outside the archive")
+            parts.pop()
+        elif p and p != ".":
+            parts.append(p)
+    if name.startswith("/") or not parts:
+        raise ManifestError(f"{where}: refuses the path {name!r}: it would leave the archive")
+    return "/".join(parts)
+
+
+def open_member(tf: tarfile.TarFile, name: str, where: str) -> IO[bytes]:
+    name = _inside(name, where, "path")
+    try:
+        member = tf.getmember(name)
+    except KeyError:
+        raise ManifestError(f"{where}: has no {name}") from None
+    for _ in range(16):  # docker save links duplicate layers; follow, but not in circles
+        if not (member.issym() or member.islnk()):
+            break
+        if member.issym() and member.linkname.startswith("/"):
+            raise ManifestError(f"{where}: link {name} points outside the archive")
+        target = member.linkname if member.islnk() else "/".join(name.split("/")[:-1] + [member.linkname])
+        name = _inside(target, where, "link")
+        try:
+            member = tf.getmember(name)
+        except KeyError:
+            raise ManifestError(f"{where}: link target {name} is missing") from None
+    else:
+        raise ManifestError(f"{where}: link cycle at {name}")
+    f = tf.extractfile(member)
+    if f is None:
+        raise ManifestError(f"{where}: {name} is not a file")
+    return f

@@ -1,0 +1,52 @@
+"""The image model: layers and images as values, whatever their source or destination.
+
+Nothing here touches the network or the disk. A layer is its descriptor (compressed
+digest, size, media type) and its diff_id; `size` is its uncompressed size once some
+run has measured it (None until then: the store's size record is only a hint). An image
+is its manifest and config, verbatim, and its layers in order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from registry_tools.model import manifest as mf
+from registry_tools.model.digest import Digest
+from registry_tools.model.platform import Platform
+
+
+@dataclass(frozen=True)
+class Layer:
+    descriptor: mf.Descriptor
+    diff_id: Digest
+    size: int | None = None  # uncompressed bytes, measured and checked against diff_id
+
+
+@dataclass
+class Image:
+    """One platform's image: manifest and config bytes verbatim, layers with their facts."""
+
+    manifest: mf.ImageManifest
+    manifest_descriptor: mf.Descriptor
+    config_raw: bytes
+    config: dict[str, Any]
+    layers: list[Layer] = field(default_factory=list)
+    index_digest: Digest | None = None  # the digest asked for, when it named an index
+
+    @property
+    def platform(self) -> Platform:
+        c = self.config
+        return Platform(str(c.get("os") or ""), str(c.get("architecture") or ""), str(c.get("variant") or ""))
+
+    @property
+    def chosen_platform(self) -> Platform:
+        """The platform the index entry names (what was matched), else the config's."""
+        p = self.manifest_descriptor.platform
+        if p and p.get("os") and p.get("architecture"):
+            return Platform.from_json(p)
+        return self.platform
+
+    @property
+    def config_digest(self) -> Digest:
+        return self.manifest.config.digest
+

@@ -1,0 +1,226 @@
+"""A registry repository as an image source: manifests and blobs, verified into the cache.
+
+Manifests are fetched by digest and hashed here; blobs stream through a VerifyingReader
+into the cache, and only a blob that passed is stored. Layer downloads run in the
+background under the operation's one transfer limit, handed out in image order.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+
+from registry_tools.cancel import Cancel
+from registry_tools.engine import DEFAULT_CONCURRENCY, Progress
+from registry_tools.errors import CacheDamaged, DigestMismatch, ManifestError, NotFound, PlatformNotFound
+from registry_tools.formats.compression import READ_SIZE
+from registry_tools.model import manifest as mf
+from registry_tools.model.digest import Digest, VerifyingReader, verify_bytes
+from registry_tools.model.image import Image, Layer
+from registry_tools.model.platform import Matcher, Platform, choose, choose_in_index
+from registry_tools.registry.blob import BlobStream
+from registry_tools.registry.client import Registry
+from registry_tools.store.blobs import BlobStore
+
+
+class RegistrySource:
+    """An image in a registry repository, fetched through the cache."""
+
+    def __init__(self, registry: Registry, repo: str, store: BlobStore, concurrency: int = DEFAULT_CONCURRENCY,
+                 progress: Progress | None = None, transfers: threading.BoundedSemaphore | None = None):
+        self.registry = registry
+        self.repo = repo
+        self.store = store
+        self.concurrency = concurrency
+        self.progress = progress or Progress()
+        self.transfers = transfers or threading.BoundedSemaphore(max(1, concurrency))
+
+    @property
+    def cancel(self) -> Cancel:
+        return self.registry.cancel
+
+    def _where(self, digest: Digest) -> str:
+        return f"{self.registry.domain}/{self.repo}@{digest}"
+
+    def manifest_bytes(self, digest: Digest, size: int | None = None) -> tuple[bytes, str]:
+        """A manifest by digest, verified against it; served from the cache when it is there and intact."""
+        cache = self.store.cache
+        if cache.has(digest, size):
+            try:
+                return cache.read_small(mf.Descriptor("", digest, cache.path(digest).stat().st_size)), ""
+            except (CacheDamaged, OSError):
+                cache.evict(digest)
+        raw, content_type = self.registry.get_manifest(self.repo, str(digest))
+        verify_bytes(f"manifest {self._where(digest)}", raw, digest, size)
+        cache.put_bytes(digest, raw)
+        return raw, content_type
+
+    def resolve_tag(self, tag: str) -> Digest:
+        """The digest a tag points to: a HEAD request where the registry answers one, else a GET.
+
+        Docker Hub counts GETs against its rate limit, not HEADs. With a GET the bytes are
+        hashed here and cached under their digest, so the later fetch by digest is local.
+        """
+        digest, _, _ = self.registry.head_manifest(self.repo, tag)
+        if digest is not None:
+            return digest
+        try:
+            raw, _ = self.registry.get_manifest(self.repo, tag)
+        except NotFound:
+            # Say whether the repository or only the tag is missing, and what exists.
+            tags = self.registry.list_tags(self.repo)
+            listing = ", ".join(sorted(tags)[:20]) + (" …" if len(tags) > 20 else "") if tags else "none"
+            raise NotFound(f"{self.registry.domain}/{self.repo}: no tag {tag!r}; its tags: {listing}", 404,
+                           "MANIFEST_UNKNOWN") from None
+        digest = Digest.of_bytes(raw)
+        self.store.cache.put_bytes(digest, raw)
+        return digest
+
+    def _choose(self, digest: Digest, wanted: Platform, cross_arch: bool) -> tuple[mf.ImageManifest, mf.Descriptor,
+                                                                                     Digest | None]:
+        raw, ctype = self.manifest_bytes(digest)
+        doc = mf.parse(raw, ctype, where=f"manifest {self._where(digest)}")
+        if isinstance(doc, mf.ImageManifest):
+            return doc, mf.Descriptor(doc.media_type, digest, len(raw)), None
+        chosen = doc.manifests[choose_in_index(doc.choice_view(), wanted, cross_arch=cross_arch)]
+        raw, ctype = self.manifest_bytes(chosen.digest, chosen.size)
+        child = mf.parse(raw, ctype or chosen.media_type, where=f"manifest {self._where(chosen.digest)}")
+        if isinstance(child, mf.Index):
+            raise ManifestError(f"{self._where(chosen.digest)}: nested indexes are not supported")
+        return child, chosen, digest
+
+    def resolve(self, digest: Digest, wanted: Platform, *, cross_arch: bool = False,
+                explicit_platform: bool = False) -> Image:
+        """Manifest (choosing from an index), config and layer list for one platform.
+
+        A single-platform image is taken whatever the default platform says (as skopeo
+        does); a platform the user asked for explicitly must match it.
+        """
+        doc, desc, index_digest = self._choose(digest, wanted, cross_arch)
+        config_raw = self.blob_bytes(doc.config, f"config of {self._where(desc.digest)}")
+        config = mf.parse_config(config_raw, f"config {doc.config.digest}")
+        have = Platform(str(config.get("os") or ""), str(config.get("architecture") or ""),
+                        str(config.get("variant") or ""))
+        if index_digest is not None and desc.platform is None:
+            # An index entry without a platform: the config must show it is the right one.
+            same_arch = have.os == wanted.os and have.architecture == wanted.architecture
+            if not Matcher(wanted).match(have) and not same_arch:
+                raise ManifestError(f"{self._where(desc.digest)}: the index entry has no platform and its config "
+                                    f"says {have}, not {wanted}")
+        ids = mf.diff_ids(config, f"config {doc.config.digest}")
+        if len(ids) != len(doc.layers):
+            raise ManifestError(f"{self._where(desc.digest)}: manifest lists {len(doc.layers)} layers but the "
+                                f"config has {len(ids)} diff_ids")
+        for i, layer in enumerate(doc.layers):
+            if layer.media_type and not mf.is_layer_type(layer.media_type):
+                raise ManifestError(f"{self._where(desc.digest)}: layer {i} has media type {layer.media_type}, "
+                                    "not an image layer")
+        if index_digest is None and explicit_platform:
+            try:  # the same rules as choosing from an index, applied to the one image there is
+                choose([{"platform": have.to_json()}], wanted, cross_arch=cross_arch)
+            except PlatformNotFound as e:
+                raise PlatformNotFound(e.wanted, e.offered, single=True) from None
+        layers = [Layer(d, ids[i]) for i, d in enumerate(doc.layers)]
+        return Image(doc, desc, config_raw, config, layers, index_digest=index_digest)
+
+    def blob_bytes(self, desc: mf.Descriptor, what: str) -> bytes:
+        """A small blob (a config) in memory, verified; refuses anything over the manifest limit."""
+        if desc.size > mf.MAX_MANIFEST_SIZE:
+            raise ManifestError(f"{what}: {desc.size} bytes is too large for a config")
+        self.fetch_blob(desc, what)
+        try:
+            return self.store.cache.read_small(desc, what)
+        except CacheDamaged:
+            self.store.cache.evict(desc.digest)
+        self.fetch_blob(desc, what)
+        return self.store.cache.read_small(desc, what)
+
+    def fetch_blob(self, desc: mf.Descriptor, what: str, cancel: Cancel | None = None) -> bool:
+        """Make sure a verified copy of the blob is in the cache; True if it was downloaded."""
+        cache = self.store.cache
+        if cache.has(desc.digest, desc.size):
+            cache.touch(desc.digest)
+            self.progress.advance(desc.size)
+            self.progress.blob_done(desc.digest, desc.size, cached=True)
+            return False
+        with self.transfers, BlobStream(self.registry, self.repo, desc.digest, desc.size) as stream, \
+                cache.writer(desc.digest) as f:
+            reader = VerifyingReader(stream, desc.digest, desc.size, what, tee=f)
+            while chunk := reader.read(READ_SIZE):
+                self.progress.advance(len(chunk))
+                if cancel is not None:
+                    cancel.check()
+        cache.add_source(desc.digest, self.registry.domain, self.repo)
+        self.progress.blob_done(desc.digest, desc.size, cached=False)
+        return True
+
+    def fetch_layers(self, image: Image) -> None:
+        """Download (concurrently) and verify every layer, measuring each one's tar."""
+        with LayerFetch(self, image, measure=True) as fetch:
+            image.layers = [fetch.layer(i) for i in range(len(image.layers))]
+
+    def background_fetch(self, image: Image) -> "LayerFetch":
+        """Start the downloads; layers are handed out in order, measured where a run already did."""
+        return LayerFetch(self, image, measure=False)
+
+
+class LayerFetch:
+    """Layer downloads running in the background, handed out in image order as they land.
+
+    Used as a context manager: leaving it early (an error, Ctrl-C) cancels what is still
+    running without waiting for it.
+    """
+
+    def __init__(self, source: RegistrySource, image: Image, measure: bool):
+        self.source = source
+        self.image = image
+        self.cancel = Cancel()
+        layers = image.layers
+        source.progress.start(sum(layer.descriptor.size for layer in layers), len(layers))
+        self._pool = ThreadPoolExecutor(max_workers=max(1, source.concurrency), thread_name_prefix="fetch")
+        self._futures: dict[Digest, Future[Layer]] = {}
+        for i, layer in enumerate(layers):
+            if layer.descriptor.digest not in self._futures:
+                self._futures[layer.descriptor.digest] = self._pool.submit(self._one, i, measure)
+
+    def _what(self, i: int) -> str:
+        return f"layer {i + 1}/{len(self.image.layers)} {self.image.layers[i].descriptor.digest}"
+
+    def _one(self, i: int, measure: bool) -> Layer:
+        layer = self.image.layers[i]
+        self.cancel.check()
+        self.source.fetch_blob(layer.descriptor, self._what(i), self.cancel)
+        if measure:
+            return self.source.store.measure(layer, self._what(i), self.cancel)
+        return self.source.store.measured(layer)
+
+    def layer(self, i: int) -> Layer:
+        """Layer i once its blob is in the cache (re-raises its download error)."""
+        layer = self.image.layers[i]
+        target = self._futures[layer.descriptor.digest]
+        while not target.done():
+            # Wake when any download finishes, so a failure elsewhere surfaces at once.
+            for f in self._futures.values():
+                error = f.exception() if f.done() else None
+                if error is not None:
+                    raise error
+            wait([f for f in self._futures.values() if not f.done()], return_when=FIRST_COMPLETED)
+        got = target.result()
+        if got.diff_id != layer.diff_id:
+            # The same compressed blob listed twice with different diff_ids cannot both be right.
+            raise DigestMismatch(f"layer {i + 1} diff_id", str(layer.diff_id), str(got.diff_id))
+        return got
+
+    def wait_all(self) -> None:
+        for i in range(len(self.image.layers)):
+            self.layer(i)
+
+    def __enter__(self) -> "LayerFetch":
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self.cancel.set()
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        else:
+            self._pool.shutdown(wait=True)
+            self.source.progress.finish()

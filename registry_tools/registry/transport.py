@@ -1,0 +1,160 @@
+"""The wire under every registry request: retries, a bound on every body, cancellation.
+
+`RegistryTransport` wraps httpx's own transport, so the client above it (with its auth
+and its redirects) never sees a transient failure it could have ridden out, and never
+reads an unbounded body: each response's stream stops at the bound the request set in
+its extensions (`MAX_BODY` unless it is a blob, whose bound is its size).
+"""
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import ssl
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+
+from registry_tools.cancel import Cancel
+from registry_tools.errors import ResponseTooLarge
+
+log = logging.getLogger("registry_tools.transport")
+
+RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+MAX_BODY = 4 * 1024 * 1024 + 65536  # manifests, tokens, tag pages, error bodies
+# Request extensions this transport reads (httpx passes them through to us untouched).
+KIND = "registry_tools.kind"  # what the request is for: stats and log lines
+LIMIT = "registry_tools.limit"  # the most body bytes to accept
+RETRY = "registry_tools.retry"  # False: one attempt only (the caller retries a larger unit)
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.25
+    max_delay: float = 8.0
+    max_total: float = 120.0  # seconds a single request may spend retrying
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after)
+        return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** attempt)))
+
+
+def retry_after(resp: httpx.Response) -> float | None:
+    value = resp.headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        return max(0.0, when.timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class BoundedStream(httpx.SyncByteStream):
+    """A response body that raises ResponseTooLarge past `limit` bytes."""
+
+    def __init__(self, inner: httpx.SyncByteStream, limit: int, what: str):
+        self._inner = inner
+        self._limit = limit
+        self._what = what
+
+    def __iter__(self) -> Iterator[bytes]:
+        seen = 0
+        for chunk in self._inner:
+            seen += len(chunk)
+            if seen > self._limit:
+                raise ResponseTooLarge(f"{self._what}: the response body is over {self._limit} bytes; refused")
+            yield chunk
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _replayable(request: httpx.Request) -> bool:
+    """A request can be sent again when its body is bytes we still hold (or it has none)."""
+    return isinstance(request.stream, httpx.ByteStream)
+
+
+class RegistryTransport(httpx.BaseTransport):
+    """httpx's transport, wrapped: retries with backoff, bounded bodies, cancellation, counts."""
+
+    def __init__(self, inner: httpx.BaseTransport, policy: RetryPolicy, cancel: Cancel):
+        self.inner = inner
+        self.policy = policy
+        self.cancel = cancel
+        self.stats: Counter[str] = Counter()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        kind = str(request.extensions.get(KIND, "api"))
+        may_retry = request.extensions.get(RETRY, True) and _replayable(request)
+        attempts = self.policy.attempts if may_retry else 1
+        deadline = time.monotonic() + self.policy.max_total
+        attempt = 0
+        while True:
+            self.cancel.check()
+            self.stats[f"{request.method} {kind}"] += 1
+            try:
+                resp = self.inner.handle_request(request)
+            except httpx.TransportError:
+                if attempt + 1 >= attempts or time.monotonic() > deadline:
+                    raise
+                self._pause(request, attempt, None, "connection failed")
+                attempt += 1
+                continue
+            log.debug("%s %s -> %d", request.method, safe_url(str(request.url)), resp.status_code)
+            if resp.status_code in RETRY_STATUS and attempt + 1 < attempts:
+                wait = self.policy.delay(attempt, retry_after(resp))
+                if time.monotonic() + wait <= deadline:
+                    resp.close()
+                    self._pause(request, attempt, wait, f"HTTP {resp.status_code}")
+                    attempt += 1
+                    continue
+            return self._bounded(request, resp, kind)
+
+    def _pause(self, request: httpx.Request, attempt: int, wait: float | None, why: str) -> None:
+        delay = self.policy.delay(attempt) if wait is None else wait
+        log.info("%s %s: %s, retrying in %.1fs", request.method, safe_url(str(request.url)), why, delay)
+        self.cancel.sleep(delay)
+
+    def _bounded(self, request: httpx.Request, resp: httpx.Response, kind: str) -> httpx.Response:
+        limit = int(request.extensions.get(LIMIT, MAX_BODY))
+        stream = resp.stream
+        assert isinstance(stream, httpx.SyncByteStream)
+        resp.stream = BoundedStream(stream, limit, f"{request.method} {safe_url(str(request.url))} ({kind})")
+        return resp
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def safe_url(url: str) -> str:
+    """A URL fit for messages: no query string (pre-signed URLs carry secrets there)."""
+    p = urlsplit(url)
+    return f"{p.scheme}://{p.netloc}{p.path}"
+
+
+def reason(e: BaseException) -> str:
+    """One line saying why a connection failed."""
+    text = str(e) or type(e).__name__
+    if isinstance(e, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text:
+        text = "TLS certificate verification failed: " + text
+    return text.splitlines()[0][:200]
+
+
+def read_body(resp: httpx.Response) -> bytes:
+    """The whole (bounded) body of a streamed response."""
+    try:
+        return resp.read()
+    finally:
+        resp.close()

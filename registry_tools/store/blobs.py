@@ -1,0 +1,155 @@
+"""Verified access to the cache's blobs, compressed or as the layer's tar.
+
+Every read goes through the cache's VerifyingReader: a compressed blob against its
+digest, a layer's tar against its diff_id (and its measured size). Whatever fails here
+is the cache's fault (the content was checked on the way in) and raises CacheDamaged,
+except a blob whose compressed digest is right but whose bytes are no gzip, zstd or
+tar we can read: that is the image's fault, a LayerFormatError.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from typing import Callable, cast
+
+import zstandard
+from isal.igzip_lib import IsalError
+
+from registry_tools.cancel import Cancel
+from registry_tools.errors import CacheDamaged, LayerFormatError, VerificationError
+from registry_tools.formats.compression import READ_SIZE, decompressed, size_hint, sniff_file
+from registry_tools.model import manifest as mf
+from registry_tools.model.digest import VerifyingReader
+from registry_tools.model.image import Layer
+from registry_tools.store.cache import BlobCache
+
+Write = Callable[[bytes], object]
+# What the decompressors raise on bytes that are not their format (isal's error is no OSError).
+DECOMPRESS_ERRORS: tuple[type[Exception], ...] = (
+    OSError, EOFError, ValueError, zstandard.ZstdError, cast("type[Exception]", IsalError))
+READ_ERRORS: tuple[type[Exception], ...] = (VerificationError, *DECOMPRESS_ERRORS)
+
+
+class SizeRecordWrong(Exception):
+    """A layer's recorded uncompressed size (gzip trailer, zstd header) was not its real size.
+
+    Raised only where the record was used as a plan; the docker-archive writer catches it
+    and measures the layers exactly.
+    """
+
+
+class BlobStore:
+    """The verified blobs of one operation, with the facts measured about its layers."""
+
+    def __init__(self, cache: BlobCache):
+        self.cache = cache
+
+    def _bad_layer(self, desc: mf.Descriptor, what: str, e: BaseException) -> Exception:
+        """A decompression failure: the cache's damage, or (if the blob is intact) the image's."""
+        h = hashlib.sha256()
+        try:
+            with open(self.cache.path(desc.digest), "rb") as f:
+                while chunk := f.read(READ_SIZE):
+                    h.update(chunk)
+        except OSError:
+            return CacheDamaged(desc.digest, "it cannot be read")
+        if h.hexdigest() != desc.digest.hex:
+            return CacheDamaged(desc.digest, "its content changed")
+        if isinstance(e, VerificationError):
+            return e  # the blob is intact: the image itself is wrong (a diff_id the config misstates)
+        return LayerFormatError(f"{what}: its bytes match the digest but are not a layer we can read "
+                                f"(gzip, zstd or tar): {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}")
+
+    def copy_verified(self, desc: mf.Descriptor, write: Write, what: str) -> None:
+        with self.cache.open(desc, what) as reader:
+            while chunk := reader.read(READ_SIZE):
+                write(chunk)
+
+    def link_verified(self, desc: mf.Descriptor, dest: "os.PathLike[str]") -> bool:
+        """Hard-link a cached blob to `dest` after checking it; False where links cannot be made.
+
+        Cached blobs are read-only and re-checked whenever they are read, so sharing the
+        inode costs no safety and saves copying every byte.
+        """
+        with self.cache.open(desc) as reader:
+            reader.drain()
+        try:
+            os.link(self.cache.path(desc.digest), dest)
+        except OSError:
+            return False
+        return True
+
+    def copy_uncompressed(self, layer: Layer, write: Write, what: str, planned: int | None = None) -> None:
+        """Stream a layer's tar, verified: against the measured size and the compressed digest
+        when an earlier run checked its diff_id, else against the diff_id itself. `planned`
+        is the size a plan assumed from the size record (SizeRecordWrong if it was wrong)."""
+        measured = layer.size is not None
+        expected = layer.size if measured else planned
+        compressed = self.cache.open(layer.descriptor, what)
+        n = 0
+        try:
+            stream, kind = decompressed(compressed)
+            tar: VerifyingReader | None = None
+            if not measured:
+                tar = VerifyingReader(stream, layer.diff_id, None, f"{what} uncompressed content (diff_id)")
+            source = tar or stream
+            while chunk := source.read(READ_SIZE):
+                n += len(chunk)
+                if expected is not None and n > expected:
+                    break
+                write(chunk)
+            if measured:
+                compressed.drain()
+        except CacheDamaged:
+            raise
+        except VerificationError as e:
+            raise (self._bad_layer(layer.descriptor, what, e) if not measured
+                   else CacheDamaged(layer.descriptor.digest, str(e))) from None
+        except DECOMPRESS_ERRORS as e:
+            raise self._bad_layer(layer.descriptor, what, e) from None
+        finally:
+            compressed.close()
+        if expected is not None and n != expected:
+            if not measured:
+                raise SizeRecordWrong(what)
+            raise CacheDamaged(layer.descriptor.digest, f"{what}: the layer's tar is not {expected} bytes")
+        if not measured:
+            self.cache.put_meta(layer.descriptor.digest, {"diff_id": str(layer.diff_id), "size": n,
+                                                          "compression": kind})
+
+    def measured(self, layer: Layer) -> Layer:
+        """The layer with its exact size, if an earlier run verified it."""
+        facts = self.cache.meta(layer.descriptor.digest)
+        if facts and facts["diff_id"] == str(layer.diff_id):
+            return Layer(layer.descriptor, layer.diff_id, facts["size"])
+        return layer
+
+    def size_record(self, layer: Layer) -> int | None:
+        """The uncompressed size the blob's format records (a hint, checked when used)."""
+        path = str(self.cache.path(layer.descriptor.digest))
+        return size_hint(path, sniff_file(path))
+
+    def measure(self, layer: Layer, what: str, cancel: Cancel | None = None) -> Layer:
+        """diff_id checked and uncompressed size measured, once; remembered for later runs."""
+        known = self.measured(layer)
+        if known.size is not None:
+            return known
+        desc = layer.descriptor
+        n = 0
+        compressed = self.cache.open(desc, what)
+        try:
+            stream, kind = decompressed(compressed)
+            tar = VerifyingReader(stream, layer.diff_id, None, f"{what} uncompressed content (diff_id)")
+            while chunk := tar.read(READ_SIZE):
+                n += len(chunk)
+                if cancel is not None:
+                    cancel.check()
+            compressed.drain()
+        except CacheDamaged:
+            raise
+        except READ_ERRORS as e:
+            raise self._bad_layer(desc, what, e) from None
+        finally:
+            compressed.close()
+        self.cache.put_meta(desc.digest, {"diff_id": str(layer.diff_id), "size": n, "compression": kind})
+        return Layer(desc, layer.diff_id, n)
