@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -28,6 +29,16 @@ def _bool(text: str) -> bool:
     if t in ("false", "0", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text!r}")
+    return value
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -118,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cache", help="show, prune or clear the blob cache")
     p.add_argument("action", choices=("info", "prune", "clear"))
     p.add_argument("--max-size", metavar="SIZE", help="prune: keep at most this much (e.g. 20G, 500M)")
-    p.add_argument("--older-than", metavar="DAYS", type=float, help="prune: remove what was unused this long")
+    p.add_argument("--older-than", metavar="DAYS", type=_days, help="prune: remove what was unused this long")
     p.add_argument("--cache-dir", help="the cache (default: $REGISTRY_TOOLS_CACHE or ~/.cache/registry-tools)")
 
     p = sub.add_parser("login", help="check credentials against a registry and save them")
@@ -233,6 +244,7 @@ def _prefetch_lock(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from registry_tools.builder.image import build
     from registry_tools.api.push import build_and_push
+    from registry_tools.engine import repairing
     from registry_tools.builder.spec import load_spec
 
     spec = load_spec(args.spec)
@@ -240,7 +252,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError("--stream writes a tar archive: send it to a pipe or a file, not a terminal")
     if args.push:
         with _session(args) as session:
-            pushed, image = build_and_push(spec, args.push, session)
+            pushed, image = repairing(session.cache, lambda: build_and_push(spec, args.push, session))
         _report_push(args, pushed)
         return 0
     with _session(args) as session:
@@ -318,8 +330,8 @@ def parse_size(text: str) -> int:
         value = float(t[: len(t) - len(unit)])
     except ValueError:
         raise UsageError(f"--max-size: {text!r} is not a size like 20G or 500M") from None
-    if value < 0:
-        raise UsageError("--max-size must not be negative")
+    if not math.isfinite(value) or value < 0 or value * units[unit] > 2 ** 62:
+        raise UsageError(f"--max-size: {text!r} is not a size like 20G or 500M")
     return int(value * units[unit])
 
 
@@ -405,6 +417,26 @@ def _skip_unused_imports() -> None:
         sys.modules["trio"] = None  # type: ignore[assignment]
 
 
+def _exit_now(code: int, grace: float = 0.8) -> NoReturn:
+    """Leave within about a second. The session is closed and cancelled by now, so workers stop
+    at their next chunk or wake from their sleeps and remove their temporary files; give them
+    `grace` seconds for that, then go, even if one is still blocked in a read (at interpreter
+    exit it would otherwise be joined, for as long as its read timeout)."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + grace
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         _skip_unused_imports()
@@ -422,6 +454,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("registry-tools: interrupted; the destination was left untouched", file=sys.stderr)
+        if argv is None:
+            _exit_now(130)
         return 130
     except BrokenPipeError:
         # The reader went away (`… --stream | head`): stop quietly, as Unix tools do.

@@ -131,10 +131,32 @@ class AtomicFile:
                 pass
 
 
+LAYOUT_NAMES = {"oci-layout", "index.json", "blobs"}
+
+
+def check_layout_destination(dest: str | os.PathLike[str]) -> None:
+    """An OCI layout destination may be new, an empty directory, or an OCI layout: nothing else
+    is ever replaced (a mistyped -o must not wipe a project)."""
+    from registry_tools.errors import UsageError
+
+    check_destination(dest)
+    path = Path(dest)
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise UsageError(f"{dest} exists and is not a directory; refusing to replace it with an OCI layout")
+    names = set(os.listdir(path))
+    if names and not ("oci-layout" in names and names <= LAYOUT_NAMES):
+        raise UsageError(f"{dest} exists and is not an OCI layout (it holds {', '.join(sorted(names)[:3])}"
+                         f"{' …' if len(names) > 3 else ''}); refusing to replace it: name a new or empty directory")
+
+
 class AtomicDir:
-    """A temporary directory beside `dest`; commit() swaps it into place."""
+    """A temporary directory beside `dest`; commit() swaps it into place (over an empty
+    directory or an old layout only: see check_layout_destination)."""
 
     def __init__(self, dest: str | os.PathLike[str]):
+        check_layout_destination(dest)
         self.dest = Path(dest)
         parent = self.dest.parent if str(self.dest.parent) else Path(".")
         if not parent.is_dir():
@@ -143,6 +165,7 @@ class AtomicDir:
         os.chmod(self.tmp, 0o755)
 
     def commit(self) -> None:
+        check_layout_destination(self.dest)  # again: it may have changed while we worked
         old = None
         if self.dest.exists() or self.dest.is_symlink():
             old = Path(tempfile.mkdtemp(dir=self.dest.parent, prefix=f".{self.dest.name}.", suffix=".old"))

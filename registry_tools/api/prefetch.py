@@ -15,6 +15,8 @@ from registry_tools.model.digest import Digest, sri
 from registry_tools.errors import RegistryToolsError, UsageError
 from registry_tools.model.platform import Platform, normalize_arch
 from registry_tools.api.pull import FORMATS, check_final_names, produce, split_name, wanted_platform
+from registry_tools.engine import repairing
+from registry_tools.model.image import Image
 from registry_tools.session import Session
 
 
@@ -118,9 +120,12 @@ def prefetch(
     try:
         source = session.source(ref)
         digest = Digest.parse(typed_digest) if typed_digest else source.resolve_tag(typed_tag or "latest")
-        image_ = source.resolve(digest, wanted, cross_arch=cross_arch,
-                                explicit_platform=bool(platform or os or arch or variant))
-        sha = produce(source, image_, format, final_name, final_tag, None, None)
+
+        def run() -> tuple[Image, bytes]:
+            image = source.resolve(digest, wanted, cross_arch=cross_arch,
+                                   explicit_platform=bool(platform or os or arch or variant))
+            return image, produce(source, image, format, final_name, final_tag, None, None)
+        image_, sha = repairing(session.cache, run)
     finally:
         if own:
             session.close()

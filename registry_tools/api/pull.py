@@ -23,7 +23,9 @@ from registry_tools.model.digest import Digest, nix32_encode, parse_output_hash,
 from registry_tools.errors import HashMismatch, InvalidReference, UsageError
 from registry_tools.formats.oci_layout import write_layout
 from registry_tools.formats.nar import nar_sha256
+from registry_tools.engine import repairing
 from registry_tools.fileio import AtomicDir, AtomicFile, PipelinedHashWriter, check_destination
+from registry_tools.fileio import check_layout_destination
 from registry_tools.model.platform import Platform, host_platform, normalize_arch, normalize_os
 from registry_tools.model.platform import parse as parse_platform
 from registry_tools.session import Session
@@ -213,19 +215,23 @@ def pull_image(
             f"{image} is not pinned: give --digest or IMAGE@sha256:…; "
             f"run `registry-tools prefetch {image}` to get the digest"
         )
-    expected = parse_output_hash(hash) if hash else None
+    expected = parse_output_hash(hash) if hash is not None else None
     final_name = final_image_name or typed_name
     check_final_names(final_name, final_image_tag)
     wanted = wanted_platform(platform, os, arch, variant)
     if output is not None:
-        check_destination(output)
+        (check_layout_destination if format == "oci" else check_destination)(output)
     own = session is None
     session = session or Session()
     try:
         source = session.source(ref)
-        resolved = source.resolve(Digest.parse(ref.digest), wanted, cross_arch=cross_arch,
-                                  explicit_platform=bool(platform or os or arch or variant))
-        actual = produce(source, resolved, format, final_name, final_image_tag, output, expected, hash or "")
+
+        def run() -> tuple[Image, bytes]:
+            image = source.resolve(Digest.parse(ref.digest), wanted, cross_arch=cross_arch,
+                                   explicit_platform=bool(platform or os or arch or variant))
+            sha = produce(source, image, format, final_name, final_image_tag, output, expected, hash or "")
+            return image, sha
+        resolved, actual = repairing(session.cache, run)
     finally:
         if own:
             session.close()

@@ -29,6 +29,7 @@ from registry_tools.model.image import Image
 from registry_tools.model.digest import Digest
 from registry_tools.errors import CacheDamaged, Interrupted, NetworkError, RegistryError, UsageError
 from registry_tools.formats.compression import READ_SIZE
+from registry_tools.engine import repairing
 from registry_tools.session import Session
 from registry_tools.builder.spec import BuildSpec
 
@@ -246,8 +247,8 @@ def push(source: str, dest: str, session: Session | None = None) -> PushResult:
         name = None
         if not os.path.exists(source) and ":" in source:
             source, _, name = source.rpartition(":")
-        images, index = load_source(source, session, name)
-        return push_images(images, index, dest, session)
+        # A blob found damaged in the cache is imported again from the source on the second run.
+        return repairing(session.cache, lambda: push_images(*load_source(source, session, name), dest, session))
     finally:
         if own:
             session.close()

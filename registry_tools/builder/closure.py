@@ -6,13 +6,12 @@ format). Every path ends up in exactly one layer, whatever the budget.
 """
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any, Iterable
 
 from registry_tools.errors import UsageError
+from registry_tools.model.manifest import load_json
 
 
 @dataclass
@@ -53,11 +52,7 @@ def parse_graph(text: str, source: str = "closure") -> Graph:
     """Read any of the supported reference-graph formats."""
     stripped = text.lstrip()
     if stripped.startswith(("{", "[")):
-        try:
-            data = json.loads(text)
-        except ValueError as e:
-            raise UsageError(f"{source}: not valid JSON: {e}") from None
-        return _from_json(data, source)
+        return _from_json(load_json(text, source, UsageError), source)
     return _from_registration(text, source)
 
 
@@ -105,6 +100,8 @@ def _from_registration(text: str, source: str) -> Graph:
             continue
         try:
             path, count = lines[i], int(lines[i + 2])
+            if count < 0:
+                raise ValueError
         except (IndexError, ValueError):
             raise UsageError(f"{source}:{i + 1}: expected a store path, a deriver line and a reference count") from None
         refs = lines[i + 3:i + 3 + count]
@@ -119,6 +116,31 @@ def _from_registration(text: str, source: str) -> Graph:
 
 # --- popularity (nixpkgs' referencesByPopularity) ----------------------------------------
 
+def _post_order(graph: Graph, roots: list[str]) -> list[str]:
+    """Every path reachable from `roots`, each after all it references (iteratively: graphs
+    may be deep). A cycle is refused: store paths cannot reference each other in a circle."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1: on the current walk, 2: done
+    for root in roots:
+        if state.get(root) == 2:
+            continue
+        stack = [(root, iter(graph.refs[root]))]
+        state[root] = 1
+        while stack:
+            node, children = stack[-1]
+            child = next(children, None)
+            if child is None:
+                stack.pop()
+                state[node] = 2
+                order.append(node)
+            elif state.get(child) == 1:
+                raise UsageError(f"reference graph: {child} is part of a reference cycle")
+            elif child not in state:
+                state[child] = 1
+                stack.append((child, iter(graph.refs[child])))
+    return order
+
+
 def popularity(graph: Graph, roots: list[str] | None = None) -> dict[str, int]:
     """Each path's popularity in the graph expanded into a tree from its roots.
 
@@ -126,19 +148,22 @@ def popularity(graph: Graph, roots: list[str] | None = None) -> dict[str, int]:
     for each ancestor at distance d above that place, d more: the deeper and the more
     often a path is shared, the more popular it is.
     """
-    @lru_cache(maxsize=None)
-    def contest(path: str) -> tuple[tuple[str, int], ...]:
+    roots = roots if roots is not None else graph.roots()
+    unknown = [r for r in roots if r not in graph.refs]
+    if unknown:
+        raise UsageError(f"reference graph: root {unknown[0]} is not in the graph")
+    contest: dict[str, dict[str, int]] = {}
+    for path in _post_order(graph, roots):  # children first, so each contest is ready when needed
         score: dict[str, int] = defaultdict(int)
         for child in graph.refs[path]:
             score[child] += 1
-            for sub, s in contest(child):
+            for sub, s in contest[child].items():
                 score[sub] += s + 1
-        return tuple(score.items())
-
+        contest[path] = dict(score)
     total: dict[str, int] = defaultdict(int)
-    for root in roots if roots is not None else graph.roots():
+    for root in roots:
         total[root] += 1
-        for sub, s in contest(root):
+        for sub, s in contest[root].items():
             total[sub] += s + 1
     return dict(total)
 

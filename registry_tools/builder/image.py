@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -86,8 +87,26 @@ def _input_key(plan_entries: list[Entry], owner: Owner, mtime: int) -> str:
 
 
 def plan_build(spec: BuildSpec, session: Session) -> Plan:
+    """The layers to pack; a failure while planning leaves no temporary files behind."""
     base = load_base(spec.from_image, spec.platform, session) if spec.from_image else None
     plan = Plan(spec, base)
+    try:
+        return _plan(spec, plan)
+    except BaseException:
+        plan.close()
+        raise
+
+
+def _store_name(path: str, store_dir: str) -> str:
+    """The name of a path directly in the store ('..', '.', hidden and nested names refused)."""
+    name = path[len(store_dir) + 1:] if path.startswith(store_dir + "/") else ""
+    if not name or "/" in name or "\0" in name or name.startswith("."):
+        raise UsageError(f"build spec: closure: {path!r} is not a path directly in {store_dir}")
+    return name
+
+
+def _plan(spec: BuildSpec, plan: Plan) -> Plan:
+    base = plan.base
     owner = Owner(spec.uid, spec.gid, spec.uname, spec.gname)
     budget = spec.max_layers - (len(base.layers) if base else 0) - 1
     if budget < 1:
@@ -106,9 +125,7 @@ def plan_build(spec: BuildSpec, session: Session) -> Plan:
             raise UsageError(f"build spec: closure.graph: {e.strerror}") from None
         g = parse_graph(text, str(c.graph))
         for path in g.paths:
-            if not path.startswith(c.store_dir + "/") or "/" in path[len(c.store_dir) + 1:]:
-                raise UsageError(f"build spec: closure: {path} is not a path directly in {c.store_dir}")
-            real = str(c.real_store_dir / path[len(c.store_dir) + 1:])
+            real = str(c.real_store_dir / _store_name(path, c.store_dir))
             if not os.path.lexists(real):
                 raise UsageError(f"build spec: closure: {path} is not on this machine (looked for {real})")
             sources[path] = (real, path, True)
@@ -185,32 +202,81 @@ def _run(cmd: list[str], cwd: Path, what: str) -> str:
     return res.stdout
 
 
+MAX_LINK_HOPS = 40  # as the kernel's path walk
+
+
+def resolve_in_root(root: Path, path: Path) -> Path:
+    """Where `path` (inside `root`) leads, following symlinks as if `root` were `/`.
+
+    Every component is looked at with lstat and every link target is read, so no chain
+    of links, absolute or relative, can lead outside `root` (`..` at the top stays at
+    the top, as in a chroot). The result may not exist yet.
+    """
+    parts = list(path.relative_to(root).parts)
+    here: list[str] = []
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if here:
+                here.pop()
+            continue
+        candidate = root.joinpath(*here, name)
+        if not candidate.is_symlink():
+            here.append(name)
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS:
+            raise BuildError(f"contents: too many levels of symbolic links at /{'/'.join(here + [name])}")
+        link = os.readlink(candidate)
+        if link.startswith("/"):
+            here = []
+        parts = [x for x in link.split("/") if x] + parts
+    return root.joinpath(*here)
+
+
+def _kind(path: Path) -> str:
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    raise BuildError(f"contents: {path} is a device, socket or FIFO; only files, directories and "
+                     "symlinks can be put in a layer")
+
+
 def _merge_tree(src: Path, dest: Path, root: Path, keep_dirlinks: bool) -> None:
-    """Copy src's tree into dest (symlinks kept). Where dest has a symlink to a directory and src
-    a directory: keep the link and merge through it (keepContentsDirlinks), else replace it.
-    A link is only followed to a directory inside the image's root."""
-    for name in sorted(os.listdir(src)):
+    """Copy src's tree into dest (symlinks kept, special files refused). Where dest has a
+    symlink and src a directory: with keepContentsDirlinks, keep the link and merge through
+    it when it leads to a directory (resolved inside the image's root, never outside);
+    otherwise the directory replaces the link."""
+    for name in sorted(os.listdir(src), key=os.fsencode):
         s, d = src / name, dest / name
-        if s.is_symlink() or not s.is_dir():
-            if d.is_dir() and not d.is_symlink():
-                shutil.rmtree(d)
-            elif os.path.lexists(d):
-                d.unlink()
-            if s.is_symlink():
+        kind = _kind(s)
+        if kind != "dir":
+            if os.path.lexists(d):
+                if _kind(d) == "dir":
+                    shutil.rmtree(d)
+                else:
+                    d.unlink()
+            if kind == "symlink":
                 os.symlink(os.readlink(s), d)
             else:
                 shutil.copy2(s, d, follow_symlinks=False)
             continue
-        if d.is_symlink():
-            link = os.readlink(d)
-            target = (root / link.lstrip("/")) if link.startswith("/") else (d.parent / link)
-            target = Path(os.path.normpath(target))
-            inside = target == root or root in target.parents
-            if keep_dirlinks and inside and target.is_dir() and not target.is_symlink():
+        if os.path.lexists(d) and _kind(d) == "symlink":
+            target = resolve_in_root(root, d) if keep_dirlinks else None
+            if target is not None and os.path.lexists(target) and _kind(target) == "dir":
                 _merge_tree(s, target, root, keep_dirlinks)
                 continue
             d.unlink()
-        if not d.exists():
+        elif os.path.lexists(d) and _kind(d) != "dir":
+            d.unlink()
+        if not os.path.lexists(d):
             d.mkdir()
             shutil.copystat(s, d)
         _merge_tree(s, d, root, keep_dirlinks)
@@ -434,16 +500,31 @@ class BuildResult:
 def build(spec: BuildSpec, *, output: str | os.PathLike[str] | None = None, oci: str | os.PathLike[str] | None = None,
           stream: Any = None, session: Session | None = None) -> BuildResult:
     """Build the image of `spec` into one of: a docker-archive file, an OCI layout, a stream."""
-    from registry_tools.formats.oci_layout import write_layout
-    from registry_tools.fileio import AtomicDir, AtomicFile, check_destination
+    from registry_tools.engine import repairing
+    from registry_tools.fileio import check_destination, check_layout_destination
 
     if sum(x is not None for x in (output, oci, stream)) != 1:
         raise UsageError("build needs exactly one output: a docker-archive file, an OCI layout or a stream")
-    for dest in (output, oci):
-        if dest is not None:
-            check_destination(dest)
+    if output is not None:
+        check_destination(output)
+    if oci is not None:
+        check_layout_destination(oci)
     own = session is None
     session = session or Session()
+    try:
+        if stream is not None:  # bytes already sent cannot be taken back: no second run
+            return _build_once(spec, session, None, None, stream)
+        return repairing(session.cache, lambda: _build_once(spec, session, output, oci, None))
+    finally:
+        if own:
+            session.close()
+
+
+def _build_once(spec: BuildSpec, session: Session, output: str | os.PathLike[str] | None,
+                oci: str | os.PathLike[str] | None, stream: Any) -> BuildResult:
+    from registry_tools.fileio import AtomicDir, AtomicFile
+    from registry_tools.formats.oci_layout import write_layout
+
     plan = plan_build(spec, session)
     try:
         if oci is not None:
@@ -473,5 +554,3 @@ def build(spec: BuildSpec, *, output: str | os.PathLike[str] | None = None, oci:
         return BuildResult(name, tag, Digest.parse(config_digest), None, n)
     finally:
         plan.close()
-        if own:
-            session.close()

@@ -58,7 +58,7 @@ class Entry:
         info.linkname = self.link
         info.mtime = mtime
         info.uid, info.gid, info.uname, info.gname = o.uid, o.gid, o.uname, o.gname
-        return info.tobuf(tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+        return info.tobuf(tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
 
 
 def collect(source: str, target: str, stamps: bool = True) -> list[Entry]:
@@ -111,7 +111,7 @@ def with_parents(entries: Iterable[Entry], parent_mode: int = 0o755) -> list[Ent
             parent = "/".join(parts[:i])
             if parent not in by_name:
                 by_name[parent] = Entry(parent, "dir", parent_mode)
-    return [by_name[n] for n in sorted(by_name, key=lambda n: n.encode())]
+    return [by_name[n] for n in sorted(by_name, key=os.fsencode)]
 
 
 def tar_size(entries: list[Entry], owner: Owner, mtime: int) -> int:

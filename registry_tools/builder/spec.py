@@ -5,7 +5,6 @@ Validation happens here, up front, so a typo fails with the key's name before an
 from __future__ import annotations
 
 import datetime
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +12,11 @@ from typing import Any
 
 from registry_tools.model import reference as refs
 from registry_tools.errors import UsageError
+from registry_tools.model.manifest import load_json
 from registry_tools.model.platform import Platform, host_platform, normalize_arch, normalize_os
 
 DEFAULT_TIME = "1970-01-01T00:00:01Z"
+MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
 MAX_LAYERS = 125
 COMPRESSORS = ("gz", "zstd", "none")
 LAYERINGS = ("auto", "popularity")
@@ -104,9 +105,15 @@ def parse_time(key: str, value: str, now: datetime.datetime | None = None) -> tu
             raise _bad(key, f"{value!r} is not an ISO-8601 time or \"now\"") from None
         if t.tzinfo is None:
             t = t.replace(tzinfo=datetime.timezone.utc)
-    t = t.astimezone(datetime.timezone.utc)
+    try:
+        t = t.astimezone(datetime.timezone.utc)
+        seconds = int(t.timestamp())
+    except (OverflowError, ValueError):
+        raise _bad(key, f"{value!r} is out of range") from None
+    if not 0 <= seconds <= MAX_TIME:
+        raise _bad(key, f"{value!r} must be between 1970-01-01 and 9999-12-31 (UTC)")
     text = t.strftime("%Y-%m-%dT%H:%M:%S") + (f".{t.microsecond:06d}".rstrip("0") if t.microsecond else "") + "Z"
-    return text, int(t.timestamp())
+    return text, seconds
 
 
 def _resolve(base: Path, p: str) -> Path:
@@ -160,19 +167,21 @@ def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | No
         else:
             raise _bad("inheritConfig", "must be true, false or a list of config keys")
 
+    if "paths" in obj and not isinstance(obj["paths"], (list, type(None))):
+        raise _bad("paths", "must be a list")
     for i, entry in enumerate(obj.get("paths") or []):
         key = f"paths[{i}]"
         if not isinstance(entry, dict) or set(entry) - {"source", "target"} or "source" not in entry:
             raise _bad(key, 'must be {"source": PATH, "target": ABSOLUTE_PATH}')
-        source = _resolve(base_dir, str(entry["source"]))
-        target = entry.get("target") or "/" + str(entry["source"]).lstrip("/")
+        if not isinstance(entry["source"], str) or not entry["source"]:
+            raise _bad(f"{key}.source", "must be a path")
+        source = _resolve(base_dir, entry["source"])
+        target = entry.get("target") or "/" + entry["source"].lstrip("/")
         if not isinstance(target, str) or not target.startswith("/") or ".." in target.split("/"):
             raise _bad(f"{key}.target", "must be an absolute path without '..'")
         if not os.path.lexists(source):
             raise _bad(f"{key}.source", f"{source} does not exist")
         spec.paths.append(PathInput(source, "/" + target.strip("/")))
-    if "paths" in obj and not isinstance(obj["paths"], list):
-        raise _bad("paths", "must be a list")
 
     if obj.get("closure") is not None:
         spec.closure = _closure(obj["closure"], base_dir)
@@ -285,9 +294,10 @@ def _closure(value: Any, base_dir: Path) -> ClosureInput:
 def load_spec(path: str | os.PathLike[str]) -> BuildSpec:
     p = Path(path)
     try:
-        obj = json.loads(p.read_text(encoding="utf-8"))
+        text = p.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"build spec {p} does not exist") from None
-    except ValueError as e:
-        raise UsageError(f"build spec {p} is not valid JSON: {e}") from None
+    except IsADirectoryError:
+        raise UsageError(f"build spec {p} is a directory, not a JSON file") from None
+    obj = load_json(text, f"build spec {p}", UsageError)
     return parse_spec(obj, p.parent)

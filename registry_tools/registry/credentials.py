@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry_tools.model.manifest import load_json
 from registry_tools.registry.auth import Credential
 from registry_tools.errors import AuthError, UsageError
 from registry_tools.fileio import write_json_atomic
@@ -70,16 +71,24 @@ def _read(path: Path) -> dict[str, Any] | None:
         return None
     except OSError as e:
         raise AuthError(f"cannot read credentials file {path}: {e.strerror}") from None
-    try:
-        data = json.loads(text) if text.strip() else {}
-    except ValueError:
-        raise AuthError(f"credentials file {path} is not valid JSON") from None
+    data = load_json(text, f"credentials file {path}", AuthError) if text.strip() else {}
     if not isinstance(data, dict):
         raise AuthError(f"credentials file {path} is not a JSON object")
+    for key in ("auths", "credHelpers"):
+        section = data.get(key)
+        if section is not None and not isinstance(section, dict):
+            raise AuthError(f"credentials file {path}: {key!r} must be an object")
+    if "credHelpers" in data and not all(isinstance(h, str) for h in (data["credHelpers"] or {}).values()):
+        raise AuthError(f"credentials file {path}: every credHelpers entry must name a helper")
+    if data.get("credsStore") is not None and not isinstance(data["credsStore"], str):
+        raise AuthError(f"credentials file {path}: 'credsStore' must name a helper")
     return data
 
 
 def _decode_auth(entry: dict[str, Any], path: Path, key: str) -> Credential | None:
+    for field in ("auth", "identitytoken", "username", "password"):
+        if entry.get(field) is not None and not isinstance(entry[field], str):
+            raise AuthError(f"{path}: the entry for {key} has a {field!r} that is not a string")
     if entry.get("identitytoken"):
         return Credential(username=entry.get("username", ""), identity_token=entry["identitytoken"])
     if entry.get("auth"):
@@ -115,11 +124,12 @@ def _from_helper(helper: str, domain: str) -> Credential | None:
     out = run_helper(helper, "get", helper_server_url(domain))
     if not out.strip():
         return None
-    try:
-        data = json.loads(out)
-    except ValueError:
-        raise AuthError(f"credential helper docker-credential-{helper} printed something that is not JSON") from None
+    data = load_json(out, f"credential helper docker-credential-{helper}'s answer", AuthError)
+    if not isinstance(data, dict):
+        raise AuthError(f"credential helper docker-credential-{helper} printed something that is not an object")
     user, secret = data.get("Username", ""), data.get("Secret", "")
+    if not isinstance(user, str) or not isinstance(secret, str):
+        raise AuthError(f"credential helper docker-credential-{helper} printed a non-string Username or Secret")
     if not secret:
         return None
     if user == "<token>":
