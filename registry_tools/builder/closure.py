@@ -152,19 +152,29 @@ def popularity(graph: Graph, roots: list[str] | None = None) -> dict[str, int]:
     unknown = [r for r in roots if r not in graph.refs]
     if unknown:
         raise UsageError(f"reference graph: root {unknown[0]} is not in the graph")
+    order = _post_order(graph, roots)
+    parents: dict[str, int] = defaultdict(int)  # how many reachable paths still need a contest
+    for path in order:
+        for child in graph.refs[path]:
+            parents[child] += 1
+    wanted_roots = set(roots)
     contest: dict[str, dict[str, int]] = {}
-    for path in _post_order(graph, roots):  # children first, so each contest is ready when needed
+    total: dict[str, int] = defaultdict(int)
+    for path in order:  # children first, so each contest is ready when needed
         score: dict[str, int] = defaultdict(int)
         for child in graph.refs[path]:
             score[child] += 1
             for sub, s in contest[child].items():
                 score[sub] += s + 1
-        contest[path] = dict(score)
-    total: dict[str, int] = defaultdict(int)
-    for root in roots:
-        total[root] += 1
-        for sub, s in contest[root].items():
-            total[sub] += s + 1
+            parents[child] -= 1
+            if parents[child] == 0:
+                del contest[child]  # no one else needs it: memory stays linear in a deep chain
+        if path in wanted_roots:
+            total[path] += roots.count(path)
+            for sub, s in score.items():
+                total[sub] += (s + 1) * roots.count(path)
+        if parents[path]:
+            contest[path] = dict(score)
     return dict(total)
 
 

@@ -89,7 +89,8 @@ class Registry:
 
     def __init__(self, domain: str, *, options: TransportOptions | None = None,
                  credentials: auth.CredentialLookup | None = None, retry: RetryPolicy | None = None,
-                 cancel: Cancel | None = None):
+                 cancel: Cancel | None = None, transport: httpx.BaseTransport | None = None):
+        """`transport` replaces httpx's own socket transport (a test seam: httpx.MockTransport)."""
         self.domain = domain
         self.host = DOCKER_HUB_API_HOST if domain == DEFAULT_DOMAIN else domain
         self.options = options or TransportOptions()
@@ -102,6 +103,7 @@ class Registry:
         self._http: httpx.Client | None = None
         self.auth = auth.RegistryAuth(self._origin, self.credential, self._fetch_token)
         self._transport: RegistryTransport | None = None
+        self._inner = transport
 
     @property
     def stats(self) -> Any:
@@ -123,7 +125,7 @@ class Registry:
                 raise Interrupted(f"the connection to {self.domain} was closed")
             if self._http is None:
                 o = self.options
-                inner = httpx.HTTPTransport(verify=ssl_context(o), retries=0, limits=httpx.Limits(
+                inner = self._inner or httpx.HTTPTransport(verify=ssl_context(o), retries=0, limits=httpx.Limits(
                     max_connections=o.max_connections, max_keepalive_connections=o.max_connections))
                 self._transport = RegistryTransport(inner, self.retry, self.cancel)
                 self._http = httpx.Client(

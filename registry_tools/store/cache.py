@@ -153,7 +153,7 @@ class BlobCache:
         except (FileNotFoundError, IsADirectoryError):
             return None
         try:
-            return load_json(text, str(path))
+            return load_json(text, str(path), ValueError)
         except ValueError:
             path.unlink(missing_ok=True)
             return None

@@ -9,9 +9,13 @@ from werkzeug.wrappers import Response
 from . import imagegen
 
 
-def serve_layout(httpserver, lay: imagegen.Layout, slow: set[str] = frozenset(), delay: float = 0.0) -> None:
+def serve_layout(httpserver, lay: imagegen.Layout, slow: set[str] = frozenset(), delay: float = 0.0,
+                 skip: set[str] = frozenset()) -> None:
+    """Serve `lay` at /v2/x/y; blobs in `slow` trickle, blobs in `skip` are left to the caller."""
     httpserver.expect_request("/v2/").respond_with_data("{}", content_type="application/json")
     for digest, data in lay.blobs.items():
+        if digest in skip:
+            continue
         obj = None
         try:
             obj = json.loads(data)

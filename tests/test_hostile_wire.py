@@ -1,0 +1,248 @@
+"""A hostile registry on the wire: credentials stay where they belong, bodies are bounded.
+
+Each scripted host runs behind httpx.MockTransport, under the real Registry client,
+auth flow and transport; the hosts have names (reg.example, storage.example, …) so
+"another host" and "the same host over plain http" can be told apart exactly.
+Regression tests for the review's S1-S4, H1 and the wire tracebacks (T*).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Callable, Iterator
+
+import httpx
+import pytest
+
+from registry_tools.errors import AuthError, NetworkError, NotFound, RegistryError, RegistryToolsError
+from registry_tools.model.digest import Digest
+from registry_tools.registry import upload
+from registry_tools.registry.auth import Credential
+from registry_tools.registry.blob import BlobStream
+from registry_tools.registry.client import Registry, RetryPolicy
+
+USER, PASSWORD = "alice", "s3cret-Pa55"
+BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+TOKEN = "registry-token-1234"
+BLOB = b"layer bytes " * 1000
+DIGEST = Digest.of_bytes(BLOB)
+
+
+class Wire:
+    """Scripted hosts: `routes[host](request)` answers; every request is recorded."""
+
+    def __init__(self, routes: dict[str, Callable[[httpx.Request], httpx.Response]]):
+        self.routes = routes
+        self.seen: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.seen.append(request)
+        return self.routes[request.url.host](request)
+
+    def to(self, host: str, scheme: str | None = None) -> list[httpx.Request]:
+        return [r for r in self.seen if r.url.host == host and (scheme is None or r.url.scheme == scheme)]
+
+
+def registry(wire: Wire, creds: bool = True, host: str = "reg.example") -> Registry:
+    lookup = (lambda domain, repo: Credential(USER, PASSWORD)) if creds else None
+    return Registry(host, credentials=lookup, transport=httpx.MockTransport(wire),
+                    retry=RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.02))
+
+
+def basic_registry(handle: Callable[[httpx.Request], httpx.Response]) -> Callable[[httpx.Request], httpx.Response]:
+    """A registry that wants Basic credentials for everything."""
+    def answer(req: httpx.Request) -> httpx.Response:
+        if req.headers.get("authorization") != BASIC:
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Basic realm="registry"'})
+        return handle(req)
+    return answer
+
+
+def bearer_registry(realm: str, handle: Callable[[httpx.Request], httpx.Response]
+                    ) -> Callable[[httpx.Request], httpx.Response]:
+    def answer(req: httpx.Request) -> httpx.Response:
+        if req.headers.get("authorization") != f"Bearer {TOKEN}":
+            return httpx.Response(401, headers={"WWW-Authenticate": f'Bearer realm="{realm}",service="reg"'})
+        return handle(req)
+    return answer
+
+
+def token_server(req: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"token": TOKEN, "expires_in": 300})
+
+
+def test_s1_upload_location_on_another_host_gets_no_credentials():
+    """push: the registry's Authorization never goes to an upload Location elsewhere."""
+    def reg(req: httpx.Request) -> httpx.Response:
+        if req.method == "POST":
+            return httpx.Response(202, headers={"Location": "https://storage.example/up/1?sig=abc"})
+        return httpx.Response(404)
+
+    def storage(req: httpx.Request) -> httpx.Response:
+        if req.method == "PATCH":
+            req.read()
+            return httpx.Response(202, headers={"Location": "https://storage.example/up/1?sig=abc"})
+        return httpx.Response(201, headers={"Docker-Content-Digest": str(DIGEST)})
+
+    wire = Wire({"reg.example": basic_registry(reg), "storage.example": storage})
+    r = registry(wire)
+    mounted, where, _ = upload.start_upload(r, "x/y", DIGEST)
+    assert not mounted and where.startswith("https://storage.example/")
+    upload.upload(r, "x/y", where, DIGEST, len(BLOB), lambda s, e: iter([BLOB[s:e]]))
+    assert [q.method for q in wire.to("storage.example")] == ["PATCH", "PUT"]
+    assert all("authorization" not in q.headers for q in wire.to("storage.example"))
+    assert any(q.headers.get("authorization") == BASIC for q in wire.to("reg.example"))
+
+
+def test_s2_a_redirect_targets_own_realm_never_gets_the_registrys_credentials():
+    """A blob-storage host reached by redirect answers 401 with its own Bearer realm."""
+    def reg(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(307, headers={"Location": f"https://storage.example/blob/{DIGEST.hex}"})
+
+    def storage(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="https://evil.example/token"'})
+
+    evil_seen: list[httpx.Request] = []
+    wire = Wire({"reg.example": bearer_registry("https://auth.example/token", reg),
+                 "auth.example": token_server, "storage.example": storage,
+                 "evil.example": lambda req: evil_seen.append(req) or token_server(req)})
+    with pytest.raises(AuthError):
+        BlobStream(registry(wire), "x/y", DIGEST, len(BLOB)).read()
+    assert evil_seen == [] and wire.to("evil.example") == []
+    assert all("authorization" not in q.headers for q in wire.to("storage.example"))
+    assert wire.to("auth.example")[0].headers["authorization"] == BASIC  # the registry's own realm did
+
+
+def test_s3_https_to_http_redirect_on_the_same_host_drops_authorization():
+    def reg(req: httpx.Request) -> httpx.Response:
+        if req.url.scheme == "http":
+            return httpx.Response(200, content=BLOB)
+        return httpx.Response(307, headers={"Location": f"http://reg.example/blob/{DIGEST.hex}"})
+
+    def answer(req: httpx.Request) -> httpx.Response:
+        if req.url.scheme == "http":
+            return reg(req)
+        return basic_registry(reg)(req)
+
+    wire = Wire({"reg.example": answer})
+    with BlobStream(registry(wire), "x/y", DIGEST, len(BLOB)) as stream:
+        assert stream.read() == BLOB
+    plain = wire.to("reg.example", "http")
+    assert plain and all("authorization" not in q.headers for q in plain)
+    assert any(q.headers.get("authorization") == BASIC for q in wire.to("reg.example", "https"))
+
+
+def test_s4_credentials_never_go_to_a_plain_http_realm_of_a_tls_registry():
+    def reg(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"{}")
+
+    wire = Wire({"reg.example": bearer_registry("http://auth.example/token", reg), "auth.example": token_server})
+    with pytest.raises(AuthError, match="plain http"):
+        registry(wire).list_tags("x/y")
+    assert wire.to("auth.example") == []
+    # Anonymous (no credential to leak): the plain-http realm may be asked.
+    wire = Wire({"reg.example": bearer_registry("http://auth.example/token", reg), "auth.example": token_server})
+    registry(wire, creds=False).list_tags("x/y")
+    assert wire.to("auth.example") and "authorization" not in wire.to("auth.example")[0].headers
+
+
+def endless(counter: list[int], chunk: bytes = b"[" * 65536) -> Iterator[bytes]:
+    while True:
+        counter[0] += len(chunk)
+        yield chunk
+        if counter[0] > 64 << 20:  # the test's own stop, far past any bound we set
+            return
+
+
+@pytest.mark.parametrize("where", ["token", "error", "tags", "manifest"])
+def test_h1_every_response_body_is_bounded(where):
+    sent = [0]
+
+    def reg(req: httpx.Request) -> httpx.Response:
+        if where == "error":
+            return httpx.Response(404, content=endless(sent, b"x" * 65536))
+        return httpx.Response(200, content=endless(sent))
+
+    routes = {"reg.example": bearer_registry("https://auth.example/token", reg), "auth.example": token_server}
+    if where == "token":
+        routes["auth.example"] = lambda req: httpx.Response(200, content=endless(sent))
+    r = registry(Wire(routes))
+    with pytest.raises(RegistryToolsError):
+        if where == "manifest":
+            r.get_manifest("x/y", "sha256:" + "a" * 64)
+        elif where == "error":
+            r.check(r.request("GET", "x/y", "/v2/x/y/manifests/latest", stream=True), "x/y:latest", "x/y")
+        else:
+            r.list_tags("x/y")
+    assert sent[0] <= 6 << 20, f"{sent[0]} bytes read"
+
+
+@pytest.mark.parametrize("answer", [
+    {"token": "t\u00f6ken-with-non-ascii"},
+    {"token": "two words"},
+    {"token": 12345},
+    {"access_token": ["x"]},
+])
+def test_a_token_unfit_for_a_header_is_a_clear_error(answer):
+    wire = Wire({"reg.example": bearer_registry("https://auth.example/token", lambda r: httpx.Response(200)),
+                 "auth.example": lambda req: httpx.Response(200, json=answer)})
+    with pytest.raises(AuthError, match="no usable token"):
+        registry(wire).list_tags("x/y")
+
+
+@pytest.mark.parametrize("where", ["token", "tags", "manifest", "error"])
+def test_deeply_nested_json_is_a_clear_error(where):
+    deep = b"[" * 100000 + b"]" * 100000
+
+    def reg(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(404 if where == "error" else 200, content=deep)
+
+    routes = {"reg.example": bearer_registry("https://auth.example/token", reg), "auth.example": token_server}
+    if where == "token":
+        routes["auth.example"] = lambda req: httpx.Response(200, content=deep)
+    r = registry(Wire(routes))
+    if where == "manifest":
+        from registry_tools.model import manifest as mf
+        raw, _ = r.get_manifest("x/y", "latest")
+        with pytest.raises(RegistryToolsError, match="nested"):
+            mf.parse(raw)
+    elif where == "error":
+        with pytest.raises(NotFound, match="HTTP 404"):
+            r.check(r.request("GET", "x/y", "/v2/x/y/manifests/latest", stream=True), "x/y:latest", "x/y")
+    else:
+        with pytest.raises((AuthError, RegistryError), match="nested"):
+            r.list_tags("x/y")
+
+
+def test_a_server_without_range_that_keeps_cutting_ends_in_one_clear_error():
+    def reg(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200, content=b"{}")
+
+        def cut() -> Iterator[bytes]:
+            yield BLOB[: len(BLOB) // 3]
+            raise httpx.ReadError("cut by the test")
+        return httpx.Response(200, content=cut(), headers={"Content-Length": str(len(BLOB))})
+
+    stream = BlobStream(registry(Wire({"reg.example": reg}), creds=False), "x/y", DIGEST, len(BLOB))
+    with pytest.raises(NetworkError, match="kept failing"):
+        while stream.read(4096):
+            pass
+
+
+def test_credentials_only_for_the_registrys_own_origin_even_on_its_own_redirects():
+    """A manifest redirected to another port of the same host name is another origin."""
+    manifest = json.dumps({"schemaVersion": 2}).encode()
+
+    def reg(req: httpx.Request) -> httpx.Response:
+        if req.url.port == 5001:
+            return httpx.Response(200, content=manifest)
+        return basic_registry(lambda r: httpx.Response(
+            307, headers={"Location": "https://reg.example:5001/m"}))(req)
+
+    wire = Wire({"reg.example": reg})
+    raw, _ = registry(wire).get_manifest("x/y", "sha256:" + hashlib.sha256(manifest).hexdigest())
+    assert raw == manifest
+    other = [q for q in wire.seen if q.url.port == 5001]
+    assert other and all("authorization" not in q.headers for q in other)
