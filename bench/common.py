@@ -45,7 +45,7 @@ def split_even(files: list[Path], parts: int) -> list[list[Path]]:
     target = sum(sizes) / parts
     groups: list[list[Path]] = [[]]
     acc = 0.0
-    for f, s in zip(files, sizes):
+    for f, s in zip(files, sizes, strict=True):
         if acc >= target and len(groups) < parts:
             groups.append([])
             acc = 0.0

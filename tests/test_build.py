@@ -364,7 +364,7 @@ def test_same_spec_same_digests_anywhere(tmp_path):
         env = dict(os.environ, TZ=tz, LC_ALL=lang, LANG=lang, TMPDIR=str(work / "tmp"),
                    REGISTRY_TOOLS_CACHE=str(work / "cache"))
         out = {}
-        for args, key in ((["--oci", str(work / "layout")], "oci"), (["-o", str(work / "img.tar")], "tar")):
+        for args, _key in ((["--oci", str(work / "layout")], "oci"), (["-o", str(work / "img.tar")], "tar")):
             res = subprocess.run([sys.executable, "-m", "registry_tools", "build", str(work / "spec.json"), *args],
                                  capture_output=True, text=True, env=env, cwd=work,
                                  preexec_fn=lambda u=umask: os.umask(u))

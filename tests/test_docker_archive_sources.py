@@ -31,7 +31,7 @@ def test_loads_and_every_layer_matches_its_diff_id(name, tag, cache_dir):
     with Session() as s:
         base = from_docker_archive(FIX / name, tag, s)
         ids = base.config["rootfs"]["diff_ids"]
-        assert [str(l.diff_id) for l in base.layers] == ids
+        assert [str(layer.diff_id) for layer in base.layers] == ids
         for layer in base.layers:  # stored under the diff_id, checked on the way in
             assert s.cache.has(layer.diff_id, layer.size)
 

@@ -106,7 +106,8 @@ def test_one_changed_file_uploads_one_layer(registry, work, monkeypatch):
     with Session() as s:
         second, image2 = build_and_push(spec_of(work), dest, s)
     assert len(packed) == 1
-    changed = [l for l, o in zip(image2.layers, image1.layers) if l.descriptor.digest != o.descriptor.digest]
+    changed = [new for new, old in zip(image2.layers, image1.layers, strict=True)
+               if new.descriptor.digest != old.descriptor.digest]
     assert len(changed) == 1
     assert sorted(second.uploaded) == sorted([changed[0].descriptor.digest, image2.manifest.config.digest])
     puts = [u for m, u in writes(registry, mark) if m == "PUT"]
@@ -314,7 +315,7 @@ def test_mount_and_its_fallback(httpserver, work, cache_dir, refuse):
     n = len(fake.log)
     with quick_session() as s:
         result, image = build_and_push(spec_of(work), f"{httpserver.host}:{httpserver.port}/y/b:1", s)
-    blobs = {l.descriptor.digest for l in image.layers} | {image.manifest.config.digest}
+    blobs = {layer.descriptor.digest for layer in image.layers} | {image.manifest.config.digest}
     posts = [p for m, p, h in fake.log[n:] if m == "POST"]
     assert len(posts) == len(blobs) and all("mount=" in p and "from=x%2Fa" in p or "from=x/a" in p for p in posts)
     patches = [p for m, p, h in fake.log[n:] if m == "PATCH"]
@@ -334,7 +335,7 @@ def test_wrong_returned_digest_is_an_error(httpserver, work):
 def test_upload_faults_recover(httpserver, work, fault):
     fake, result, image = fake_push(work, httpserver, **{fault: 2})
     assert fake.manifests["1"] == image.manifest.raw
-    assert {d for repo, d in fake.blobs if repo == "x/app"} >= {str(l.descriptor.digest) for l in image.layers}
+    assert {d for repo, d in fake.blobs if repo == "x/app"} >= {str(layer.descriptor.digest) for layer in image.layers}
 
 
 def test_upload_faults_that_do_not_stop_fail_clearly(httpserver, work):

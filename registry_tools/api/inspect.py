@@ -51,13 +51,14 @@ def summary(r: Resolved, session: Session, wanted: Platform | None) -> dict[str,
     assert isinstance(doc, mf.ImageManifest)
     source = session.source(r.ref)
     config = mf.parse_config(source.blob_bytes(doc.config, f"config of {r.ref.name}@{digest}"))
-    plat = Platform(str(config.get("os", "")), str(config.get("architecture", "")), str(config.get("variant", "") or ""))
+    plat = Platform(str(config.get("os") or ""), str(config.get("architecture") or ""),
+                    str(config.get("variant") or ""))
     cfg = config.get("config") or {}
     out.update({
         "Platform": format_platform(plat),
         "Created": config.get("created"),
-        "Layers": [str(l.digest) for l in doc.layers],
-        "Size": sum(l.size for l in doc.layers),
+        "Layers": [str(layer.digest) for layer in doc.layers],
+        "Size": sum(layer.size for layer in doc.layers),
         "Env": cfg.get("Env"), "Entrypoint": cfg.get("Entrypoint"), "Cmd": cfg.get("Cmd"),
         "Labels": cfg.get("Labels"),
     })

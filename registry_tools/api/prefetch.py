@@ -172,7 +172,7 @@ def prefetch_many(lines: Iterable[LockLine], *, session: Session, jobs: int = 4,
 
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="prefetch") as pool:
         results = list(pool.map(one, items))
-    return list(zip(items, results))
+    return list(zip(items, results, strict=True))
 
 
 def lock_document(results: list[tuple[LockLine, Pin | RegistryToolsError]]) -> dict[str, Any]:
@@ -194,7 +194,7 @@ def dumps(obj: Any) -> str:
 def lock_nix(results: list[tuple[LockLine, Pin | RegistryToolsError]]) -> str:
     """The same pins as a Nix list of attribute sets."""
     out = ["["]
-    for item, pin in results:
+    for _, pin in results:
         assert isinstance(pin, Pin)
         out.append("  " + pin.to_nix().replace("\n", "\n  "))
     out.append("]")

@@ -28,7 +28,7 @@ from registry_tools.registry import upload
 from registry_tools.model.image import Image
 from registry_tools.model.digest import Digest
 from registry_tools.errors import CacheDamaged, Interrupted, NetworkError, RegistryError, UsageError
-from registry_tools.formats.compression import READ_SIZE
+from registry_tools.model.compression import READ_SIZE
 from registry_tools.engine import repairing
 from registry_tools.session import Session
 from registry_tools.builder.spec import BuildSpec

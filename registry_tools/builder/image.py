@@ -28,7 +28,8 @@ from registry_tools.builder.closure import Graph, auto_layers, parse_graph, popu
 from registry_tools.model.image import Image, Layer
 from registry_tools.model.digest import Digest
 from registry_tools.errors import RegistryToolsError, UsageError
-from registry_tools.builder.pack import Compressor, Entry, Owner, PackError, collect, owned, tar_size, with_parents, write_tar
+from registry_tools.builder.pack import Compressor, Entry, Owner, PackError, collect, owned, tar_size
+from registry_tools.builder.pack import with_parents, write_tar
 from registry_tools.session import Session
 from registry_tools.builder.spec import BuildSpec
 
@@ -147,7 +148,8 @@ def _plan(spec: BuildSpec, plan: Plan) -> Plan:
             groups = auto_layers(graph, budget, sizes)
         for group in groups:
             entries = with_parents([e for node in group for e in collected[node]])
-            label = ", ".join(sources[n][1] for n in group[:3]) + (f" and {len(group) - 3} more" if len(group) > 3 else "")
+            more = f" and {len(group) - 3} more" if len(group) > 3 else ""
+            label = ", ".join(sources[n][1] for n in group[:3]) + more
             plan.layers.append(LayerPlan(entries, owner, label, _input_key(entries, owner, spec.mtime)))
     plan.layers.append(_final_layer(spec, owner, plan))
     return plan
@@ -416,12 +418,13 @@ def build_blobs(plan: Plan, session: Session, jobs: int = 2,
     with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pack") as pool:
         # Largest first, so the biggest layer does not start last and run alone at the end.
         work: list[tuple[int, Callable[..., Layer]]] = (
-            [(layer.size or 0, lambda layer=layer: notify(compress_layer(layer, spec.compressor, cache))) for layer in base]
+            [(layer.size or 0, lambda layer=layer: notify(compress_layer(layer, spec.compressor, cache)))
+             for layer in base]
             + [(lp.weight, lambda lp=lp: notify(one(lp))) for lp in plan.layers])
         order = sorted(range(len(work)), key=lambda i: -work[i][0])
         futures = {i: pool.submit(work[i][1]) for i in order}
         layers = [futures[i].result() for i in range(len(work))]
-    config = image_config(spec, plan.base, [l.diff_id for l in layers], [lp.comment for lp in plan.layers])
+    config = image_config(spec, plan.base, [layer.diff_id for layer in layers], [lp.comment for lp in plan.layers])
     return assemble(config, canonical_json(config), layers, spec.platform.to_json(), cache)
 
 
@@ -431,9 +434,9 @@ def assemble(config: dict[str, Any], config_raw: bytes, layers: list[Layer], pla
     config_desc = mf.Descriptor(mf.OCI_CONFIG, Digest.of_bytes(config_raw), len(config_raw))
     cache.put_bytes(config_desc.digest, config_raw)
     manifest = {"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "config": config_desc.to_json(),
-                "layers": [l.descriptor.to_json() for l in layers]}
+                "layers": [layer.descriptor.to_json() for layer in layers]}
     raw = canonical_json(manifest)
-    doc = mf.ImageManifest(raw, mf.OCI_MANIFEST, config_desc, tuple(l.descriptor for l in layers))
+    doc = mf.ImageManifest(raw, mf.OCI_MANIFEST, config_desc, tuple(layer.descriptor for layer in layers))
     desc = mf.Descriptor(mf.OCI_MANIFEST, Digest.of_bytes(raw), len(raw), platform=platform)
     cache.put_bytes(desc.digest, raw)
     return Image(doc, desc, config_raw, config, layers)

@@ -155,7 +155,8 @@ def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | No
         elif "@sha256:" in loc:
             spec.from_image = FromImage("registry", loc, name_in)
         else:
-            raise _bad("fromImage", f"{loc!r} is neither an existing archive or layout nor a pinned reference (IMAGE@sha256:…)")
+            raise _bad("fromImage", f"{loc!r} is neither an existing archive or layout "
+                                    "nor a pinned reference (IMAGE@sha256:…)")
     elif "fromImageName" in obj:
         raise _bad("fromImageName", "only makes sense with fromImage")
     if "inheritConfig" in obj:

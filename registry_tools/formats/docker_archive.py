@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from registry_tools.errors import ManifestError, UsageError
-from registry_tools.formats.compression import decompressed
+from registry_tools.model.compression import decompressed
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import VerifyingReader
@@ -80,7 +80,7 @@ def read_docker_archive(path: Path, name: str | None, cache: BlobCache, where: s
         if len(ids) != len(entry["Layers"]):
             raise ManifestError(f"{where}: {len(entry['Layers'])} layers but {len(ids)} diff_ids")
         layers = []
-        for layer_name, diff in zip(entry["Layers"], ids):
+        for layer_name, diff in zip(entry["Layers"], ids, strict=True):
             if not cache.has(diff):
                 # Stored uncompressed, under its diff_id: checked while it is copied in.
                 stream, _ = decompressed(open_member(tf, layer_name, where))

@@ -146,7 +146,7 @@ class LayoutReader:
             raise ManifestError(f"{self.where}: {len(doc.layers)} layers but {len(ids)} diff_ids")
         for d in doc.layers:
             self.import_blob(d, cache)
-        return Image(doc, desc, config_raw, config, [Layer(d, diff) for d, diff in zip(doc.layers, ids)])
+        return Image(doc, desc, config_raw, config, [Layer(d, diff) for d, diff in zip(doc.layers, ids, strict=True)])
 
     def close(self) -> None:
         if self._tar is not None:

@@ -12,7 +12,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from registry_tools.cancel import Cancel
 from registry_tools.engine import DEFAULT_CONCURRENCY, Progress
 from registry_tools.errors import CacheDamaged, DigestMismatch, ManifestError, NotFound, PlatformNotFound
-from registry_tools.formats.compression import READ_SIZE
+from registry_tools.model.compression import READ_SIZE
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Digest, VerifyingReader, verify_bytes
 from registry_tools.model.image import Image, Layer

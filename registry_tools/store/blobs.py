@@ -17,7 +17,7 @@ from isal.igzip_lib import IsalError
 
 from registry_tools.cancel import Cancel
 from registry_tools.errors import CacheDamaged, LayerFormatError, VerificationError
-from registry_tools.formats.compression import READ_SIZE, decompressed, size_hint, sniff_file
+from registry_tools.model.compression import READ_SIZE, decompressed, sniff
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import VerifyingReader
 from registry_tools.model.image import Layer
@@ -126,8 +126,7 @@ class BlobStore:
 
     def size_record(self, layer: Layer) -> int | None:
         """The uncompressed size the blob's format records (a hint, checked when used)."""
-        path = str(self.cache.path(layer.descriptor.digest))
-        return size_hint(path, sniff_file(path))
+        return size_record(str(self.cache.path(layer.descriptor.digest)))
 
     def measure(self, layer: Layer, what: str, cancel: Cancel | None = None) -> Layer:
         """diff_id checked and uncompressed size measured, once; remembered for later runs."""
@@ -153,3 +152,30 @@ class BlobStore:
             compressed.close()
         self.cache.put_meta(desc.digest, {"diff_id": str(layer.diff_id), "size": n, "compression": kind})
         return Layer(desc, layer.diff_id, n)
+
+
+def size_record(path: str) -> int | None:
+    """The uncompressed size the format itself records, if any; a hint to be checked, never trusted.
+
+    gzip keeps the size modulo 2**32 of its last member in the trailer (exact for the usual
+    single-member layer under 4 GiB); zstd may record it in the frame header.
+    """
+    with open(path, "rb") as f:
+        compression = sniff(f.read(4))
+        if compression == "none":
+            f.seek(0, 2)
+            return f.tell()
+        if compression == "gzip":
+            f.seek(0, 2)
+            if f.tell() < 18:
+                return None
+            f.seek(-4, 2)
+            return int.from_bytes(f.read(4), "little")
+        if compression == "zstd":
+            f.seek(0)
+            try:
+                size = zstandard.frame_content_size(f.read(18))
+            except zstandard.ZstdError:
+                return None
+            return size if size >= 0 else None
+    return None

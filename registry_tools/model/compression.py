@@ -1,7 +1,8 @@
 """Layer compression: recognise gzip, zstd and plain tar by their bytes, and decompress.
 
 The magic bytes decide, not the media type: registries hold layers whose media type
-says gzip while the bytes are zstd, and the other way round.
+says gzip while the bytes are zstd, and the other way round. These are stream
+wrappers only: they read what they are given and open nothing themselves.
 """
 from __future__ import annotations
 
@@ -72,55 +73,3 @@ def decompressed(raw: Readable) -> tuple[Readable, str]:
             cast(BinaryIO, stream), read_size=READ_SIZE, read_across_frames=True)
         return reader, kind
     return stream, kind
-
-
-def size_hint(path: str, compression: str) -> int | None:
-    """The uncompressed size the format itself records, if any; a hint to be checked, never trusted.
-
-    gzip keeps the size modulo 2**32 of its last member in the trailer (exact for the usual
-    single-member layer under 4 GiB); zstd may record it in the frame header.
-    """
-    with open(path, "rb") as f:
-        if compression == "none":
-            f.seek(0, 2)
-            return f.tell()
-        if compression == "gzip":
-            f.seek(0, 2)
-            if f.tell() < 18:
-                return None
-            f.seek(-4, 2)
-            return int.from_bytes(f.read(4), "little")
-        if compression == "zstd":
-            try:
-                size = zstandard.frame_content_size(f.read(18))
-            except zstandard.ZstdError:
-                return None
-            return size if size >= 0 else None
-    return None
-
-
-def sniff_file(path: str) -> str:
-    with open(path, "rb") as f:
-        return sniff(f.read(4))
-
-
-def copy_stream(src: Readable, write, limit: int | None = None, chunk: int = READ_SIZE) -> int:
-    """Copy src to a write callable; returns the byte count (stops one byte past `limit`)."""
-    total = 0
-    while True:
-        b = src.read(chunk)
-        if not b:
-            return total
-        total += len(b)
-        write(b)
-        if limit is not None and total > limit:
-            return total
-
-
-def close_quietly(f: BinaryIO | Readable | None) -> None:
-    close = getattr(f, "close", None)
-    if close:
-        try:
-            close()
-        except Exception:
-            pass
