@@ -1,23 +1,59 @@
-"""The engine's shared parts: progress, the one transfer limit, cancellation, cache repair.
+"""The copy engine: any source to any destination, and what every copy shares.
 
-Every operation is a copy from a source to a destination. What every copy needs is
-here once: how it reports progress, how many transfers run at once, how it stops, and
-what it does when a blob in the cache turns out damaged (evict it, fetch it again once,
-and say so).
+Every operation is a copy from a source (a registry, an OCI layout or oci-archive, a
+docker-archive, the builder) to a destination (a registry, an archive, a layout, a
+stream, a hash). `copy` resolves the image at the source, lets the source make its
+layers available in the verified store (in the background where that overlaps with
+writing), and hands both to the destination; if a blob in the cache turns out damaged
+it is evicted and the copy runs once more. How a copy reports progress is here too.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable, TypeVar
+from contextlib import AbstractContextManager
+from typing import Callable, Protocol, TypeVar
 
 from registry_tools.errors import CacheDamaged
 from registry_tools.model.digest import Digest
+from registry_tools.model.image import Image, LayerSupply
 from registry_tools.store.cache import BlobCache
 
 log = logging.getLogger("registry_tools.engine")
 
 DEFAULT_CONCURRENCY = 4
 T = TypeVar("T")
+R = TypeVar("R", covariant=True)
+
+
+class Source(Protocol):
+    def resolve(self) -> Image:
+        """The image: manifest and config fetched and verified; its layers not yet."""
+        ...
+
+    def supply(self, image: Image, measure: bool) -> AbstractContextManager[LayerSupply]:
+        """Start making the layers available (measured too, when `measure`); leaving the
+        block early stops what is still running."""
+        ...
+
+
+class Destination(Protocol[R]):
+    @property
+    def streams_layers(self) -> bool:
+        """True: takes each layer as it lands; False: wants them all, measured, first."""
+        ...
+
+    def write(self, image: Image, supply: LayerSupply) -> R:
+        """Write the image; nothing is visible at the destination unless this returns."""
+        ...
+
+
+def copy(source: Source, destination: Destination[T], cache: BlobCache) -> tuple[Image, T]:
+    """Copy one image from `source` to `destination`; returns the image and what the destination says."""
+    def run() -> tuple[Image, T]:
+        image = source.resolve()
+        with source.supply(image, measure=not destination.streams_layers) as supply:
+            return image, destination.write(image, supply)
+    return repairing(cache, run)
 
 
 class Progress:

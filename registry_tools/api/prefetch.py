@@ -14,9 +14,10 @@ from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest, sri
 from registry_tools.errors import RegistryToolsError, UsageError
 from registry_tools.model.platform import Platform, normalize_arch
-from registry_tools.api.pull import FORMATS, check_final_names, produce, split_name, wanted_platform
-from registry_tools.engine import repairing
-from registry_tools.model.image import Image
+from registry_tools.api.pull import FORMATS, check_final_names, split_name, wanted_platform
+from registry_tools.engine import copy
+from registry_tools.formats.destination import ArchiveDestination, ArchiveOptions
+from registry_tools.registry.source import RegistryImage
 from registry_tools.session import Session
 
 
@@ -120,12 +121,10 @@ def prefetch(
     try:
         source = session.source(ref)
         digest = Digest.parse(typed_digest) if typed_digest else source.resolve_tag(typed_tag or "latest")
-
-        def run() -> tuple[Image, bytes]:
-            image = source.resolve(digest, wanted, cross_arch=cross_arch,
-                                   explicit_platform=bool(platform or os or arch or variant))
-            return image, produce(source, image, format, final_name, final_tag, None, None)
-        image_, sha = repairing(session.cache, run)
+        pinned = RegistryImage(source, digest, wanted, cross_arch=cross_arch,
+                               explicit_platform=bool(platform or os or arch or variant))
+        destination = ArchiveDestination(session.store, ArchiveOptions(format, final_name, final_tag), None)
+        image_, sha = copy(pinned, destination, session.cache)
     finally:
         if own:
             session.close()

@@ -7,30 +7,20 @@ on time, the host or the order in which downloads finish.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry_tools.engine import copy
+from registry_tools.errors import InvalidReference, UsageError
+from registry_tools.fileio import check_destination, check_layout_destination
+from registry_tools.formats import FORMATS
+from registry_tools.formats.destination import ArchiveDestination, ArchiveOptions
 from registry_tools.model import reference as refs
-from registry_tools.formats.archive import docker_archive_entries, oci_archive_entries, write_positional, write_stream
-from typing import Callable
-
-from registry_tools.model.image import Image, Layer
-from registry_tools.registry.source import RegistrySource
-from registry_tools.store.blobs import BlobStore, SizeRecordWrong
 from registry_tools.model.digest import Digest, nix32_encode, parse_output_hash, sri
-from registry_tools.errors import HashMismatch, InvalidReference, UsageError
-from registry_tools.formats.oci_layout import write_layout
-from registry_tools.formats.nar import nar_sha256
-from registry_tools.engine import repairing
-from registry_tools.fileio import AtomicDir, AtomicFile, PipelinedHashWriter, check_destination
-from registry_tools.fileio import check_layout_destination
 from registry_tools.model.platform import Platform, host_platform, normalize_arch, normalize_os
 from registry_tools.model.platform import parse as parse_platform
+from registry_tools.registry.source import RegistryImage
 from registry_tools.session import Session
-
-from registry_tools.formats import FORMATS
 
 
 @dataclass(frozen=True)
@@ -113,83 +103,6 @@ def check_final_names(name: str, tag: str) -> None:
         raise UsageError(f"invalid final image tag {tag!r}")
 
 
-def write_output(image: Image, store: BlobStore, fmt: str, final_name: str, final_tag: str,
-                 output: str | os.PathLike[str] | None, expected: bytes | None, expected_text: str = "",
-                 layer_for: Callable[[int], Layer] | None = None) -> bytes:
-    """Produce the output (or only its hash when `output` is None); commit only if the hash is right."""
-    repo_tag = f"{final_name}:{final_tag}"
-    if fmt == "oci":
-        if output is None:
-            tmpdir = Path(tempfile.mkdtemp(prefix="registry-tools-"))
-            try:
-                write_layout(tmpdir / "layout", image, store, final_name, final_tag)
-                return nar_sha256(str(tmpdir / "layout"))
-            finally:
-                shutil.rmtree(tmpdir, ignore_errors=True)
-        target = AtomicDir(output)
-        try:
-            write_layout(target.tmp, image, store, final_name, final_tag)
-            actual = nar_sha256(str(target.tmp))
-            _check_hash(expected, expected_text, actual)
-            target.commit()
-            return actual
-        except BaseException:
-            target.abort()
-            raise
-    if fmt == "docker-archive":
-        entries = docker_archive_entries(image, store, repo_tag, layer_for)
-    elif fmt == "oci-archive":
-        entries = oci_archive_entries(image, final_name, final_tag)
-    else:
-        raise UsageError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    if output is None:  # only the hash is wanted: stream it through the hasher
-        pipe = PipelinedHashWriter(None)
-        try:
-            write_stream(entries, store, pipe.write)
-            pipe.close()
-        except BaseException:
-            pipe.abort()
-            raise
-        actual = pipe.hash.digest()
-        _check_hash(expected, expected_text, actual)
-        return actual
-    out = AtomicFile(output)
-    try:
-        actual = write_positional(entries, store, out.file.fileno())
-        _check_hash(expected, expected_text, actual)
-        out.commit()
-        return actual
-    except BaseException:
-        out.abort()
-        raise
-
-
-def produce(source: RegistrySource, image: Image, fmt: str, final_name: str, final_tag: str,
-            output: str | os.PathLike[str] | None, expected: bytes | None, expected_text: str = "") -> bytes:
-    """Fetch the layers and write the output, overlapping the two where the format allows.
-
-    A docker-archive stores layers uncompressed: each is decompressed once, straight into
-    the output, as soon as its download lands, with the size its compressed form records.
-    Should that record be wrong (a multi-member gzip, a layer over 4 GiB), the layers'
-    exact sizes are measured and the output is written again.
-    """
-    store = source.store
-    if fmt == "docker-archive":
-        with source.background_fetch(image) as fetch:
-            try:
-                return write_output(image, store, fmt, final_name, final_tag, output, expected, expected_text,
-                                    layer_for=fetch.layer)
-            except SizeRecordWrong:
-                fetch.wait_all()
-    source.fetch_layers(image)
-    return write_output(image, store, fmt, final_name, final_tag, output, expected, expected_text)
-
-
-def _check_hash(expected: bytes | None, expected_text: str, actual: bytes) -> None:
-    if expected is not None and expected != actual:
-        raise HashMismatch(expected_text, actual.hex(), sri(actual))
-
-
 def pull_image(
     image: str,
     output: str | os.PathLike[str] | None,
@@ -224,14 +137,10 @@ def pull_image(
     own = session is None
     session = session or Session()
     try:
-        source = session.source(ref)
-
-        def run() -> tuple[Image, bytes]:
-            image = source.resolve(Digest.parse(ref.digest), wanted, cross_arch=cross_arch,
-                                   explicit_platform=bool(platform or os or arch or variant))
-            sha = produce(source, image, format, final_name, final_image_tag, output, expected, hash or "")
-            return image, sha
-        resolved, actual = repairing(session.cache, run)
+        source = RegistryImage(session.source(ref), Digest.parse(ref.digest), wanted, cross_arch=cross_arch,
+                               explicit_platform=bool(platform or os or arch or variant))
+        options = ArchiveOptions(format, final_name, final_image_tag, expected, hash or "")
+        resolved, actual = copy(source, ArchiveDestination(session.store, options, output), session.cache)
     finally:
         if own:
             session.close()

@@ -19,10 +19,11 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from registry_tools.model import manifest as mf
-from registry_tools.formats.archive import Entry as ArchiveEntry, canonical_json, file as archive_file, write_stream
+from registry_tools.formats.docker_archive import ArchiveLayer, docker_archive_entries
+from registry_tools.formats.tar import Entry as ArchiveEntry, canonical_json, write_stream
 from registry_tools.builder.base import BaseImage, load_base
 from registry_tools.builder.closure import Graph, auto_layers, parse_graph, popularity_layers
 from registry_tools.model.image import Image, Layer
@@ -332,7 +333,6 @@ def stream_docker_archive(plan: Plan, session: Session, write: Write) -> tuple[s
     image's name:tag and config digest."""
     spec = plan.spec
     diff_ids: list[Digest] = []
-    names: list[str] = []
     result: list[tuple[str, str]] = []
 
     def packed(lp: LayerPlan, size: int) -> Callable[[Write], None]:
@@ -348,30 +348,37 @@ def stream_docker_archive(plan: Plan, session: Session, write: Write) -> tuple[s
             diff_ids.append(Digest("sha256", h.hexdigest()))
         return produce
 
-    def entries():
-        n = 0
-        for layer in (plan.base.layers if plan.base else []):
-            n += 1
-            diff_ids.append(layer.diff_id)
-            names.append(f"{n}/layer.tar")
-            assert layer.size is not None  # base layers are measured when they are loaded
-            yield ArchiveEntry(f"{n}/layer.tar", layer.size, layer=layer, what=f"base layer {n}")
-        for lp in plan.layers:
-            n += 1
-            names.append(f"{n}/layer.tar")
-            size = lp.size(spec.mtime)
-            yield ArchiveEntry(f"{n}/layer.tar", size, what=lp.comment, producer=packed(lp, size))
-        # Only now, with every diff_id known, can the config be written.
-        config_raw = canonical_json(image_config(spec, plan.base, diff_ids, [lp.comment for lp in plan.layers]))
-        config_digest = Digest.of_bytes(config_raw)
-        tag = spec.tag or default_tag(config_raw)
-        result.append((f"{spec.name}:{tag}", str(config_digest)))
-        yield archive_file(f"{config_digest.hex}.json", config_raw)
-        yield archive_file("manifest.json", canonical_json([{"Config": f"{config_digest.hex}.json",
-                                                             "RepoTags": [f"{spec.name}:{tag}"], "Layers": names}]))
-        yield archive_file("repositories", canonical_json({spec.name: {tag: diff_ids[-1].hex}}))
+    def base_layer(n: int, layer: Layer) -> ArchiveLayer:
+        assert layer.size is not None  # base layers are measured when they are loaded
+        size = layer.size
 
-    write_stream(entries(), session.store, write)
+        def entry() -> ArchiveEntry:
+            diff_ids.append(layer.diff_id)
+            return ArchiveEntry(f"{n}/layer.tar", size, layer=layer, what=f"base layer {n}")
+        return ArchiveLayer(f"{n}/layer.tar", entry, lambda: layer.diff_id)
+
+    def built_layer(n: int, lp: LayerPlan) -> ArchiveLayer:
+        def entry() -> ArchiveEntry:
+            size = lp.size(spec.mtime)
+            return ArchiveEntry(f"{n}/layer.tar", size, what=lp.comment, producer=packed(lp, size))
+        return ArchiveLayer(f"{n}/layer.tar", entry, lambda: diff_ids[n - 1])
+
+    def layers() -> Iterator[ArchiveLayer]:
+        base = plan.base.layers if plan.base else []
+        for n, layer in enumerate(base, 1):
+            yield base_layer(n, layer)
+        for n, lp in enumerate(plan.layers, len(base) + 1):
+            yield built_layer(n, lp)
+
+    def config() -> bytes:  # only now, with every diff_id known, can the config be written
+        return canonical_json(image_config(spec, plan.base, diff_ids, [lp.comment for lp in plan.layers]))
+
+    def repo_tag(config_raw: bytes) -> str:
+        ref = f"{spec.name}:{spec.tag or default_tag(config_raw)}"
+        result.append((ref, str(Digest.of_bytes(config_raw))))
+        return ref
+
+    write_stream(docker_archive_entries(layers(), config, repo_tag), session.store, write)
     return result[0]
 
 

@@ -1,24 +1,88 @@
-"""Reading a docker-archive: `docker save`, `podman save`, skopeo's and our own.
+"""The docker-archive: `docker save`, `podman save`, skopeo's and our own; read and written here.
 
-manifest.json is type-checked once; member names that would leave the archive, links
-that point out of it and link cycles are refused; every layer is copied into the cache
-uncompressed, under its diff_id, verified as it goes. The writing side is the archive
-plan in `archive`.
+Writing: one plan for pull and build alike (layers, then the config, manifest.json and
+repositories), whether the layers' diff_ids are known up front (a pull: members named
+`<diff_id>.tar`, as skopeo writes them) or only once each is packed (a streamed build:
+`N/layer.tar`, as nixpkgs writes them).
+
+Reading: manifest.json is type-checked once; member names that would leave the archive,
+links that point out of it and link cycles are refused; every layer is copied into the
+cache uncompressed, under its diff_id, verified as it goes.
 """
 from __future__ import annotations
 
 import tarfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable, Iterable, Iterator
 
 from registry_tools.errors import ManifestError, UsageError
-from registry_tools.model.compression import decompressed
+from registry_tools.formats.tar import Entry, canonical_json, file
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
-from registry_tools.model.digest import VerifyingReader
-from registry_tools.model.image import Layer
+from registry_tools.model.compression import decompressed
+from registry_tools.model.digest import Digest, VerifyingReader
+from registry_tools.model.image import Image, Layer
+from registry_tools.store.blobs import BlobStore, SizeRecordWrong
 from registry_tools.store.cache import BlobCache
+
+
+@dataclass(frozen=True)
+class ArchiveLayer:
+    """One layer of a docker-archive being written."""
+
+    name: str  # its member name
+    entry: Callable[[], Entry]  # makes its entry; called once per name, when the layer is due
+    diff_id: Callable[[], Digest]  # known once its entry is written, at the latest
+
+
+def docker_archive_entries(layers: Iterable[ArchiveLayer], config: Callable[[], bytes],
+                           repo_tag: Callable[[bytes], str]) -> Iterator[Entry]:
+    """Layers (each name stored once), `<config digest>.json`, manifest.json and repositories.
+
+    A generator: each entry comes out as soon as it can be made, and the config (which
+    may depend on the layers, for a build) only after every layer.
+    """
+    seen: set[str] = set()
+    names: list[str] = []
+    last: ArchiveLayer | None = None
+    for layer in layers:
+        names.append(layer.name)
+        if layer.name not in seen:
+            seen.add(layer.name)
+            yield layer.entry()
+        last = layer
+    config_raw = config()
+    config_name = f"{Digest.of_bytes(config_raw).hex}.json"
+    ref = repo_tag(config_raw)
+    yield file(config_name, config_raw)
+    yield file("manifest.json", canonical_json([{"Config": config_name, "RepoTags": [ref], "Layers": names}]))
+    if last is not None:
+        name, _, tag = ref.rpartition(":")
+        yield file("repositories", canonical_json({name: {tag: last.diff_id().hex}}))
+
+
+def image_entries(image: Image, store: BlobStore, repo_tag: str,
+                  layer_for: Callable[[int], Layer] | None = None) -> Iterator[Entry]:
+    """A pulled image as skopeo's docker-archive lays it out: `<diff_id>.tar` layers, uncompressed.
+
+    `layer_for(i)` hands out layer i when it is ready (downloads may still be running);
+    a layer not yet measured is planned with the size its compressed form records, and
+    SizeRecordWrong is raised if that record was wrong.
+    """
+    def entry(i: int) -> Entry:
+        layer = layer_for(i) if layer_for else image.layers[i]
+        what = f"layer {i + 1}/{len(image.layers)} {layer.descriptor.digest}"
+        size = layer.size if layer.size is not None else store.size_record(layer)
+        if size is None:
+            raise SizeRecordWrong(what)
+        planned = None if layer.size is not None else size
+        return Entry(f"{layer.diff_id.hex}.tar", size, layer=layer, what=what, planned=planned)
+
+    layers = (ArchiveLayer(f"{listed.diff_id.hex}.tar", partial(entry, i), partial(lambda d: d, listed.diff_id))
+              for i, listed in enumerate(image.layers))
+    return docker_archive_entries(layers, lambda: image.config_raw, lambda _: repo_tag)
 
 
 def is_docker_archive(path: Path, where: str) -> bool:

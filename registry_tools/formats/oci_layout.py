@@ -9,9 +9,10 @@ import json
 import os
 import tarfile
 from pathlib import Path
-from typing import IO, Union
+from typing import IO, Iterator, Union
 
 from registry_tools.errors import ManifestError, UsageError
+from registry_tools.formats.tar import Entry, directory, file
 from registry_tools.model import manifest as mf
 from registry_tools.model.image import Image, Layer
 from registry_tools.store.blobs import BlobStore
@@ -48,6 +49,21 @@ def layout_documents(image: Image, image_name: str, tag: str) -> tuple[dict[str,
     for layer in image.layers:
         blobs.setdefault(layer.descriptor.digest.hex, layer.descriptor)
     return docs, blobs
+
+
+def oci_archive_entries(image: Image, image_name: str, tag: str) -> Iterator[Entry]:
+    """An OCI image layout in a tar: directories first, then every path in sorted order."""
+    docs, blobs = layout_documents(image, image_name, tag)
+    yield directory("blobs")
+    yield directory("blobs/sha256")
+    for digest_hex, source in sorted(blobs.items()):
+        name = f"blobs/sha256/{digest_hex}"
+        if isinstance(source, bytes):
+            yield file(name, source)
+        else:
+            yield Entry(name, source.size, blob=source, what=f"blob {source.digest}")
+    for name in sorted(docs):
+        yield file(name, docs[name])
 
 
 def write_layout(root: Path, image: Image, store: BlobStore, image_name: str, tag: str) -> None:

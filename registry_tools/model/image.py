@@ -8,7 +8,7 @@ is its manifest and config, verbatim, and its layers in order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Digest
@@ -50,3 +50,18 @@ class Image:
     def config_digest(self) -> Digest:
         return self.manifest.config.digest
 
+
+
+class LayerSupply(Protocol):
+    """How a source makes an image's layers available, verified, in the store.
+
+    A registry downloads them in the background; a local source has them already.
+    """
+
+    def layer(self, i: int) -> Layer:
+        """Layer i once its blob is stored (with its size if some run measured it)."""
+        ...
+
+    def measured(self) -> list[Layer]:
+        """Every layer, stored, its diff_id checked and its size measured."""
+        ...

@@ -156,11 +156,26 @@ class RegistrySource:
     def fetch_layers(self, image: Image) -> None:
         """Download (concurrently) and verify every layer, measuring each one's tar."""
         with LayerFetch(self, image, measure=True) as fetch:
-            image.layers = [fetch.layer(i) for i in range(len(image.layers))]
+            image.layers = fetch.measured()
 
-    def background_fetch(self, image: Image) -> "LayerFetch":
-        """Start the downloads; layers are handed out in order, measured where a run already did."""
-        return LayerFetch(self, image, measure=False)
+
+class RegistryImage:
+    """One image of a repository, pinned by digest (a platform chosen from an index): a copy source."""
+
+    def __init__(self, source: RegistrySource, digest: Digest, wanted: Platform, *, cross_arch: bool = False,
+                 explicit_platform: bool = False):
+        self.source = source
+        self.digest = digest
+        self.wanted = wanted
+        self.cross_arch = cross_arch
+        self.explicit_platform = explicit_platform
+
+    def resolve(self) -> Image:
+        return self.source.resolve(self.digest, self.wanted, cross_arch=self.cross_arch,
+                                   explicit_platform=self.explicit_platform)
+
+    def supply(self, image: Image, measure: bool) -> "LayerFetch":
+        return LayerFetch(self.source, image, measure)
 
 
 class LayerFetch:
@@ -210,9 +225,10 @@ class LayerFetch:
             raise DigestMismatch(f"layer {i + 1} diff_id", str(layer.diff_id), str(got.diff_id))
         return got
 
-    def wait_all(self) -> None:
-        for i in range(len(self.image.layers)):
-            self.layer(i)
+    def measured(self) -> list[Layer]:
+        """Every layer, measured (in the pool when the fetch measured as it went)."""
+        layers = [self.layer(i) for i in range(len(self.image.layers))]
+        return [self.source.store.measure(layer, self._what(i), self.cancel) for i, layer in enumerate(layers)]
 
     def __enter__(self) -> "LayerFetch":
         return self

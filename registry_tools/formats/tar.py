@@ -1,4 +1,4 @@
-"""Tar-based outputs: docker-archive (what `docker load` and `podman load` read) and oci-archive.
+"""Writing tar archives (docker-archive, oci-archive) from a plan of entries.
 
 An archive is first planned as a list of entries (name, size, where the bytes come
 from); the plan is then written either as one stream (to a pipe, or only to be hashed)
@@ -16,12 +16,11 @@ import tarfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 from registry_tools.model import manifest as mf
-from registry_tools.model.image import Image, Layer
-from registry_tools.store.blobs import BlobStore, SizeRecordWrong
-from registry_tools.formats.oci_layout import layout_documents
+from registry_tools.model.image import Layer
+from registry_tools.store.blobs import BlobStore
 
 BLOCK = 512
 END = b"\0" * (2 * BLOCK)
@@ -85,53 +84,6 @@ def file(name: str, data: bytes) -> Entry:
 
 def canonical_json(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-# --- plans ---------------------------------------------------------------------------
-
-def docker_archive_entries(image: Image, store: BlobStore, repo_tag: str,
-                           layer_for: Callable[[int], Layer] | None = None) -> Iterator[Entry]:
-    """The layout `skopeo copy … docker-archive:` writes: <diff_id>.tar layers, <config>.json,
-    manifest.json and repositories; layers uncompressed, each stored once.
-
-    `layer_for(i)` hands out layer i when it is ready (downloads may still be running), so
-    this is a generator: entries come out as soon as their size is known.
-    """
-    seen: set[str] = set()
-    names = []
-    for i, listed in enumerate(image.layers):
-        name = f"{listed.diff_id.hex}.tar"
-        names.append(name)
-        if name in seen:
-            continue
-        seen.add(name)
-        layer = layer_for(i) if layer_for else listed
-        what = f"layer {i + 1}/{len(image.layers)} {layer.descriptor.digest}"
-        size = layer.size if layer.size is not None else store.size_record(layer)
-        if size is None:
-            raise SizeRecordWrong(what)
-        yield Entry(name, size, layer=layer, what=what, planned=None if layer.size is not None else size)
-    config_name = f"{image.config_digest.hex}.json"
-    yield file(config_name, image.config_raw)
-    yield file("manifest.json", canonical_json([{"Config": config_name, "RepoTags": [repo_tag], "Layers": names}]))
-    name, _, tag = repo_tag.rpartition(":")
-    if image.layers:
-        yield file("repositories", canonical_json({name: {tag: image.layers[-1].diff_id.hex}}))
-
-
-def oci_archive_entries(image: Image, image_name: str, tag: str) -> Iterator[Entry]:
-    """An OCI image layout in a tar: directories first, then every path in sorted order."""
-    docs, blobs = layout_documents(image, image_name, tag)
-    yield directory("blobs")
-    yield directory("blobs/sha256")
-    for digest_hex, source in sorted(blobs.items()):
-        name = f"blobs/sha256/{digest_hex}"
-        if isinstance(source, bytes):
-            yield file(name, source)
-        else:
-            yield Entry(name, source.size, blob=source, what=f"blob {source.digest}")
-    for name in sorted(docs):
-        yield file(name, docs[name])
 
 
 # --- writing a plan ------------------------------------------------------------------

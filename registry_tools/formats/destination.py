@@ -1,0 +1,123 @@
+"""Archive and layout destinations: a docker-archive, an oci-archive or an OCI layout
+directory, written to a path, or only hashed (what prefetch pins).
+
+Whatever the source, the output's bytes depend on the image and the names given alone,
+and nothing reaches the destination before every check (and the pinned hash, if any)
+passed: files and directories are written beside it and renamed into place.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from registry_tools.errors import HashMismatch, UsageError
+from registry_tools.fileio import AtomicDir, AtomicFile, PipelinedHashWriter
+from registry_tools.formats import FORMATS
+from registry_tools.formats.docker_archive import image_entries
+from registry_tools.formats.nar import nar_sha256
+from registry_tools.formats.oci_layout import oci_archive_entries, write_layout
+from registry_tools.formats.tar import Entry, write_positional, write_stream
+from registry_tools.model.digest import sri
+from registry_tools.model.image import Image, Layer, LayerSupply
+from registry_tools.store.blobs import BlobStore, SizeRecordWrong
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    """What an archive or layout records and checks, besides the image itself."""
+
+    format: str
+    final_name: str
+    final_tag: str
+    expected: bytes | None = None  # the sha256 the user pinned (checked before anything is written)
+    expected_text: str = ""  # that hash as the user wrote it, for the message
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise UsageError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+
+
+class ArchiveDestination:
+    """An image as an archive or layout at `output` (None: its hash only). `write` returns the sha256."""
+
+    def __init__(self, store: BlobStore, options: ArchiveOptions, output: str | os.PathLike[str] | None):
+        self.store = store
+        self.options = options
+        self.output = output
+
+    @property
+    def streams_layers(self) -> bool:
+        """A docker-archive takes each layer as its download lands (the others need them all first)."""
+        return self.options.format == "docker-archive"
+
+    def write(self, image: Image, supply: LayerSupply) -> bytes:
+        """Fetch (through `supply`) and write, overlapping the two where the format allows.
+
+        A docker-archive stores layers uncompressed: each is decompressed once, straight into
+        the output, as soon as its download lands, with the size its compressed form records.
+        Should that record be wrong (a multi-member gzip, a layer over 4 GiB), the layers'
+        exact sizes are measured and the output is written again.
+        """
+        if self.streams_layers:
+            try:
+                return self._write(image, supply.layer)
+            except SizeRecordWrong:
+                pass
+        measured = Image(image.manifest, image.manifest_descriptor, image.config_raw, image.config,
+                         supply.measured(), image.index_digest)
+        return self._write(measured, None)
+
+    def _write(self, image: Image, layer_for: Callable[[int], Layer] | None) -> bytes:
+        o = self.options
+        if o.format == "oci":
+            return self._layout(image)
+        if o.format == "docker-archive":
+            entries: Iterator[Entry] = image_entries(image, self.store, f"{o.final_name}:{o.final_tag}", layer_for)
+        else:
+            entries = oci_archive_entries(image, o.final_name, o.final_tag)
+        if self.output is None:  # only the hash is wanted: stream it through the hasher
+            pipe = PipelinedHashWriter(None)
+            try:
+                write_stream(entries, self.store, pipe.write)
+                pipe.close()
+            except BaseException:
+                pipe.abort()
+                raise
+            return self._checked(pipe.hash.digest())
+        out = AtomicFile(self.output)
+        try:
+            actual = self._checked(write_positional(entries, self.store, out.file.fileno()))
+            out.commit()
+            return actual
+        except BaseException:
+            out.abort()
+            raise
+
+    def _layout(self, image: Image) -> bytes:
+        o = self.options
+        if self.output is None:
+            tmpdir = Path(tempfile.mkdtemp(prefix="registry-tools-"))
+            try:
+                write_layout(tmpdir / "layout", image, self.store, o.final_name, o.final_tag)
+                return self._checked(nar_sha256(str(tmpdir / "layout")))
+            finally:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+        target = AtomicDir(self.output)
+        try:
+            write_layout(target.tmp, image, self.store, o.final_name, o.final_tag)
+            actual = self._checked(nar_sha256(str(target.tmp)))
+            target.commit()
+            return actual
+        except BaseException:
+            target.abort()
+            raise
+
+    def _checked(self, actual: bytes) -> bytes:
+        o = self.options
+        if o.expected is not None and o.expected != actual:
+            raise HashMismatch(o.expected_text, actual.hex(), sri(actual))
+        return actual
