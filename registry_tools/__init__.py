@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _API = {
     "pull_image": "api.pull", "PullResult": "api.pull", "prefetch": "api.prefetch", "Pin": "api.prefetch",
-    "build": "builder.image", "BuildResult": "builder.image", "push": "api.push", "PushResult": "api.push",
+    "build": "api.build", "BuildResult": "api.build", "push": "api.push", "PushResult": "api.push",
     "Session": "session", "RegistryToolsError": "errors", "load_spec": "builder.spec",
     "parse_spec": "builder.spec",
 }

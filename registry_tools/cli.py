@@ -242,7 +242,7 @@ def _prefetch_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from registry_tools.builder.image import build
+    from registry_tools.api.build import build
     from registry_tools.api.push import build_and_push
     from registry_tools.engine import repairing
     from registry_tools.builder.spec import load_spec

@@ -15,7 +15,7 @@ from typing import Callable, Protocol, TypeVar
 
 from registry_tools.errors import CacheDamaged
 from registry_tools.model.digest import Digest
-from registry_tools.model.image import Image, LayerSupply
+from registry_tools.model.image import Image, Layer, LayerSupply
 from registry_tools.store.cache import BlobCache
 
 log = logging.getLogger("registry_tools.engine")
@@ -26,13 +26,9 @@ R = TypeVar("R", covariant=True)
 
 
 class Source(Protocol):
-    def resolve(self) -> Image:
-        """The image: manifest and config fetched and verified; its layers not yet."""
-        ...
-
-    def supply(self, image: Image, measure: bool) -> AbstractContextManager[LayerSupply]:
-        """Start making the layers available (measured too, when `measure`); leaving the
-        block early stops what is still running."""
+    def open(self, measure: bool) -> AbstractContextManager[LayerSupply]:
+        """Resolve the image and start making its layers available (measured too, when
+        `measure`); leaving the block early stops what is still running."""
         ...
 
 
@@ -42,7 +38,7 @@ class Destination(Protocol[R]):
         """True: takes each layer as it lands; False: wants them all, measured, first."""
         ...
 
-    def write(self, image: Image, supply: LayerSupply) -> R:
+    def write(self, supply: LayerSupply) -> R:
         """Write the image; nothing is visible at the destination unless this returns."""
         ...
 
@@ -50,9 +46,9 @@ class Destination(Protocol[R]):
 def copy(source: Source, destination: Destination[T], cache: BlobCache) -> tuple[Image, T]:
     """Copy one image from `source` to `destination`; returns the image and what the destination says."""
     def run() -> tuple[Image, T]:
-        image = source.resolve()
-        with source.supply(image, measure=not destination.streams_layers) as supply:
-            return image, destination.write(image, supply)
+        with source.open(measure=not destination.streams_layers) as supply:
+            result = destination.write(supply)
+            return supply.image(), result
     return repairing(cache, run)
 
 
@@ -68,7 +64,13 @@ class Progress:
     def finish(self) -> None: ...
 
     def say(self, message: str) -> None:
-        """One line of news (a layer packed, a blob pushed, cache damage); silent unless the CLI shows it."""
+        """One line of news (a layer packed, a blob pushed); silent unless the CLI shows it."""
+
+    def layer_ready(self, layer: Layer, compressor: str, packed: bool) -> None:
+        """A layer of a build is in the cache: `packed` now, or found there from an earlier build."""
+        mb = (layer.size or 0) / 1e6
+        self.say(f"layer {layer.descriptor.digest.hex[:12]}: {mb:.1f} MB, "
+                 f"{layer.descriptor.size / 1e6:.1f} MB {compressor}{'' if packed else ' (unchanged)'}")
 
 
 def repairing(cache: BlobCache, run: Callable[[], T]) -> T:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from registry_tools import cli
-from registry_tools.builder.image import plan_build
+from registry_tools.builder.plan import plan_build
 from registry_tools.builder.closure import Graph, auto_layers, by_popularity, parse_graph, popularity, popularity_layers
 from registry_tools.errors import UsageError
 from registry_tools.session import Session

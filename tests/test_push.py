@@ -12,7 +12,11 @@ import pytest
 from werkzeug.wrappers import Request, Response
 
 from registry_tools import cli
-from registry_tools.builder import image as builder
+from registry_tools.api.push import RegistrySink
+from registry_tools.builder.image import BuiltImage
+from registry_tools.engine import Progress
+from registry_tools.model import reference as refs
+from registry_tools.model.image import Layer
 from registry_tools.registry.client import RetryPolicy, TransportOptions
 from registry_tools.errors import DigestMismatch, NetworkError
 from registry_tools.api.push import build_and_push
@@ -76,16 +80,26 @@ def test_push_to_htpasswd_registry(work, tmp_path):
         reg.stop()
 
 
-def test_unchanged_rebuild_packs_and_uploads_nothing(registry, work, monkeypatch):
+class PackRecorder(Progress):
+    """A progress seam: which layers a build packed (rather than found in the cache)."""
+
+    def __init__(self) -> None:
+        self.packed: list[Layer] = []
+
+    def layer_ready(self, layer: Layer, compressor: str, packed: bool) -> None:
+        if packed:
+            self.packed.append(layer)
+
+
+def test_unchanged_rebuild_packs_and_uploads_nothing(registry, work):
     dest = f"{registry.host}/cache/app:1"
     with Session() as s:
         first, _ = build_and_push(spec_of(work), dest, s)
     assert first.uploaded
-    packed = []
-    real = builder._pack_to_cache
-    monkeypatch.setattr(builder, "_pack_to_cache", lambda *a, **k: packed.append(a) or real(*a, **k))
+    recorder = PackRecorder()
+    packed = recorder.packed
     mark = registry.log_offset()
-    with Session() as s:
+    with Session(progress=recorder) as s:
         second, _ = build_and_push(spec_of(work), dest, s)
     assert packed == []  # every layer came from the cache of inputs
     assert writes(registry, mark) == []  # nothing uploaded, no manifest written
@@ -94,16 +108,15 @@ def test_unchanged_rebuild_packs_and_uploads_nothing(registry, work, monkeypatch
     assert heads  # it asked, and the registry had everything
 
 
-def test_one_changed_file_uploads_one_layer(registry, work, monkeypatch):
+def test_one_changed_file_uploads_one_layer(registry, work):
     dest = f"{registry.host}/change/app:1"
     with Session() as s:
         first, image1 = build_and_push(spec_of(work), dest, s)
     (work / "app" / "etc" / "conf").write_text("a = 2\n")
-    packed = []
-    real = builder._pack_to_cache
-    monkeypatch.setattr(builder, "_pack_to_cache", lambda *a, **k: packed.append(a) or real(*a, **k))
+    recorder = PackRecorder()
+    packed = recorder.packed
     mark = registry.log_offset()
-    with Session() as s:
+    with Session(progress=recorder) as s:
         second, image2 = build_and_push(spec_of(work), dest, s)
     assert len(packed) == 1
     changed = [new for new, old in zip(image2.layers, image1.layers, strict=True)
@@ -171,11 +184,8 @@ def test_registry_down_mid_push_then_retry_sends_only_what_is_missing(work, tmp_
     reg = LocalRegistry(tmp_path / "flaky").start()
     spec = spec_of(work)
     try:
-        with Session() as s:
-            plan = builder.plan_build(spec, s)
-            image = builder.build_blobs(plan, s)
-            from registry_tools.api.push import RegistrySink
-            from registry_tools.model import reference as refs
+        with Session() as s, BuiltImage(spec, s).open(measure=True) as built:
+            image = built.image()
             sink = RegistrySink(s, refs.parse_normalized(f"{reg.host}/flaky/app:1"))
             for layer in image.layers[:2]:  # part of the push lands...
                 sink.submit(layer.descriptor)

@@ -7,22 +7,16 @@ layer can stream into a docker-archive as it is packed.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 import tarfile
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable
-
-import zstandard
-from isal import isal_zlib
+from typing import Callable, Iterable
 
 from registry_tools.errors import RegistryToolsError, UsageError
 
 BLOCK = 512
 END = b"\0" * (2 * BLOCK)
-GZIP_LEVEL = 2  # isal; fixed, so compressed digests are stable
-ZSTD_LEVEL = 3
 READ = 1 << 20
 
 
@@ -153,42 +147,6 @@ def write_tar(entries: list[Entry], owner: Owner, mtime: int, emit: Callable[[by
         written += n + pad
     emit(END)
     return written + len(END)
-
-
-class Compressor:
-    """Streams a layer tar into its compressed blob, hashing both sides on the way."""
-
-    def __init__(self, kind: str, out: Callable[[bytes], object]):
-        self.kind = kind
-        self._out = out
-        self.diff = hashlib.sha256()
-        self.blob = hashlib.sha256()
-        self.size = 0
-        self.blob_size = 0
-        self._c: Any
-        if kind == "gz":
-            self._c = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31)
-        elif kind == "zstd":
-            self._c = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
-        elif kind == "none":
-            self._c = None
-        else:
-            raise UsageError(f"unknown compressor {kind!r}")
-
-    def _emit(self, data: bytes) -> None:
-        if data:
-            self.blob.update(data)
-            self.blob_size += len(data)
-            self._out(data)
-
-    def write(self, data: bytes) -> None:
-        self.diff.update(data)
-        self.size += len(data)
-        self._emit(self._c.compress(data) if self._c is not None else data)
-
-    def finish(self) -> None:
-        if self._c is not None:
-            self._emit(self._c.flush())
 
 
 def owned(entries: list[Entry], owners: dict[str, tuple[int, int, int]], names: Owner) -> list[Entry]:

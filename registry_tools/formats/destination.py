@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -44,17 +44,21 @@ class ArchiveOptions:
 class ArchiveDestination:
     """An image as an archive or layout at `output` (None: its hash only). `write` returns the sha256."""
 
-    def __init__(self, store: BlobStore, options: ArchiveOptions, output: str | os.PathLike[str] | None):
+    def __init__(self, store: BlobStore, options: ArchiveOptions, output: str | os.PathLike[str] | None,
+                 tag_of: Callable[[Image], str] | None = None):
+        """`tag_of` names the tag from the image itself when options.final_tag is empty (a build's
+        default tag is a hash of its config)."""
         self.store = store
         self.options = options
         self.output = output
+        self.tag_of = tag_of
 
     @property
     def streams_layers(self) -> bool:
         """A docker-archive takes each layer as its download lands (the others need them all first)."""
         return self.options.format == "docker-archive"
 
-    def write(self, image: Image, supply: LayerSupply) -> bytes:
+    def write(self, supply: LayerSupply) -> bytes:
         """Fetch (through `supply`) and write, overlapping the two where the format allows.
 
         A docker-archive stores layers uncompressed: each is decompressed once, straight into
@@ -62,6 +66,7 @@ class ArchiveDestination:
         Should that record be wrong (a multi-member gzip, a layer over 4 GiB), the layers'
         exact sizes are measured and the output is written again.
         """
+        image = supply.image()
         if self.streams_layers:
             try:
                 return self._write(image, supply.layer)
@@ -73,8 +78,10 @@ class ArchiveDestination:
 
     def _write(self, image: Image, layer_for: Callable[[int], Layer] | None) -> bytes:
         o = self.options
+        if not o.final_tag and self.tag_of is not None:
+            o = replace(o, final_tag=self.tag_of(image))
         if o.format == "oci":
-            return self._layout(image)
+            return self._layout(image, o)
         if o.format == "docker-archive":
             entries: Iterator[Entry] = image_entries(image, self.store, f"{o.final_name}:{o.final_tag}", layer_for)
         else:
@@ -97,8 +104,7 @@ class ArchiveDestination:
             out.abort()
             raise
 
-    def _layout(self, image: Image) -> bytes:
-        o = self.options
+    def _layout(self, image: Image, o: ArchiveOptions) -> bytes:
         if self.output is None:
             tmpdir = Path(tempfile.mkdtemp(prefix="registry-tools-"))
             try:

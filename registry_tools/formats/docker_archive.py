@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from registry_tools.errors import ManifestError, UsageError
-from registry_tools.formats.tar import Entry, canonical_json, file
+from registry_tools.formats.tar import Entry, file
+from registry_tools.model.manifest import canonical_json
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.compression import decompressed
@@ -26,6 +27,7 @@ from registry_tools.model.digest import Digest, VerifyingReader
 from registry_tools.model.image import Image, Layer
 from registry_tools.store.blobs import BlobStore, SizeRecordWrong
 from registry_tools.store.cache import BlobCache
+from registry_tools.store.layers import LocalLayers, assemble, compress_layer
 
 
 @dataclass(frozen=True)
@@ -201,3 +203,24 @@ def open_member(tf: tarfile.TarFile, name: str, where: str) -> IO[bytes]:
     if f is None:
         raise ManifestError(f"{where}: {name} is not a file")
     return f
+
+
+class DockerArchiveImage:
+    """A docker-archive (plain or compressed; `docker save`, `podman save`, skopeo's, ours) as a
+    copy source: its layers compressed as our builds compress them, under a new OCI manifest."""
+
+    def __init__(self, path: Path, store: BlobStore, name: str | None = None, compressor: str = "gz",
+                 where: str = ""):
+        self.path = path
+        self.store = store
+        self.name = name
+        self.compressor = compressor
+        self.where = where or str(path)
+
+    def open(self, measure: bool) -> LocalLayers:
+        cache = self.store.cache
+        archive = read_docker_archive(self.path, self.name, cache, self.where)
+        layers = [compress_layer(layer, self.compressor, self.store) for layer in archive.layers]
+        platform = {k: archive.config[k] for k in ("os", "architecture", "variant") if archive.config.get(k)}
+        image = assemble(archive.config, archive.config_raw, layers, platform or None, cache)
+        return LocalLayers(image, self.store)

@@ -17,6 +17,8 @@ from registry_tools.model import manifest as mf
 from registry_tools.model.image import Image, Layer
 from registry_tools.store.blobs import BlobStore
 from registry_tools.store.cache import BlobCache
+from registry_tools.store.layers import LocalLayers
+from registry_tools.model.platform import Platform, choose_in_index
 
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -173,3 +175,37 @@ class LayoutReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class LayoutImage:
+    """One image of an OCI layout directory or an oci-archive, as a copy source.
+
+    `name` picks the entry tagged so; from an index (or several entries), `platform`
+    picks the image. Blobs are verified into the cache as the image is opened.
+    """
+
+    def __init__(self, path: Path, store: BlobStore, name: str | None = None, platform: Platform | None = None,
+                 where: str = ""):
+        self.path = path
+        self.store = store
+        self.name = name
+        self.platform = platform
+        self.where = where or str(path)
+
+    def open(self, measure: bool) -> LocalLayers:
+        cache = self.store.cache
+        with LayoutReader(self.path, self.where) as layout:
+            entries = layout.entries(self.name)
+            if not entries:
+                raise UsageError(f"{self.where}: no image" + (f" named {self.name!r}" if self.name else ""))
+            desc = entries[0]
+            if len(entries) > 1:
+                if self.platform is None:
+                    raise UsageError(f"{self.where}: holds {len(entries)} images; name one as SOURCE:TAG")
+                desc = entries[choose_in_index({"manifests": [d.raw for d in entries]}, self.platform)]
+            doc = layout.document(desc, cache)
+            if isinstance(doc, mf.Index):
+                if self.platform is None:
+                    raise UsageError(f"{self.where}: names an index; choose a platform")
+                desc = doc.manifests[choose_in_index(doc.choice_view(), self.platform)]
+            return LocalLayers(layout.image(desc, cache), self.store)

@@ -10,7 +10,6 @@ every pinned hash, and the golden hashes in the tests exist to catch that.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tarfile
 import threading
@@ -80,10 +79,6 @@ def directory(name: str) -> Entry:
 
 def file(name: str, data: bytes) -> Entry:
     return Entry(name, len(data), data=data)
-
-
-def canonical_json(obj: object) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 # --- writing a plan ------------------------------------------------------------------

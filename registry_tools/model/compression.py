@@ -8,14 +8,21 @@ from __future__ import annotations
 
 from typing import BinaryIO, cast
 
-from isal import igzip
+import hashlib
+from typing import Any, Callable
+
 import zstandard
+from isal import igzip, isal_zlib
+
+from registry_tools.errors import UsageError
 
 from registry_tools.model.digest import Readable
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_SIZE = 1 << 20
+GZIP_LEVEL = 2  # isal; fixed, so compressed digests are stable
+ZSTD_LEVEL = 3
 
 
 def sniff(head: bytes) -> str:
@@ -73,3 +80,39 @@ def decompressed(raw: Readable) -> tuple[Readable, str]:
             cast(BinaryIO, stream), read_size=READ_SIZE, read_across_frames=True)
         return reader, kind
     return stream, kind
+
+
+class Compressor:
+    """Streams a layer tar into its compressed blob, hashing both sides on the way."""
+
+    def __init__(self, kind: str, out: Callable[[bytes], object]):
+        self.kind = kind
+        self._out = out
+        self.diff = hashlib.sha256()
+        self.blob = hashlib.sha256()
+        self.size = 0
+        self.blob_size = 0
+        self._c: Any
+        if kind == "gz":
+            self._c = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, 31)
+        elif kind == "zstd":
+            self._c = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compressobj()
+        elif kind == "none":
+            self._c = None
+        else:
+            raise UsageError(f"unknown compressor {kind!r}")
+
+    def _emit(self, data: bytes) -> None:
+        if data:
+            self.blob.update(data)
+            self.blob_size += len(data)
+            self._out(data)
+
+    def write(self, data: bytes) -> None:
+        self.diff.update(data)
+        self.size += len(data)
+        self._emit(self._c.compress(data) if self._c is not None else data)
+
+    def finish(self) -> None:
+        if self._c is not None:
+            self._emit(self._c.flush())

@@ -8,7 +8,7 @@ is its manifest and config, verbatim, and its layers in order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Iterator, Protocol
 
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Digest
@@ -55,8 +55,21 @@ class Image:
 class LayerSupply(Protocol):
     """How a source makes an image's layers available, verified, in the store.
 
-    A registry downloads them in the background; a local source has them already.
+    A registry downloads them in the background; a local source has them already; the
+    builder packs them, and its manifest exists only once the last one is packed.
     """
+
+    def image(self) -> Image:
+        """The whole image (waiting, for a build, until every layer is packed)."""
+        ...
+
+    def count(self) -> int:
+        """How many layers the image has (known before they are)."""
+        ...
+
+    def ready(self) -> Iterator[int]:
+        """Layer indexes in the order the layers become available."""
+        ...
 
     def layer(self, i: int) -> Layer:
         """Layer i once its blob is stored (with its size if some run measured it)."""

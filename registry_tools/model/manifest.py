@@ -36,6 +36,11 @@ def load_json(raw: bytes | str, where: str, error: type[Exception] = ManifestErr
     return obj
 
 
+def canonical_json(obj: object) -> bytes:
+    """The JSON we write (configs, manifests, indexes, archive metadata): compact, key order as given."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def _str_map(value: Any, where: str, key: str) -> dict[str, str]:
     if value is None:
         return {}

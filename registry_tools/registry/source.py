@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from typing import Iterator
 
 from registry_tools.cancel import Cancel
 from registry_tools.engine import DEFAULT_CONCURRENCY, Progress
@@ -170,11 +171,9 @@ class RegistryImage:
         self.cross_arch = cross_arch
         self.explicit_platform = explicit_platform
 
-    def resolve(self) -> Image:
-        return self.source.resolve(self.digest, self.wanted, cross_arch=self.cross_arch,
-                                   explicit_platform=self.explicit_platform)
-
-    def supply(self, image: Image, measure: bool) -> "LayerFetch":
+    def open(self, measure: bool) -> "LayerFetch":
+        image = self.source.resolve(self.digest, self.wanted, cross_arch=self.cross_arch,
+                                    explicit_platform=self.explicit_platform)
         return LayerFetch(self.source, image, measure)
 
 
@@ -187,7 +186,7 @@ class LayerFetch:
 
     def __init__(self, source: RegistrySource, image: Image, measure: bool):
         self.source = source
-        self.image = image
+        self.image_ = image
         self.cancel = Cancel()
         layers = image.layers
         source.progress.start(sum(layer.descriptor.size for layer in layers), len(layers))
@@ -197,11 +196,17 @@ class LayerFetch:
             if layer.descriptor.digest not in self._futures:
                 self._futures[layer.descriptor.digest] = self._pool.submit(self._one, i, measure)
 
+    def image(self) -> Image:
+        return self.image_
+
+    def count(self) -> int:
+        return len(self.image_.layers)
+
     def _what(self, i: int) -> str:
-        return f"layer {i + 1}/{len(self.image.layers)} {self.image.layers[i].descriptor.digest}"
+        return f"layer {i + 1}/{len(self.image_.layers)} {self.image_.layers[i].descriptor.digest}"
 
     def _one(self, i: int, measure: bool) -> Layer:
-        layer = self.image.layers[i]
+        layer = self.image_.layers[i]
         self.cancel.check()
         self.source.fetch_blob(layer.descriptor, self._what(i), self.cancel)
         if measure:
@@ -210,7 +215,7 @@ class LayerFetch:
 
     def layer(self, i: int) -> Layer:
         """Layer i once its blob is in the cache (re-raises its download error)."""
-        layer = self.image.layers[i]
+        layer = self.image_.layers[i]
         target = self._futures[layer.descriptor.digest]
         while not target.done():
             # Wake when any download finishes, so a failure elsewhere surfaces at once.
@@ -225,9 +230,22 @@ class LayerFetch:
             raise DigestMismatch(f"layer {i + 1} diff_id", str(layer.diff_id), str(got.diff_id))
         return got
 
+    def ready(self) -> Iterator[int]:
+        """Layer indexes in the order their downloads finish."""
+        by_digest: dict[Digest, list[int]] = {}
+        for i, layer in enumerate(self.image_.layers):
+            by_digest.setdefault(layer.descriptor.digest, []).append(i)
+        pending = {f: by_digest[d] for d, f in self._futures.items()}
+        while pending:
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for f in done:
+                for i in pending.pop(f):
+                    self.layer(i)
+                    yield i
+
     def measured(self) -> list[Layer]:
         """Every layer, measured (in the pool when the fetch measured as it went)."""
-        layers = [self.layer(i) for i in range(len(self.image.layers))]
+        layers = [self.layer(i) for i in range(len(self.image_.layers))]
         return [self.source.store.measure(layer, self._what(i), self.cancel) for i, layer in enumerate(layers)]
 
     def __enter__(self) -> "LayerFetch":

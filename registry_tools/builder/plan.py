@@ -1,0 +1,274 @@
+"""Planning a build: which files go in which layer, owned by whom, identified by their inputs.
+
+Inputs are store paths of a reference graph (each directly in the store), `paths`
+entries, and the final layer: `contents` trees merged at `/` (links resolved as in a
+chroot, never leading outside the build root; devices, sockets and FIFOs refused),
+then `extraCommands` and `fakeRootCommands` run there. A failure while planning
+removes the temporary root it made.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from registry_tools.builder.base import BaseImage, load_base
+from registry_tools.builder.closure import Graph, auto_layers, parse_graph, popularity_layers
+from registry_tools.builder.pack import Entry, Owner, collect, owned, tar_size, with_parents
+from registry_tools.builder.spec import BuildSpec
+from registry_tools.errors import RegistryToolsError, UsageError
+from registry_tools.session import Session
+from registry_tools.store.layers import CACHE_FORMAT
+
+
+class BuildError(RegistryToolsError):
+    pass
+
+
+@dataclass
+class LayerPlan:
+    """One layer to pack: its entries, who owns them, and what identifies its inputs."""
+
+    entries: list[Entry]
+    owner: Owner
+    comment: str
+    key: str  # a hash of everything the layer's bytes depend on
+
+    def size(self, mtime: int) -> int:
+        """The exact size of the layer's tar (it builds every header: for streaming)."""
+        return tar_size(self.entries, self.owner, mtime)
+
+    @property
+    def weight(self) -> int:
+        """Bytes of file content: enough to order the work by."""
+        return sum(e.size for e in self.entries)
+
+
+@dataclass
+class Plan:
+    spec: BuildSpec
+    base: BaseImage | None
+    layers: list[LayerPlan] = field(default_factory=list)
+    workdir: Path | None = None  # holds the final layer's files; removed by close()
+
+    def close(self) -> None:
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+# --- planning -------------------------------------------------------------------------------
+
+def _input_key(plan_entries: list[Entry], owner: Owner, mtime: int) -> str:
+    """What the layer's bytes depend on: names, kinds, modes, sizes, links, owners, mtime, and
+    for files that are not in an immutable store, their modification times (Entry.stamp)."""
+    h = hashlib.sha256()
+    h.update(json.dumps([CACHE_FORMAT, owner.uid, owner.gid, owner.uname, owner.gname, mtime]).encode())
+    for e in plan_entries:
+        o = e.owner or owner
+        h.update(json.dumps([e.name, e.kind, e.mode, e.size, e.link, o.uid, o.gid, e.stamp]).encode())
+    return h.hexdigest()
+
+
+def plan_build(spec: BuildSpec, session: Session) -> Plan:
+    """The layers to pack; a failure while planning leaves no temporary files behind."""
+    base = load_base(spec.from_image, spec.platform, session) if spec.from_image else None
+    plan = Plan(spec, base)
+    try:
+        return _plan(spec, plan)
+    except BaseException:
+        plan.close()
+        raise
+
+
+def _store_name(path: str, store_dir: str) -> str:
+    """The name of a path directly in the store ('..', '.', hidden and nested names refused)."""
+    name = path[len(store_dir) + 1:] if path.startswith(store_dir + "/") else ""
+    if not name or "/" in name or "\0" in name or name.startswith("."):
+        raise UsageError(f"build spec: closure: {path!r} is not a path directly in {store_dir}")
+    return name
+
+
+def _plan(spec: BuildSpec, plan: Plan) -> Plan:
+    base = plan.base
+    owner = Owner(spec.uid, spec.gid, spec.uname, spec.gname)
+    budget = spec.max_layers - (len(base.layers) if base else 0) - 1
+    if budget < 1:
+        raise UsageError(f"build spec: maxLayers: {spec.max_layers} leaves no room: the base image has "
+                         f"{len(base.layers) if base else 0} layers and the final layer needs one")
+
+    # Nodes to layer: store paths of the closure, and each `paths` entry.
+    graph = Graph()
+    sources: dict[str, tuple[str, str, bool]] = {}  # node -> (source, target, immutable)
+    roots: list[str] | None = None
+    if spec.closure:
+        c = spec.closure
+        try:
+            text = c.graph.read_text(encoding="utf-8")
+        except OSError as e:
+            raise UsageError(f"build spec: closure.graph: {e.strerror}") from None
+        g = parse_graph(text, str(c.graph))
+        for path in g.paths:
+            real = str(c.real_store_dir / _store_name(path, c.store_dir))
+            if not os.path.lexists(real):
+                raise UsageError(f"build spec: closure: {path} is not on this machine (looked for {real})")
+            sources[path] = (real, path, True)
+        graph = g
+        roots = list(c.roots) if c.roots is not None else None
+    for p in spec.paths:
+        node = f"path:{p.target}"
+        graph.add(node, [], None)
+        sources[node] = (str(p.source), p.target, False)
+        if roots is not None:
+            roots.append(node)
+    if sources:
+        # Each input is walked once: its entries give its size too (unless the graph records it).
+        collected = {n: collect(src, target, stamps=not immutable) for n, (src, target, immutable) in sources.items()}
+        sizes = {n: graph.sizes.get(n) or sum(e.size for e in collected[n]) for n in sources}
+        if spec.layering == "popularity":
+            groups = popularity_layers(graph, budget, roots)
+        else:
+            groups = auto_layers(graph, budget, sizes)
+        for group in groups:
+            entries = with_parents([e for node in group for e in collected[node]])
+            more = f" and {len(group) - 3} more" if len(group) > 3 else ""
+            label = ", ".join(sources[n][1] for n in group[:3]) + more
+            plan.layers.append(LayerPlan(entries, owner, label, _input_key(entries, owner, spec.mtime)))
+    plan.layers.append(_final_layer(spec, owner, plan))
+    return plan
+
+
+def _final_layer(spec: BuildSpec, owner: Owner, plan: Plan) -> LayerPlan:
+    """contents merged at /, then extraCommands and fakeRootCommands run in it."""
+    if not spec.contents and not spec.extra_commands and not spec.fake_root_commands:
+        return LayerPlan([], owner, "final layer", _input_key([], owner, spec.mtime))
+    plan.workdir = Path(tempfile.mkdtemp(prefix="registry-tools-build-"))
+    root = plan.workdir / "root"
+    root.mkdir()
+    for tree in spec.contents:
+        _merge_tree(tree, root, root, spec.keep_contents_dirlinks)
+    if spec.extra_commands:
+        _run(["sh", "-ec", spec.extra_commands], root, "extraCommands")
+    entries = with_parents(collect(str(root), "/"))
+    if spec.fake_root_commands:
+        if shutil.which("fakeroot") is None:
+            raise BuildError("fakeRootCommands need fakeroot (Debian's fakeroot package)")
+        state = plan.workdir / "fakeroot.state"
+        _run(["fakeroot", "-s", str(state), "--", "sh", "-ec", spec.fake_root_commands], root, "fakeRootCommands")
+        listing = _run(["fakeroot", "-i", str(state), "--", sys.executable, "-c", _LIST_OWNERS, str(root)],
+                       root, "fakeroot listing")
+        entries = owned(entries, {k: tuple(v) for k, v in json.loads(listing).items()}, owner)
+    return LayerPlan(entries, owner, "final layer", _input_key(entries, owner, spec.mtime))
+
+
+_LIST_OWNERS = """
+import json, os, stat, sys
+root = sys.argv[1]
+out = {}
+for dirpath, dirnames, filenames in os.walk(root):
+    for n in dirnames + filenames:
+        p = os.path.join(dirpath, n)
+        st = os.lstat(p)
+        out[os.path.relpath(p, root)] = [st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)]
+print(json.dumps(out))
+"""
+
+
+def _run(cmd: list[str], cwd: Path, what: str) -> str:
+    env = dict(os.environ, LC_ALL="C", TZ="UTC")
+
+    def pre() -> None:
+        os.umask(0o022)  # files the commands make get the same modes whatever the caller's umask
+
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, preexec_fn=pre)
+    if res.returncode != 0:
+        detail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit status {res.returncode}"]
+        raise BuildError(f"{what} failed: {detail[0]}")
+    return res.stdout
+
+
+MAX_LINK_HOPS = 40  # as the kernel's path walk
+
+
+def resolve_in_root(root: Path, path: Path) -> Path:
+    """Where `path` (inside `root`) leads, following symlinks as if `root` were `/`.
+
+    Every component is looked at with lstat and every link target is read, so no chain
+    of links, absolute or relative, can lead outside `root` (`..` at the top stays at
+    the top, as in a chroot). The result may not exist yet.
+    """
+    parts = list(path.relative_to(root).parts)
+    here: list[str] = []
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":
+            if here:
+                here.pop()
+            continue
+        candidate = root.joinpath(*here, name)
+        if not candidate.is_symlink():
+            here.append(name)
+            continue
+        hops += 1
+        if hops > MAX_LINK_HOPS:
+            raise BuildError(f"contents: too many levels of symbolic links at /{'/'.join(here + [name])}")
+        link = os.readlink(candidate)
+        if link.startswith("/"):
+            here = []
+        parts = [x for x in link.split("/") if x] + parts
+    return root.joinpath(*here)
+
+
+def _kind(path: Path) -> str:
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return "symlink"
+    if stat.S_ISDIR(st.st_mode):
+        return "dir"
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    raise BuildError(f"contents: {path} is a device, socket or FIFO; only files, directories and "
+                     "symlinks can be put in a layer")
+
+
+def _merge_tree(src: Path, dest: Path, root: Path, keep_dirlinks: bool) -> None:
+    """Copy src's tree into dest (symlinks kept, special files refused). Where dest has a
+    symlink and src a directory: with keepContentsDirlinks, keep the link and merge through
+    it when it leads to a directory (resolved inside the image's root, never outside);
+    otherwise the directory replaces the link."""
+    for name in sorted(os.listdir(src), key=os.fsencode):
+        s, d = src / name, dest / name
+        kind = _kind(s)
+        if kind != "dir":
+            if os.path.lexists(d):
+                if _kind(d) == "dir":
+                    shutil.rmtree(d)
+                else:
+                    d.unlink()
+            if kind == "symlink":
+                os.symlink(os.readlink(s), d)
+            else:
+                shutil.copy2(s, d, follow_symlinks=False)
+            continue
+        if os.path.lexists(d) and _kind(d) == "symlink":
+            target = resolve_in_root(root, d) if keep_dirlinks else None
+            if target is not None and os.path.lexists(target) and _kind(target) == "dir":
+                _merge_tree(s, target, root, keep_dirlinks)
+                continue
+            d.unlink()
+        elif os.path.lexists(d) and _kind(d) != "dir":
+            d.unlink()
+        if not os.path.lexists(d):
+            d.mkdir()
+            shutil.copystat(s, d)
+        _merge_tree(s, d, root, keep_dirlinks)

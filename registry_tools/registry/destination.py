@@ -1,0 +1,221 @@
+"""A registry repository as a copy destination: blobs first, then manifests, then the tag.
+
+Blobs are pushed concurrently under the operation's one transfer limit, each as soon as
+the source has it: a HEAD skips what is there, a mount borrows what another repository
+of the same registry holds, everything else is uploaded (POST, one PATCH, PUT). Then the
+manifests by digest, the index, and last the tag. A push that fails part-way can be run
+again: what landed is found by its HEAD and not sent twice.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
+
+import httpx
+
+from registry_tools.engine import Progress
+from registry_tools.errors import Interrupted, NetworkError, RegistryError
+from registry_tools.model import manifest as mf
+from registry_tools.model import reference as refs
+from registry_tools.model.compression import READ_SIZE
+from registry_tools.model.digest import Digest
+from registry_tools.model.image import Image, LayerSupply
+from registry_tools.registry import upload
+from registry_tools.registry.client import Registry
+from registry_tools.store.cache import BlobCache
+
+log = logging.getLogger("registry_tools.push")
+
+
+class Workspace(Protocol):
+    """What a push needs of its session: registries, the cache, progress and the transfer limit."""
+
+    cache: BlobCache
+    progress: Progress
+    transfers: threading.BoundedSemaphore
+    concurrency: int
+
+    def registry(self, domain: str) -> Registry: ...
+
+
+@dataclass
+class PushResult:
+    reference: str
+    digest: Digest | None = None  # the manifest (or index) the tag names, once pushed
+    uploaded: list[Digest] = field(default_factory=list)
+    mounted: list[Digest] = field(default_factory=list)
+    present: list[Digest] = field(default_factory=list)
+    manifests_put: int = 0
+    bytes_uploaded: int = 0
+
+
+class RegistrySink:
+    """One repository of one registry, taking blobs (from the cache) and manifests."""
+
+    def __init__(self, work: Workspace, dest: refs.Reference):
+        self.work = work
+        self.cache = work.cache
+        self.registry = work.registry(dest.domain)
+        self.repo = dest.path
+        self.result = PushResult(str(dest))
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, work.concurrency), thread_name_prefix="push")
+        self._futures: dict[Digest, Future[None]] = {}
+        self._cancel = threading.Event()  # set when the push fails: running uploads stop too
+
+    def submit(self, desc: mf.Descriptor) -> None:
+        """Start pushing a blob that is in the cache (each digest once)."""
+        with self._lock:
+            if desc.digest not in self._futures:
+                self._futures[desc.digest] = self._pool.submit(self._push_blob, desc)
+
+    def wait(self) -> None:
+        for f in list(self._futures.values()):
+            f.result()
+
+    def close(self, ok: bool) -> None:
+        """After a failure, stop what is still running (between chunks, before a retry) and wait
+        for it: nothing keeps uploading once the push has raised."""
+        if not ok:
+            self._cancel.set()
+        self._pool.shutdown(wait=True, cancel_futures=not ok)
+
+    def _check_cancelled(self) -> None:
+        if self._cancel.is_set():
+            raise Interrupted("push stopped")
+
+    def _note(self, kind: str, desc: mf.Descriptor) -> None:
+        with self._lock:
+            getattr(self.result, kind).append(desc.digest)
+            if kind == "uploaded":
+                self.result.bytes_uploaded += desc.size
+        self.cache.add_source(desc.digest, self.registry.domain, self.repo)
+        self.work.progress.say(f"{kind} {desc.digest} ({desc.size / 1e6:.1f} MB)")
+
+    def _push_blob(self, desc: mf.Descriptor) -> None:
+        with self.work.transfers:  # one limit for the whole session, downloads and uploads alike
+            self._push_blob_now(desc)
+
+    def _push_blob_now(self, desc: mf.Descriptor) -> None:
+        reg, repo = self.registry, self.repo
+        if upload.blob_exists(reg, repo, desc.digest, desc.size):
+            return self._note("present", desc)
+        mount_from = next((r for d, r in self.cache.sources(desc.digest) if d == reg.domain and r != repo), None)
+        policy = reg.retry
+        for attempt in range(policy.attempts):
+            self._check_cancelled()
+            try:
+                mounted, location, min_chunk = upload.start_upload(reg, repo, desc.digest, mount_from)
+                if mounted:
+                    return self._note("mounted", desc)
+                mount_from = None  # refused once: upload (the session it opened is used right away)
+                upload.upload(reg, repo, location, desc.digest, desc.size, self._chunks(desc), min_chunk)
+                return self._note("uploaded", desc)
+            except (NetworkError, httpx.TransportError, RegistryError) as e:
+                status = getattr(e, "status", None)
+                if isinstance(e, RegistryError) and status is not None and status < 500 and status not in (408, 429):
+                    raise
+                if attempt + 1 >= policy.attempts:
+                    raise NetworkError(f"upload of {desc.digest} to {reg.domain}/{repo} failed: {e}; "
+                                       "run the push again: what landed will not be sent twice") from None
+                log.info("upload of %s failed (%s); retrying", desc.digest, e)
+                if self._cancel.wait(policy.delay(attempt)):
+                    raise Interrupted("push stopped") from None
+                if upload.blob_exists(reg, repo, desc.digest, desc.size):  # it landed after all
+                    return self._note("uploaded", desc)
+
+    def _chunks(self, desc: mf.Descriptor) -> Callable[[int, int], Iterator[bytes]]:
+        """The blob's bytes from start to end: the whole blob through the verifying reader; a
+        range (the chunked fallback) from a blob verified whole first."""
+        def read(start: int, end: int) -> Iterator[bytes]:
+            with self.cache.open(desc) as reader:
+                if (start, end) != (0, desc.size):
+                    reader.drain()  # every byte checked before any range of it is sent
+                    yield from _range(self.cache, desc, start, end, self._check_cancelled)
+                    return
+                while chunk := reader.read(READ_SIZE):
+                    self._check_cancelled()
+                    yield chunk
+        return read
+
+    def put_manifest(self, raw: bytes, media_type: str, tag: str | None) -> Digest:
+        """By digest (unless there already), then the tag (unless it already points here)."""
+        digest = Digest.of_bytes(raw)
+        reg, repo = self.registry, self.repo
+        if tag and reg.manifest_digest(repo, tag) == digest:
+            return digest
+        if reg.manifest_digest(repo, str(digest)) is None:
+            reg.put_manifest(repo, str(digest), raw, media_type)
+            self.result.manifests_put += 1
+        if tag:
+            reg.put_manifest(repo, tag, raw, media_type)
+            self.result.manifests_put += 1
+        return digest
+
+
+def _range(cache: BlobCache, desc: mf.Descriptor, start: int, end: int, check: Callable[[], None]) -> Iterator[bytes]:
+    with open(cache.path(desc.digest), "rb") as f:
+        f.seek(start)
+        left = end - start
+        while left > 0:
+            check()
+            chunk = f.read(min(READ_SIZE, left))
+            if not chunk:
+                raise NetworkError(f"blob {desc.digest} in the cache is shorter than {end} bytes")
+            left -= len(chunk)
+            yield chunk
+
+
+class RegistryDestination:
+    """A repository and tag as a copy destination; `write` returns what was pushed."""
+
+    streams_layers = True
+
+    def __init__(self, work: Workspace, ref: refs.Reference, tag: str | None,
+                 tag_of: Callable[[Image], str] | None = None):
+        """`tag` None: `tag_of(image)` names it once the image is known (else latest)."""
+        self.work = work
+        self.ref = ref
+        self.tag = tag
+        self.tag_of = tag_of
+
+    def write(self, supply: LayerSupply) -> PushResult:
+        """Each layer's upload starts as soon as the source has it; the manifest once all landed."""
+        sink = RegistrySink(self.work, self.ref)
+        ok = False
+        try:
+            for i in supply.ready():
+                sink.submit(supply.layer(i).descriptor)
+            image = supply.image()
+            sink.submit(image.manifest.config)
+            sink.wait()
+            tag = self.tag or (self.tag_of(image) if self.tag_of else "latest")
+            sink.result.digest = sink.put_manifest(image.manifest.raw, image.manifest.media_type, tag)
+            sink.result.reference = f"{self.ref.name}:{tag}"
+            ok = True
+            return sink.result
+        finally:
+            sink.close(ok)
+
+    def write_index(self, images: list[Image], index_raw: bytes, media_type: str) -> PushResult:
+        """Blobs of every image, then each manifest by digest, then the index and the tag."""
+        sink = RegistrySink(self.work, self.ref)
+        ok = False
+        tag = self.tag or "latest"
+        try:
+            for image in images:
+                for layer in image.layers:
+                    sink.submit(layer.descriptor)
+                sink.submit(image.manifest.config)
+            sink.wait()
+            for image in images:
+                sink.put_manifest(image.manifest.raw, image.manifest.media_type, None)
+            sink.result.digest = sink.put_manifest(index_raw, media_type, tag)
+            sink.result.reference = f"{self.ref.name}:{tag}"
+            ok = True
+            return sink.result
+        finally:
+            sink.close(ok)
