@@ -7,12 +7,13 @@ passed: files and directories are written beside it and renamed into place.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from registry_tools.errors import HashMismatch, UsageError
 from registry_tools.fileio import AtomicDir, AtomicFile, PipelinedHashWriter
@@ -42,15 +43,17 @@ class ArchiveOptions:
 
 
 class ArchiveDestination:
-    """An image as an archive or layout at `output` (None: its hash only). `write` returns the sha256."""
+    """An image as an archive or layout at `output`: a path, a binary stream (archives only), or
+    None for its hash only. `write` returns the sha256 of what was (or would be) written."""
 
-    def __init__(self, store: BlobStore, options: ArchiveOptions, output: str | os.PathLike[str] | None,
+    def __init__(self, store: BlobStore, options: ArchiveOptions, output: str | os.PathLike[str] | BinaryIO | None,
                  tag_of: Callable[[Image], str] | None = None):
         """`tag_of` names the tag from the image itself when options.final_tag is empty (a build's
         default tag is a hash of its config)."""
         self.store = store
         self.options = options
-        self.output = output
+        self.stream: BinaryIO | None = output if isinstance(output, io.IOBase) else None  # type: ignore[assignment]
+        self.path: str | os.PathLike[str] | None = None if self.stream is not None else output  # type: ignore
         self.tag_of = tag_of
 
     @property
@@ -86,8 +89,8 @@ class ArchiveDestination:
             entries: Iterator[Entry] = image_entries(image, self.store, f"{o.final_name}:{o.final_tag}", layer_for)
         else:
             entries = oci_archive_entries(image, o.final_name, o.final_tag)
-        if self.output is None:  # only the hash is wanted: stream it through the hasher
-            pipe = PipelinedHashWriter(None)
+        if self.path is None:  # a stream, or only the hash
+            pipe = PipelinedHashWriter(self.stream.write if self.stream is not None else None)
             try:
                 write_stream(entries, self.store, pipe.write)
                 pipe.close()
@@ -95,7 +98,7 @@ class ArchiveDestination:
                 pipe.abort()
                 raise
             return self._checked(pipe.hash.digest())
-        out = AtomicFile(self.output)
+        out = AtomicFile(self.path)
         try:
             actual = self._checked(write_positional(entries, self.store, out.file.fileno()))
             out.commit()
@@ -105,14 +108,16 @@ class ArchiveDestination:
             raise
 
     def _layout(self, image: Image, o: ArchiveOptions) -> bytes:
-        if self.output is None:
+        if self.stream is not None:
+            raise UsageError("an OCI layout is a directory: it cannot be written to a stream")
+        if self.path is None:
             tmpdir = Path(tempfile.mkdtemp(prefix="registry-tools-"))
             try:
                 write_layout(tmpdir / "layout", image, self.store, o.final_name, o.final_tag)
                 return self._checked(nar_sha256(str(tmpdir / "layout")))
             finally:
                 shutil.rmtree(tmpdir, ignore_errors=True)
-        target = AtomicDir(self.output)
+        target = AtomicDir(self.path)
         try:
             write_layout(target.tmp, image, self.store, o.final_name, o.final_tag)
             actual = self._checked(nar_sha256(str(target.tmp)))
