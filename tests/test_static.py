@@ -26,3 +26,20 @@ def test_import_contracts():
                           "sys.exit(lint_imports_command())", "--no-cache"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
     assert "0 broken" in res.stdout
+
+
+def test_sizes_stay_readable():
+    """No module over 400 lines, no class over 200, no function over 60 (ARCHITECTURE's habits)."""
+    import ast
+
+    too_big = []
+    for path in sorted((ROOT / "registry_tools").rglob("*.py")):
+        text = path.read_text()
+        rel = path.relative_to(ROOT)
+        if text.count("\n") > 400:
+            too_big.append(f"{rel}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            limit = 200 if isinstance(node, ast.ClassDef) else 60
+            if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.end_lineno - node.lineno + 1 > limit:
+                too_big.append(f"{rel}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not too_big, "\n".join(too_big)

@@ -120,28 +120,8 @@ def _resolve(base: Path, p: str) -> Path:
     return Path(p) if os.path.isabs(p) else base / p
 
 
-def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | None = None) -> BuildSpec:
-    if not isinstance(obj, dict):
-        raise UsageError("build spec: must be a JSON object")
-    unknown = sorted(set(obj) - KEYS)
-    if unknown:
-        raise _bad(unknown[0], "unknown key" + (f" (known keys: {', '.join(sorted(KEYS))})" if len(unknown) else ""))
-    if "name" not in obj:
-        raise _bad("name", "is required")
-    name = _want(obj, "name", str, "a string")
-    try:
-        r = refs.parse_normalized(name)
-    except Exception as e:
-        raise _bad("name", str(e)) from None
-    if r.tag or r.digest:
-        raise _bad("name", "must not carry a tag or digest; use \"tag\"")
-    spec = BuildSpec(name=name, base_dir=base_dir)
-
-    if obj.get("tag") is not None:
-        spec.tag = _want(obj, "tag", str, "a string")
-        if not refs.TAG_RE.match(spec.tag):
-            raise _bad("tag", f"{spec.tag!r} is not a valid tag")
-
+def _base_image(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.datetime | None) -> None:
+    """fromImage, fromImageName and inheritConfig."""
     if obj.get("fromImage") is not None:
         loc = _want(obj, "fromImage", str, "a path or a pinned image reference")
         name_in = obj.get("fromImageName")
@@ -168,6 +148,10 @@ def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | No
         else:
             raise _bad("inheritConfig", "must be true, false or a list of config keys")
 
+
+
+def _paths(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.datetime | None) -> None:
+    """paths: each a source on this machine and an absolute target without '..'."""
     if "paths" in obj and not isinstance(obj["paths"], (list, type(None))):
         raise _bad("paths", "must be a list")
     for i, entry in enumerate(obj.get("paths") or []):
@@ -184,6 +168,10 @@ def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | No
             raise _bad(f"{key}.source", f"{source} does not exist")
         spec.paths.append(PathInput(source, "/" + target.strip("/")))
 
+
+
+def _trees(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.datetime | None) -> None:
+    """closure, contents and keepContentsDirlinks."""
     if obj.get("closure") is not None:
         spec.closure = _closure(obj["closure"], base_dir)
 
@@ -200,6 +188,10 @@ def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | No
     if "keepContentsDirlinks" in obj:
         spec.keep_contents_dirlinks = _want(obj, "keepContentsDirlinks", bool, "true or false")
 
+
+
+def _run_config(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.datetime | None) -> None:
+    """config: the OCI config keys, each with its JSON type."""
     if obj.get("config") is not None:
         cfg = _want(obj, "config", dict, "an object")
         for k, v in cfg.items():
@@ -215,6 +207,10 @@ def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | No
                 raise _bad("config.Env", "entries must be NAME=VALUE")
         spec.config = dict(cfg)
 
+
+
+def _platform(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.datetime | None) -> None:
+    """os, architecture and variant (default: this machine's)."""
     host = host_platform()
     o = obj.get("os", "linux")
     a = obj.get("architecture", host.architecture)
@@ -229,12 +225,14 @@ def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | No
         variant = "v8" if "variant" in obj else ""
     spec.platform = Platform(normalize_os(o), arch, variant)
 
+
+def _settings(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.datetime | None) -> None:
+    """times, maxLayers, commands, owners, compressor and layering."""
     for key in ("created", "mtime"):
         if key in obj:
             _want(obj, key, str, 'an ISO-8601 time or "now"')
-    spec.created, created_s = parse_time("created", obj.get("created", DEFAULT_TIME), now)
+    spec.created, _ = parse_time("created", obj.get("created", DEFAULT_TIME), now)
     _, spec.mtime = parse_time("mtime", obj.get("mtime", DEFAULT_TIME), now)
-    del created_s
 
     if "maxLayers" in obj:
         spec.max_layers = _want(obj, "maxLayers", int, "a whole number")
@@ -263,6 +261,32 @@ def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | No
         spec.layering = _want(obj, "layering", str, "a string")
         if spec.layering not in LAYERINGS:
             raise _bad("layering", f"must be one of {', '.join(LAYERINGS)}")
+
+
+def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | None = None) -> BuildSpec:
+    if not isinstance(obj, dict):
+        raise UsageError("build spec: must be a JSON object")
+    unknown = sorted(set(obj) - KEYS)
+    if unknown:
+        raise _bad(unknown[0], "unknown key" + (f" (known keys: {', '.join(sorted(KEYS))})" if len(unknown) else ""))
+    if "name" not in obj:
+        raise _bad("name", "is required")
+    name = _want(obj, "name", str, "a string")
+    try:
+        r = refs.parse_normalized(name)
+    except UsageError as e:
+        raise _bad("name", str(e)) from None
+    if r.tag or r.digest:
+        raise _bad("name", "must not carry a tag or digest; use \"tag\"")
+    spec = BuildSpec(name=name, base_dir=base_dir)
+
+    if obj.get("tag") is not None:
+        spec.tag = _want(obj, "tag", str, "a string")
+        if not refs.TAG_RE.match(spec.tag):
+            raise _bad("tag", f"{spec.tag!r} is not a valid tag")
+
+    for part in (_base_image, _paths, _trees, _run_config, _platform, _settings):
+        part(obj, spec, base_dir, now)
     return spec
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from registry_tools.model.digest import Digest
-from registry_tools.errors import ManifestError
+from registry_tools.errors import InvalidDigest, ManifestError
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_DEPTH = 64  # JSON nesting: real documents use under ten levels
@@ -108,7 +108,7 @@ class Descriptor:
             raise ManifestError(f"{where}: descriptor {dg} has no valid size")
         try:
             digest = Digest.parse(dg)
-        except Exception as e:
+        except InvalidDigest as e:
             raise ManifestError(f"{where}: {e}") from None
         if mt is not None and not isinstance(mt, str):
             raise ManifestError(f"{where}: descriptor {dg} has a mediaType that is not a string")
@@ -279,5 +279,5 @@ def diff_ids(config: dict[str, Any], where: str = "config") -> list[Digest]:
         raise ManifestError(f"{where}: image config has no rootfs.diff_ids")
     try:
         return [Digest.parse(d) for d in ids]
-    except Exception as e:
+    except InvalidDigest as e:
         raise ManifestError(f"{where}: {e}") from None

@@ -12,7 +12,6 @@ import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import httpx
 
@@ -24,6 +23,7 @@ from registry_tools.model.digest import Digest
 from registry_tools.model.manifest import ACCEPT, MAX_MANIFEST_SIZE, load_json
 from registry_tools.model.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, is_loopback_host
 from registry_tools.registry import auth
+from registry_tools.registry.tokens import TokenClient
 from registry_tools.registry.transport import (KIND, LIMIT, RETRY, RegistryTransport, RetryPolicy, read_body,
                                                reason, safe_url)
 
@@ -101,7 +101,8 @@ class Registry:
         self._lock = threading.Lock()
         self._closed = False
         self._http: httpx.Client | None = None
-        self.auth = auth.RegistryAuth(self._origin, self.credential, self._fetch_token)
+        self.tokens = TokenClient(self)
+        self.auth = auth.RegistryAuth(self._origin, self.credential, self.tokens.fetch)
         self._transport: RegistryTransport | None = None
         self._inner = transport
 
@@ -147,90 +148,10 @@ class Registry:
         with self._lock:
             scheme = self._scheme
         if scheme is None:
-            scheme = self._probe_scheme()
+            scheme = probe_scheme(self)
             with self._lock:
                 self._scheme = scheme
         return f"{scheme}://{self.host}"
-
-    def _probe(self, url: str) -> httpx.Response:
-        req = self.http.build_request("GET", url, extensions={KIND: "ping", RETRY: False})
-        resp = self.http.send(req, auth=None, follow_redirects=False)
-        self.auth.note(resp)
-        return resp
-
-    def _probe_scheme(self) -> str:
-        """https; plain http only for a loopback registry (or with TLS verification off) that has no TLS.
-
-        A loopback registry is asked over plain http first: a TLS server cannot give a
-        registry's answer to that (Go's says 400), and the question carries no credentials.
-        """
-        if is_loopback_host(self.host) or not self.options.tls_verify:
-            try:
-                resp = self._probe(f"http://{self.host}/v2/")
-                if resp.status_code != 400 and resp.status_code < 500:
-                    return "http"
-            except httpx.TransportError:
-                pass
-        try:
-            self._probe(f"https://{self.host}/v2/")
-            return "https"
-        except httpx.TransportError as e:
-            raise NetworkError(f"cannot reach registry {self.host}: {reason(e)}") from None
-
-    def _fetch_token(self, ch: auth.Challenge, scopes: tuple[str, ...],
-                     cred: auth.Credential | None) -> auth.Token:
-        realm = ch.params.get("realm", "")
-        if not realm:
-            raise AuthError(f"registry {self.host} asked for a bearer token but named no realm")
-        auth.validate_realm(realm, secret=cred is not None)
-        service = ch.params.get("service", "")
-        if cred is not None and cred.identity_token:
-            return self._refresh_token(realm, service, scopes, cred)
-        query = ([("service", service)] if service else []) + [("scope", s) for s in scopes]
-        headers = {"Authorization": auth.basic_header(cred.username, cred.password)} if cred else {}
-        resp = self._token_request("GET", realm + ("&" if "?" in realm else "?") + urlencode(query), headers)
-        if resp.status_code in (401, 403):
-            raise AuthError(f"registry {self.host}: token request refused ({resp.status_code}); "
-                            + ("check the credentials" if cred else "credentials are needed: run registry-tools login"),
-                            status=resp.status_code)
-        if resp.status_code != 200:
-            raise AuthError(f"registry {self.host}: token server answered HTTP {resp.status_code}", resp.status_code)
-        return self._token_from(resp)
-
-    def _refresh_token(self, realm: str, service: str, scopes: tuple[str, ...],
-                       cred: auth.Credential) -> auth.Token:
-        form = {"grant_type": "refresh_token", "refresh_token": cred.identity_token, "service": service,
-                "scope": " ".join(scopes), "client_id": "registry-tools"}
-        resp = self._token_request("POST", realm, {"Content-Type": "application/x-www-form-urlencoded"},
-                                   urlencode(form).encode())
-        if resp.status_code in (404, 405):  # an OAuth2 POST the server does not take: the GET form
-            query = [("service", service)] + [("scope", s) for s in scopes]
-            resp = self._token_request("GET", realm + "?" + urlencode(query),
-                                       {"Authorization": auth.basic_header("<token>", cred.identity_token)})
-        if resp.status_code != 200:
-            raise AuthError(f"registry {self.host}: the identity token was refused (HTTP {resp.status_code}); "
-                            "run registry-tools login again", resp.status_code)
-        return self._token_from(resp)
-
-    def _token_request(self, method: str, url: str, headers: dict[str, str], content: bytes | None = None
-                       ) -> httpx.Response:
-        """A request to the token server: never through RegistryAuth, never redirected."""
-        try:
-            req = self.http.build_request(method, url, headers=headers, content=content, extensions={KIND: "token"})
-            resp = self.http.send(req, auth=None, follow_redirects=False, stream=True)
-            read_body(resp)
-            return resp
-        except httpx.TransportError as e:
-            raise AuthError(f"registry {self.host}: its token server at {safe_url(url)} cannot be reached "
-                            f"({reason(e)})") from None
-
-    def _token_from(self, resp: httpx.Response) -> auth.Token:
-        where = f"registry {self.host}"
-        body = load_json(resp.content, f"{where}: token answer", AuthError)
-        if not isinstance(body, dict):
-            raise AuthError(f"{where}: the token server sent no token")
-        value = auth.token_value(body.get("token") or body.get("access_token"), where)
-        return auth.Token.lasting(value, auth.token_lifetime(body.get("expires_in")))
 
     # -- requests ------------------------------------------------------------------------
 
@@ -357,6 +278,33 @@ class Registry:
             self.check(resp, what, repo)
             raise RegistryError(f"{what}: unexpected HTTP {resp.status_code}", resp.status_code)
         return returned_digest(resp, digest, what)
+
+
+def probe_scheme(reg: "Registry") -> str:
+    """https; plain http only for a loopback registry (or with TLS verification off) that has no TLS.
+
+    A loopback registry is asked over plain http first: a TLS server cannot give a
+    registry's answer to that (Go's says 400), and the question carries no credentials.
+    The answer's challenge (if any) is what RegistryAuth answers from then on.
+    """
+    def ask(url: str) -> httpx.Response:
+        req = reg.http.build_request("GET", url, extensions={KIND: "ping", RETRY: False})
+        resp = reg.http.send(req, auth=None, follow_redirects=False)
+        reg.auth.note(resp)
+        return resp
+
+    if is_loopback_host(reg.host) or not reg.options.tls_verify:
+        try:
+            resp = ask(f"http://{reg.host}/v2/")
+            if resp.status_code != 400 and resp.status_code < 500:
+                return "http"
+        except httpx.TransportError:
+            pass
+    try:
+        ask(f"https://{reg.host}/v2/")
+        return "https"
+    except httpx.TransportError as e:
+        raise NetworkError(f"cannot reach registry {reg.host}: {reason(e)}") from None
 
 
 def returned_digest(resp: httpx.Response, digest: Digest, what: str) -> Digest:

@@ -1,0 +1,85 @@
+"""The `registry-tools` command: argument parsing and messages over the Python API."""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import NoReturn, Sequence
+
+from registry_tools.cli.commands import COMMANDS
+from registry_tools.cli.parser import build_parser
+from registry_tools.errors import RegistryToolsError
+
+__all__ = ["build_parser", "main"]
+
+
+def _skip_unused_imports() -> None:
+    """httpcore imports trio when it is installed; this program never uses it (saves ~80 ms).
+    Only in the command's own process, and only if nothing imported trio already."""
+    if "trio" not in sys.modules and "httpcore" not in sys.modules:
+        sys.modules["trio"] = None  # type: ignore[assignment]
+
+
+def _exit_now(code: int, grace: float = 0.8) -> NoReturn:
+    """Leave within about a second. The session is closed and cancelled by now, so workers stop
+    at their next chunk or wake from their sleeps and remove their temporary files; give them
+    `grace` seconds for that, then go, even if one is still blocked in a read (at interpreter
+    exit it would otherwise be joined, for as long as its read timeout)."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + grace
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        _skip_unused_imports()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version and usage errors
+        return int(e.code or 0)
+    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(name)s: %(message)s", stream=sys.stderr)
+    # httpx and httpcore log whole URLs (pre-signed ones carry secrets) and headers: never let them.
+    for noisy in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print("registry-tools: interrupted; the destination was left untouched", file=sys.stderr)
+        if argv is None:
+            _exit_now(130)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`… --stream | head`): stop quietly, as Unix tools do.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 141
+    except RegistryToolsError as e:
+        print(f"registry-tools: {e}", file=sys.stderr)
+        return e.exit_code
+    except FileNotFoundError as e:
+        print(f"registry-tools: {e.strerror or e}: {e.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    except PermissionError as e:
+        print(f"registry-tools: permission denied: {e.filename}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"registry-tools: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The argument parser: one function per command, the shared option groups, the value types."""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any, NoReturn
+
+from registry_tools import __version__
+from registry_tools.formats import FORMATS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # exit 2 with one line, as bad usage must
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _bool(text: str) -> bool:
+    t = text.lower()
+    if t in ("true", "1", "yes", "on"):
+        return True
+    if t in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text!r}")
+    return value
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("registry and cache")
+    g.add_argument("--tls-verify", type=_bool, default=True, metavar="BOOL",
+                   help="verify TLS certificates (default true)")
+    g.add_argument("--insecure", action="store_true", help="same as --tls-verify=false")
+    g.add_argument("--ca-file", help="CA bundle to trust (default: SSL_CERT_FILE or the system's)")
+    g.add_argument("--cert-dir", help="directory of extra CA certificates (*.crt)")
+    g.add_argument("--cache-dir", help="blob cache (default: $REGISTRY_TOOLS_CACHE or ~/.cache/registry-tools)")
+    g.add_argument("--jobs", type=int, default=4, help="concurrent downloads (default 4)")
+    g.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry (else the auth files)")
+    g.add_argument("--authfile", help="auth file to read credentials from (default: the usual ones)")
+    g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    g.add_argument("--verbose", "-v", action="store_true", help="log requests and retries (never secrets)")
+
+
+def _add_platform(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("platform (for a multi-arch image)")
+    g.add_argument("--platform", help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8")
+    g.add_argument("--os", help="operating system (default linux)")
+    g.add_argument("--arch", help="CPU architecture (default: this machine's)")
+    g.add_argument("--variant", help="CPU variant, e.g. v7")
+    g.add_argument("--allow-cross-arch", action="store_true",
+                   help="let amd64 fall back to 386 and arm64 to arm when the index has no exact match")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="registry-tools", description="Pin, pull, build and push OCI and Docker images.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_pull, _prefetch, _build, _push, _inspect, _digest, _cache, _login, _logout):
+        add(sub)
+    return parser
+
+
+def _pull(sub: Any) -> None:
+    p = sub.add_parser("pull", help="pull an image pinned by digest into an archive or layout")
+    p.add_argument("image", help="IMAGE or IMAGE@sha256:…")
+    p.add_argument("--digest", help="the image digest (index or manifest) to pull")
+    p.add_argument("--hash", help="expected sha256 of the output (SRI, hex or Nix base32)")
+    p.add_argument("--sha256", dest="hash", help=argparse.SUPPRESS)
+    p.add_argument("--final-image-name", help="name to record in the archive (default: IMAGE's name)")
+    p.add_argument("--final-image-tag", default="latest", help="tag to record in the archive (default latest)")
+    p.add_argument("--format", default="docker-archive", choices=FORMATS)
+    p.add_argument("-o", "--output", required=True, help="where to write the archive or layout")
+    _add_platform(p)
+    _add_common(p)
+
+
+def _prefetch(sub: Any) -> None:
+    p = sub.add_parser("prefetch", help="resolve a tag, pull, and print the pin (Nix or JSON)",
+                       description="Resolve IMAGE's tag, pull it as `pull` would, and print what "
+                                   "`pull` (or nixpkgs' pullImage) needs to reproduce it.")
+    p.add_argument("image", nargs="?", help="IMAGE, IMAGE:TAG or IMAGE@DIGEST")
+    p.add_argument("tag_or_digest", nargs="?", metavar="TAG|DIGEST", help="tag or digest (default: latest)")
+    p.add_argument("--image-name", help="same as IMAGE")
+    p.add_argument("--image-tag", help="same as TAG")
+    p.add_argument("--image-digest", help="same as DIGEST")
+    p.add_argument("--final-image-name", help="name recorded in the archive (default: IMAGE as typed)")
+    p.add_argument("--final-image-tag", help="tag recorded in the archive (default: TAG, or latest)")
+    p.add_argument("--format", default="docker-archive", choices=FORMATS)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a Nix attribute set")
+    p.add_argument("--from", dest="from_file", metavar="FILE",
+                   help="pin every image listed in FILE (one 'IMAGE [PLATFORM]' a line; - for stdin)")
+    _add_platform(p)
+    _add_common(p)
+
+
+def _build(sub: Any) -> None:
+    p = sub.add_parser("build", help="build a layered image from a JSON spec (buildLayeredImage)")
+    p.add_argument("spec", metavar="SPEC.json", help="the build spec")
+    out = p.add_mutually_exclusive_group(required=True)
+    out.add_argument("-o", "--output", metavar="ARCHIVE", help="write a docker-archive file")
+    out.add_argument("--oci", metavar="DIR", help="write an OCI image layout directory")
+    out.add_argument("--stream", action="store_true",
+                     help="stream an uncompressed docker-archive to stdout (streamLayeredImage)")
+    out.add_argument("--push", metavar="REF", help="push straight to a registry (no tarball is written)")
+    _add_common(p)
+
+
+def _push(sub: Any) -> None:
+    p = sub.add_parser("push", help="push a docker-archive, oci-archive or OCI layout to a registry")
+    p.add_argument("source", help="an OCI layout directory (DIR or DIR:TAG), an oci-archive or a docker-archive")
+    p.add_argument("dest", help="REGISTRY/REPOSITORY[:TAG]")
+    _add_common(p)
+
+
+def _inspect(sub: Any) -> None:
+    p = sub.add_parser("inspect", help="show what a reference points to (no layer is pulled)")
+    p.add_argument("image", help="IMAGE[:TAG|@DIGEST]")
+    p.add_argument("--raw", action="store_true", help="print the manifest bytes exactly as served")
+    _add_platform(p)
+    _add_common(p)
+
+
+def _digest(sub: Any) -> None:
+    p = sub.add_parser("digest", help="print the digest a reference resolves to")
+    p.add_argument("image", help="IMAGE[:TAG|@DIGEST]")
+    _add_platform(p)
+    _add_common(p)
+
+
+def _cache(sub: Any) -> None:
+    p = sub.add_parser("cache", help="show, prune or clear the blob cache")
+    p.add_argument("action", choices=("info", "prune", "clear"))
+    p.add_argument("--max-size", metavar="SIZE", help="prune: keep at most this much (e.g. 20G, 500M)")
+    p.add_argument("--older-than", metavar="DAYS", type=_days, help="prune: remove what was unused this long")
+    p.add_argument("--cache-dir", help="the cache (default: $REGISTRY_TOOLS_CACHE or ~/.cache/registry-tools)")
+
+
+def _login(sub: Any) -> None:
+    p = sub.add_parser("login", help="check credentials against a registry and save them")
+    p.add_argument("registry", help="registry host, e.g. ghcr.io or localhost:5000")
+    p.add_argument("-u", "--username", help="user name (asked for if missing and on a terminal)")
+    p.add_argument("-p", "--password", help="password (prefer --password-stdin: this one shows in ps)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    p.add_argument("--authfile", help="file to write (default: $REGISTRY_AUTH_FILE, else docker's config.json)")
+    p.add_argument("--tls-verify", type=_bool, default=True, metavar="BOOL")
+    p.add_argument("--ca-file")
+    p.add_argument("--verbose", "-v", action="store_true")
+
+
+def _logout(sub: Any) -> None:
+    p = sub.add_parser("logout", help="remove a registry's saved credentials")
+    p.add_argument("registry")
+    p.add_argument("--authfile", help="file to change (default: $REGISTRY_AUTH_FILE, else docker's config.json)")
