@@ -30,7 +30,7 @@ from registry_tools.formats.docker_archive import DockerArchiveImage
 from registry_tools.formats.oci_layout import LayoutImage
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
-from registry_tools.model.platform import host_platform
+from registry_tools.model.platform import Choice, host_platform
 from registry_tools.registry.source import RegistryImage
 from registry_tools.session import Session
 
@@ -80,7 +80,7 @@ def make_source(kind: str, name: str, inputs: dict, registry, facts: dict, sessi
     store = session.store
     if kind == "registry":
         ref = refs.parse_normalized(f"{registry.host}/test/{name}")
-        return RegistryImage(session.source(ref), Digest.parse(facts[name]["manifest"]), host_platform())
+        return RegistryImage(session.source(ref), Digest.parse(facts[name]["manifest"]), Choice(host_platform()))
     if kind == "builder":
         return BuiltImage(inputs["spec"], session)
     path = inputs[name][kind]

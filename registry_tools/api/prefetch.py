@@ -13,8 +13,8 @@ from typing import Any, Iterable
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest, sri
 from registry_tools.errors import RegistryToolsError, UsageError
-from registry_tools.model.platform import Platform, normalize_arch
-from registry_tools.api.pull import FORMATS, check_final_names, split_name, wanted_platform
+from registry_tools.model.platform import Choice, Platform, pin_fields, requested
+from registry_tools.api.pull import FORMATS, check_final_names, split_name
 from registry_tools.engine import copy
 from registry_tools.formats.destination import ArchiveDestination, ArchiveOptions
 from registry_tools.registry.source import RegistryImage
@@ -71,15 +71,6 @@ def nix_string(value: str) -> str:
     return f'"{escaped}"'
 
 
-def _platform_fields(p: Platform) -> tuple[str, str, str]:
-    arch, variant = normalize_arch(p.architecture, p.variant)
-    if p.architecture.lower() == "arm" and not p.variant:
-        variant = ""  # the index entry named no variant; say so, so pull picks the same entry
-    elif arch == "arm64" and p.variant:
-        variant = p.variant  # keep "v8" as the index wrote it: pull treats it the same
-    return p.os, arch, variant
-
-
 def prefetch(
     image: str,
     tag_or_digest: str | None = None,
@@ -112,7 +103,7 @@ def prefetch(
         Digest.parse(typed_digest)
     if typed_tag:
         ref = ref.with_tag(typed_tag)
-    wanted = wanted_platform(platform, os, arch, variant)
+    choice = Choice(requested(platform, os, arch, variant), cross_arch, bool(platform or os or arch or variant))
     final_name = final_image_name or typed_name
     final_tag = final_image_tag or typed_tag or "latest"
     check_final_names(final_name, final_tag)
@@ -121,14 +112,13 @@ def prefetch(
     try:
         source = session.source(ref)
         digest = Digest.parse(typed_digest) if typed_digest else source.resolve_tag(typed_tag or "latest")
-        pinned = RegistryImage(source, digest, wanted, cross_arch=cross_arch,
-                               explicit_platform=bool(platform or os or arch or variant))
+        pinned = RegistryImage(source, digest, choice)
         destination = ArchiveDestination(session.store, ArchiveOptions(format, final_name, final_tag), None)
         image_, sha = copy(pinned, destination, session.cache)
     finally:
         if own:
             session.close()
-    os_, arch_, variant_ = _platform_fields(image_.chosen_platform)
+    os_, arch_, variant_ = pin_fields(image_.chosen_platform)
     return Pin(ref.name, digest, sha, final_name, final_tag, os_, arch_, variant_,
                image_.manifest_descriptor.digest, format)
 

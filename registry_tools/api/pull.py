@@ -17,8 +17,7 @@ from registry_tools.formats import FORMATS
 from registry_tools.formats.destination import ArchiveDestination, ArchiveOptions
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest, nix32_encode, parse_output_hash, sri
-from registry_tools.model.platform import Platform, host_platform, normalize_arch, normalize_os
-from registry_tools.model.platform import parse as parse_platform
+from registry_tools.model.platform import Choice, Platform, requested
 from registry_tools.registry.source import RegistryImage
 from registry_tools.session import Session
 
@@ -46,27 +45,6 @@ class PullResult:
     @property
     def hash_nix32(self) -> str:
         return nix32_encode(self.sha256)
-
-
-def wanted_platform(platform: str | Platform | None = None, os_name: str | None = None,
-                    arch: str | None = None, variant: str | None = None) -> Platform:
-    """The platform to choose: `--platform`, or `--os/--arch/--variant`, defaulting to linux and the host's CPU."""
-    if isinstance(platform, Platform):
-        return platform
-    if platform:
-        if os_name or arch or variant:
-            raise UsageError("give either --platform or --os/--arch/--variant, not both")
-        return parse_platform(platform)
-    host = host_platform()
-    o = normalize_os(os_name or "linux")
-    if arch:
-        a, v = normalize_arch(arch, variant or "")
-        if variant is None and a == "arm" and arch.lower() == "arm":
-            v = ""  # plain "arm": an entry without a variant first, then arm/v7 and older
-        if variant is None and arch.lower() in ("arm64", "aarch64"):
-            v = ""
-        return Platform(o, a, v)
-    return Platform(o, host.architecture, variant if variant is not None else host.variant)
 
 
 def split_name(image: str) -> tuple[str, str, str]:
@@ -131,14 +109,13 @@ def pull_image(
     expected = parse_output_hash(hash) if hash is not None else None
     final_name = final_image_name or typed_name
     check_final_names(final_name, final_image_tag)
-    wanted = wanted_platform(platform, os, arch, variant)
+    choice = Choice(requested(platform, os, arch, variant), cross_arch, bool(platform or os or arch or variant))
     if output is not None:
         (check_layout_destination if format == "oci" else check_destination)(output)
     own = session is None
     session = session or Session()
     try:
-        source = RegistryImage(session.source(ref), Digest.parse(ref.digest), wanted, cross_arch=cross_arch,
-                               explicit_platform=bool(platform or os or arch or variant))
+        source = RegistryImage(session.source(ref), Digest.parse(ref.digest), choice)
         options = ArchiveOptions(format, final_name, final_image_tag, expected, hash or "")
         resolved, actual = copy(source, ArchiveDestination(session.store, options, output), session.cache)
     finally:

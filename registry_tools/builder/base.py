@@ -18,7 +18,7 @@ from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
 from registry_tools.model.image import Layer
-from registry_tools.model.platform import Platform, choose_in_index
+from registry_tools.model.platform import Choice, Platform, choose_in_index
 from registry_tools.session import Session
 
 
@@ -41,7 +41,7 @@ def load_base(src: FromImage, platform: Platform, session: Session) -> BaseImage
 def _from_registry(src: FromImage, platform: Platform, session: Session) -> BaseImage:
     ref = refs.parse_normalized(src.location)
     source = session.source(ref)
-    image = source.resolve(Digest.parse(ref.digest), platform)
+    image = source.resolve(Digest.parse(ref.digest), Choice(platform))
     source.fetch_layers(image)
     return BaseImage(image.config, image.layers, image.config_raw)
 

@@ -13,7 +13,7 @@ from typing import Any
 from registry_tools.model import reference as refs
 from registry_tools.errors import UsageError
 from registry_tools.model.manifest import load_json
-from registry_tools.model.platform import Platform, host_platform, normalize_arch, normalize_os
+from registry_tools.model.platform import Platform, declared, host_platform
 
 DEFAULT_TIME = "1970-01-01T00:00:01Z"
 MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
@@ -218,12 +218,7 @@ def _platform(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetim
     for key, value in (("os", o), ("architecture", a), ("variant", v)):
         if not isinstance(value, str):
             raise _bad(key, "must be a string")
-    arch, variant = normalize_arch(a, v)
-    if arch == "arm" and not v:
-        variant = "v7"
-    if arch == "arm64" and variant == "":
-        variant = "v8" if "variant" in obj else ""
-    spec.platform = Platform(normalize_os(o), arch, variant)
+    spec.platform = declared(o, a, v, "variant" in obj)
 
 
 def _settings(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.datetime | None) -> None:

@@ -152,9 +152,9 @@ def cmd_push(args: argparse.Namespace) -> int:
 def _wanted(args: argparse.Namespace):
     if not (args.platform or args.os or args.arch or args.variant):
         return None
-    from registry_tools.api.pull import wanted_platform
+    from registry_tools.model.platform import requested
 
-    return wanted_platform(args.platform, args.os, args.arch, args.variant)
+    return requested(args.platform, args.os, args.arch, args.variant)
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from registry_tools.model.compression import READ_SIZE
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Digest, VerifyingReader, verify_bytes
 from registry_tools.model.image import Image, Layer
-from registry_tools.model.platform import Matcher, Platform, choose, choose_in_index
+from registry_tools.model.platform import Choice, Matcher, Platform, choose, choose_in_index
 from registry_tools.registry.blob import BlobStream
 from registry_tools.registry.client import Registry
 from registry_tools.store.blobs import BlobStore
@@ -76,27 +76,26 @@ class RegistrySource:
         self.store.cache.put_bytes(digest, raw)
         return digest
 
-    def _choose(self, digest: Digest, wanted: Platform, cross_arch: bool) -> tuple[mf.ImageManifest, mf.Descriptor,
-                                                                                     Digest | None]:
+    def _choose(self, digest: Digest, choice: Choice) -> tuple[mf.ImageManifest, mf.Descriptor, Digest | None]:
         raw, ctype = self.manifest_bytes(digest)
         doc = mf.parse(raw, ctype, where=f"manifest {self._where(digest)}")
         if isinstance(doc, mf.ImageManifest):
             return doc, mf.Descriptor(doc.media_type, digest, len(raw)), None
-        chosen = doc.manifests[choose_in_index(doc.choice_view(), wanted, cross_arch=cross_arch)]
+        chosen = doc.manifests[choose_in_index(doc.choice_view(), choice.wanted, cross_arch=choice.cross_arch)]
         raw, ctype = self.manifest_bytes(chosen.digest, chosen.size)
         child = mf.parse(raw, ctype or chosen.media_type, where=f"manifest {self._where(chosen.digest)}")
         if isinstance(child, mf.Index):
             raise ManifestError(f"{self._where(chosen.digest)}: nested indexes are not supported")
         return child, chosen, digest
 
-    def resolve(self, digest: Digest, wanted: Platform, *, cross_arch: bool = False,
-                explicit_platform: bool = False) -> Image:
+    def resolve(self, digest: Digest, choice: Choice) -> Image:
         """Manifest (choosing from an index), config and layer list for one platform.
 
         A single-platform image is taken whatever the default platform says (as skopeo
         does); a platform the user asked for explicitly must match it.
         """
-        doc, desc, index_digest = self._choose(digest, wanted, cross_arch)
+        wanted = choice.wanted
+        doc, desc, index_digest = self._choose(digest, choice)
         config_raw = self.blob_bytes(doc.config, f"config of {self._where(desc.digest)}")
         config = mf.parse_config(config_raw, f"config {doc.config.digest}")
         have = Platform(str(config.get("os") or ""), str(config.get("architecture") or ""),
@@ -115,9 +114,9 @@ class RegistrySource:
             if layer.media_type and not mf.is_layer_type(layer.media_type):
                 raise ManifestError(f"{self._where(desc.digest)}: layer {i} has media type {layer.media_type}, "
                                     "not an image layer")
-        if index_digest is None and explicit_platform:
+        if index_digest is None and choice.explicit:
             try:  # the same rules as choosing from an index, applied to the one image there is
-                choose([{"platform": have.to_json()}], wanted, cross_arch=cross_arch)
+                choose([{"platform": have.to_json()}], wanted, cross_arch=choice.cross_arch)
             except PlatformNotFound as e:
                 raise PlatformNotFound(e.wanted, e.offered, single=True) from None
         layers = [Layer(d, ids[i]) for i, d in enumerate(doc.layers)]
@@ -163,18 +162,13 @@ class RegistrySource:
 class RegistryImage:
     """One image of a repository, pinned by digest (a platform chosen from an index): a copy source."""
 
-    def __init__(self, source: RegistrySource, digest: Digest, wanted: Platform, *, cross_arch: bool = False,
-                 explicit_platform: bool = False):
+    def __init__(self, source: RegistrySource, digest: Digest, choice: Choice):
         self.source = source
         self.digest = digest
-        self.wanted = wanted
-        self.cross_arch = cross_arch
-        self.explicit_platform = explicit_platform
+        self.choice = choice
 
     def open(self, measure: bool) -> "LayerFetch":
-        image = self.source.resolve(self.digest, self.wanted, cross_arch=self.cross_arch,
-                                    explicit_platform=self.explicit_platform)
-        return LayerFetch(self.source, image, measure)
+        return LayerFetch(self.source, self.source.resolve(self.digest, self.choice), measure)
 
 
 class LayerFetch:
