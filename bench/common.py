@@ -54,6 +54,24 @@ def split_even(files: list[Path], parts: int) -> list[list[Path]]:
     return groups
 
 
+def split_weighted(files: list[Path], weights: list[float]) -> list[list[Path]]:
+    """Files cut into groups whose sizes follow `weights` (in order; the last takes the rest)."""
+    sizes = [f.stat().st_size for f in files]
+    total = sum(sizes)
+    groups: list[list[Path]] = [[] for _ in weights]
+    bounds, acc = [], 0.0
+    for w in weights:
+        acc += w / sum(weights)
+        bounds.append(acc * total)
+    done, g = 0, 0
+    for f, s in zip(files, sizes, strict=True):
+        while g < len(weights) - 1 and done >= bounds[g]:
+            g += 1
+        groups[g].append(f)
+        done += s
+    return [grp for grp in groups if grp]
+
+
 def tar_files(files: list[Path], dest: Path) -> None:
     with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tf:
         for f in files:
@@ -92,5 +110,5 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-__all__ = ["LocalRegistry", "imagegen", "skopeo_push_layout", "usr_files", "split_even", "tar_files",
+__all__ = ["LocalRegistry", "imagegen", "skopeo_push_layout", "usr_files", "split_even", "split_weighted", "tar_files",
            "gzip_file", "measure", "median", "resource"]

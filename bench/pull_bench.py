@@ -1,8 +1,11 @@
-"""pull benchmark: a ~1 GiB image in 5 gzip layers, pulled to docker-archive by skopeo and by us.
+"""pull benchmark: two ~1 GiB images pulled to docker-archive by skopeo and by us.
 
-Both tools pull the same digest from the same local registry, alternating, N runs each,
-each run with a cold cache. Prints medians, the ratio and our peak memory.
-Usage: python3 bench/pull_bench.py [--runs 5] [--size-mb 1024] [--work DIR]
+"even": 5 gzip layers of about the same size. "dominant": one gzip layer holds 65% of
+the bytes and four small ones the rest, as most real images are shaped. Both tools pull
+the same digest from the same local registry, alternating (skopeo, ours, for each image
+in turn), N runs each, each run with a cold cache. Prints medians, the ratio and our
+peak memory per image.
+Usage: python3 bench/pull_bench.py [--runs 5] [--size-mb 1024] [--work DIR] [--images even,dominant]
 """
 from __future__ import annotations
 
@@ -15,18 +18,20 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import (LocalRegistry, gzip_file, imagegen, measure, median, skopeo_push_layout, split_even,
+from common import (LocalRegistry, gzip_file, imagegen, measure, median, skopeo_push_layout, split_weighted,
                     tar_files, usr_files)
 
+SHAPES = {"even": [1, 1, 1, 1, 1], "dominant": [65, 10, 10, 10, 5]}
 
-def build_image(work: Path, size_mb: int, layers: int) -> Path:
-    """An OCI layout of real /usr files in `layers` gzip layers (made once, reused)."""
-    layout = work / "layout"
+
+def build_image(work: Path, size_mb: int, shape: str) -> Path:
+    """An OCI layout of real /usr files in gzip layers shaped by SHAPES[shape] (made once, reused)."""
+    layout = work / ("layout" if shape == "even" else f"layout-{shape}")
     if (layout / "index.json").exists():
         return layout
     files = usr_files(size_mb * 1024 * 1024)
     blobs = []
-    for i, group in enumerate(split_even(files, layers)):
+    for i, group in enumerate(split_weighted(files, SHAPES[shape])):
         raw, gz = work / f"layer{i}.tar", work / f"layer{i}.tar.gz"
         tar_files(group, raw)
         gzip_file(raw, gz)
@@ -67,43 +72,46 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--size-mb", type=int, default=1024)
-    ap.add_argument("--layers", type=int, default=5)
+    ap.add_argument("--images", default="even,dominant")
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "registry-tools-bench"))
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    layout = build_image(work, args.size_mb, args.layers)
-    index = json.loads((layout / "index.json").read_text())
-    digest = index["manifests"][0]["digest"]
-    sizes = [p.stat().st_size for p in (layout / "blobs/sha256").iterdir()]
+    shapes = args.images.split(",")
+    layouts = {s: build_image(work, args.size_mb, s) for s in shapes}
     reg = LocalRegistry(work / "registry-run").start()
     try:
-        skopeo_push_layout(layout, "bench", f"{reg.host}/bench/usr:bench", all_images=False)
-        ref = f"{reg.host}/bench/usr@{digest}"
+        refs = {}
+        for shape, layout in layouts.items():
+            digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+            skopeo_push_layout(layout, "bench", f"{reg.host}/bench/{shape}:bench", all_images=False)
+            refs[shape] = f"{reg.host}/bench/{shape}@{digest}"
         out = work / "out"
         out.mkdir(exist_ok=True)
-        ours, theirs, rss = [], [], []
+        ours: dict[str, list[float]] = {s: [] for s in shapes}
+        theirs: dict[str, list[float]] = {s: [] for s in shapes}
+        rss: dict[str, list[int]] = {s: [] for s in shapes}
         for run in range(args.runs):
-            for f in out.iterdir():
-                f.unlink()
-            shutil.rmtree(work / "skopeo-cache", ignore_errors=True)
-            t, _ = measure(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
-                            f"docker://{ref}", f"docker-archive:{out}/skopeo.tar:bench/usr:latest"],
-                           env=dict(os.environ, TMPDIR=str(out)))
-            theirs.append(t)
-            shutil.rmtree(work / "cache", ignore_errors=True)  # cold cache: everything is downloaded
-            t, peak = measure([sys.executable, "-m", "registry_tools", "pull", ref, "-o", str(out / "ours.tar"),
-                               "-q", "--cache-dir", str(work / "cache")])
-            ours.append(t)
-            rss.append(peak)
-            print(f"run {run + 1}: skopeo {theirs[-1]:.2f}s  registry-tools {ours[-1]:.2f}s  (peak {peak} MB)",
-                  flush=True)
-        uncompressed = (out / "ours.tar").stat().st_size
-        print(f"image: {args.layers} gzip layers, {sum(sizes) / 1e6:.0f} MB compressed, "
-              f"{uncompressed / 1e6:.0f} MB docker-archive")
-        print(f"median skopeo copy:        {median(theirs):.2f} s")
-        print(f"median registry-tools pull: {median(ours):.2f} s   peak RSS {max(rss)} MB")
-        print(f"ratio (ours / skopeo):     {median(ours) / median(theirs):.3f}")
+            for shape in shapes:
+                ref = refs[shape]
+                for f in out.iterdir():
+                    f.unlink()
+                t, _ = measure(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                                f"docker://{ref}", f"docker-archive:{out}/skopeo.tar:bench/usr:latest"],
+                               env=dict(os.environ, TMPDIR=str(out)))
+                theirs[shape].append(t)
+                shutil.rmtree(work / "cache", ignore_errors=True)  # cold cache: everything is downloaded
+                t, peak = measure([sys.executable, "-m", "registry_tools", "pull", ref, "-o", str(out / "ours.tar"),
+                                   "-q", "--cache-dir", str(work / "cache")])
+                ours[shape].append(t)
+                rss[shape].append(peak)
+                print(f"run {run + 1} {shape:8}: skopeo {theirs[shape][-1]:.2f}s  registry-tools {t:.2f}s  "
+                      f"(peak {peak} MB)", flush=True)
+        for shape in shapes:
+            blobs = sorted((p.stat().st_size for p in (layouts[shape] / "blobs/sha256").iterdir()), reverse=True)
+            print(f"{shape}: {sum(blobs) / 1e6:.0f} MB compressed, largest layer {blobs[0] / sum(blobs):.0%}; "
+                  f"skopeo {median(theirs[shape]):.2f} s, registry-tools {median(ours[shape]):.2f} s "
+                  f"(peak RSS {max(rss[shape])} MB), ratio {median(ours[shape]) / median(theirs[shape]):.3f}")
     finally:
         reg.stop()
     return 0

@@ -201,6 +201,9 @@ class BuildSupply:
     def measured(self) -> list[Layer]:
         return [self.layer(i) for i in range(len(self._futures))]
 
+    def early(self, i: int) -> None:
+        return None  # a layer is offered once it is packed
+
     def image(self) -> Image:
         if self._image is None:
             spec, plan = self.plan.spec, self.plan

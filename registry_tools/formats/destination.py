@@ -23,7 +23,7 @@ from registry_tools.formats.nar import nar_sha256
 from registry_tools.formats.oci_layout import oci_archive_entries, write_layout
 from registry_tools.formats.tar import Entry, write_positional, write_stream
 from registry_tools.model.digest import sri
-from registry_tools.model.image import Image, Layer, LayerSupply
+from registry_tools.model.image import Image, LayerSupply
 from registry_tools.store.blobs import BlobStore, SizeRecordWrong
 
 
@@ -72,21 +72,21 @@ class ArchiveDestination:
         image = supply.image()
         if self.streams_layers:
             try:
-                return self._write(image, supply.layer)
+                return self._write(image, supply)
             except SizeRecordWrong:
                 pass
         measured = Image(image.manifest, image.manifest_descriptor, image.config_raw, image.config,
                          supply.measured(), image.index_digest)
         return self._write(measured, None)
 
-    def _write(self, image: Image, layer_for: Callable[[int], Layer] | None) -> bytes:
+    def _write(self, image: Image, supply: LayerSupply | None) -> bytes:
         o = self.options
         if not o.final_tag and self.tag_of is not None:
             o = replace(o, final_tag=self.tag_of(image))
         if o.format == "oci":
             return self._layout(image, o)
         if o.format == "docker-archive":
-            entries: Iterator[Entry] = image_entries(image, self.store, f"{o.final_name}:{o.final_tag}", layer_for)
+            entries: Iterator[Entry] = image_entries(image, self.store, f"{o.final_name}:{o.final_tag}", supply)
         else:
             entries = oci_archive_entries(image, o.final_name, o.final_tag)
         if self.path is None:  # a stream, or only the hash

@@ -24,7 +24,7 @@ from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.compression import decompressed
 from registry_tools.model.digest import Digest, VerifyingReader
-from registry_tools.model.image import Image, Layer
+from registry_tools.model.image import Image, Layer, LayerSupply
 from registry_tools.store.blobs import BlobStore, SizeRecordWrong
 from registry_tools.store.cache import BlobCache
 from registry_tools.store.layers import LocalLayers, assemble, compress_layer
@@ -66,16 +66,21 @@ def docker_archive_entries(layers: Iterable[ArchiveLayer], config: Callable[[], 
 
 
 def image_entries(image: Image, store: BlobStore, repo_tag: str,
-                  layer_for: Callable[[int], Layer] | None = None) -> Iterator[Entry]:
+                  supply: LayerSupply | None = None) -> Iterator[Entry]:
     """A pulled image as skopeo's docker-archive lays it out: `<diff_id>.tar` layers, uncompressed.
 
-    `layer_for(i)` hands out layer i when it is ready (downloads may still be running);
-    a layer not yet measured is planned with the size its compressed form records, and
-    SizeRecordWrong is raised if that record was wrong.
+    `supply` hands out layer i when it is ready (downloads may still be running; a big one
+    may be read while it downloads); a layer not yet measured is planned with the size its
+    compressed form records, and SizeRecordWrong is raised if that record was wrong.
     """
     def entry(i: int) -> Entry:
-        layer = layer_for(i) if layer_for else image.layers[i]
-        what = f"layer {i + 1}/{len(image.layers)} {layer.descriptor.digest}"
+        what = f"layer {i + 1}/{len(image.layers)} {image.layers[i].descriptor.digest}"
+        early = supply.early(i) if supply is not None else None
+        if early is not None:
+            streamed, record, opener = early
+            return Entry(f"{streamed.diff_id.hex}.tar", record, layer=streamed, what=what, planned=record,
+                         opener=opener)
+        layer = supply.layer(i) if supply is not None else image.layers[i]
         size = layer.size if layer.size is not None else store.size_record(layer)
         if size is None:
             raise SizeRecordWrong(what)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import tarfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from registry_tools.model import manifest as mf
+from registry_tools.model.digest import ReadableFile
 from registry_tools.model.image import Layer
 from registry_tools.store.blobs import BlobStore
 
@@ -54,6 +56,7 @@ class Entry:
     data: bytes | None = None
     layer: Layer | None = None
     planned: int | None = None  # for a layer not yet measured: the size its record gives
+    opener: Callable[[], ReadableFile] | None = None  # its compressed bytes while they still arrive
     blob: mf.Descriptor | None = None
     what: str = ""
     producer: Callable[[Write], None] | None = None
@@ -66,7 +69,7 @@ class Entry:
         if self.data is not None:
             write(self.data)
         elif self.layer is not None:
-            store.copy_uncompressed(self.layer, write, self.what, self.planned)
+            store.copy_uncompressed(self.layer, write, self.what, self.planned, self.opener)
         elif self.blob is not None:
             store.copy_verified(self.blob, write, self.what)
         elif self.producer is not None:
@@ -92,25 +95,56 @@ def write_stream(entries: Iterable[Entry], store: BlobStore, write: Write) -> No
     write(END)
 
 
+class _Region:
+    """A stretch of the output file, written front to back; `done_to` says how far."""
+
+    def __init__(self, start: int, end: int):
+        self.start = start
+        self.end = end
+        self.done_to = start
+        self.failed = False
+        self.cond = threading.Condition()
+
+    def advance(self, to: int) -> None:
+        with self.cond:
+            self.done_to = to
+            self.cond.notify_all()
+
+    def finish(self) -> None:
+        self.advance(self.end)
+
+    def fail(self) -> None:
+        with self.cond:
+            self.failed = True
+            self.cond.notify_all()
+
+    def written_beyond(self, pos: int) -> int:
+        """Wait until more than `pos` is written (or the region failed); how far it is written."""
+        with self.cond:
+            while self.done_to <= pos and not self.failed:
+                self.cond.wait()
+            return self.done_to
+
+
 class _OrderedHasher:
-    """Hashes a file region by region, in order, as each region is declared complete."""
+    """Hashes a file in order, following the writers: a region is hashed as far as it is written."""
 
     def __init__(self, fd: int):
         self.fd = fd
         self.hash = hashlib.sha256()
-        self._regions: list[tuple[int, int, threading.Event]] = []
+        self._regions: list[_Region] = []
         self._cond = threading.Condition()
         self._closed = False
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
         self._thread.start()
 
-    def region(self, start: int, end: int) -> threading.Event:
-        ev = threading.Event()
+    def region(self, start: int, end: int) -> _Region:
+        region = _Region(start, end)
         with self._cond:
-            self._regions.append((start, end, ev))
+            self._regions.append(region)
             self._cond.notify()
-        return ev
+        return region
 
     def close(self) -> bytes:
         with self._cond:
@@ -125,57 +159,97 @@ class _OrderedHasher:
         self.error = self.error or RuntimeError("aborted")
         with self._cond:
             self._closed = True
-            for _, _, ev in self._regions:
-                ev.set()
+            for region in self._regions:
+                region.fail()
             self._cond.notify()
         self._thread.join(timeout=5)
 
+    def _next(self, i: int) -> _Region | None:
+        with self._cond:
+            while i >= len(self._regions) and not self._closed:
+                self._cond.wait()
+            return self._regions[i] if i < len(self._regions) else None
+
     def _run(self) -> None:
         i = 0
-        while True:
-            with self._cond:
-                while i >= len(self._regions) and not self._closed:
-                    self._cond.wait()
-                if i >= len(self._regions):
+        while (region := self._next(i)) is not None:
+            pos = region.start
+            while pos < region.end:
+                ready = region.written_beyond(pos)
+                if self.error or region.failed:
                     return
-                start, end, ev = self._regions[i]
-            ev.wait()
-            if self.error:
-                return
-            pos = start
-            while pos < end:
-                chunk = os.pread(self.fd, min(1 << 20, end - pos), pos)
-                if not chunk:
-                    self.error = IOError("output file shorter than written")
-                    return
-                self.hash.update(chunk)
-                pos += len(chunk)
+                while pos < ready:
+                    chunk = os.pread(self.fd, min(1 << 20, ready - pos), pos)
+                    if not chunk:
+                        self.error = IOError("output file shorter than written")
+                        return
+                    self.hash.update(chunk)
+                    pos += len(chunk)
             i += 1
+
+
+_STOP = object()
+
+
+class _Writer:
+    """pwrite on a thread of its own, fed through a bounded queue, so the producer (a
+    decompressor) never waits for the disk; the region advances as bytes land."""
+
+    def __init__(self, fd: int, region: _Region, depth: int = 16):
+        self.fd = fd
+        self.region = region
+        self.pos = region.start
+        self.error: BaseException | None = None
+        self.q: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._run, name="write", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (data := self.q.get()) is not _STOP:
+            if self.error is not None:
+                continue  # drain, so the producer never blocks on a dead writer
+            assert isinstance(data, bytes)
+            try:
+                n = os.pwrite(self.fd, data, self.pos)
+                while n < len(data):  # pwrite may write less than asked
+                    n += os.pwrite(self.fd, data[n:], self.pos + n)
+                self.pos += len(data)
+                self.region.advance(self.pos)
+            except BaseException as e:
+                self.error = e
+
+    def write(self, data: bytes) -> None:
+        if self.error is not None:
+            raise self.error
+        if data:
+            self.q.put(bytes(data))
+
+    def close(self) -> None:
+        self.q.put(_STOP)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, workers: int = 2) -> bytes:
     """Write the archive to a file, producing the big entries in parallel at their offsets.
 
-    Returns the sha256 of the whole file, computed in order behind the writers.
+    Each produced entry is decompressed on one thread and written on another, and the
+    sha256 of the whole file is computed in order right behind the writers; returns it.
     """
     hasher = _OrderedHasher(fd)
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="unpack")
     futures = []
     offset = 0
 
-    def produce_at(e: Entry, start: int, done: threading.Event) -> None:
-        pos = start
-
-        def pwrite(data: bytes) -> None:
-            nonlocal pos
-            n = os.pwrite(fd, data, pos)
-            while n < len(data):  # pwrite may write less than asked
-                n += os.pwrite(fd, data[n:], pos + n)
-            pos += len(data)
-
-        e.produce(store, pwrite)
-        pwrite(_padding(e.size))
-        done.set()
+    def produce_at(e: Entry, region: _Region) -> None:
+        writer = _Writer(fd, region)
+        try:
+            e.produce(store, writer.write)
+            writer.write(_padding(e.size))
+        finally:
+            writer.close()
+        region.finish()
 
     try:
         for e in entries:
@@ -183,19 +257,19 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
             os.pwrite(fd, header, offset)
             body = offset + len(header)
             end = body + e.size + len(_padding(e.size))
-            hasher.region(offset, body).set()
-            ev = hasher.region(body, end)
+            hasher.region(offset, body).finish()
+            region = hasher.region(body, end)
             if e.data is not None or e.size == 0:
                 os.pwrite(fd, e.data + _padding(e.size) if e.data else _padding(e.size), body)
-                ev.set()
+                region.finish()
             else:
-                futures.append(pool.submit(produce_at, e, body, ev))
+                futures.append(pool.submit(produce_at, e, region))
             offset = end
             for f in futures:  # surface a failed worker without waiting for the rest
                 if f.done() and f.exception() is not None:
                     raise f.exception()  # type: ignore[misc]
         os.pwrite(fd, END, offset)
-        hasher.region(offset, offset + len(END)).set()
+        hasher.region(offset, offset + len(END)).finish()
         for f in futures:
             f.result()
         pool.shutdown(wait=True)

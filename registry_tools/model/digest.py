@@ -9,15 +9,25 @@ import base64
 import binascii
 import hashlib
 import io
+import queue
 import re
+import threading
 from dataclasses import dataclass
-from typing import IO, Callable, Protocol
+from typing import Callable, Protocol
 
 from registry_tools.errors import DigestMismatch, InvalidDigest, SizeMismatch, VerificationError
 
 
 class Readable(Protocol):
     def read(self, n: int = -1) -> bytes: ...
+
+
+class ReadableFile(Readable, Protocol):
+    def close(self) -> None: ...
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
 
 _ALGORITHM = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*$")
 _ENCODED = re.compile(r"^[a-zA-Z0-9=_-]+$")
@@ -65,6 +75,35 @@ def verify_bytes(what: str, data: bytes, digest: Digest, size: int | None = None
     VerifyingReader(io.BytesIO(data), digest, size, what).drain()
 
 
+class _BackgroundHash:
+    """A hash computed on a thread of its own, fed through a bounded queue (the reader's thread
+    stays free for the work it feeds, such as decompressing)."""
+
+    _STOP = object()
+
+    def __init__(self, name: str, depth: int = 16):
+        self._hash = hashlib.new(name)
+        self._q: queue.Queue[object] = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, name="verify", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (data := self._q.get()) is not self._STOP:
+            self._hash.update(data)  # type: ignore[arg-type]
+
+    def update(self, data: bytes) -> None:
+        self._q.put(bytes(data))
+
+    def hexdigest(self) -> str:
+        self._q.put(self._STOP)
+        self._thread.join()
+        return self._hash.hexdigest()
+
+    def stop(self) -> None:
+        """Stop without a result (the read was abandoned)."""
+        self._q.put(self._STOP)  # the helper is draining the queue: this never waits long
+
+
 class VerifyingReader:
     """The one verifying reader: every byte read from anywhere passes through one of these.
 
@@ -76,12 +115,15 @@ class VerifyingReader:
     """
 
     def __init__(self, raw: Readable, digest: Digest, size: int | None, what: str, *,
-                 tee: "IO[bytes] | None" = None, fail: "Callable[[VerificationError], Exception] | None" = None):
+                 tee: "Writable | None" = None, fail: "Callable[[VerificationError], Exception] | None" = None,
+                 background: bool = False):
+        """`background`: hash on a helper thread (for big streams whose reader has other work)."""
         self._raw = raw
         self.digest = digest
         self.size = size
         self.what = what
-        self._hash = digest.new_hash()
+        self._hash: "hashlib._Hash | _BackgroundHash" = (
+            _BackgroundHash(digest.algorithm) if background else digest.new_hash())
         self.count = 0
         self.verified = False
         self._tee = tee
@@ -133,6 +175,8 @@ class VerifyingReader:
         return bytes(buf)
 
     def close(self) -> None:
+        if isinstance(self._hash, _BackgroundHash) and not self.verified:
+            self._hash.stop()
         close = getattr(self._raw, "close", None)
         if close is not None:
             close()

@@ -8,10 +8,10 @@ is its manifest and config, verbatim, and its layers in order.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from registry_tools.model import manifest as mf
-from registry_tools.model.digest import Digest
+from registry_tools.model.digest import Digest, ReadableFile
 from registry_tools.model.platform import Platform
 
 
@@ -69,6 +69,11 @@ class LayerSupply(Protocol):
 
     def ready(self) -> Iterator[int]:
         """Layer indexes in the order the layers become available."""
+        ...
+
+    def early(self, i: int) -> "tuple[Layer, int, Callable[[], ReadableFile]] | None":
+        """Layer i while it still arrives, if the source can offer that: the layer, the size its
+        format records, and an opener of its compressed bytes so far (None: use layer(i))."""
         ...
 
     def layer(self, i: int) -> Layer:

@@ -18,6 +18,7 @@ from registry_tools.registry.transport import reason
 log = logging.getLogger("registry_tools.blob")
 
 SLACK = 1 << 20  # bytes past the announced size the transport lets through, so the reader names the overrun
+CHUNK = 1 << 20  # handed on a megabyte at a time: fewer, larger steps for hashing, caching and decompressing
 
 
 class BlobStream:
@@ -71,26 +72,32 @@ class BlobStream:
             if not chunk:
                 return  # shorter than before: the reader will see the short count
             if len(chunk) > skip:
-                self._buf = chunk[skip:]
+                self._buf += chunk[skip:]  # after what was gathered before the cut
                 return
             skip -= len(chunk)
 
     def read(self, n: int = -1) -> bytes:
-        while not self._buf:
+        """Up to `n` bytes (as much as has arrived, gathered up to CHUNK when `n` is larger): fewer,
+        larger steps for hashing, caching and decompressing; a cut loses nothing gathered."""
+        want = CHUNK if n < 0 else min(n, CHUNK)
+        parts = [self._buf]
+        have = len(self._buf)
+        while have < want:
             assert self._it is not None
             self._reg.cancel.check()
             try:
                 chunk = next(self._it, None)
             except httpx.TransportError as e:
+                self._buf = b"".join(parts)  # kept: the resume starts after it
                 self._reconnect(e)
+                parts, have = [self._buf], len(self._buf)
                 continue
             if chunk is None:
-                return b""
-            self._buf = chunk
-        if n < 0 or n >= len(self._buf):
-            out, self._buf = self._buf, b""
-        else:
-            out, self._buf = self._buf[:n], self._buf[n:]
+                break
+            parts.append(chunk)
+            have += len(chunk)
+        data = b"".join(parts)
+        out, self._buf = data[:want], data[want:]
         self._offset += len(out)
         return out
 
@@ -101,7 +108,7 @@ class BlobStream:
         self._resumes += 1
         log.info("%s: connection broke at byte %d (%s); resuming", self._what, self._offset, reason(err))
         self._reg.cancel.sleep(self._reg.retry.delay(self._resumes - 1))
-        self._open(self._offset)
+        self._open(self._offset + len(self._buf))  # from the first byte not yet received
 
     def close(self) -> None:
         if self._resp is not None:

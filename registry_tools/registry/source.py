@@ -8,19 +8,23 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Iterator
+from typing import Callable, Iterator
 
 from registry_tools.cancel import Cancel
 from registry_tools.engine import DEFAULT_CONCURRENCY, Progress
 from registry_tools.errors import CacheDamaged, DigestMismatch, ManifestError, NotFound, PlatformNotFound
+from registry_tools.errors import RegistryToolsError
 from registry_tools.model.compression import READ_SIZE
 from registry_tools.model import manifest as mf
-from registry_tools.model.digest import Digest, VerifyingReader, verify_bytes
+from registry_tools.model.digest import Digest, ReadableFile, VerifyingReader, verify_bytes
 from registry_tools.model.image import Image, Layer
 from registry_tools.model.platform import Choice, Matcher, Platform, choose, choose_in_index
 from registry_tools.registry.blob import BlobStream
 from registry_tools.registry.client import Registry
 from registry_tools.store.blobs import BlobStore
+from registry_tools.store.landing import Landing
+
+STREAM_FROM = 32 << 20  # a layer this big (compressed) is decompressed while it downloads
 
 
 class RegistrySource:
@@ -134,8 +138,10 @@ class RegistrySource:
         self.fetch_blob(desc, what)
         return self.store.cache.read_small(desc, what)
 
-    def fetch_blob(self, desc: mf.Descriptor, what: str, cancel: Cancel | None = None) -> bool:
-        """Make sure a verified copy of the blob is in the cache; True if it was downloaded."""
+    def fetch_blob(self, desc: mf.Descriptor, what: str, cancel: Cancel | None = None,
+                   landing: Landing | None = None) -> bool:
+        """Make sure a verified copy of the blob is in the cache; True if it was downloaded.
+        With a `landing`, a reader may follow the blob while it arrives."""
         cache = self.store.cache
         if cache.has(desc.digest, desc.size):
             cache.touch(desc.digest)
@@ -144,7 +150,7 @@ class RegistrySource:
             return False
         with self.transfers, BlobStream(self.registry, self.repo, desc.digest, desc.size) as stream, \
                 cache.writer(desc.digest) as f:
-            reader = VerifyingReader(stream, desc.digest, desc.size, what, tee=f)
+            reader = VerifyingReader(stream, desc.digest, desc.size, what, tee=landing.tee(f) if landing else f)
             while chunk := reader.read(READ_SIZE):
                 self.progress.advance(len(chunk))
                 if cancel is not None:
@@ -152,6 +158,22 @@ class RegistrySource:
         cache.add_source(desc.digest, self.registry.domain, self.repo)
         self.progress.blob_done(desc.digest, desc.size, cached=False)
         return True
+
+    def size_record(self, desc: mf.Descriptor) -> int | None:
+        """The uncompressed size a gzip layer records in its last four bytes, asked for with a
+        Range request before the download; a hint (None where the registry will not say),
+        checked when the layer is written."""
+        if mf.layer_compression(desc.media_type) != "gzip" or desc.size < 18:
+            return None
+        path = f"/v2/{self.repo}/blobs/{desc.digest}"
+        try:
+            resp = self.registry.request("GET", self.repo, path, headers={"Range": f"bytes={desc.size - 4}-"},
+                                         kind="blob-tail", limit=4096)
+        except RegistryToolsError:
+            return None
+        if resp.status_code != 206 or len(resp.content) != 4:
+            return None
+        return int.from_bytes(resp.content, "little")
 
     def fetch_layers(self, image: Image) -> None:
         """Download (concurrently) and verify every layer, measuring each one's tar."""
@@ -186,6 +208,16 @@ class LayerFetch:
         source.progress.start(sum(layer.descriptor.size for layer in layers), len(layers))
         self._pool = ThreadPoolExecutor(max_workers=max(1, source.concurrency), thread_name_prefix="fetch")
         self._futures: dict[Digest, Future[Layer]] = {}
+        # A layer that dominates the image is read while it downloads (when its size is on
+        # record): nothing else could keep the other core busy meanwhile. Layers of similar
+        # sizes overlap one's download with another's decompression already.
+        self._landings: dict[Digest, Landing] = {}
+        total = sum(layer.descriptor.size for layer in layers)
+        for layer in layers:
+            d = layer.descriptor
+            dominant = d.size >= STREAM_FROM and d.size * 2 >= total
+            if not measure and dominant and not source.store.cache.has(d.digest, d.size):
+                self._landings.setdefault(d.digest, Landing(self.cancel))
         for i, layer in enumerate(layers):
             if layer.descriptor.digest not in self._futures:
                 self._futures[layer.descriptor.digest] = self._pool.submit(self._one, i, measure)
@@ -202,7 +234,15 @@ class LayerFetch:
     def _one(self, i: int, measure: bool) -> Layer:
         layer = self.image_.layers[i]
         self.cancel.check()
-        self.source.fetch_blob(layer.descriptor, self._what(i), self.cancel)
+        landing = self._landings.get(layer.descriptor.digest)
+        try:
+            self.source.fetch_blob(layer.descriptor, self._what(i), self.cancel, landing)
+        except BaseException as e:
+            if landing is not None:
+                landing.fail(e)
+            raise
+        if landing is not None:
+            landing.finish()
         if measure:
             return self.source.store.measure(layer, self._what(i), self.cancel)
         return self.source.store.measured(layer)
@@ -223,6 +263,18 @@ class LayerFetch:
             # The same compressed blob listed twice with different diff_ids cannot both be right.
             raise DigestMismatch(f"layer {i + 1} diff_id", str(layer.diff_id), str(got.diff_id))
         return got
+
+    def early(self, i: int) -> tuple[Layer, int, Callable[[], ReadableFile]] | None:
+        """Layer i while it still downloads: the layer, the size its gzip trailer records, and a
+        reader that follows the download (None: wait for layer(i) instead)."""
+        layer = self.image_.layers[i]
+        landing = self._landings.get(layer.descriptor.digest)
+        if landing is None or self._futures[layer.descriptor.digest].done():
+            return None
+        planned = self.source.size_record(layer.descriptor)
+        if planned is None:
+            return None
+        return layer, planned, landing.reader
 
     def ready(self) -> Iterator[int]:
         """Layer indexes in the order their downloads finish."""
@@ -252,3 +304,5 @@ class LayerFetch:
         else:
             self._pool.shutdown(wait=True)
             self.source.progress.finish()
+        for landing in self._landings.values():
+            landing.close()

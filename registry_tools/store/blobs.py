@@ -19,7 +19,7 @@ from registry_tools.cancel import Cancel
 from registry_tools.errors import CacheDamaged, LayerFormatError, VerificationError
 from registry_tools.model.compression import READ_SIZE, decompressed, sniff
 from registry_tools.model import manifest as mf
-from registry_tools.model.digest import VerifyingReader
+from registry_tools.model.digest import ReadableFile, VerifyingReader
 from registry_tools.model.image import Layer
 from registry_tools.store.cache import BlobCache
 
@@ -28,6 +28,9 @@ Write = Callable[[bytes], object]
 DECOMPRESS_ERRORS: tuple[type[Exception], ...] = (
     OSError, EOFError, ValueError, zstandard.ZstdError, cast("type[Exception]", IsalError))
 READ_ERRORS: tuple[type[Exception], ...] = (VerificationError, *DECOMPRESS_ERRORS)
+
+
+BACKGROUND_HASH_FROM = 16 << 20  # a thread of its own pays for itself past this many bytes
 
 
 class SizeRecordWrong(Exception):
@@ -79,19 +82,30 @@ class BlobStore:
             return False
         return True
 
-    def copy_uncompressed(self, layer: Layer, write: Write, what: str, planned: int | None = None) -> None:
+    def copy_uncompressed(self, layer: Layer, write: Write, what: str, planned: int | None = None,
+                          opener: Callable[[], ReadableFile] | None = None) -> None:
         """Stream a layer's tar, verified: against the measured size and the compressed digest
         when an earlier run checked its diff_id, else against the diff_id itself. `planned`
-        is the size a plan assumed from the size record (SizeRecordWrong if it was wrong)."""
+        is the size a plan assumed from the size record (SizeRecordWrong if it was wrong). `opener`
+    reads the compressed bytes of a layer still downloading (the download checks their digest;
+    the tar is checked against the diff_id here)."""
         measured = layer.size is not None
         expected = layer.size if measured else planned
-        compressed = self.cache.open(layer.descriptor, what)
+        big = (expected or 0) >= BACKGROUND_HASH_FROM
+        # The thread that calls this decompresses; hashing (the compressed bytes for a measured
+        # layer, the tar for a new one) runs beside it, on a helper thread.
+        if measured:  # the tar was checked against its diff_id before: check the compressed digest
+            compressed: ReadableFile = self.cache.open(layer.descriptor, what, background=big)
+        else:  # the tar is checked against the diff_id here: that verifies every byte read
+            compressed = opener() if opener is not None else self.cache.open_unhashed(layer.descriptor)
+        streamed = opener is not None and not measured
         n = 0
         try:
             stream, kind = decompressed(compressed)
             tar: VerifyingReader | None = None
             if not measured:
-                tar = VerifyingReader(stream, layer.diff_id, None, f"{what} uncompressed content (diff_id)")
+                tar = VerifyingReader(stream, layer.diff_id, None, f"{what} uncompressed content (diff_id)",
+                                      background=big)
             source = tar or stream
             while chunk := source.read(READ_SIZE):
                 n += len(chunk)
@@ -99,13 +113,18 @@ class BlobStore:
                     break
                 write(chunk)
             if measured:
+                assert isinstance(compressed, VerifyingReader)
                 compressed.drain()
         except CacheDamaged:
             raise
         except VerificationError as e:
+            if streamed:
+                raise  # the download's own check (or the diff_id): nothing in the cache to blame
             raise (self._bad_layer(layer.descriptor, what, e) if not measured
                    else CacheDamaged(layer.descriptor.digest, str(e))) from None
         except DECOMPRESS_ERRORS as e:
+            if streamed:
+                raise LayerFormatError(f"{what}: not a layer we can read (gzip, zstd or tar): {e}") from None
             raise self._bad_layer(layer.descriptor, what, e) from None
         finally:
             compressed.close()

@@ -15,7 +15,7 @@ from typing import IO, Any, Iterator
 
 from registry_tools.errors import CacheDamaged, InvalidDigest, VerificationError
 from registry_tools.fileio import replacing, write_json_atomic
-from registry_tools.model.digest import Digest, Readable, VerifyingReader
+from registry_tools.model.digest import Digest, Readable, ReadableFile, VerifyingReader
 from registry_tools.model.manifest import MAX_MANIFEST_SIZE, Descriptor, load_json
 
 COMPRESSIONS = ("gzip", "zstd", "none")
@@ -44,8 +44,9 @@ class BlobCache:
     def path(self, digest: Digest) -> Path:
         return self._blobs / digest.hex
 
-    def open(self, desc: Descriptor, what: str = "") -> VerifyingReader:
-        """A cached blob, verified against its descriptor as it is read (CacheDamaged if not)."""
+    def open(self, desc: Descriptor, what: str = "", background: bool = False) -> VerifyingReader:
+        """A cached blob, verified against its descriptor as it is read (CacheDamaged if not);
+        `background` hashes on a helper thread (for a reader that decompresses)."""
         try:
             raw = open(self.path(desc.digest), "rb")
         except FileNotFoundError:
@@ -53,7 +54,16 @@ class BlobCache:
 
         def damaged(e: VerificationError) -> Exception:
             return CacheDamaged(desc.digest, str(e))
-        return VerifyingReader(raw, desc.digest, desc.size, what or f"cached blob {desc.digest}", fail=damaged)
+        return VerifyingReader(raw, desc.digest, desc.size, what or f"cached blob {desc.digest}", fail=damaged,
+                               background=background)
+
+    def open_unhashed(self, desc: Descriptor) -> ReadableFile:
+        """A cached blob read without hashing it: only for a reader whose output another digest
+        checks in full (a layer's tar against its diff_id), so each byte is verified once."""
+        try:
+            return open(self.path(desc.digest), "rb")
+        except FileNotFoundError:
+            raise CacheDamaged(desc.digest, "it is missing") from None
 
     def read_small(self, desc: Descriptor, what: str = "") -> bytes:
         """A small cached blob (a manifest, a config) in memory, verified."""

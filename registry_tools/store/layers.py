@@ -111,6 +111,9 @@ class LocalLayers:
     def ready(self) -> Iterator[int]:
         return iter(range(len(self._image.layers)))
 
+    def early(self, i: int) -> None:
+        return None  # everything is here already
+
     def measured(self) -> list[Layer]:
         n = len(self._image.layers)
         return [self._store.measure(layer, f"layer {i + 1}/{n} {layer.descriptor.digest}", self._cancel)
