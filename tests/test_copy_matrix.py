@@ -145,3 +145,21 @@ def test_podman_loads_a_docker_archive_copied_from_an_oci_archive(inputs, tmp_pa
                               "load", "-i", str(tmp_path / "img.tar")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert "test/zstd:v1" in res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("kind", ["oci-archive", "docker-archive.gz", "layout"])
+def test_archives_and_layouts_work_as_from_image(inputs, tmp_path, kind, facts):
+    """fromImage reads through the same readers as every other copy: the base's layers come first."""
+    base = inputs["single-gzip"][kind]
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "motd").write_text("on top\n")
+    spec = parse_spec({"name": "test/derived", "tag": "1", "fromImage": str(base), "fromImageName": "v1"
+                       if kind != "docker-archive.gz" else "test/single-gzip:v1", "contents": [str(tree)]})
+    with Session(cache_dir=str(tmp_path / "cache")) as session:
+        target = ArchiveDestination(session.store, ArchiveOptions("oci", "test/derived", "1"), tmp_path / "out")
+        image, _ = copy(BuiltImage(spec, session), target, session.cache)
+    base_ids = facts["single-gzip"]["diff_ids"]
+    assert [str(layer.diff_id) for layer in image.layers[:len(base_ids)]] == base_ids
+    assert len(image.layers) == len(base_ids) + 1
+    assert skopeo_json(f"oci:{tmp_path / 'out'}")["layers"]

@@ -1,6 +1,6 @@
 """prefetch: resolve a tag, pull as `pull` would, and print the pin (nix-prefetch-docker, done right).
 
-The pin's values are exactly the arguments `pull` (and nixpkgs' pullImage) takes, so
+The pin's values are exactly the arguments `pull` takes, so
 pulling with them reproduces `hash`: same defaults, same platform choice, same output.
 """
 from __future__ import annotations

@@ -148,6 +148,8 @@ class BuildSupply:
         self.plan = plan
         self.session = session
         spec = plan.spec
+        self._compressor = spec.compressor
+        self._image: Image | None = None
         base = plan.base.layers if plan.base else []
         work: list[tuple[int, Callable[[], Layer]]] = [(layer.size or 0, partial(self._base, layer))
                                                        for layer in base]
@@ -156,8 +158,6 @@ class BuildSupply:
         # Largest first, so the biggest layer does not start last and run alone at the end.
         order = sorted(range(len(work)), key=lambda i: -work[i][0])
         self._futures: dict[int, Future[Layer]] = {i: self._pool.submit(work[i][1]) for i in order}
-        self._image: Image | None = None
-        self._compressor = spec.compressor
 
     def _base(self, layer: Layer) -> Layer:
         compressed = compress_layer(layer, self._compressor, self.session.store)

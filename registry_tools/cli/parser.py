@@ -84,7 +84,7 @@ def _pull(sub: Any) -> None:
 def _prefetch(sub: Any) -> None:
     p = sub.add_parser("prefetch", help="resolve a tag, pull, and print the pin (Nix or JSON)",
                        description="Resolve IMAGE's tag, pull it as `pull` would, and print what "
-                                   "`pull` (or nixpkgs' pullImage) needs to reproduce it.")
+                                   "`pull` needs to reproduce it.")
     p.add_argument("image", nargs="?", help="IMAGE, IMAGE:TAG or IMAGE@DIGEST")
     p.add_argument("tag_or_digest", nargs="?", metavar="TAG|DIGEST", help="tag or digest (default: latest)")
     p.add_argument("--image-name", help="same as IMAGE")
