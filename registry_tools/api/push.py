@@ -17,7 +17,7 @@ from registry_tools.formats.docker_archive import DockerArchiveImage, is_docker_
 from registry_tools.formats.oci_layout import LayoutImage, LayoutReader
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
-from registry_tools.model.image import Image
+from registry_tools.model.image import Image, ImageIndex
 from registry_tools.registry.destination import PushResult, RegistryDestination, RegistrySink
 from registry_tools.session import Session
 
@@ -46,7 +46,7 @@ def _push_index(layout: LayoutReader, desc: mf.Descriptor, target: RegistryDesti
     if not isinstance(doc, mf.Index):
         return None
     images = [layout.image(d, session.cache) for d in doc.manifests if d.media_type in mf.IMAGE_TYPES]
-    return target.write_index(images, doc.raw, doc.media_type)
+    return target.write_index(ImageIndex(doc, images))
 
 
 def _push_once(path: Path, name: str | None, dest: str, session: Session) -> PushResult:

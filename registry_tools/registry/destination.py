@@ -17,12 +17,12 @@ from typing import Callable, Iterator, Protocol
 import httpx
 
 from registry_tools.engine import Progress
-from registry_tools.errors import Interrupted, NetworkError, RegistryError
+from registry_tools.errors import NetworkError, RegistryError
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.compression import READ_SIZE
 from registry_tools.model.digest import Digest
-from registry_tools.model.image import Image, LayerSupply
+from registry_tools.model.image import Image, ImageIndex, LayerSupply
 from registry_tools.registry import upload
 from registry_tools.registry.client import Registry
 from registry_tools.store.cache import BlobCache
@@ -64,7 +64,7 @@ class RegistrySink:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=max(1, work.concurrency), thread_name_prefix="push")
         self._futures: dict[Digest, Future[None]] = {}
-        self._cancel = threading.Event()  # set when the push fails: running uploads stop too
+        self._cancel = self.registry.cancel.child()  # set when the push fails: running uploads stop too
 
     def submit(self, desc: mf.Descriptor) -> None:
         """Start pushing a blob that is in the cache (each digest once)."""
@@ -80,12 +80,11 @@ class RegistrySink:
         """After a failure, stop what is still running (between chunks, before a retry) and wait
         for it: nothing keeps uploading once the push has raised."""
         if not ok:
-            self._cancel.set()
+            self._cancel.set("push stopped")
         self._pool.shutdown(wait=True, cancel_futures=not ok)
 
     def _check_cancelled(self) -> None:
-        if self._cancel.is_set():
-            raise Interrupted("push stopped")
+        self._cancel.check()
 
     def _note(self, kind: str, desc: mf.Descriptor) -> None:
         with self._lock:
@@ -122,8 +121,7 @@ class RegistrySink:
                     raise NetworkError(f"upload of {desc.digest} to {reg.domain}/{repo} failed: {e}; "
                                        "run the push again: what landed will not be sent twice") from None
                 log.info("upload of %s failed (%s); retrying", desc.digest, e)
-                if self._cancel.wait(policy.delay(attempt)):
-                    raise Interrupted("push stopped") from None
+                self._cancel.sleep(policy.delay(attempt))
                 if upload.blob_exists(reg, repo, desc.digest, desc.size):  # it landed after all
                     return self._note("uploaded", desc)
 
@@ -200,8 +198,9 @@ class RegistryDestination:
         finally:
             sink.close(ok)
 
-    def write_index(self, images: list[Image], index_raw: bytes, media_type: str) -> PushResult:
+    def write_index(self, index: ImageIndex) -> PushResult:
         """Blobs of every image, then each manifest by digest, then the index and the tag."""
+        images = index.images
         sink = RegistrySink(self.work, self.ref)
         ok = False
         tag = self.tag or "latest"
@@ -213,7 +212,7 @@ class RegistryDestination:
             sink.wait()
             for image in images:
                 sink.put_manifest(image.manifest.raw, image.manifest.media_type, None)
-            sink.result.digest = sink.put_manifest(index_raw, media_type, tag)
+            sink.result.digest = sink.put_manifest(index.raw, index.media_type, tag)
             sink.result.reference = f"{self.ref.name}:{tag}"
             ok = True
             return sink.result

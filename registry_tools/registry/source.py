@@ -203,7 +203,7 @@ class LayerFetch:
     def __init__(self, source: RegistrySource, image: Image, measure: bool):
         self.source = source
         self.image_ = image
-        self.cancel = Cancel()
+        self.cancel = source.cancel.child()  # stops with the session, or alone when the write fails
         layers = image.layers
         source.progress.start(sum(layer.descriptor.size for layer in layers), len(layers))
         self._pool = ThreadPoolExecutor(max_workers=max(1, source.concurrency), thread_name_prefix="fetch")
