@@ -1,0 +1,102 @@
+"""Before and after: this checkout against an earlier one, alternating, in the same run.
+
+Pull (the two images of pull_bench, with skopeo as the peer) and build --push, cold and
+warm (one small file changed), of the tree of push_bench. Each run uses a cold cache and
+a fresh registry for each tool. Prints medians and the ratios (this checkout / baseline).
+Usage: git worktree add /tmp/baseline <commit>
+       python3 bench/compare_bench.py --baseline /tmp/baseline [--runs 3]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from build_bench import bench_tree
+from common import LocalRegistry, measure, median, skopeo_push_layout
+from pull_bench import build_image
+
+HERE = str(Path(__file__).resolve().parents[1])
+
+
+def tool(checkout: str, *args: str) -> tuple[float, int]:
+    """One registry-tools command from a checkout (its package first on the path)."""
+    return measure([sys.executable, "-m", "registry_tools", *args], env=dict(os.environ, PYTHONPATH=checkout))
+
+
+def pulls(work: Path, runs: int, impls: dict[str, str]) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {}
+    reg = LocalRegistry(work / "registry-run").start()
+    try:
+        refs = {}
+        for shape in ("even", "dominant"):
+            layout = build_image(work, 1024, shape)
+            digest = json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+            skopeo_push_layout(layout, "bench", f"{reg.host}/bench/{shape}:bench", all_images=False)
+            refs[shape] = f"{reg.host}/bench/{shape}@{digest}"
+        out = work / "out"
+        out.mkdir(exist_ok=True)
+        for run in range(runs):
+            for shape, ref in refs.items():
+                for name, checkout in impls.items():
+                    for f in out.iterdir():
+                        f.unlink()
+                    shutil.rmtree(work / "cache", ignore_errors=True)
+                    t, _ = tool(checkout, "pull", ref, "-o", str(out / "o.tar"), "-q", "--cache-dir", str(work / "cache"))
+                    times.setdefault(f"pull {shape} {name}", []).append(t)
+                    print(f"run {run + 1} pull {shape} {name}: {t:.2f}s", flush=True)
+    finally:
+        reg.stop()
+    return times
+
+
+def pushes(work: Path, runs: int, impls: dict[str, str]) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {}
+    paths, _ = bench_tree(1100)
+    small = work / "small"
+    small.mkdir(exist_ok=True)
+    paths.append({"source": str(small), "target": "/etc/app"})
+    (work / "spec.json").write_text(json.dumps({"name": "bench/usr", "tag": "bench", "paths": paths}))
+    for run in range(runs):
+        for name, checkout in impls.items():
+            (small / "version").write_text("1\n")
+            shutil.rmtree(work / "cache", ignore_errors=True)
+            shutil.rmtree(work / "reg", ignore_errors=True)
+            reg = LocalRegistry(work / "reg").start()
+            try:
+                args = ["build", str(work / "spec.json"), "--push", f"{reg.host}/bench/usr:bench", "-q",
+                        "--cache-dir", str(work / "cache")]
+                cold, _ = tool(checkout, *args)
+                (small / "version").write_text("2\n")
+                warm, _ = tool(checkout, *args)
+            finally:
+                reg.stop()
+            times.setdefault(f"push cold {name}", []).append(cold)
+            times.setdefault(f"push warm {name}", []).append(warm)
+            print(f"run {run + 1} push {name}: cold {cold:.2f}s warm {warm:.2f}s", flush=True)
+    return times
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--baseline", required=True, help="a checkout of the earlier commit")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "registry-tools-bench"))
+    args = ap.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    impls = {"baseline": str(Path(args.baseline).resolve()), "this": HERE}
+    times = pulls(work, args.runs, impls)
+    times.update(pushes(work / "push", args.runs, impls) if (work / "push").mkdir(exist_ok=True) is None else {})
+    for what in ("pull even", "pull dominant", "push cold", "push warm"):
+        base, this = median(times[f"{what} baseline"]), median(times[f"{what} this"])
+        print(f"{what:14}: baseline {base:.2f} s, this {this:.2f} s, ratio {this / base:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
