@@ -73,19 +73,22 @@ def image_entries(image: Image, store: BlobStore, repo_tag: str,
     may be read while it downloads); a layer not yet measured is planned with the size its
     compressed form records, and SizeRecordWrong is raised if that record was wrong.
     """
+    total = sum(layer.descriptor.size for layer in image.layers)
+
     def entry(i: int) -> Entry:
         what = f"layer {i + 1}/{len(image.layers)} {image.layers[i].descriptor.digest}"
+        dominant = image.layers[i].descriptor.size * 2 >= total
         early = supply.early(i) if supply is not None else None
         if early is not None:
             streamed, record, opener = early
             return Entry(f"{streamed.diff_id.hex}.tar", record, layer=streamed, what=what, planned=record,
-                         opener=opener)
+                         opener=opener, dominant=dominant)
         layer = supply.layer(i) if supply is not None else image.layers[i]
         size = layer.size if layer.size is not None else store.size_record(layer)
         if size is None:
             raise SizeRecordWrong(what)
         planned = None if layer.size is not None else size
-        return Entry(f"{layer.diff_id.hex}.tar", size, layer=layer, what=what, planned=planned)
+        return Entry(f"{layer.diff_id.hex}.tar", size, layer=layer, what=what, planned=planned, dominant=dominant)
 
     layers = (ArchiveLayer(f"{listed.diff_id.hex}.tar", partial(entry, i), partial(lambda d: d, listed.diff_id))
               for i, listed in enumerate(image.layers))

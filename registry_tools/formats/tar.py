@@ -57,6 +57,7 @@ class Entry:
     layer: Layer | None = None
     planned: int | None = None  # for a layer not yet measured: the size its record gives
     opener: Callable[[], ReadableFile] | None = None  # its compressed bytes while they still arrive
+    dominant: bool = False  # most of the image: decompress, hash and write it on threads of their own
     blob: mf.Descriptor | None = None
     what: str = ""
     producer: Callable[[Write], None] | None = None
@@ -69,7 +70,7 @@ class Entry:
         if self.data is not None:
             write(self.data)
         elif self.layer is not None:
-            store.copy_uncompressed(self.layer, write, self.what, self.planned, self.opener)
+            store.copy_uncompressed(self.layer, write, self.what, self.planned, self.opener, self.dominant)
         elif self.blob is not None:
             store.copy_verified(self.blob, write, self.what)
         elif self.producer is not None:
@@ -231,6 +232,25 @@ class _Writer:
             raise self.error
 
 
+class _Direct:
+    """pwrite on the producer's own thread (entries of similar sizes keep both cores busy)."""
+
+    def __init__(self, fd: int, region: _Region):
+        self.fd = fd
+        self.region = region
+        self.pos = region.start
+
+    def write(self, data: bytes) -> None:
+        n = os.pwrite(self.fd, data, self.pos)
+        while n < len(data):  # pwrite may write less than asked
+            n += os.pwrite(self.fd, data[n:], self.pos + n)
+        self.pos += len(data)
+        self.region.advance(self.pos)
+
+    def close(self) -> None:
+        pass
+
+
 def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, workers: int = 2) -> bytes:
     """Write the archive to a file, producing the big entries in parallel at their offsets.
 
@@ -243,7 +263,7 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
     offset = 0
 
     def produce_at(e: Entry, region: _Region) -> None:
-        writer = _Writer(fd, region)
+        writer: _Writer | _Direct = _Writer(fd, region) if e.dominant else _Direct(fd, region)
         try:
             e.produce(store, writer.write)
             writer.write(_padding(e.size))

@@ -83,7 +83,7 @@ class BlobStore:
         return True
 
     def copy_uncompressed(self, layer: Layer, write: Write, what: str, planned: int | None = None,
-                          opener: Callable[[], ReadableFile] | None = None) -> None:
+                          opener: Callable[[], ReadableFile] | None = None, dominant: bool = False) -> None:
         """Stream a layer's tar, verified: against the measured size and the compressed digest
         when an earlier run checked its diff_id, else against the diff_id itself. `planned`
         is the size a plan assumed from the size record (SizeRecordWrong if it was wrong). `opener`
@@ -91,7 +91,7 @@ class BlobStore:
     the tar is checked against the diff_id here)."""
         measured = layer.size is not None
         expected = layer.size if measured else planned
-        big = (expected or 0) >= BACKGROUND_HASH_FROM
+        big = dominant and (expected or 0) >= BACKGROUND_HASH_FROM
         # The thread that calls this decompresses; hashing (the compressed bytes for a measured
         # layer, the tar for a new one) runs beside it, on a helper thread.
         if measured:  # the tar was checked against its diff_id before: check the compressed digest
