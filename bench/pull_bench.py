@@ -100,6 +100,8 @@ def main() -> int:
                                 f"docker://{ref}", f"docker-archive:{out}/skopeo.tar:bench/usr:latest"],
                                env=dict(os.environ, TMPDIR=str(out)))
                 theirs[shape].append(t)
+                for f in out.iterdir():  # each tool starts from an empty output directory
+                    f.unlink()
                 shutil.rmtree(work / "cache", ignore_errors=True)  # cold cache: everything is downloaded
                 t, peak = measure([sys.executable, "-m", "registry_tools", "pull", ref, "-o", str(out / "ours.tar"),
                                    "-q", "--cache-dir", str(work / "cache")])
