@@ -29,6 +29,7 @@ class ReadableFile(Readable, Protocol):
 class Writable(Protocol):
     def write(self, data: bytes, /) -> int: ...
 
+
 _ALGORITHM = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*$")
 _ENCODED = re.compile(r"^[a-zA-Z0-9=_-]+$")
 _HEX_LEN = {"sha256": 64}

@@ -100,9 +100,9 @@ class BlobStore:
             compressed = opener() if opener is not None else self.cache.open_unhashed(layer.descriptor)
         streamed = opener is not None and not measured
         n = 0
+        tar: VerifyingReader | None = None
         try:
             stream, kind = decompressed(compressed)
-            tar: VerifyingReader | None = None
             if not measured:
                 tar = VerifyingReader(stream, layer.diff_id, None, f"{what} uncompressed content (diff_id)",
                                       background=big)
@@ -127,6 +127,8 @@ class BlobStore:
                 raise LayerFormatError(f"{what}: not a layer we can read (gzip, zstd or tar): {e}") from None
             raise self._bad_layer(layer.descriptor, what, e) from None
         finally:
+            if tar is not None:
+                tar.close()  # stops its hashing thread when the read was abandoned
             compressed.close()
         if expected is not None and n != expected:
             if not measured:
