@@ -90,9 +90,13 @@ def image_entries(image: Image, store: BlobStore, repo_tag: str,
         planned = None if layer.size is not None else size
         return Entry(f"{layer.diff_id.hex}.tar", size, layer=layer, what=what, planned=planned, dominant=dominant)
 
-    layers = (ArchiveLayer(f"{listed.diff_id.hex}.tar", partial(entry, i), partial(lambda d: d, listed.diff_id))
+    layers = (ArchiveLayer(f"{listed.diff_id.hex}.tar", partial(entry, i), _known(listed.diff_id))
               for i, listed in enumerate(image.layers))
     return docker_archive_entries(layers, lambda: image.config_raw, lambda _: repo_tag)
+
+
+def _known(diff_id: Digest) -> Callable[[], Digest]:
+    return lambda: diff_id
 
 
 def is_docker_archive(path: Path, where: str) -> bool:

@@ -197,9 +197,7 @@ class _Writer:
     decompressor) never waits for the disk; the region advances as bytes land."""
 
     def __init__(self, fd: int, region: _Region, depth: int = 16):
-        self.fd = fd
-        self.region = region
-        self.pos = region.start
+        self._direct = _Direct(fd, region)
         self.error: BaseException | None = None
         self.q: queue.Queue[object] = queue.Queue(maxsize=depth)
         self.thread = threading.Thread(target=self._run, name="write", daemon=True)
@@ -211,11 +209,7 @@ class _Writer:
                 continue  # drain, so the producer never blocks on a dead writer
             assert isinstance(data, bytes)
             try:
-                n = os.pwrite(self.fd, data, self.pos)
-                while n < len(data):  # pwrite may write less than asked
-                    n += os.pwrite(self.fd, data[n:], self.pos + n)
-                self.pos += len(data)
-                self.region.advance(self.pos)
+                self._direct.write(data)
             except BaseException as e:
                 self.error = e
 

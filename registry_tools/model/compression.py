@@ -16,7 +16,7 @@ from isal import igzip, isal_zlib
 
 from registry_tools.errors import UsageError
 
-from registry_tools.model.digest import Readable
+from registry_tools.model.digest import Readable, ReaderBase
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -33,7 +33,7 @@ def sniff(head: bytes) -> str:
     return "none"
 
 
-class _Prefixed:
+class _Prefixed(ReaderBase):
     """A reader that first returns `head`, then the rest of `raw`."""
 
     def __init__(self, head: bytes, raw: Readable):
@@ -48,14 +48,6 @@ class _Prefixed:
             out, self._head = self._head[:n], self._head[n:]
             return out
         return self._raw.read(n)
-
-    def readinto(self, buf) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
 
 def _read_head(raw: Readable, n: int = 4) -> bytes:

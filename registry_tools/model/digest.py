@@ -22,6 +22,22 @@ class Readable(Protocol):
     def read(self, n: int = -1) -> bytes: ...
 
 
+class ReaderBase:
+    """`readinto` and `readable` for a class that defines `read`: what io.BufferedReader and
+    the decompressors ask of a raw stream."""
+
+    def read(self, n: int = -1) -> bytes:
+        raise NotImplementedError
+
+    def readinto(self, buf: "bytearray | memoryview") -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+
 class ReadableFile(Readable, Protocol):
     def close(self) -> None: ...
 
@@ -105,7 +121,7 @@ class _BackgroundHash:
         self._q.put(self._STOP)  # the helper is draining the queue: this never waits long
 
 
-class VerifyingReader:
+class VerifyingReader(ReaderBase):
     """The one verifying reader: every byte read from anywhere passes through one of these.
 
     It hashes and counts what is read from `raw` and checks, as soon as it can, that the
@@ -142,14 +158,6 @@ class VerifyingReader:
         elif n != 0 and not self.verified:
             self._check()
         return data
-
-    def readinto(self, buf: "bytearray | memoryview") -> int:  # for io.BufferedReader and decompressors
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
     def _check(self) -> None:
         if self.size is not None and self.count != self.size:

@@ -15,6 +15,7 @@ from typing import IO
 
 from registry_tools.cancel import Cancel
 from registry_tools.errors import Interrupted
+from registry_tools.model.digest import ReaderBase
 
 
 class Landing:
@@ -82,7 +83,7 @@ class _Tee:
         return n
 
 
-class Follower:
+class Follower(ReaderBase):
     """Reads a landing blob from the start, a step behind its download."""
 
     def __init__(self, landing: Landing):
@@ -98,14 +99,6 @@ class Follower:
         data = os.pread(fd, want, self._pos)
         self._pos += len(data)
         return data
-
-    def readinto(self, buf: "bytearray | memoryview") -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
     def close(self) -> None:
         pass
