@@ -122,6 +122,10 @@ class RegistryError(RegistryToolsError):
         self.code = code
 
 
+class RateLimitLow(RegistryError):
+    """The registry's announced request budget is (nearly) spent: stopped before HTTP 429."""
+
+
 class NotFound(RegistryError):
     pass
 

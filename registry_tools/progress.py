@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TextIO
+from typing import Any, TextIO
 
 from registry_tools.engine import Progress
 from registry_tools.model.digest import Digest
@@ -68,3 +68,72 @@ class StderrProgress(Progress):
             with self._lock:
                 self.stream.write("\r\033[K")
                 self.stream.flush()
+
+
+class _ImageProgress(Progress):
+    """One image's bytes in a sync: its own line under the overall bar."""
+
+    def __init__(self, owner: "SyncProgress", task: Any):
+        self.owner = owner
+        self.task = task
+
+    def start(self, total: int, count: int) -> None:
+        if self.owner.bars is not None and self.task is not None:
+            self.owner.bars.update(self.task, total=total, visible=True)
+
+    def advance(self, n: int) -> None:
+        if self.owner.bars is not None and self.task is not None:
+            self.owner.bars.advance(self.task, n)
+
+
+class SyncProgress:
+    """Many transfers at once: on a terminal an overall bar and one line per image being copied
+    (rich draws them, on stderr); otherwise one plain line per finished image; nothing when quiet."""
+
+    def __init__(self, count: int, quiet: bool = False, stream: TextIO | None = None):
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.bars: Any = None
+        self._tasks: dict[int, Any] = {}
+        self._lock = threading.Lock()
+        if not quiet and self.stream.isatty():
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress as Bars, ProgressColumn, TextColumn
+            from rich.text import Text
+
+            class Amount(ProgressColumn):
+                bytes_column = DownloadColumn()
+
+                def render(self, task: Any) -> Text:
+                    if task.fields.get("images"):
+                        return Text(f"{int(task.completed)}/{int(task.total or 0)} images")
+                    return self.bytes_column.render(task)
+
+            self.bars = Bars(TextColumn("{task.description}"), BarColumn(), Amount(),
+                             console=Console(file=self.stream), transient=True)
+            self._overall = self.bars.add_task("sync", total=count, images=True)
+            self.bars.start()
+
+    def image(self, key: int, name: str) -> Progress:
+        if self.bars is None:
+            return Progress()
+        with self._lock:
+            task = self.bars.add_task(f"  {name}", total=None, visible=False)
+            self._tasks[key] = task
+        return _ImageProgress(self, task)
+
+    def done(self, key: int, line: str) -> None:
+        with self._lock:
+            task = self._tasks.pop(key, None)
+            if self.bars is not None:
+                if task is not None:
+                    self.bars.remove_task(task)
+                self.bars.advance(self._overall, 1)
+                self.bars.console.print(line, highlight=False, markup=False)
+            elif not self.quiet:
+                self.stream.write(line + "\n")
+                self.stream.flush()
+
+    def close(self) -> None:
+        if self.bars is not None:
+            self.bars.stop()

@@ -12,15 +12,17 @@ from registry_tools.errors import UsageError
 # The command functions import what they use: a command pays only for its own modules.
 
 
-def _session(args: argparse.Namespace):
+def session_of(args: argparse.Namespace):
     from registry_tools.registry.client import TransportOptions
     from registry_tools.progress import StderrProgress
     from registry_tools.session import Session
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if args.rate_limit_min < 0:
+        raise UsageError("--rate-limit-min must be 0 or more")
     transport = TransportOptions(tls_verify=args.tls_verify and not args.insecure,
-                                 ca_file=args.ca_file, cert_dir=args.cert_dir)
+                                 ca_file=args.ca_file, cert_dir=args.cert_dir, rate_limit_min=args.rate_limit_min)
     return Session(cache_dir=args.cache_dir, transport=transport, concurrency=args.jobs,
                    progress=StderrProgress(quiet=args.quiet), credentials=_credentials(args))
 
@@ -43,7 +45,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from registry_tools.api.pull import pull_image
 
     progress_quiet = args.quiet
-    with _session(args) as session:
+    with session_of(args) as session:
         result = pull_image(
             args.image, args.output, digest=args.digest, format=args.format, platform=args.platform,
             os=args.os, arch=args.arch, variant=args.variant, final_image_name=args.final_image_name,
@@ -60,6 +62,10 @@ def cmd_pull(args: argparse.Namespace) -> int:
 def cmd_prefetch(args: argparse.Namespace) -> int:
     from registry_tools.api.prefetch import dumps, prefetch
 
+    if args.check or args.update:
+        from registry_tools.cli.copying import cmd_prefetch_drift
+
+        return cmd_prefetch_drift(args)
     if args.from_file:
         return _prefetch_lock(args)
     image = args.image or args.image_name
@@ -70,7 +76,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     extra = [x for x in (args.tag_or_digest, args.image_tag, args.image_digest) if x]
     if len(extra) > 1:
         raise UsageError("give one of TAG|DIGEST, --image-tag or --image-digest")
-    with _session(args) as session:
+    with session_of(args) as session:
         pin = prefetch(
             image, extra[0] if extra else None, platform=args.platform, os=args.os, arch=args.arch,
             variant=args.variant, final_image_name=args.final_image_name, final_image_tag=args.final_image_tag,
@@ -80,9 +86,12 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     return 0
 
 
-def _prefetch_lock(args: argparse.Namespace) -> int:
-    from registry_tools.api.prefetch import Pin, dumps, lock_document, lock_nix, parse_lock_input, prefetch_many
+def lock_lines(args: argparse.Namespace):
+    """The lines of `prefetch --from FILE` (each a reference and a platform), checked."""
+    from registry_tools.api.prefetch import parse_lock_input
 
+    if not args.from_file:
+        raise UsageError("--check and --update compare a lock with the list it was made from: give --from FILE")
     if args.image or args.image_name or args.tag_or_digest or args.image_tag or args.image_digest:
         raise UsageError("--from lists the images; do not name one on the command line too")
     if args.platform or args.os or args.arch or args.variant or args.final_image_name or args.final_image_tag:
@@ -92,8 +101,14 @@ def _prefetch_lock(args: argparse.Namespace) -> int:
     else:
         with open(args.from_file, encoding="utf-8") as f:
             text, source = f.read(), args.from_file
-    lines = parse_lock_input(text, source)
-    with _session(args) as session:
+    return parse_lock_input(text, source), source
+
+
+def _prefetch_lock(args: argparse.Namespace) -> int:
+    from registry_tools.api.prefetch import Pin, dumps, lock_document, lock_nix, prefetch_many
+
+    lines, source = lock_lines(args)
+    with session_of(args) as session:
         results = prefetch_many(lines, session=session, jobs=args.jobs, format=args.format)
     failed = [(item, r) for item, r in results if not isinstance(r, Pin)]
     for item, err in failed:
@@ -115,11 +130,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.stream and sys.stdout.isatty():
         raise UsageError("--stream writes a tar archive: send it to a pipe or a file, not a terminal")
     if args.push:
-        with _session(args) as session:
+        with session_of(args) as session:
             pushed, image = repairing(session.cache, lambda: build_and_push(spec, args.push, session))
         _report_push(args, pushed)
         return 0
-    with _session(args) as session:
+    with session_of(args) as session:
         result = build(spec, output=args.output, oci=args.oci,
                        stream=sys.stdout.buffer if args.stream else None, session=session)
     where = args.output or args.oci or "stdout"
@@ -143,7 +158,7 @@ def _report_push(args: argparse.Namespace, r) -> None:
 def cmd_push(args: argparse.Namespace) -> int:
     from registry_tools.api.push import push
 
-    with _session(args) as session:
+    with session_of(args) as session:
         result = push(args.source, args.dest, session)
     _report_push(args, result)
     return 0
@@ -163,7 +178,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from registry_tools.api.inspect import platform_digest, resolve, summary
 
     wanted = _wanted(args)
-    with _session(args) as session:
+    with session_of(args) as session:
         r = resolve(args.image, session)
         if args.raw:
             if wanted is not None:
@@ -181,7 +196,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_digest(args: argparse.Namespace) -> int:
     from registry_tools.api.inspect import platform_digest, resolve
 
-    with _session(args) as session:
+    with session_of(args) as session:
         print(platform_digest(resolve(args.image, session), _wanted(args)))
     return 0
 
@@ -269,6 +284,14 @@ def normalize_registry(text: str) -> str:
     return host
 
 
+def _copying(name: str):
+    def run(args: argparse.Namespace) -> int:
+        from registry_tools.cli import copying
+
+        return getattr(copying, f"cmd_{name}")(args)
+    return run
+
+
 COMMANDS = {"pull": cmd_pull, "prefetch": cmd_prefetch, "build": cmd_build, "push": cmd_push,
             "inspect": cmd_inspect, "digest": cmd_digest, "cache": cmd_cache, "login": cmd_login,
-            "logout": cmd_logout}
+            "logout": cmd_logout, **{n: _copying(n) for n in ("copy", "sync", "tags", "tag", "delete")}}

@@ -44,6 +44,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--jobs", type=int, default=4, help="concurrent downloads (default 4)")
     g.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry (else the auth files)")
     g.add_argument("--authfile", help="auth file to read credentials from (default: the usual ones)")
+    g.add_argument("--rate-limit-min", type=int, default=3, metavar="N",
+                   help="stop (or wait, when the reset is near) before a registry's announced rate limit "
+                        "(RateLimit-Remaining) falls to N manifest requests (default 3; 0: never)")
     g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     g.add_argument("--verbose", "-v", action="store_true", help="log requests and retries (never secrets)")
 
@@ -62,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="registry-tools", description="Pin, pull, build and push OCI and Docker images.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_pull, _prefetch, _build, _push, _inspect, _digest, _cache, _login, _logout):
+    for add in (_pull, _prefetch, _build, _push, _copy, _sync, _inspect, _digest, _tags, _tag, _delete, _cache,
+                _login, _logout):
         add(sub)
     return parser
 
@@ -96,6 +100,11 @@ def _prefetch(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a Nix attribute set")
     p.add_argument("--from", dest="from_file", metavar="FILE",
                    help="pin every image listed in FILE (one 'IMAGE [PLATFORM]' a line; - for stdin)")
+    drift = p.add_mutually_exclusive_group()
+    drift.add_argument("--check", metavar="LOCK", help="with --from: print each tag that now resolves to another "
+                       "digest than the JSON lock LOCK pins, and exit 1 if any does (nothing is pulled)")
+    drift.add_argument("--update", metavar="LOCK", help="with --from: pin again only the tags that moved (and "
+                       "lines LOCK lacks) and rewrite LOCK in place")
     _add_platform(p)
     _add_common(p)
 
@@ -158,3 +167,80 @@ def _logout(sub: Any) -> None:
     p = sub.add_parser("logout", help="remove a registry's saved credentials")
     p.add_argument("registry")
     p.add_argument("--authfile", help="file to change (default: $REGISTRY_AUTH_FILE, else docker's config.json)")
+
+
+EPILOG = argparse.RawDescriptionHelpFormatter
+
+
+def _copy(sub: Any) -> None:
+    p = sub.add_parser(
+        "copy", help="copy an image between registries, archives and layouts (whole indexes)",
+        formatter_class=EPILOG,
+        description="Copy SRC to DEST. Each is a registry reference (docker://REF or REF; a DEST must name "
+                    "its registry), or oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], "
+                    "or an existing path. Between registries the whole index is copied, its digest kept; "
+                    "blobs go straight from one registry to the other, unchanged and verified. The tag at "
+                    "DEST: DEST's own, else SRC's, else none (by digest only), plus every --tag.",
+        epilog="examples:\n"
+               "  registry-tools copy docker.io/library/alpine:3.19 mirror.example/hub/library/alpine:3.19\n"
+               "  registry-tools copy --platform linux/amd64,linux/arm64 ghcr.io/org/app:1.2 reg.example/app:1.2\n"
+               "  registry-tools copy oci:./layout:v1 docker://localhost:5000/app:v1 --tag stable")
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("dest", metavar="DEST")
+    p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT],...",
+                   help="copy only these platforms of an index, as a new index of exactly them (repeatable "
+                        "or comma-separated); to a file: the one platform to write")
+    p.add_argument("--all", action="store_true", help="copy every platform of an index (the default)")
+    p.add_argument("--tag", action="append", default=[], metavar="TAG", help="one more tag at DEST (repeatable)")
+    p.add_argument("--allow-cross-arch", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--json", action="store_true", help="print what was copied as JSON")
+    _add_common(p)
+
+
+def _sync(sub: Any) -> None:
+    p = sub.add_parser(
+        "sync", help="mirror every image a lock pins to another registry, and write the mirror's lock",
+        formatter_class=EPILOG,
+        description="Copy exactly the digests LOCK pins (whole indexes) to REGISTRY[/PREFIX], keeping each "
+                    "repository path under it (docker.io/library/alpine -> REGISTRY/PREFIX/library/alpine), "
+                    "tagged as each entry's reference. The mirror's lock (the same pins, imageName changed; "
+                    "every hash stays valid) goes to stdout or -o. An image already mirrored costs one HEAD.",
+        epilog="examples:\n"
+               "  registry-tools prefetch --from images.txt --json > images.lock.json\n"
+               "  registry-tools sync images.lock.json --to mirror.example/hub -o mirror.lock.json\n"
+               "  registry-tools sync images.lock.json --to localhost:5000 --dry-run")
+    p.add_argument("lock", metavar="LOCK", help="a JSON lock (prefetch --from FILE --json)")
+    p.add_argument("--to", required=True, metavar="REGISTRY[/PREFIX]", help="where to mirror to")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the mirror's lock here (default: stdout)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
+    p.add_argument("--keep-going", action="store_true",
+                   help="on a failure, go on with the other images, then report every failure (exit non-zero)")
+    p.add_argument("--json", action="store_true", help="print a JSON report instead of the mirror's lock")
+    _add_common(p)
+
+
+def _tags(sub: Any) -> None:
+    p = sub.add_parser("tags", help="list a repository's tags (every page)", formatter_class=EPILOG,
+                       epilog="examples:\n  registry-tools tags docker.io/library/alpine\n"
+                              "  registry-tools tags localhost:5000/app --json")
+    p.add_argument("image", metavar="REPOSITORY")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    _add_common(p)
+
+
+def _tag(sub: Any) -> None:
+    p = sub.add_parser("tag", help="point a new tag at a manifest (one manifest PUT)", formatter_class=EPILOG,
+                       epilog="examples:\n  registry-tools tag localhost:5000/app@sha256:… stable")
+    p.add_argument("image", metavar="SRC@DIGEST", help="the manifest (REPOSITORY@DIGEST, or :TAG)")
+    p.add_argument("new_tag", metavar="NEWTAG", help="the tag to set, in the same repository")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_common(p)
+
+
+def _delete(sub: Any) -> None:
+    p = sub.add_parser("delete", help="delete a manifest by digest, where the registry allows it",
+                       formatter_class=EPILOG,
+                       epilog="examples:\n  registry-tools delete localhost:5000/app@sha256:…")
+    p.add_argument("image", metavar="REF@DIGEST")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    _add_common(p)

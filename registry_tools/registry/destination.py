@@ -12,6 +12,7 @@ import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 import httpx
@@ -25,6 +26,7 @@ from registry_tools.model.digest import Digest
 from registry_tools.model.image import Image, ImageIndex, LayerSupply
 from registry_tools.registry import upload
 from registry_tools.registry.client import Registry
+from registry_tools.registry.relay import BlobOrigin, CachedBlobs
 from registry_tools.store.cache import BlobCache
 
 log = logging.getLogger("registry_tools.push")
@@ -55,9 +57,11 @@ class PushResult:
 class RegistrySink:
     """One repository of one registry, taking blobs (from the cache) and manifests."""
 
-    def __init__(self, work: Workspace, dest: refs.Reference):
+    def __init__(self, work: Workspace, dest: refs.Reference, origin: BlobOrigin | None = None):
+        """`origin`: where blobs are read from (default: the cache)."""
         self.work = work
         self.cache = work.cache
+        self.origin: BlobOrigin = origin or CachedBlobs(work.cache)
         self.registry = work.registry(dest.domain)
         self.repo = dest.path
         self.result = PushResult(str(dest))
@@ -102,7 +106,7 @@ class RegistrySink:
         reg, repo = self.registry, self.repo
         if upload.blob_exists(reg, repo, desc.digest, desc.size):
             return self._note("present", desc)
-        mount_from = next((r for d, r in self.cache.sources(desc.digest) if d == reg.domain and r != repo), None)
+        mount_from = next((r for r in self.origin.mounts(desc, reg.domain) if r != repo), None)
         policy = reg.retry
         for attempt in range(policy.attempts):
             self._check_cancelled()
@@ -126,14 +130,13 @@ class RegistrySink:
                     return self._note("uploaded", desc)
 
     def _chunks(self, desc: mf.Descriptor) -> Callable[[int, int], Iterator[bytes]]:
-        """The blob's bytes from start to end: the whole blob through the verifying reader; a
-        range (the chunked fallback) from a blob verified whole first."""
+        """The blob's bytes from start to end: the whole blob through the origin's verifying
+        reader; a range (the chunked fallback) from a copy verified whole first."""
         def read(start: int, end: int) -> Iterator[bytes]:
-            with self.cache.open(desc) as reader:
-                if (start, end) != (0, desc.size):
-                    reader.drain()  # every byte checked before any range of it is sent
-                    yield from _range(self.cache, desc, start, end, self._check_cancelled)
-                    return
+            if (start, end) != (0, desc.size):
+                yield from _range(self.origin.local(desc), desc, start, end, self._check_cancelled)
+                return
+            with self.origin.open(desc) as reader:
                 while chunk := reader.read(READ_SIZE):
                     self._check_cancelled()
                     yield chunk
@@ -154,8 +157,8 @@ class RegistrySink:
         return digest
 
 
-def _range(cache: BlobCache, desc: mf.Descriptor, start: int, end: int, check: Callable[[], None]) -> Iterator[bytes]:
-    with open(cache.path(desc.digest), "rb") as f:
+def _range(path: Path, desc: mf.Descriptor, start: int, end: int, check: Callable[[], None]) -> Iterator[bytes]:
+    with open(path, "rb") as f:
         f.seek(start)
         left = end - start
         while left > 0:

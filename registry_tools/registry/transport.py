@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from registry_tools.cancel import Cancel
-from registry_tools.errors import ResponseTooLarge
+from registry_tools.errors import RateLimitLow, ResponseTooLarge
 
 log = logging.getLogger("registry_tools.transport")
 
@@ -61,6 +61,68 @@ def retry_after(resp: httpx.Response) -> float | None:
         return None
 
 
+def _leading_int(value: str | None) -> int | None:
+    """`76;w=21600` -> 76 (Docker Hub's form); None when absent or not a number."""
+    head = (value or "").split(";", 1)[0].split(",", 1)[0].strip()
+    return int(head) if head.isdigit() else None
+
+
+class RateLimit:
+    """A registry's announced request budget (`RateLimit-Remaining`, Docker Hub's
+    `ratelimit-remaining: 76;w=21600`), read from every response.
+
+    Docker Hub counts manifest GETs only, so those are what is held back: when `minimum`
+    or fewer remain, a manifest GET waits for the window to reset when the registry says
+    that comes within `max_pause` seconds, and otherwise stops with RateLimitLow saying
+    when to retry, instead of spending the rest of the budget into HTTP 429s.
+    HEADs and blob transfers go on (a check that a mirror is complete needs no GET).
+    """
+
+    def __init__(self, minimum: int = 3, max_pause: float = 60.0):
+        self.minimum = minimum
+        self.max_pause = max_pause
+        self.remaining: int | None = None
+        self.limit: int | None = None
+        self.window: int | None = None
+        self.reset_at: float | None = None
+
+    def note(self, resp: httpx.Response) -> None:
+        h = resp.headers
+        remaining = _leading_int(h.get("ratelimit-remaining"))
+        if remaining is None:
+            return
+        self.remaining = remaining
+        self.limit = _leading_int(h.get("ratelimit-limit"))
+        policy = h.get("ratelimit-remaining", "") + ";" + h.get("ratelimit-limit", "")
+        window = next((p.strip()[2:] for p in policy.split(";") if p.strip().startswith("w=")), "")
+        self.window = int(window) if window.isdigit() else None
+        reset = _leading_int(h.get("ratelimit-reset"))
+        self.reset_at = time.time() + reset if reset is not None else None
+
+    def before(self, request: httpx.Request, cancel: Cancel) -> None:
+        if (self.remaining is None or self.minimum <= 0 or self.remaining > self.minimum
+                or request.method != "GET" or request.extensions.get(KIND) != "manifest"):
+            return
+        host = request.url.host
+        wait = self.reset_at - time.time() if self.reset_at is not None else None
+        if wait is not None and wait <= self.max_pause:
+            log.warning("%s: %d request(s) left in its rate limit; waiting %.0f s for it to reset",
+                        host, self.remaining, max(wait, 0))
+            cancel.sleep(max(wait, 0) + 1)
+            self.remaining = None
+            return
+        if self.reset_at is not None:
+            when = time.strftime("%H:%M UTC", time.gmtime(self.reset_at))
+        elif self.window:
+            when = f"the registry's window ({self.window // 3600} h {self.window % 3600 // 60} min) has passed"
+        else:
+            when = "the registry's rate-limit window has passed"
+        limit = f" of {self.limit}" if self.limit is not None else ""
+        raise RateLimitLow(f"{host}: only {self.remaining}{limit} manifest request(s) left in its rate limit "
+                           f"(--rate-limit-min {self.minimum}); stopped before it answers 429. "
+                           f"Retry after {when}, or log in for a larger limit")
+
+
 class BoundedStream(httpx.SyncByteStream):
     """A response body that raises ResponseTooLarge past `limit` bytes."""
 
@@ -89,10 +151,12 @@ def _replayable(request: httpx.Request) -> bool:
 class RegistryTransport(httpx.BaseTransport):
     """httpx's transport, wrapped: retries with backoff, bounded bodies, cancellation, counts."""
 
-    def __init__(self, inner: httpx.BaseTransport, policy: RetryPolicy, cancel: Cancel):
+    def __init__(self, inner: httpx.BaseTransport, policy: RetryPolicy, cancel: Cancel,
+                 rate: RateLimit | None = None):
         self.inner = inner
         self.policy = policy
         self.cancel = cancel
+        self.rate = rate or RateLimit(0)
         self.stats: Counter[str] = Counter()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -103,9 +167,11 @@ class RegistryTransport(httpx.BaseTransport):
         attempt = 0
         while True:
             self.cancel.check()
+            self.rate.before(request, self.cancel)
             self.stats[f"{request.method} {kind}"] += 1
             try:
                 resp = self.inner.handle_request(request)
+                self.rate.note(resp)
             except httpx.TransportError:
                 if attempt + 1 >= attempts or time.monotonic() > deadline:
                     raise

@@ -24,7 +24,7 @@ def free_port() -> int:
 class LocalRegistry:
     """Starts `docker-registry serve` with its storage and log under `root`."""
 
-    def __init__(self, root: str | os.PathLike[str], auth: str = "", extra_config: str = ""):
+    def __init__(self, root: str | os.PathLike[str], auth: str = "", extra_config: str = "", delete: bool = True):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -34,7 +34,7 @@ class LocalRegistry:
         self.config_path.write_text(
             "version: 0.1\n"
             "log:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: true\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n  delete:\n    enabled: true\n"
+            f"storage:\n  filesystem:\n    rootdirectory: {self.root / 'data'}\n  delete:\n    enabled: {'true' if delete else 'false'}\n"
             f"http:\n  addr: {self.host}\n"
             + auth + extra_config
         )

@@ -1,0 +1,126 @@
+"""Lock files: the pins `prefetch --from … --json` writes, read back with the line of each entry.
+
+A lock drives mirroring (`sync`) and is checked against what its tags resolve to now
+(`prefetch --check`) or brought up to date (`prefetch --update`). Every entry is checked
+for shape before anything is sent, and a malformed one is named by its line.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from registry_tools.errors import InvalidDigest, InvalidReference, UsageError
+from registry_tools.fileio import AtomicFile
+from registry_tools.model import reference as refs
+from registry_tools.model.digest import Digest
+from registry_tools.model.manifest import load_json
+
+REQUIRED = ("imageName", "imageDigest", "hash", "finalImageName", "finalImageTag", "os", "arch", "manifestDigest")
+OPTIONAL = ("reference", "platform", "variant", "format")
+MAX_LOCK = 64 << 20
+
+
+@dataclass(frozen=True)
+class LockEntry:
+    line: int  # where the entry starts in its file
+    data: dict[str, Any]  # verbatim, in its file's key order
+
+    @property
+    def reference(self) -> str:
+        return str(self.data.get("reference") or f"{self.data['imageName']}@{self.data['imageDigest']}")
+
+    @property
+    def platform(self) -> str | None:
+        p = self.data.get("platform")
+        return str(p) if p else None
+
+    @property
+    def image_name(self) -> str:
+        return str(self.data["imageName"])
+
+    @property
+    def image_digest(self) -> Digest:
+        return Digest.parse(self.data["imageDigest"])
+
+    def renamed(self, image_name: str) -> "LockEntry":
+        """The same pin with only imageName changed (a mirror's copy of it)."""
+        data = dict(self.data)
+        data["imageName"] = image_name
+        return LockEntry(self.line, data)
+
+
+def _entry_lines(text: str, count: int) -> list[int]:
+    """The line each element of the `images` array starts on (the document parsed already)."""
+    m = re.search(r'"images"\s*:\s*\[', text)
+    if m is None:
+        return [0] * count
+    decoder = json.JSONDecoder()
+    pos, lines = m.end(), []
+    for _ in range(count):
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        lines.append(text.count("\n", 0, pos) + 1)
+        try:
+            pos = decoder.raw_decode(text, pos)[1]
+        except ValueError:
+            break
+    return lines + [0] * (count - len(lines))
+
+
+def _check_entry(where: str, obj: Any) -> dict[str, Any]:
+    if not isinstance(obj, dict):
+        raise UsageError(f"{where}: an entry must be a JSON object")
+    for key in REQUIRED:
+        if not isinstance(obj.get(key), str) or not obj[key]:
+            raise UsageError(f"{where}: {key} is missing or not a string")
+    for key in OPTIONAL:
+        if key in obj and not isinstance(obj[key], str):
+            raise UsageError(f"{where}: {key} must be a string")
+    try:
+        Digest.parse(obj["imageDigest"])
+        Digest.parse(obj["manifestDigest"])
+        ref = refs.parse_normalized(obj["imageName"])
+        if "reference" in obj:
+            refs.parse_normalized(obj["reference"])
+    except (InvalidDigest, InvalidReference) as e:
+        raise UsageError(f"{where}: {e}") from None
+    if ref.tag or ref.digest:
+        raise UsageError(f"{where}: imageName {obj['imageName']!r} must name a repository only")
+    return obj
+
+
+def read_lock(path: str | Path) -> list[LockEntry]:
+    """A JSON lock (`{"version": 1, "images": [...]}`), every entry checked."""
+    p = Path(path)
+    try:
+        if p.stat().st_size > MAX_LOCK:
+            raise UsageError(f"{p}: over {MAX_LOCK >> 20} MB; not a lock file")
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise UsageError(f"{p}: not UTF-8 text; not a lock file") from None
+    if text.lstrip().startswith("["):
+        raise UsageError(f"{p}: a Nix lock; give the JSON one (prefetch --from FILE --json)")
+    doc = load_json(text, str(p), UsageError)
+    if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("images"), list):
+        raise UsageError(f'{p}: not a lock file (expected {{"version": 1, "images": [...]}})')
+    lines = _entry_lines(text, len(doc["images"]))
+    return [LockEntry(lines[i], _check_entry(f"{p}:{lines[i]}", obj)) for i, obj in enumerate(doc["images"])]
+
+
+def lock_text(entries: list[LockEntry] | list[dict[str, Any]]) -> str:
+    images = [e.data if isinstance(e, LockEntry) else e for e in entries]
+    return json.dumps({"version": 1, "images": images}, indent=2) + "\n"
+
+
+def write_lock(path: str | Path, text: str) -> None:
+    """Beside the destination, then renamed over it: a lock is never half-written."""
+    out = AtomicFile(path)
+    try:
+        out.file.write(text.encode())
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise
