@@ -60,11 +60,9 @@ def check_target(to: str) -> str:
         raise UsageError(f"--to {to!r} must start with a registry host (e.g. mirror.example/hub or "
                          "localhost:5000)")
     try:
-        ref = refs.parse_normalized(f"{to.rstrip('/')}/x")
-    except InvalidReference as e:
-        raise UsageError(f"--to {to!r} is not a registry and path: {e}") from None
-    if ref.tag or ref.digest:
-        raise UsageError(f"--to {to!r} must not name a tag or digest")
+        refs.parse_normalized(f"{to.rstrip('/')}/x")  # a tag or digest in it makes this invalid too
+    except InvalidReference:
+        raise UsageError(f"--to {to!r} is not a registry and path (REGISTRY[/PREFIX], no tag or digest)") from None
     return to.rstrip("/")
 
 

@@ -1,0 +1,162 @@
+"""sync (lock-driven mirroring) and prefetch --check/--update, against real registries."""
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from registry_tools import cli
+from registry_tools.api.pull import pull_image
+
+from .support.registry import LocalRegistry
+
+
+@pytest.fixture
+def target(tmp_path):
+    reg = LocalRegistry(tmp_path / "target").start()
+    yield reg
+    reg.stop()
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def make_lock(capsys, tmp_path, lines: list[str]) -> tuple:
+    listing = tmp_path / "images.txt"
+    listing.write_text("".join(f"{line}\n" for line in lines))
+    code, out, err = run(capsys, "prefetch", "--from", str(listing), "--json")
+    assert code == 0, err
+    lock = tmp_path / "images.lock.json"
+    lock.write_text(out)
+    return listing, lock
+
+
+def not_ping(requests):
+    return [r for r in requests if r != ("GET", "/v2/")]
+
+
+def test_sync_mirrors_the_pins_and_the_mirror_lock_pulls_the_same_hashes(registry, target, tmp_path, cache_dir,
+                                                                         capsys, monkeypatch):
+    _, lock = make_lock(capsys, tmp_path, [f"{registry.host}/test/multi:v1 linux/arm64",
+                                           f"{registry.host}/test/multi:v1 linux/amd64",
+                                           f"{registry.host}/test/single-gzip:v1"])
+    mirror = tmp_path / "mirror.lock.json"
+    code, _, err = run(capsys, "sync", str(lock), "--to", f"{target.host}/hub", "-o", str(mirror))
+    assert code == 0, err
+    pins, mirrored = json.loads(lock.read_text())["images"], json.loads(mirror.read_text())["images"]
+    assert len(pins) == len(mirrored) == 3
+    for pin, new in zip(pins, mirrored):
+        assert new["imageName"] == pin["imageName"].replace(registry.host, f"{target.host}/hub")
+        assert {k: v for k, v in new.items() if k != "imageName"} == {k: v for k, v in pin.items() if k != "imageName"}
+    index = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                            f"docker://{target.host}/hub/test/multi:v1"], capture_output=True, check=True).stdout
+    assert "sha256:" + __import__("hashlib").sha256(index).hexdigest() == pins[0]["imageDigest"]
+    # Every hash stays valid: pull each pin from the mirror, with a cache that has never seen them.
+    monkeypatch.setenv("REGISTRY_TOOLS_CACHE", str(tmp_path / "fresh-cache"))
+    mark = registry.log_offset()
+    for new in mirrored:
+        pull_image(f"{new['imageName']}@{new['imageDigest']}", tmp_path / "out.tar", hash=new["hash"],
+                   final_image_name=new["finalImageName"], final_image_tag=new["finalImageTag"],
+                   os=new["os"], arch=new["arch"], variant=new.get("variant"))
+    assert registry.requests_since(mark) == []  # read from the mirror alone
+
+
+def test_a_complete_sync_costs_one_head_per_image_and_uploads_nothing(registry, target, tmp_path, cache_dir, capsys):
+    lines = [f"{registry.host}/test/{name}:v1" for name in ("multi", "single-gzip", "single-zstd", "single-none")]
+    _, lock = make_lock(capsys, tmp_path, lines)
+    assert run(capsys, "sync", str(lock), "--to", target.host)[0] == 0
+    mark_target, mark_source = target.log_offset(), registry.log_offset()
+    code, out, err = run(capsys, "sync", str(lock), "--to", target.host)
+    assert code == 0, err
+    sent = not_ping(target.requests_since(mark_target))
+    assert sorted(sent) == sorted(("HEAD", f"/v2/test/{n}/manifests/v1") for n in
+                                  ("multi", "single-gzip", "single-zstd", "single-none"))
+    assert registry.requests_since(mark_source) == []
+    assert err.count("up to date") == 4
+    assert json.loads(out)["images"][0]["imageName"] == f"{target.host}/test/multi"
+
+
+def test_dry_run_sends_nothing(registry, target, tmp_path, cache_dir, capsys):
+    _, lock = make_lock(capsys, tmp_path, [f"{registry.host}/test/single-gzip:v1"])
+    mark, mark_target = registry.log_offset(), target.log_offset()
+    code, out, err = run(capsys, "sync", str(lock), "--to", f"{target.host}/m", "--dry-run")
+    assert code == 0 and out == ""
+    assert f"would copy {registry.host}/test/single-gzip@sha256:" in err and f"{target.host}/m/test/single-gzip" in err
+    assert target.requests_since(mark_target) == [] and registry.requests_since(mark) == []
+
+
+def test_keep_going_finishes_then_reports_every_failure(registry, target, tmp_path, cache_dir, capsys):
+    _, lock = make_lock(capsys, tmp_path, [f"{registry.host}/test/single-gzip:v1", f"{registry.host}/test/single-none:v1"])
+    doc = json.loads(lock.read_text())
+    doc["images"][0]["imageDigest"] = "sha256:" + "0" * 64  # pinned, but gone from the source
+    lock.write_text(json.dumps(doc, indent=2))
+    out_lock = tmp_path / "mirror.json"
+    code, _, err = run(capsys, "sync", str(lock), "--to", target.host, "--keep-going", "-o", str(out_lock))
+    assert code != 0
+    assert f"{lock}:4: " in err and "1 of 2 image(s) failed" in err  # the entry starts on line 4
+    assert not out_lock.exists()
+    assert subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
+                           f"docker://{target.host}/test/single-none:v1"], capture_output=True).returncode == 0
+
+
+@pytest.mark.parametrize("entry,message", [
+    ({"imageName": 5}, "imageName is missing or not a string"),
+    ({"imageDigest": "sha256:xyz"}, "digest"),
+    ({"imageName": "a/b:1"}, "must name a repository only"),
+    ({"platform": ["linux"]}, "platform must be a string"),
+])
+def test_a_malformed_lock_entry_is_named_by_its_line(registry, target, tmp_path, cache_dir, capsys, entry, message):
+    _, lock = make_lock(capsys, tmp_path, [f"{registry.host}/test/single-gzip:v1", f"{registry.host}/test/single-none:v1"])
+    doc = json.loads(lock.read_text())
+    doc["images"][1].update(entry)
+    lock.write_text(json.dumps(doc, indent=2))
+    mark = target.log_offset()
+    code, out, err = run(capsys, "sync", str(lock), "--to", target.host)
+    line = [i + 1 for i, text in enumerate(lock.read_text().splitlines()) if text == "    {"][1]
+    assert code == 2 and f"{lock}:{line}: " in err and message in err and out == ""
+    assert target.requests_since(mark) == []
+
+
+@pytest.mark.parametrize("to,message", [("notahost", "registry host"), ("localhost:5000/x:1", "no tag or digest"),
+                                        ("localhost:5000/UPPER", "not a registry")])
+def test_a_bad_mirror_target_is_refused(registry, tmp_path, cache_dir, capsys, to, message):
+    _, lock = make_lock(capsys, tmp_path, [f"{registry.host}/test/single-gzip:v1"])
+    code, _, err = run(capsys, "sync", str(lock), "--to", to)
+    assert code == 2 and message in err
+
+
+def test_two_images_onto_one_mirror_path_is_refused(registry, tmp_path, cache_dir, capsys):
+    _, lock = make_lock(capsys, tmp_path, [f"{registry.host}/test/single-gzip:v1"])
+    doc = json.loads(lock.read_text())
+    other = dict(doc["images"][0], imageName="ghcr.io/test/single-gzip")
+    doc["images"].append(other)
+    lock.write_text(json.dumps(doc, indent=2))
+    code, _, err = run(capsys, "sync", str(lock), "--to", "localhost:5000", "--dry-run")
+    assert code == 2 and "would both be mirrored" in err
+
+
+def test_prefetch_check_and_update(registry, target, tmp_path, cache_dir, capsys):
+    for name in ("img", "other"):
+        assert run(capsys, "copy", f"{registry.host}/test/single-gzip:v1", f"{target.host}/drift/{name}:v1")[0] == 0
+    listing, lock = make_lock(capsys, tmp_path, [f"{target.host}/drift/img:v1", f"{target.host}/drift/other:v1"])
+    before = json.loads(lock.read_text())["images"]
+    code, out, err = run(capsys, "prefetch", "--from", str(listing), "--check", str(lock))
+    assert code == 0 and out == "" and "is current" in err
+    # The tag moves: single-none is copied over img:v1.
+    assert run(capsys, "copy", f"{registry.host}/test/single-none:v1", f"{target.host}/drift/img:v1")[0] == 0
+    mark = target.log_offset()
+    code, out, err = run(capsys, "prefetch", "--from", str(listing), "--check", str(lock))
+    assert code == 1
+    assert out.splitlines() == [f"{listing}:1: {target.host}/drift/img:v1: locked {before[0]['imageDigest']}, "
+                                f"now {out.split('now ')[1].strip()}"]
+    assert all(m == "HEAD" for m, _ in not_ping(target.requests_since(mark)))
+    code, _, err = run(capsys, "prefetch", "--from", str(listing), "--update", str(lock))
+    assert code == 0, err
+    after = json.loads(lock.read_text())["images"]
+    assert after[1] == before[1]
+    assert after[0]["imageDigest"] != before[0]["imageDigest"] and after[0]["hash"] != before[0]["hash"]
+    assert run(capsys, "prefetch", "--from", str(listing), "--check", str(lock))[0] == 0
