@@ -160,3 +160,41 @@ def test_prefetch_check_and_update(registry, target, tmp_path, cache_dir, capsys
     assert after[1] == before[1]
     assert after[0]["imageDigest"] != before[0]["imageDigest"] and after[0]["hash"] != before[0]["hash"]
     assert run(capsys, "prefetch", "--from", str(listing), "--check", str(lock))[0] == 0
+
+
+class _Terminal(__import__("io").StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_sync_progress_draws_bars_on_a_terminal_and_plain_lines_otherwise():
+    from registry_tools.progress import SyncProgress
+
+    plain = __import__("io").StringIO()
+    p = SyncProgress(2, stream=plain)
+    child = p.image(0, "reg.example/a")
+    child.start(100, 1)
+    child.advance(50)
+    p.done(0, "mirrored a")
+    p.done(1, "up to date b")
+    p.close()
+    assert plain.getvalue() == "mirrored a\nup to date b\n"
+
+    term = _Terminal()
+    p = SyncProgress(2, stream=term)
+    child = p.image(0, "reg.example/a")
+    child.start(2_000_000, 1)
+    child.advance(1_000_000)
+    p.bars.refresh()
+    drawn = term.getvalue()
+    p.done(0, "mirrored a")
+    p.close()
+    assert "reg.example/a" in drawn and "1.0/2.0 MB" in drawn and "0/2 images" in drawn
+    assert "mirrored a" in term.getvalue()
+
+    quiet = _Terminal()
+    p = SyncProgress(1, quiet=True, stream=quiet)
+    p.image(0, "x").advance(5)
+    p.done(0, "mirrored x")
+    p.close()
+    assert quiet.getvalue() == ""

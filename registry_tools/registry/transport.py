@@ -103,7 +103,7 @@ class RateLimit:
         if (self.remaining is None or self.minimum <= 0 or self.remaining > self.minimum
                 or request.method != "GET" or request.extensions.get(KIND) != "manifest"):
             return
-        host = request.url.host
+        host = request.url.netloc.decode("ascii", "replace")
         wait = self.reset_at - time.time() if self.reset_at is not None else None
         if wait is not None and wait <= self.max_pause:
             log.warning("%s: %d request(s) left in its rate limit; waiting %.0f s for it to reset",
