@@ -70,6 +70,39 @@ def ssl_context(opts: TransportOptions) -> ssl.SSLContext:
     return ctx
 
 
+class SchemeTransport(httpx.BaseTransport):
+    """httpx's socket transports: one for plain http, and one for https whose TLS context (the
+    system's CA certificates, tens of milliseconds to load) is made only when first needed."""
+
+    def __init__(self, options: TransportOptions):
+        self.options = options
+        self._plain: httpx.HTTPTransport | None = None
+        self._tls: httpx.HTTPTransport | None = None
+        self._lock = threading.Lock()
+
+    def _make(self, verify: ssl.SSLContext) -> httpx.HTTPTransport:
+        n = self.options.max_connections
+        return httpx.HTTPTransport(verify=verify, retries=0,
+                                   limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        with self._lock:
+            if request.url.scheme == "https":
+                if self._tls is None:
+                    self._tls = self._make(ssl_context(self.options))
+                inner = self._tls
+            else:
+                if self._plain is None:  # never used for TLS: an empty context costs nothing to make
+                    self._plain = self._make(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
+                inner = self._plain
+        return inner.handle_request(request)
+
+    def close(self) -> None:
+        for t in (self._plain, self._tls):
+            if t is not None:
+                t.close()
+
+
 def error_detail(resp: httpx.Response) -> tuple[str, str | None]:
     """The registry's own error code and message, when it sent the standard JSON body."""
     try:
@@ -100,6 +133,7 @@ class Registry:
         self._credentials = credentials
         self._scheme: str | None = None
         self._lock = threading.Lock()
+        self._probing = threading.Lock()
         self._closed = False
         self._http: httpx.Client | None = None
         self.tokens = TokenClient(self)
@@ -128,8 +162,7 @@ class Registry:
                 raise Interrupted(f"the connection to {self.domain} was closed")
             if self._http is None:
                 o = self.options
-                inner = self._inner or httpx.HTTPTransport(verify=ssl_context(o), retries=0, limits=httpx.Limits(
-                    max_connections=o.max_connections, max_keepalive_connections=o.max_connections))
+                inner = self._inner or SchemeTransport(o)
                 self._transport = RegistryTransport(inner, self.retry, self.cancel, self.rate)
                 self._http = httpx.Client(
                     auth=self.auth, transport=self._transport, follow_redirects=True, max_redirects=10,
@@ -150,9 +183,12 @@ class Registry:
         with self._lock:
             scheme = self._scheme
         if scheme is None:
-            scheme = probe_scheme(self)
-            with self._lock:
-                self._scheme = scheme
+            with self._probing:  # one probe, however many workers start at once
+                if self._scheme is None:
+                    found = probe_scheme(self)
+                    with self._lock:
+                        self._scheme = found
+                scheme = self._scheme
         return f"{scheme}://{self.host}"
 
     # -- requests ------------------------------------------------------------------------
