@@ -49,7 +49,7 @@ def test_sync_mirrors_the_pins_and_the_mirror_lock_pulls_the_same_hashes(registr
     assert code == 0, err
     pins, mirrored = json.loads(lock.read_text())["images"], json.loads(mirror.read_text())["images"]
     assert len(pins) == len(mirrored) == 3
-    for pin, new in zip(pins, mirrored):
+    for pin, new in zip(pins, mirrored, strict=True):
         assert new["imageName"] == pin["imageName"].replace(registry.host, f"{target.host}/hub")
         assert {k: v for k, v in new.items() if k != "imageName"} == {k: v for k, v in pin.items() if k != "imageName"}
     index = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",

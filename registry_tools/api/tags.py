@@ -7,6 +7,7 @@ from registry_tools.errors import UsageError
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
+from registry_tools.registry.repository import all_tags, delete_manifest
 from registry_tools.session import Session
 
 
@@ -15,7 +16,7 @@ def list_tags(image: str, session: Session, page_size: int = 1000) -> list[str]:
     ref = refs.parse_normalized(image)
     if ref.tag or ref.digest:
         raise UsageError(f"{image}: name a repository (no tag or digest) to list its tags")
-    return session.registry(ref.domain).all_tags(ref.path, page_size=page_size)
+    return all_tags(session.registry(ref.domain), ref.path, page_size=page_size)
 
 
 @dataclass(frozen=True)
@@ -49,5 +50,5 @@ def delete(image: str, session: Session) -> Digest:
         raise UsageError(f"{image}: give REPOSITORY@sha256:… (a delete names the manifest by digest, so a "
                          "tag that moved meanwhile cannot delete the wrong one)")
     digest = Digest.parse(ref.digest)
-    session.registry(ref.domain).delete_manifest(ref.path, digest)
+    delete_manifest(session.registry(ref.domain), ref.path, digest)
     return digest

@@ -289,57 +289,9 @@ class Registry:
 
     def list_tags(self, repo: str, limit: int = 1000) -> list[str]:
         """The repository's tags (one page, up to `limit`); NotFound if the repository is unknown."""
-        return self.tag_page(repo, f"/v2/{repo}/tags/list?n={limit}")[0]
+        from registry_tools.registry.repository import tag_page
 
-    def all_tags(self, repo: str, page_size: int = 1000, max_pages: int = 10000) -> list[str]:
-        """Every tag, following the registry's `Link: <…>; rel="next"` pages (on its own origin)."""
-        out: list[str] = []
-        path: str | None = f"/v2/{repo}/tags/list?n={page_size}"
-        pages = 0
-        while path is not None:
-            pages += 1
-            if pages > max_pages:
-                raise RegistryError(f"{self.domain}/{repo}: the tag list goes on for over {max_pages} pages")
-            tags, path = self.tag_page(repo, path)
-            out += tags
-        return out
-
-    def tag_page(self, repo: str, path: str) -> tuple[list[str], str | None]:
-        """One page of tags and the path of the next (None on the last)."""
-        resp = self.request("GET", repo, path, kind="tags")
-        if resp.status_code == 404:
-            raise NotFound(f"repository {self.domain}/{repo} not found", 404, "NAME_UNKNOWN")
-        self.check(resp, f"{self.domain}/{repo}", repo)
-        body = load_json(resp.content, f"{self.domain}/{repo} tag list", RegistryError)
-        tags = body.get("tags") if isinstance(body, dict) else None
-        found = [t for t in tags if isinstance(t, str)] if isinstance(tags, list) else []
-        return found, self._next_page(resp, repo)
-
-    def _next_page(self, resp: httpx.Response, repo: str) -> str | None:
-        nxt = resp.links.get("next", {}).get("url")
-        if not nxt:
-            return None
-        url = resp.request.url.join(nxt)
-        if (url.scheme, url.host, url.port) != (resp.request.url.scheme, resp.request.url.host,
-                                               resp.request.url.port):
-            raise RegistryError(f"{self.domain}/{repo}: the tag list's next page is on another host; refused")
-        if not url.path.startswith(f"/v2/{repo}/tags/list"):
-            raise RegistryError(f"{self.domain}/{repo}: the tag list's next page is not a tag list; refused")
-        return url.raw_path.decode("ascii")
-
-    def delete_manifest(self, repo: str, digest: Digest) -> None:
-        """DELETE a manifest by digest; a clear error where the registry does not allow it."""
-        what = f"delete of {self.domain}/{repo}@{digest}"
-        resp = self.request("DELETE", repo, f"/v2/{repo}/manifests/{digest}", actions="pull,push,delete",
-                            kind="manifest-delete")
-        if resp.status_code in (200, 202, 204):
-            return
-        if resp.status_code in (400, 405) or (resp.status_code == 403 and "UNSUPPORTED" in resp.text):
-            detail, _ = error_detail(resp)
-            raise RegistryError(f"{what}: {self.domain} does not allow deleting manifests ({detail}); "
-                                "its operator must enable deletes", resp.status_code)
-        self.check(resp, what, repo)
-        raise RegistryError(f"{what}: unexpected HTTP {resp.status_code}", resp.status_code)
+        return tag_page(self, repo, f"/v2/{repo}/tags/list?n={limit}")[0]
 
     def manifest_digest(self, repo: str, ref: str) -> Digest | None:
         """What a tag or digest points to now (None if nothing), by HEAD."""
