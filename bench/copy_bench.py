@@ -14,6 +14,7 @@ Usage: python3 bench/copy_bench.py [--runs 3] [--size-mb 1024] [--images 50] [--
 from __future__ import annotations
 
 import argparse
+import resource
 import json
 import os
 import shutil
@@ -84,6 +85,17 @@ def build_index(work: Path, size_mb: int) -> Path:
     return layout
 
 
+def cpu_of(pid: int) -> float:
+    """User and system CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def rt(*args: str, cache: Path) -> list[str]:
     return [sys.executable, "-m", "registry_tools", *args, "-q", "--cache-dir", str(cache)]
 
@@ -95,9 +107,11 @@ def bench_index(work: Path, runs: int, size_mb: int) -> None:
         subprocess.run(["skopeo", "copy", "--all", "--quiet", "--preserve-digests", "--dest-tls-verify=false",
                         f"oci:{layout}:bench", f"docker://{src.host}/bench/multi:bench"], check=True)
         ours, theirs, rss = [], [], []
+        cpu: dict[str, list[str]] = {"skopeo": [], "ours": []}
         for run in range(runs):
             for tool in ("skopeo", "ours"):
                 dest = LocalRegistry(work / f"registry-b-{tool}-{run}").start()
+                before = (children_cpu(), cpu_of(src.proc.pid), cpu_of(dest.proc.pid))
                 try:
                     if tool == "skopeo":
                         t, _ = measure(["skopeo", "copy", "--all", "--quiet", "--src-tls-verify=false",
@@ -111,10 +125,13 @@ def bench_index(work: Path, runs: int, size_mb: int) -> None:
                         ours.append(t)
                         rss.append(peak)
                         shutil.rmtree(cache, ignore_errors=True)
+                    cpu[tool].append(f"{children_cpu() - before[0]:.1f}/{cpu_of(src.proc.pid) - before[1]:.1f}/"
+                                     f"{cpu_of(dest.proc.pid) - before[2]:.1f}")
                 finally:
                     dest.stop()
                     shutil.rmtree(dest.root, ignore_errors=True)
-            print(f"run {run + 1}: skopeo {theirs[-1]:.2f}s  registry-tools {ours[-1]:.2f}s  (peak {rss[-1]} MB)",
+            print(f"run {run + 1}: skopeo {theirs[-1]:.2f}s  registry-tools {ours[-1]:.2f}s  (peak {rss[-1]} MB); "
+                  f"CPU s tool/source/destination: skopeo {cpu['skopeo'][-1]}, registry-tools {cpu['ours'][-1]}",
                   flush=True)
         unique = sum(p.stat().st_size for p in (layout / "blobs/sha256").iterdir())
         print(f"index copy: {len(PLATFORMS)} platforms, {unique / 1e6:.0f} MB of blobs; skopeo {median(theirs):.2f} s, "

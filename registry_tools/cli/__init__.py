@@ -22,6 +22,16 @@ def _skip_unused_imports() -> None:
             sys.modules.setdefault(unused, None)  # type: ignore[arg-type]
 
 
+def _larger_socket_reads() -> None:
+    """httpcore reads a response 64 KiB at a time; a blob moves with a quarter of the CPU in
+    1 MiB reads (fewer recv calls and parser steps). Only in the command's own process."""
+    try:
+        from httpcore._sync.http11 import HTTP11Connection
+    except ImportError:  # pragma: no cover - another httpcore layout: keep its default
+        return
+    HTTP11Connection.READ_NUM_BYTES = max(HTTP11Connection.READ_NUM_BYTES, 1 << 20)
+
+
 def _exit_now(code: int, grace: float = 0.8) -> NoReturn:
     """Leave within about a second. The session is closed and cancelled by now, so workers stop
     at their next chunk or wake from their sleeps and remove their temporary files; give them
@@ -45,6 +55,7 @@ def _exit_now(code: int, grace: float = 0.8) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:
         _skip_unused_imports()
+        _larger_socket_reads()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
