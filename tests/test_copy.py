@@ -249,3 +249,12 @@ def test_delete_where_allowed_and_a_clear_error_where_not(tmp_path, registry, fa
             reg.stop()
     code, _, err = run(capsys, "delete", f"{registry.host}/test/single-gzip:v1")
     assert code == 2 and "@sha256" in err
+
+
+@pytest.mark.parametrize("argv", [["pull", "--all", "a/b@sha256:" + "a" * 64, "-o", "x.tar"],
+                                  ["copy", "--platf", "linux/amd64", "a/b:1", "localhost:5000/b:1"],
+                                  ["sync", "lock.json", "--to", "localhost:5000", "--dry"]])
+def test_abbreviated_options_are_refused(argv, capsys):
+    """`pull --all` was silently read as --allow-cross-arch: a typo became a wrong image."""
+    assert cli.main(argv) == 2
+    assert "unrecognized arguments" in capsys.readouterr().err

@@ -10,6 +10,11 @@ from registry_tools.formats import FORMATS
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviated long options: `pull --all` must not be read as --allow-cross-arch.
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:  # exit 2 with one line, as bad usage must
         self.exit(2, f"{self.prog}: error: {message}\n")
 
