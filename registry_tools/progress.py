@@ -19,8 +19,12 @@ def human(n: float) -> str:
 
 
 class StderrProgress(Progress):
-    def __init__(self, quiet: bool = False, stream: TextIO | None = None):
+    """A bar on a terminal (never elsewhere); a line per layer or blob only with `verbose`;
+    nothing at all when `quiet`."""
+
+    def __init__(self, quiet: bool = False, stream: TextIO | None = None, verbose: bool = False):
         self.quiet = quiet
+        self.verbose = verbose and not quiet
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self._lock = threading.Lock()
@@ -30,7 +34,7 @@ class StderrProgress(Progress):
         self._started = time.monotonic()
 
     def say(self, message: str) -> None:
-        if not self.quiet:
+        if self.verbose:
             with self._lock:
                 if self.tty:
                     self.stream.write("\r\033[K")
@@ -39,8 +43,7 @@ class StderrProgress(Progress):
 
     def start(self, total: int, count: int) -> None:
         self._total, self._done, self._started = total, 0, time.monotonic()
-        if not self.tty:
-            self.say(f"fetching {count} layer(s), {human(total)}")
+        self.say(f"fetching {count} blob(s), {human(total)}")
 
     def advance(self, n: int) -> None:
         if self.quiet or not self.tty:
@@ -60,8 +63,7 @@ class StderrProgress(Progress):
             self.stream.flush()
 
     def blob_done(self, digest: Digest, size: int, cached: bool) -> None:
-        if not self.tty:
-            self.say(f"{'cached' if cached else 'fetched'} {digest} ({human(size)})")
+        self.say(f"{'cached' if cached else 'fetched'} {digest} ({human(size)})")
 
     def finish(self) -> None:
         if self.tty and not self.quiet:

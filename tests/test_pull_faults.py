@@ -134,7 +134,7 @@ def test_ctrl_c_leaves_destination_untouched(httpserver, tmp_path, dest):
     serve_layout(httpserver, lay, slow={big.digest}, delay=0.02)  # ~10 s for the layer
     env = dict(os.environ, REGISTRY_TOOLS_CACHE=str(tmp_path / "cache"))
     proc = subprocess.Popen([sys.executable, "-m", "registry_tools", "pull",
-                             f"{httpserver.host}:{httpserver.port}/x/y@{img.digest}", "-o", str(dest)],
+                             f"{httpserver.host}:{httpserver.port}/x/y@{img.digest}", "-o", str(dest), "-v"],
                             stderr=subprocess.PIPE, text=True, env=env)
     seen = []
     while not any("fetching" in x for x in seen):

@@ -57,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _skip_unused_imports()
         _larger_socket_reads()
     parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (see `registry-tools completion`)
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version and usage errors

@@ -24,7 +24,7 @@ def session_of(args: argparse.Namespace):
     transport = TransportOptions(tls_verify=args.tls_verify and not args.insecure,
                                  ca_file=args.ca_file, cert_dir=args.cert_dir, rate_limit_min=args.rate_limit_min)
     return Session(cache_dir=args.cache_dir, transport=transport, concurrency=args.jobs,
-                   progress=StderrProgress(quiet=args.quiet), credentials=_credentials(args))
+                   progress=StderrProgress(quiet=args.quiet, verbose=args.verbose), credentials=_credentials(args))
 
 
 def _credentials(args: argparse.Namespace):
@@ -41,10 +41,29 @@ def _credentials(args: argparse.Namespace):
     return CredentialStore()
 
 
+def emit(doc: dict) -> None:
+    """A command's result as one JSON document on stdout (`--json`)."""
+    import json
+
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def note(args: argparse.Namespace, line: str) -> None:
+    """A summary line on stderr, unless -q or --json asked for the result alone."""
+    if not getattr(args, "quiet", False) and not getattr(args, "json", False):
+        print(line, file=sys.stderr)
+
+
+def push_document(r) -> dict:
+    """What a push did; the same keys as `copy --json`."""
+    return {"reference": r.reference, "digest": str(r.digest) if r.digest else None,
+            "blobsUploaded": len(r.uploaded), "blobsMounted": len(r.mounted), "blobsSkipped": len(r.present),
+            "bytesSent": r.bytes_uploaded, "manifestsPut": r.manifests_put}
+
+
 def cmd_pull(args: argparse.Namespace) -> int:
     from registry_tools.api.pull import pull_image
 
-    progress_quiet = args.quiet
     with session_of(args) as session:
         result = pull_image(
             args.image, args.output, digest=args.digest, format=args.format, platform=args.platform,
@@ -52,9 +71,13 @@ def cmd_pull(args: argparse.Namespace) -> int:
             final_image_tag=args.final_image_tag, hash=args.hash, session=session,
             cross_arch=args.allow_cross_arch,
         )
-    if not progress_quiet:
-        print(f"wrote {result.output} ({result.format}, {result.platform}, manifest {result.manifest_digest})",
-              file=sys.stderr)
+    if args.json:
+        emit({"output": str(result.output), "format": result.format, "imageName": result.image_name,
+              "imageDigest": str(result.image_digest), "manifestDigest": str(result.manifest_digest),
+              "platform": str(result.platform), "finalImageName": result.final_image_name,
+              "finalImageTag": result.final_image_tag, "hash": result.hash_sri})
+        return 0
+    note(args, f"wrote {result.output} ({result.format}, {result.platform}, manifest {result.manifest_digest})")
     print(result.hash_sri)
     return 0
 
@@ -127,6 +150,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from registry_tools.builder.spec import load_spec
 
     spec = load_spec(args.spec)
+    if args.stream and args.json:
+        raise UsageError("--stream writes the archive to stdout; --json cannot go there too")
     if args.stream and sys.stdout.isatty():
         raise UsageError("--stream writes a tar archive: send it to a pipe or a file, not a terminal")
     if args.push:
@@ -139,6 +164,12 @@ def cmd_build(args: argparse.Namespace) -> int:
                        stream=sys.stdout.buffer if args.stream else None, session=session)
     where = args.output or args.oci or "stdout"
     digest = f", manifest {result.manifest_digest}" if result.manifest_digest else ""
+    if args.json and not args.stream:
+        emit({"output": where, "format": "oci" if args.oci else "docker-archive", "reference":
+              f"{result.name}:{result.tag}", "configDigest": str(result.config_digest),
+              "manifestDigest": str(result.manifest_digest) if result.manifest_digest else None,
+              "layers": result.layers})
+        return 0
     if not args.quiet:
         print(f"built {result.name}:{result.tag} ({result.layers} layers, config {result.config_digest}{digest}) "
               f"to {where}", file=sys.stderr)
@@ -148,6 +179,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def _report_push(args: argparse.Namespace, r) -> None:
+    if args.json:
+        emit(push_document(r))
+        return
     if not args.quiet:
         print(f"pushed {r.reference}@{r.digest}: {len(r.uploaded)} blob(s) uploaded "
               f"({r.bytes_uploaded / 1e6:.1f} MB), {len(r.mounted)} mounted, {len(r.present)} already there, "
@@ -178,6 +212,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from registry_tools.api.inspect import platform_digest, resolve, summary
 
     wanted = _wanted(args)
+    if args.raw and args.json:
+        raise UsageError("--raw prints the manifest's own bytes; without it the output is JSON already")
     with session_of(args) as session:
         r = resolve(args.image, session)
         if args.raw:
@@ -197,7 +233,11 @@ def cmd_digest(args: argparse.Namespace) -> int:
     from registry_tools.api.inspect import platform_digest, resolve
 
     with session_of(args) as session:
-        print(platform_digest(resolve(args.image, session), _wanted(args)))
+        digest = platform_digest(resolve(args.image, session), _wanted(args))
+    if args.json:
+        emit({"reference": args.image, "digest": str(digest)})
+    else:
+        print(digest)
     return 0
 
 
@@ -219,18 +259,23 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from registry_tools.progress import human
 
     cache = BlobCache(args.cache_dir)
-    if args.action == "info":
-        count, total = cache.usage()
-        print(f"{cache.root}: {count} blobs, {human(total)}")
-    elif args.action == "clear":
+    removed = freed = 0
+    if args.action == "clear":
+        removed, freed = cache.usage()
         cache.clear()
-        print(f"cleared {cache.root}", file=sys.stderr)
-    else:
+        note(args, f"cleared {cache.root}")
+    elif args.action == "prune":
         if args.max_size is None and args.older_than is None:
             raise UsageError("prune needs --max-size and/or --older-than")
         removed, freed = cache.prune(parse_size(args.max_size) if args.max_size else None,
                                      args.older_than * 86400 if args.older_than is not None else None)
-        print(f"removed {removed} blobs, {human(freed)}", file=sys.stderr)
+        note(args, f"removed {removed} blobs, {human(freed)}")
+    count, total = cache.usage()
+    if args.json:
+        emit({"cacheDir": str(cache.root), "blobs": count, "cacheSize": total, "blobsRemoved": removed,
+              "bytesFreed": freed})
+    elif args.action == "info":
+        print(f"{cache.root}: {count} blobs, {human(total)}")
     return 0
 
 
@@ -259,7 +304,9 @@ def cmd_login(args: argparse.Namespace) -> int:
     with Session(transport=transport, credentials=static_credentials(username, password)) as session:
         session.registry(domain).check_login()
     path = store_login(domain, username, password, Path(args.authfile) if args.authfile else None)
-    print(f"login succeeded for {domain}; credentials saved in {path}", file=sys.stderr)
+    if args.json:
+        emit({"registry": domain, "authFile": str(path)})
+    note(args, f"login succeeded for {domain}; credentials saved in {path}")
     return 0
 
 
@@ -271,7 +318,9 @@ def cmd_logout(args: argparse.Namespace) -> int:
     if not remove_login(domain, path):
         print(f"registry-tools: not logged in to {domain}", file=sys.stderr)
         return 1
-    print(f"removed the credentials for {domain}", file=sys.stderr)
+    if args.json:
+        emit({"registry": domain, "removed": True})
+    note(args, f"removed the credentials for {domain}")
     return 0
 
 
@@ -284,6 +333,14 @@ def normalize_registry(text: str) -> str:
     return host
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    """The shell's completion script, made by argcomplete from this program's own parser."""
+    from argcomplete import shellcode
+
+    sys.stdout.write(shellcode(["registry-tools"], shell=args.shell))
+    return 0
+
+
 def _copying(name: str):
     def run(args: argparse.Namespace) -> int:
         from registry_tools.cli import copying
@@ -294,4 +351,5 @@ def _copying(name: str):
 
 COMMANDS = {"pull": cmd_pull, "prefetch": cmd_prefetch, "build": cmd_build, "push": cmd_push,
             "inspect": cmd_inspect, "digest": cmd_digest, "cache": cmd_cache, "login": cmd_login,
-            "logout": cmd_logout, **{n: _copying(n) for n in ("copy", "sync", "tags", "tag", "delete")}}
+            "logout": cmd_logout, "completion": cmd_completion,
+            **{n: _copying(n) for n in ("copy", "sync", "tags", "tag", "delete")}}

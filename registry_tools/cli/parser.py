@@ -6,6 +6,7 @@ import math
 from typing import Any, NoReturn
 
 from registry_tools import __version__
+from registry_tools.cli.help import suggestion, teach
 from registry_tools.formats import FORMATS
 
 
@@ -16,7 +17,7 @@ class _Parser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:  # exit 2 with one line, as bad usage must
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {suggestion(message)}\n")
 
 
 def _bool(text: str) -> bool:
@@ -52,13 +53,26 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rate-limit-min", type=int, default=3, metavar="N",
                    help="stop (or wait, when the reset is near) before a registry's announced rate limit "
                         "(RateLimit-Remaining) falls to N manifest requests (default 3; 0: never)")
-    g.add_argument("--quiet", "-q", action="store_true", help="no progress output")
-    g.add_argument("--verbose", "-v", action="store_true", help="log requests and retries (never secrets)")
+    g.add_argument("--json", action="store_true",
+                   help="print the result as one JSON document on stdout (keys in the README; errors stay one "
+                        "line on stderr)")
+    g.add_argument("--quiet", "-q", action="store_true", help="print only the result")
+    g.add_argument("--verbose", "-v", action="store_true",
+                   help="a line per request, layer and blob on stderr (never secrets)")
+
+
+PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm64/v8", "linux/arm/v7", "linux/arm/v6", "linux/386",
+             "linux/ppc64le", "linux/s390x", "linux/riscv64", "windows/amd64")
+
+
+def _complete_platforms(action: argparse.Action) -> argparse.Action:
+    action.completer = lambda **_: PLATFORMS  # type: ignore[attr-defined]
+    return action
 
 
 def _add_platform(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("platform (for a multi-arch image)")
-    g.add_argument("--platform", help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8")
+    _complete_platforms(g.add_argument("--platform", help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8"))
     g.add_argument("--os", help="operating system (default linux)")
     g.add_argument("--arch", help="CPU architecture (default: this machine's)")
     g.add_argument("--variant", help="CPU variant, e.g. v7")
@@ -69,10 +83,12 @@ def _add_platform(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="registry-tools", description="Pin, pull, build and push OCI and Docker images.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
+                                help=argparse.SUPPRESS)
     for add in (_pull, _prefetch, _build, _push, _copy, _sync, _inspect, _digest, _tags, _tag, _delete, _cache,
-                _login, _logout):
+                _login, _logout, _completion):
         add(sub)
+    teach(parser, sub)
     return parser
 
 
@@ -102,7 +118,6 @@ def _prefetch(sub: Any) -> None:
     p.add_argument("--final-image-name", help="name recorded in the archive (default: IMAGE as typed)")
     p.add_argument("--final-image-tag", help="tag recorded in the archive (default: TAG, or latest)")
     p.add_argument("--format", default="docker-archive", choices=FORMATS)
-    p.add_argument("--json", action="store_true", help="print JSON instead of a Nix attribute set")
     p.add_argument("--from", dest="from_file", metavar="FILE",
                    help="pin every image listed in FILE (one 'IMAGE [PLATFORM]' a line; - for stdin)")
     drift = p.add_mutually_exclusive_group()
@@ -154,6 +169,8 @@ def _cache(sub: Any) -> None:
     p.add_argument("--max-size", metavar="SIZE", help="prune: keep at most this much (e.g. 20G, 500M)")
     p.add_argument("--older-than", metavar="DAYS", type=_days, help="prune: remove what was unused this long")
     p.add_argument("--cache-dir", help="the cache (default: $REGISTRY_TOOLS_CACHE or ~/.cache/registry-tools)")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the result")
 
 
 def _login(sub: Any) -> None:
@@ -165,6 +182,8 @@ def _login(sub: Any) -> None:
     p.add_argument("--authfile", help="file to write (default: $REGISTRY_AUTH_FILE, else docker's config.json)")
     p.add_argument("--tls-verify", type=_bool, default=True, metavar="BOOL")
     p.add_argument("--ca-file")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the result")
     p.add_argument("--verbose", "-v", action="store_true")
 
 
@@ -172,80 +191,64 @@ def _logout(sub: Any) -> None:
     p = sub.add_parser("logout", help="remove a registry's saved credentials")
     p.add_argument("registry")
     p.add_argument("--authfile", help="file to change (default: $REGISTRY_AUTH_FILE, else docker's config.json)")
-
-
-EPILOG = argparse.RawDescriptionHelpFormatter
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the result")
 
 
 def _copy(sub: Any) -> None:
     p = sub.add_parser(
         "copy", help="copy an image between registries, archives and layouts (whole indexes)",
-        formatter_class=EPILOG,
         description="Copy SRC to DEST. Each is a registry reference (docker://REF or REF; a DEST must name "
                     "its registry), or oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], "
                     "or an existing path. Between registries the whole index is copied, its digest kept; "
                     "blobs go straight from one registry to the other, unchanged and verified. The tag at "
-                    "DEST: DEST's own, else SRC's, else none (by digest only), plus every --tag.",
-        epilog="examples:\n"
-               "  registry-tools copy docker.io/library/alpine:3.19 mirror.example/hub/library/alpine:3.19\n"
-               "  registry-tools copy --platform linux/amd64,linux/arm64 ghcr.io/org/app:1.2 reg.example/app:1.2\n"
-               "  registry-tools copy oci:./layout:v1 docker://localhost:5000/app:v1 --tag stable")
+                    "DEST: DEST's own, else SRC's, else none (by digest only), plus every --tag.")
     p.add_argument("source", metavar="SRC")
     p.add_argument("dest", metavar="DEST")
-    p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT],...",
+    _complete_platforms(p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT],...",
                    help="copy only these platforms of an index, as a new index of exactly them (repeatable "
-                        "or comma-separated); to a file: the one platform to write")
+                        "or comma-separated); to a file: the one platform to write"))
     p.add_argument("--all", action="store_true", help="copy every platform of an index (the default)")
     p.add_argument("--tag", action="append", default=[], metavar="TAG", help="one more tag at DEST (repeatable)")
     p.add_argument("--allow-cross-arch", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--json", action="store_true", help="print what was copied as JSON")
     _add_common(p)
 
 
 def _sync(sub: Any) -> None:
     p = sub.add_parser(
         "sync", help="mirror every image a lock pins to another registry, and write the mirror's lock",
-        formatter_class=EPILOG,
         description="Copy exactly the digests LOCK pins (whole indexes) to REGISTRY[/PREFIX], keeping each "
                     "repository path under it (docker.io/library/alpine -> REGISTRY/PREFIX/library/alpine), "
                     "tagged as each entry's reference. The mirror's lock (the same pins, imageName changed; "
-                    "every hash stays valid) goes to stdout or -o. An image already mirrored costs one HEAD.",
-        epilog="examples:\n"
-               "  registry-tools prefetch --from images.txt --json > images.lock.json\n"
-               "  registry-tools sync images.lock.json --to mirror.example/hub -o mirror.lock.json\n"
-               "  registry-tools sync images.lock.json --to localhost:5000 --dry-run")
+                    "every hash stays valid) goes to stdout or -o. An image already mirrored costs one HEAD.")
     p.add_argument("lock", metavar="LOCK", help="a JSON lock (prefetch --from FILE --json)")
     p.add_argument("--to", required=True, metavar="REGISTRY[/PREFIX]", help="where to mirror to")
     p.add_argument("-o", "--output", metavar="FILE", help="write the mirror's lock here (default: stdout)")
     p.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
     p.add_argument("--keep-going", action="store_true",
                    help="on a failure, go on with the other images, then report every failure (exit non-zero)")
-    p.add_argument("--json", action="store_true", help="print a JSON report instead of the mirror's lock")
     _add_common(p)
 
 
 def _tags(sub: Any) -> None:
-    p = sub.add_parser("tags", help="list a repository's tags (every page)", formatter_class=EPILOG,
-                       epilog="examples:\n  registry-tools tags docker.io/library/alpine\n"
-                              "  registry-tools tags localhost:5000/app --json")
+    p = sub.add_parser("tags", help="list a repository's tags (every page)")
     p.add_argument("image", metavar="REPOSITORY")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
     _add_common(p)
 
 
 def _tag(sub: Any) -> None:
-    p = sub.add_parser("tag", help="point a new tag at a manifest (one manifest PUT)", formatter_class=EPILOG,
-                       epilog="examples:\n  registry-tools tag localhost:5000/app@sha256:… stable")
+    p = sub.add_parser("tag", help="point a new tag at a manifest (one manifest PUT)")
     p.add_argument("image", metavar="SRC@DIGEST", help="the manifest (REPOSITORY@DIGEST, or :TAG)")
     p.add_argument("new_tag", metavar="NEWTAG", help="the tag to set, in the same repository")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_common(p)
 
 
 def _delete(sub: Any) -> None:
-    p = sub.add_parser("delete", help="delete a manifest by digest, where the registry allows it",
-                       formatter_class=EPILOG,
-                       epilog="examples:\n  registry-tools delete localhost:5000/app@sha256:…")
+    p = sub.add_parser("delete", help="delete a manifest by digest, where the registry allows it")
     p.add_argument("image", metavar="REF@DIGEST")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
     _add_common(p)
+
+
+def _completion(sub: Any) -> None:
+    p = sub.add_parser("completion", help="print the shell completion script (bash, zsh or fish)")
+    p.add_argument("shell", choices=("bash", "zsh", "fish"))

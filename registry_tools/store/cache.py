@@ -93,6 +93,8 @@ class BlobCache:
     def usage(self) -> tuple[int, int]:
         """(number of blobs, bytes they take)."""
         count = total = 0
+        if not self._blobs.is_dir():  # cleared
+            return 0, 0
         for entry in os.scandir(self._blobs):
             if entry.is_file(follow_symlinks=False):
                 count += 1

@@ -1,0 +1,86 @@
+"""Help that teaches: the commands in groups, and two or three real examples under each one."""
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+
+GROUPS = {
+    "read": ("pull", "prefetch", "inspect", "digest", "tags"),
+    "write": ("build", "push", "copy", "sync"),
+    "registry housekeeping": ("tag", "delete", "login", "logout"),
+    "cache": ("cache",),
+    "shell": ("completion",),
+}
+
+EXAMPLES = {
+    "pull": ["registry-tools pull docker.io/library/alpine@sha256:… -o alpine.tar",
+             "registry-tools pull ghcr.io/org/app@sha256:… --platform linux/arm64 --format oci -o app/",
+             "registry-tools pull alpine@sha256:… -o alpine.tar --hash sha256-…   # refuses any other output"],
+    "prefetch": ["registry-tools prefetch alpine 3.19",
+                 "registry-tools prefetch ghcr.io/org/app:1.2 --platform linux/arm64 --json",
+                 "registry-tools prefetch --from images.txt --json > images.lock.json"],
+    "build": ["registry-tools build spec.json -o image.tar",
+              "registry-tools build spec.json --oci layout/",
+              "registry-tools build spec.json --push registry.example.com/team/app:1.0"],
+    "push": ["registry-tools push layout/:v1 registry.example.com/team/app:1.0",
+             "registry-tools push image.tar localhost:5000/app:latest"],
+    "copy": ["registry-tools copy docker.io/library/alpine:3.19 mirror.example/hub/library/alpine:3.19",
+             "registry-tools copy --platform linux/amd64,linux/arm64 ghcr.io/org/app:1.2 reg.example/app:1.2",
+             "registry-tools copy oci:./layout:v1 docker://localhost:5000/app:v1 --tag stable"],
+    "sync": ["registry-tools prefetch --from images.txt --json > images.lock.json",
+             "registry-tools sync images.lock.json --to mirror.example/hub -o mirror.lock.json",
+             "registry-tools sync images.lock.json --to localhost:5000 --dry-run"],
+    "inspect": ["registry-tools inspect ghcr.io/org/app:1.2",
+                "registry-tools inspect --raw docker.io/library/alpine:3.19 --platform linux/arm64"],
+    "digest": ["registry-tools digest ghcr.io/org/app:1.2",
+               "registry-tools digest ghcr.io/org/app:1.2 --platform linux/arm64"],
+    "tags": ["registry-tools tags docker.io/library/alpine", "registry-tools tags localhost:5000/app --json"],
+    "tag": ["registry-tools tag localhost:5000/app@sha256:… stable",
+            "registry-tools tag localhost:5000/app:1.2 latest"],
+    "delete": ["registry-tools delete localhost:5000/app@sha256:…",
+               "registry-tools delete localhost:5000/app@sha256:… --json"],
+    "cache": ["registry-tools cache info", "registry-tools cache prune --max-size 20G",
+              "registry-tools cache prune --older-than 30"],
+    "login": ["printf '%s' \"$TOKEN\" | registry-tools login ghcr.io -u me --password-stdin",
+              "registry-tools login localhost:5000 -u ci --password-stdin --authfile ./auth.json < pw"],
+    "logout": ["registry-tools logout ghcr.io", "registry-tools logout localhost:5000 --authfile ./auth.json"],
+    "completion": ["registry-tools completion bash > /etc/bash_completion.d/registry-tools",
+                   "registry-tools completion zsh > ~/.zfunc/_registry-tools",
+                   "registry-tools completion fish > ~/.config/fish/completions/registry-tools.fish"],
+}
+
+
+def examples(name: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+
+
+def teach(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Examples under every command's help; the commands, grouped, under the program's."""
+    summaries: dict[str, str] = {}
+    for action in sub._choices_actions:
+        summaries[action.dest] = action.help or ""
+    for name, p in sub.choices.items():
+        p.formatter_class = argparse.RawDescriptionHelpFormatter
+        p.epilog = examples(name)
+    width = max(len(n) for n in sub.choices) + 2
+    lines = []
+    for group, names in GROUPS.items():
+        lines.append(f"{group}:")
+        lines += [f"  {n:<{width}}{summaries.get(n, '')}" for n in names if n in sub.choices]
+    missing = sorted(set(sub.choices) - {n for names in GROUPS.values() for n in names})
+    assert not missing, f"commands in no help group: {missing}"
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "commands:\n" + "\n".join("  " + line for line in lines) + \
+        "\n\n`registry-tools COMMAND --help` shows a command's options and examples."
+
+
+def suggestion(message: str) -> str:
+    """`invalid choice: 'pul'` becomes a line naming the nearest command."""
+    m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not m:
+        return message
+    choices = re.findall(r"'([^']*)'", m.group(2))
+    near = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.5)
+    hint = f"; did you mean {near[0]!r}?" if near else f"; the commands are: {', '.join(choices)}"
+    return f"unknown command {m.group(1)!r}{hint}"
