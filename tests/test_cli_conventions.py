@@ -177,3 +177,15 @@ def test_quiet_prints_only_the_result_and_verbose_a_line_per_request_never_secre
     requests = [line for line in err.splitlines() if " -> " in line and "/v2/" in line]
     assert len(requests) >= 4  # the manifest, the config and two layers at least
     assert sum("fetched sha256:" in line for line in err.splitlines()) == 3  # a line per blob
+
+
+def test_quiet_leaves_stderr_empty_for_every_registry_command(registry, target, facts, tmp_path, cache_dir, capsys):
+    src = f"{registry.host}/test/single-gzip:v1"
+    digest = facts["single-gzip"]["manifest"]
+    for argv in (["copy", src, f"{target.host}/q/img:v1"], ["tag", f"{target.host}/q/img@{digest}", "v2"],
+                 ["tags", f"{target.host}/q/img"], ["digest", src], ["prefetch", src],
+                 ["push", str(ROOT / "fixtures" / "images" / "single-gzip"), f"{target.host}/q/pushed:v1"],
+                 ["delete", f"{target.host}/q/img@{digest}"], ["cache", "info"]):
+        code, out, err = run(capsys, *argv, "-q")
+        assert code == 0 and err == "", (argv, err)
+        assert out or argv[0] == "delete", argv
