@@ -7,7 +7,6 @@ import json
 import sys
 
 from registry_tools.cli.commands import lock_lines, session_of
-from registry_tools.errors import UsageError
 
 
 def _dump(obj: object) -> None:
@@ -163,4 +162,4 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["UsageError", "cmd_copy", "cmd_delete", "cmd_prefetch_drift", "cmd_sync", "cmd_tag", "cmd_tags"]
+__all__ = ["cmd_copy", "cmd_delete", "cmd_prefetch_drift", "cmd_sync", "cmd_tag", "cmd_tags"]
