@@ -26,10 +26,9 @@ from registry_tools.model.digest import Digest, sri
 from registry_tools.model.platform import Choice, Platform, requested
 from registry_tools.model.platform.values import parse as parse_platform
 from registry_tools.registry.destination import PushResult
-from registry_tools.registry.mirror import already_there, copy_tree
-from registry_tools.registry.relay import RelayedBlobs
+from registry_tools.registry.mirror import replicate
 from registry_tools.registry.source import RegistryImage
-from registry_tools.registry.tree import platform_of, read_tree, subset
+from registry_tools.registry.tree import platform_of
 from registry_tools.session import Session
 
 PREFIXES = {"docker://": "registry", "oci:": "oci", "oci-archive:": "oci-archive",
@@ -174,22 +173,11 @@ def _between_registries(source: Endpoint, target: Endpoint, platforms: list[Plat
     assert src is not None and dst is not None
     origin = session.source(src)
     digest = Digest.parse(src.digest) if src.digest else origin.resolve_tag(src.tag or "latest")
-    tags = ([dst.tag] if dst.tag else [src.tag] if src.tag and not dst.digest else []) + tags
-    tags = list(dict.fromkeys(tags))
-    if not platforms and already_there(session, dst.name_only(), digest, tags):  # one HEAD, nothing read
-        return CopyResult(str(source), str(target), digest, digest, [], tags, PushResult(str(target), digest),
-                          up_to_date=True)
-    tree = read_tree(origin, mf.Descriptor("", digest, 0))
-    copied = subset(tree, platforms) if platforms else tree
-    if dst.digest and dst.digest != str(copied.digest):
-        raise UsageError(f"destination {target} names digest {dst.digest}, but the copy is {copied.digest}")
-    session.progress.start(copied.size, len(copied.all_blobs()))
-    pushed = copy_tree(session, dst.name_only(), copied, tags, RelayedBlobs(origin, session.progress))
-    session.progress.finish()
-    names = [platform_of(c) for c in copied.children if platform_of(c)] or []
-    return CopyResult(str(source), str(target), copied.digest, digest, names, tags, pushed,
-                      up_to_date=pushed.manifests_put == 0 and not pushed.uploaded and not pushed.mounted
-                      and not pushed.present)
+    tags = list(dict.fromkeys(([dst.tag] if dst.tag else [src.tag] if src.tag and not dst.digest else []) + tags))
+    r = replicate(session, origin, digest, dst, tags, session.progress, platforms)
+    copied = r.tree.digest if r.tree is not None else digest
+    names = [platform_of(c) for c in r.tree.children if platform_of(c)] if r.tree is not None else []
+    return CopyResult(str(source), str(target), copied, digest, names, tags, r.pushed, up_to_date=r.up_to_date)
 
 
 def _to_file(source: Endpoint, target: Endpoint, platform: Platform | None, cross_arch: bool,

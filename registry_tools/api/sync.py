@@ -16,13 +16,10 @@ from typing import Callable
 from registry_tools.api.lock import LockEntry
 from registry_tools.engine import Progress
 from registry_tools.errors import InvalidReference, RateLimitLow, RegistryToolsError, UsageError
-from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
 from registry_tools.registry.destination import PushResult
-from registry_tools.registry.mirror import already_there, copy_tree
-from registry_tools.registry.relay import RelayedBlobs
-from registry_tools.registry.tree import read_tree
+from registry_tools.registry.mirror import replicate
 from registry_tools.session import Session
 
 log = logging.getLogger("registry_tools.sync")
@@ -96,14 +93,9 @@ def mirror_lock(entries: list[LockEntry], to: str) -> list[LockEntry]:
 
 def copy_item(item: SyncItem, session: Session, progress: Progress) -> None:
     """One image: a HEAD per tag (or one by digest) when it is there already, else the whole tree."""
-    if already_there(session, item.dest, item.digest, item.tags):
-        item.up_to_date = True
-        return
-    origin = session.source(item.source)
-    tree = read_tree(origin, mf.Descriptor("", item.digest, 0))
-    progress.start(tree.size, len(tree.all_blobs()))
-    item.pushed = copy_tree(session, item.dest, tree, item.tags, RelayedBlobs(origin, progress))
-    progress.finish()
+    r = replicate(session, session.source(item.source), item.digest, item.dest, item.tags, progress)
+    item.up_to_date = r.up_to_date
+    item.pushed = None if r.up_to_date else r.pushed
 
 
 def sync(items: list[SyncItem], session: Session, *, jobs: int = 4, keep_going: bool = False,

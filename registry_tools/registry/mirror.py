@@ -8,11 +8,19 @@ HEAD, mounted from another repository of the same registry, or streamed from its
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Sequence
+
+from registry_tools.engine import Progress
+from registry_tools.errors import UsageError
+from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
+from registry_tools.model.platform import Platform
 from registry_tools.registry.destination import PushResult, RegistrySink, Workspace
-from registry_tools.registry.relay import BlobOrigin
-from registry_tools.registry.tree import ManifestNode
+from registry_tools.registry.relay import BlobOrigin, RelayedBlobs
+from registry_tools.registry.source import RegistrySource
+from registry_tools.registry.tree import ManifestNode, read_tree, subset
 
 
 def already_there(work: Workspace, dest: refs.Reference, digest: Digest, tags: list[str]) -> bool:
@@ -24,12 +32,39 @@ def already_there(work: Workspace, dest: refs.Reference, digest: Digest, tags: l
     return True
 
 
+@dataclass
+class Replica:
+    """What a copy between registries did: the tree (None when one HEAD showed it was there)."""
+
+    tree: ManifestNode | None
+    pushed: PushResult
+    up_to_date: bool
+
+
+def replicate(work: Workspace, origin: RegistrySource, digest: Digest, dest: refs.Reference, tags: list[str],
+              progress: Progress, platforms: Sequence[Platform] = ()) -> Replica:
+    """The tree `digest` names in `origin` (or the subset for `platforms`) into `dest`, tagged;
+    blobs streamed from the origin. `dest` naming a digest: the copy must have that digest."""
+    target = dest.name_only()
+    if not platforms and not (dest.digest and dest.digest != str(digest)) and \
+            already_there(work, target, digest, tags):  # one HEAD, nothing read
+        return Replica(None, PushResult(f"{target.name}@{digest}", digest), True)
+    tree = read_tree(origin, mf.Descriptor("", digest, 0))
+    if platforms:
+        tree = subset(tree, list(platforms))
+    if dest.digest and dest.digest != str(tree.digest):
+        raise UsageError(f"destination {dest} names digest {dest.digest}, but the copy is {tree.digest}")
+    if platforms and already_there(work, target, tree.digest, tags):
+        return Replica(tree, PushResult(f"{target.name}@{tree.digest}", tree.digest), True)
+    progress.start(tree.size, len(tree.all_blobs()))
+    pushed = copy_tree(work, target, tree, tags, RelayedBlobs(origin, progress))
+    progress.finish()
+    return Replica(tree, pushed, False)
+
+
 def copy_tree(work: Workspace, dest: refs.Reference, node: ManifestNode, tags: list[str],
               origin: BlobOrigin) -> PushResult:
     """Push `node` and everything under it to `dest` (by digest, then each of `tags`)."""
-    result = PushResult(f"{dest.name}@{node.digest}", node.digest)
-    if already_there(work, dest, node.digest, tags):
-        return result
     sink = RegistrySink(work, dest, origin)
     ok = False
     try:
