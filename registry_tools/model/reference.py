@@ -58,13 +58,11 @@ class Reference:
     def name(self) -> str:
         return f"{self.domain}/{self.path}" if self.domain else self.path
 
+    def _with_suffix(self, name: str) -> str:
+        return name + (f":{self.tag}" if self.tag else "") + (f"@{self.digest}" if self.digest else "")
+
     def __str__(self) -> str:
-        s = self.name
-        if self.tag:
-            s += ":" + self.tag
-        if self.digest:
-            s += "@" + self.digest
-        return s
+        return self._with_suffix(self.name)
 
     @property
     def familiar_name(self) -> str:
@@ -77,12 +75,7 @@ class Reference:
         return path
 
     def familiar_string(self) -> str:
-        s = self.familiar_name
-        if self.tag:
-            s += ":" + self.tag
-        if self.digest:
-            s += "@" + self.digest
-        return s
+        return self._with_suffix(self.familiar_name)
 
     @property
     def api_host(self) -> str:
