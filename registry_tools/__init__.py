@@ -14,8 +14,9 @@ __version__ = "0.1.0"
 _API = {
     "pull_image": "api.pull", "PullResult": "api.pull", "prefetch": "api.prefetch", "Pin": "api.prefetch",
     "build": "api.build", "BuildResult": "api.build", "push": "api.push", "PushResult": "api.push",
-    "Session": "session", "RegistryToolsError": "errors", "load_spec": "builder.spec",
-    "parse_spec": "builder.spec",
+    "Session": "session", "RegistryToolsError": "errors", "load_spec": "builder.multispec",
+    "parse_spec": "builder.spec", "parse_build": "builder.multispec", "MultiSpec": "builder.multispec",
+    "IndexBuildResult": "api.build",
 }
 
 __all__ = sorted(_API) + ["__version__"]

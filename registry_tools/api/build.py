@@ -1,20 +1,32 @@
-"""build: the image of a build spec to a docker-archive file, a stream, an OCI layout or a registry."""
+"""build: the image of a build spec to a docker-archive file, a stream, an oci-archive, an OCI
+layout or a registry; a spec naming several platforms builds one image each and an index.
+
+A multi-platform build packs the platforms one after the other through the same cache,
+so a layer identical across platforms (the same store paths, the same content) is packed
+once and found by its inputs for the next platform; pushed, it is uploaded once (the
+next platform's HEAD finds it there).
+"""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, BinaryIO
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable
 
 from registry_tools.builder.image import BuiltImage, default_tag, stream_docker_archive
 from registry_tools.builder.plan import plan_build
+from registry_tools.builder.multispec import MultiSpec
 from registry_tools.builder.spec import BuildSpec
 from registry_tools.engine import copy, repairing
 from registry_tools.errors import UsageError
 from registry_tools.fileio import AtomicFile, check_destination, check_layout_destination
 from registry_tools.formats.destination import ArchiveDestination, ArchiveOptions
+from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Digest
-from registry_tools.model.image import Image
+from registry_tools.model.image import Image, Layer, LayerSupply
+from registry_tools.model.tree import ManifestNode, index_node, node_of_image, platform_of
 from registry_tools.session import Session
+
+BUILD_FORMATS = ("docker-archive", "oci-archive")
 
 
 @dataclass(frozen=True)
@@ -22,40 +34,77 @@ class BuildResult:
     name: str
     tag: str
     config_digest: Digest
-    manifest_digest: Digest | None  # for outputs that have a manifest (OCI layout, push)
+    manifest_digest: Digest | None  # for outputs that have a manifest (OCI layout, oci-archive, push)
     layers: int
 
 
-def build(spec: BuildSpec, *, output: str | os.PathLike[str] | None = None, oci: str | os.PathLike[str] | None = None,
-          stream: Any = None, session: Session | None = None) -> BuildResult:
-    """Build the image of `spec` into one of: a docker-archive file, an OCI layout, a stream."""
+@dataclass(frozen=True)
+class IndexBuildResult:
+    """A multi-platform build: the index and one image per platform."""
+
+    name: str
+    tag: str
+    index_digest: Digest
+    images: dict[str, Digest] = field(default_factory=dict)  # platform -> manifest digest
+    layers_packed: int = 0  # layers packed by this run (the others were found in the cache)
+    bytes_packed: int = 0  # their compressed size
+
+
+def single_platform(spec: BuildSpec | MultiSpec, output: str, format: str) -> BuildSpec:
+    if isinstance(spec, MultiSpec):
+        if format == "docker-archive":
+            raise UsageError(f"a docker-archive holds one platform and the spec names {len(spec.specs)} "
+                             f"({', '.join(spec.platforms)}): write an oci-archive (--format oci-archive), a "
+                             "layout (--oci DIR) or push, or build one with --platform")
+        raise UsageError(f"{output} takes one image; the spec names {', '.join(spec.platforms)}")
+    return spec
+
+
+def build(spec: BuildSpec | MultiSpec, *, output: str | os.PathLike[str] | None = None,
+          oci: str | os.PathLike[str] | None = None, stream: Any = None, session: Session | None = None,
+          format: str = "docker-archive") -> BuildResult | IndexBuildResult:
+    """Build `spec` into one of: an archive file (`format` docker-archive or oci-archive), an OCI
+    layout, a stream (docker-archive). A multi-platform spec writes an index (layout or oci-archive)."""
     if sum(x is not None for x in (output, oci, stream)) != 1:
         raise UsageError("build needs exactly one output: a docker-archive file, an OCI layout or a stream")
+    if format not in BUILD_FORMATS:
+        raise UsageError(f"build writes a {' or an '.join(BUILD_FORMATS)} file (or --oci DIR), not {format!r}")
     if output is not None:
         check_destination(output)
     if oci is not None:
         check_layout_destination(oci)
+    if stream is not None:
+        spec = single_platform(spec, "--stream", "docker-archive")
+    elif output is not None and format == "docker-archive":
+        spec = single_platform(spec, str(output), format)
     own = session is None
     session = session or Session()
     try:
+        if isinstance(spec, MultiSpec):
+            fmt, where = ("oci", oci) if oci is not None else (format, output)
+            assert where is not None
+            return repairing(session.cache, lambda: _build_index_files(spec, session, fmt, where))
         if oci is not None:
-            return _build_layout(spec, session, oci)
+            return _build_layout(spec, session, oci, "oci")
         if stream is not None:  # bytes already sent cannot be taken back: no second run
             return _build_stream(spec, session, stream)
         assert output is not None
+        if format == "oci-archive":
+            return _build_layout(spec, session, output, "oci-archive")
         return repairing(session.cache, lambda: _build_archive(spec, session, output))
     finally:
         if own:
             session.close()
 
 
-def _build_layout(spec: BuildSpec, session: Session, oci: str | os.PathLike[str]) -> BuildResult:
-    """The built image through the copy engine into an OCI layout (layers compressed, in the cache)."""
+def _build_layout(spec: BuildSpec, session: Session, where: str | os.PathLike[str], fmt: str) -> BuildResult:
+    """The built image through the copy engine into an OCI layout or oci-archive (layers compressed,
+    in the cache)."""
     def tag_of(image: Image) -> str:
         return spec.tag or default_tag(image.config_raw)
 
     source = BuiltImage(spec, session, jobs=max(2, session.concurrency // 2))
-    destination = ArchiveDestination(session.store, ArchiveOptions("oci", spec.name, spec.tag or ""), oci, tag_of)
+    destination = ArchiveDestination(session.store, ArchiveOptions(fmt, spec.name, spec.tag or ""), where, tag_of)
     image, _ = copy(source, destination, session.cache)
     return BuildResult(spec.name, tag_of(image), image.config_digest, image.manifest_descriptor.digest,
                        len(image.layers))
@@ -83,3 +132,46 @@ def _build_stream(spec: BuildSpec, session: Session, stream: BinaryIO) -> BuildR
         return BuildResult(name, tag, Digest.parse(config_digest), None, n)
     finally:
         plan.close()
+
+
+# --- several platforms: one image each, one index -------------------------------------------
+
+class _Stored:
+    """A destination that only waits for the image: its blobs are in the cache."""
+
+    streams_layers = True
+
+    def write(self, supply: LayerSupply) -> None:
+        for _ in supply.ready():
+            pass
+        supply.image()
+
+
+def build_images(multi: MultiSpec, session: Session, destination: Callable[[BuildSpec], Any] = lambda _: _Stored()
+                 ) -> tuple[ManifestNode, list[Layer], list[Any]]:
+    """Each platform's image, one after the other (each into `destination`), and the index over
+    them; the layers this run packed (a layer shared by platforms is packed once); and what each
+    destination said."""
+    nodes, packed, said = [], [], []
+    for spec in multi.specs:
+        source = BuiltImage(spec, session, jobs=max(2, session.concurrency // 2))
+        image, result = copy(source, destination(spec), session.cache)
+        nodes.append(node_of_image(image))
+        packed += source.packed
+        said.append(result)
+    tree = index_node(nodes, mf.OCI_INDEX, multi.annotations)
+    session.cache.put_bytes(tree.digest, tree.raw)
+    return tree, packed, said
+
+
+def index_result(multi: MultiSpec, tree: ManifestNode, tag: str, packed: list[Layer]) -> IndexBuildResult:
+    return IndexBuildResult(multi.name, tag, tree.digest, {platform_of(c): c.digest for c in tree.children},
+                            len(packed), sum(layer.descriptor.size for layer in packed))
+
+
+def _build_index_files(multi: MultiSpec, session: Session, fmt: str,
+                       where: str | os.PathLike[str]) -> IndexBuildResult:
+    tree, packed, _ = build_images(multi, session)
+    tag = multi.tag or default_tag(tree.raw)
+    ArchiveDestination(session.store, ArchiveOptions(fmt, multi.name, tag), where).write_tree(tree)
+    return index_result(multi, tree, tag, packed)

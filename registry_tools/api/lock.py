@@ -18,7 +18,8 @@ from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
 from registry_tools.model.manifest import load_json
 
-REQUIRED = ("imageName", "imageDigest", "hash", "finalImageName", "finalImageTag", "os", "arch", "manifestDigest")
+REQUIRED = ("imageName", "imageDigest", "hash", "finalImageName", "finalImageTag")
+ONE_PLATFORM = ("os", "arch", "manifestDigest")  # not in the pin of a whole index (platform "all")
 OPTIONAL = ("reference", "platform", "variant", "format")
 MAX_LOCK = 64 << 20
 
@@ -73,15 +74,19 @@ def _entry_lines(text: str, count: int) -> list[int]:
 def _check_entry(where: str, obj: Any) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise UsageError(f"{where}: an entry must be a JSON object")
-    for key in REQUIRED:
+    whole = obj.get("platform") == "all"
+    for key in REQUIRED + (() if whole else ONE_PLATFORM):
         if not isinstance(obj.get(key), str) or not obj[key]:
             raise UsageError(f"{where}: {key} is missing or not a string")
+    if whole and obj.get("format", "docker-archive") == "docker-archive":
+        raise UsageError(f"{where}: a whole index (platform all) is pinned as format oci or oci-archive")
     for key in OPTIONAL:
         if key in obj and not isinstance(obj[key], str):
             raise UsageError(f"{where}: {key} must be a string")
     try:
         Digest.parse(obj["imageDigest"])
-        Digest.parse(obj["manifestDigest"])
+        if isinstance(obj.get("manifestDigest"), str):
+            Digest.parse(obj["manifestDigest"])
         ref = refs.parse_normalized(obj["imageName"])
         if "reference" in obj:
             refs.parse_normalized(obj["reference"])

@@ -14,7 +14,7 @@ from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest, sri
 from registry_tools.errors import RegistryToolsError, UsageError
 from registry_tools.model.platform import Choice, Platform, pin_fields, requested
-from registry_tools.api.pull import FORMATS, check_final_names, split_name
+from registry_tools.api.pull import FORMATS, check_final_names, split_name, whole_index, write_whole
 from registry_tools.engine import copy
 from registry_tools.formats.destination import ArchiveDestination, ArchiveOptions
 from registry_tools.registry.source import RegistryImage
@@ -33,6 +33,7 @@ class Pin:
     variant: str
     manifest_digest: Digest
     format: str = "docker-archive"
+    all_platforms: bool = False  # the whole index (os, arch, variant and manifestDigest do not apply)
 
     @property
     def hash(self) -> str:
@@ -46,9 +47,13 @@ class Pin:
             "hash": self.hash,
             "finalImageName": self.final_image_name,
             "finalImageTag": self.final_image_tag,
-            "os": self.os,
-            "arch": self.arch,
         }
+        if self.all_platforms:
+            d["platform"] = "all"
+            d["format"] = self.format
+            return d
+        d["os"] = self.os
+        d["arch"] = self.arch
         if self.variant:
             d["variant"] = self.variant
         d["manifestDigest"] = str(self.manifest_digest)
@@ -84,10 +89,14 @@ def prefetch(
     format: str = "docker-archive",
     session: Session | None = None,
     cross_arch: bool = False,
+    all_platforms: bool = False,
 ) -> Pin:
-    """Resolve IMAGE[:TAG|@DIGEST] (or IMAGE plus TAG or DIGEST) and compute its pin."""
+    """Resolve IMAGE[:TAG|@DIGEST] (or IMAGE plus TAG or DIGEST) and compute its pin;
+    `all_platforms` (or platform "all"): the pin of the whole index as `pull --all` writes it."""
     if format not in FORMATS:
         raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    whole = whole_index(platform, all_platforms, format, os, arch, variant)
+    platform = None if whole else platform
     typed_name, typed_tag, typed_digest = split_name(image)
     if tag_or_digest:
         if typed_tag or typed_digest:
@@ -112,8 +121,11 @@ def prefetch(
     try:
         source = session.source(ref)
         digest = Digest.parse(typed_digest) if typed_digest else source.resolve_tag(typed_tag or "latest")
-        pinned = RegistryImage(source, digest, choice)
         destination = ArchiveDestination(session.store, ArchiveOptions(format, final_name, final_tag), None)
+        if whole:
+            tree, sha = write_whole(source, digest, destination, session)
+            return Pin(ref.name, digest, sha, final_name, final_tag, "", "", "", tree.digest, format, True)
+        pinned = RegistryImage(source, digest, choice)
         image_, sha = copy(pinned, destination, session.cache)
     finally:
         if own:

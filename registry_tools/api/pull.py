@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry_tools.engine import copy
+from registry_tools.engine import copy, repairing
 from registry_tools.errors import InvalidReference, UsageError
 from registry_tools.fileio import check_destination, check_layout_destination
 from registry_tools.formats import FORMATS
@@ -18,7 +18,11 @@ from registry_tools.formats.destination import ArchiveDestination, ArchiveOption
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest, nix32_encode, parse_output_hash, sri
 from registry_tools.model.platform import Choice, Platform, requested
-from registry_tools.registry.source import RegistryImage
+from registry_tools.model import manifest as mf
+from registry_tools.model.platform.choose import is_attestation
+from registry_tools.model.tree import ManifestNode, platform_of
+from registry_tools.registry.source import RegistryImage, RegistrySource
+from registry_tools.registry.tree import fetch_blobs, read_tree
 from registry_tools.session import Session
 
 
@@ -33,6 +37,8 @@ class PullResult:
     format: str
     sha256: bytes
     output: Path | None
+    all_platforms: bool = False  # the whole index was written (manifest_digest is the index's)
+    platforms: tuple[str, ...] = ()  # with all_platforms: the platforms of the images written
 
     @property
     def hash_sri(self) -> str:
@@ -81,6 +87,47 @@ def check_final_names(name: str, tag: str) -> None:
         raise UsageError(f"invalid final image tag {tag!r}")
 
 
+ALL = "all"
+
+
+def wants_all(platform: str | Platform | None, all_platforms: bool) -> bool:
+    """`--all` or `--platform all`: the whole index."""
+    return all_platforms or (isinstance(platform, str) and platform.strip().lower() == ALL)
+
+
+def check_all_format(format: str) -> None:
+    if format == "docker-archive":
+        raise UsageError("a docker-archive holds one platform: pull every platform (--all) with --format oci or "
+                         "--format oci-archive, or choose one with --platform")
+
+
+def whole_index(platform: str | Platform | None, all_platforms: bool, format: str, *others: str | None) -> bool:
+    """Whether the whole index is asked for (`--all` or `--platform all`), checked against the
+    format and the other platform options."""
+    if not wants_all(platform, all_platforms):
+        return False
+    check_all_format(format)
+    if any(others) or (platform is not None and not (isinstance(platform, str) and platform.strip().lower() == ALL)):
+        raise UsageError("--all takes every platform: drop --platform/--os/--arch/--variant")
+    return True
+
+
+def write_whole(source: RegistrySource, digest: Digest, destination: ArchiveDestination,
+                session: Session) -> tuple[ManifestNode, bytes]:
+    """The tree `digest` names (an index and every manifest and blob under it), verified into the
+    cache, then written; a damaged cached blob is fetched again once."""
+    def run() -> tuple[ManifestNode, bytes]:
+        tree = read_tree(source, mf.Descriptor("", digest, 0))
+        fetch_blobs(source, tree)
+        return tree, destination.write_tree(tree)
+    return repairing(session.cache, run)
+
+
+def platforms_of(tree: ManifestNode) -> tuple[str, ...]:
+    """The platforms of an index's images (attestations and nested indexes left out)."""
+    return tuple(p for c in tree.children if (p := platform_of(c)) and not is_attestation(c.descriptor.raw))
+
+
 def pull_image(
     image: str,
     output: str | os.PathLike[str] | None,
@@ -96,10 +143,14 @@ def pull_image(
     hash: str | None = None,
     session: Session | None = None,
     cross_arch: bool = False,
+    all_platforms: bool = False,
 ) -> PullResult:
-    """Pull IMAGE pinned by digest into `output` (None: compute the output's hash only)."""
+    """Pull IMAGE pinned by digest into `output` (None: compute the output's hash only);
+    `all_platforms` (or platform "all"): the whole index, as an OCI layout or oci-archive."""
     if format not in FORMATS:
         raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    whole = whole_index(platform, all_platforms, format, os, arch, variant)
+    platform = None if whole else platform
     ref, typed_name = parse_image(image, digest)
     if not ref.digest:
         raise UsageError(
@@ -115,9 +166,17 @@ def pull_image(
     own = session is None
     session = session or Session()
     try:
-        source = RegistryImage(session.source(ref), Digest.parse(ref.digest), choice)
         options = ArchiveOptions(format, final_name, final_image_tag, expected, hash or "")
-        resolved, actual = copy(source, ArchiveDestination(session.store, options, output), session.cache)
+        destination = ArchiveDestination(session.store, options, output)
+        if whole:
+            tree, actual = write_whole(session.source(ref), Digest.parse(ref.digest), destination, session)
+            return PullResult(
+                image_name=ref.name, image_digest=Digest.parse(ref.digest), manifest_digest=tree.digest,
+                platform=Platform("", ""), final_image_name=final_name, final_image_tag=final_image_tag,
+                format=format, sha256=actual, output=Path(output) if output is not None else None,
+                all_platforms=True, platforms=platforms_of(tree))
+        source = RegistryImage(session.source(ref), Digest.parse(ref.digest), choice)
+        resolved, actual = copy(source, destination, session.cache)
     finally:
         if own:
             session.close()

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 from registry_tools.builder.image import BuiltImage, default_tag
+from registry_tools.api.build import IndexBuildResult, build_images, index_result
+from registry_tools.builder.multispec import MultiSpec
 from registry_tools.builder.spec import BuildSpec
 from registry_tools.engine import copy, repairing
 from registry_tools.errors import UsageError
@@ -37,6 +39,31 @@ def build_and_push(spec: BuildSpec, dest: str, session: Session) -> tuple[PushRe
     target.tag_of = lambda image: default_tag(image.config_raw)
     image, result = copy(BuiltImage(spec, session, jobs=2), target, session.cache)
     return result, image
+
+
+def build_and_push_index(multi: MultiSpec, dest: str, session: Session) -> tuple[PushResult, IndexBuildResult]:
+    """Each platform pushed by digest as it is built (uploads start as layers are packed; a layer
+    another platform pushed already is found by its HEAD), then the index and its tag."""
+    ref = refs.parse_normalized(dest)
+    if ref.digest:
+        raise UsageError(f"push destination {dest} names a digest; give a tag (or none)")
+    tree, packed, pushed = build_images(multi, session, lambda _: RegistryDestination(session, ref, None,
+                                                                                       by_digest=True))
+    tag = ref.tag or multi.tag or default_tag(tree.raw)
+    sink = RegistrySink(session, ref)
+    try:
+        sink.result.digest = sink.put_manifest(tree.raw, tree.media_type, tag)
+    finally:
+        sink.close(True)
+    total = sink.result
+    total.reference = f"{ref.name}:{tag}"
+    for r in pushed:
+        total.uploaded += r.uploaded
+        total.mounted += r.mounted
+        total.present += r.present
+        total.manifests_put += r.manifests_put
+        total.bytes_uploaded += r.bytes_uploaded
+    return total, index_result(multi, tree, tag, packed)
 
 
 def _push_index(layout: LayoutReader, desc: mf.Descriptor, target: RegistryDestination,

@@ -136,9 +136,12 @@ class BuiltImage:
         self.spec = spec
         self.session = session
         self.jobs = jobs
+        self.packed: list[Layer] = []  # the layers the last run packed (the others were in the cache)
 
     def open(self, measure: bool) -> "BuildSupply":
-        return BuildSupply(plan_build(self.spec, self.session), self.session, self.jobs)
+        supply = BuildSupply(plan_build(self.spec, self.session), self.session, self.jobs)
+        self.packed = supply.packed
+        return supply
 
 
 class BuildSupply:
@@ -150,6 +153,7 @@ class BuildSupply:
         spec = plan.spec
         self._compressor = spec.compressor
         self._image: Image | None = None
+        self.packed: list[Layer] = []
         base = plan.base.layers if plan.base else []
         work: list[tuple[int, Callable[[], Layer]]] = [(layer.size or 0, partial(self._base, layer))
                                                        for layer in base]
@@ -172,6 +176,7 @@ class BuildSupply:
         if layer is None:
             layer = make_layer(self.session.cache, key, spec.compressor,
                                lambda write: write_tar(lp.entries, lp.owner, spec.mtime, write))
+            self.packed.append(layer)
         self.session.progress.layer_ready(layer, spec.compressor, packed)
         return layer
 
@@ -211,7 +216,7 @@ class BuildSupply:
             config = image_config(spec, plan.base, [layer.diff_id for layer in layers],
                                   [lp.comment for lp in plan.layers])
             self._image = assemble(config, canonical_json(config), layers, spec.platform.to_json(),
-                                   self.session.cache)
+                                   self.session.cache, spec.annotations)
         return self._image
 
     def __enter__(self) -> "BuildSupply":

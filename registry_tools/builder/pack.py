@@ -55,11 +55,12 @@ class Entry:
         return info.tobuf(tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape")
 
 
-def collect(source: str, target: str, stamps: bool = True) -> list[Entry]:
+def collect(source: str, target: str, stamps: bool = True, inodes: bool = True) -> list[Entry]:
     """Entries for `source` (a file, symlink or directory) placed at `target` in the image.
 
     With `stamps`, each file remembers its mtime and inode, so a later build can tell
-    that it did not change without reading it (not needed for immutable store paths)."""
+    that it did not change without reading it (not needed for immutable store paths).
+    Without `inodes`, the mtime alone (files copied with their times kept: `contents`)."""
     base = target.strip("/")
     out: list[Entry] = []
 
@@ -72,7 +73,7 @@ def collect(source: str, target: str, stamps: bool = True) -> list[Entry]:
         if stat.S_ISLNK(st.st_mode):
             out.append(Entry(name, "symlink", 0o777, link=os.readlink(path)))
         elif stat.S_ISREG(st.st_mode):  # hard links too: each is stored as a file of its own
-            stamp = (st.st_mtime_ns ^ (st.st_ino << 1)) if stamps else 0
+            stamp = (st.st_mtime_ns ^ ((st.st_ino << 1) if inodes else 0)) if stamps else 0
             out.append(Entry(name, "file", mode, st.st_size, source=path, stamp=stamp))
         elif stat.S_ISDIR(st.st_mode):
             if name:

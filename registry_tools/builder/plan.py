@@ -156,7 +156,10 @@ def _final_layer(spec: BuildSpec, owner: Owner, plan: Plan) -> LayerPlan:
         _merge_tree(tree, root, root, spec.keep_contents_dirlinks)
     if spec.extra_commands:
         _run(["sh", "-ec", spec.extra_commands], root, "extraCommands")
-    entries = with_parents(collect(str(root), "/"))
+    # contents are copied with their times kept: with no commands run, the same contents give the
+    # same key (the layer is found in the cache, not packed again; the platforms of a build share it)
+    commands = bool(spec.extra_commands or spec.fake_root_commands)
+    entries = with_parents(collect(str(root), "/", inodes=commands))
     if spec.fake_root_commands:
         if shutil.which("fakeroot") is None:
             raise BuildError("fakeRootCommands need fakeroot (Debian's fakeroot package)")

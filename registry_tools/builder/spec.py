@@ -12,7 +12,6 @@ from typing import Any
 
 from registry_tools.model import reference as refs
 from registry_tools.errors import UsageError
-from registry_tools.model.manifest import load_json
 from registry_tools.model.platform import Platform, declared, host_platform
 
 DEFAULT_TIME = "1970-01-01T00:00:01Z"
@@ -71,6 +70,7 @@ class BuildSpec:
     gname: str = "root"
     compressor: str = "gz"
     layering: str = "auto"
+    annotations: dict[str, str] = field(default_factory=dict)  # on the image manifest
     base_dir: Path = Path(".")
 
 
@@ -78,7 +78,9 @@ KEYS = {
     "name", "tag", "fromImage", "fromImageName", "inheritConfig", "paths", "closure", "contents",
     "keepContentsDirlinks", "config", "architecture", "os", "variant", "created", "mtime", "maxLayers",
     "extraCommands", "fakeRootCommands", "uid", "gid", "uname", "gname", "compressor", "layering",
+    "annotations", "indexAnnotations", "platforms",
 }
+CREATED_ANNOTATION = "org.opencontainers.image.created"
 
 
 def _bad(key: str, message: str) -> UsageError:
@@ -256,11 +258,31 @@ def _settings(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetim
         spec.layering = _want(obj, "layering", str, "a string")
         if spec.layering not in LAYERINGS:
             raise _bad("layering", f"must be one of {', '.join(LAYERINGS)}")
+    spec.annotations = annotation_map(obj, "annotations", now)
+
+
+def annotation_map(obj: dict[str, Any], key: str, now: datetime.datetime | None) -> dict[str, str]:
+    """An object of strings. Nothing is filled from the clock unless asked: the value "now" for
+    org.opencontainers.image.created is the time of the build."""
+    value = obj.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _bad(key, "must be an object of strings")
+    if any(not k for k in value):
+        raise _bad(key, "keys must not be empty")
+    out = dict(value)
+    if out.get(CREATED_ANNOTATION) == "now":
+        out[CREATED_ANNOTATION], _ = parse_time(f"{key}.{CREATED_ANNOTATION}", "now", now)
+    return out
 
 
 def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | None = None) -> BuildSpec:
     if not isinstance(obj, dict):
         raise UsageError("build spec: must be a JSON object")
+    for key in ("platforms", "indexAnnotations"):
+        if key in obj:
+            raise _bad(key, "builds several images: read the spec with parse_build")
     unknown = sorted(set(obj) - KEYS)
     if unknown:
         raise _bad(unknown[0], "unknown key" + (f" (known keys: {', '.join(sorted(KEYS))})" if len(unknown) else ""))
@@ -309,15 +331,3 @@ def _closure(value: Any, base_dir: Path) -> ClosureInput:
         raise _bad("closure.realStoreDir", "must be a path")
     return ClosureInput(graph, tuple(roots) if roots is not None else None, store_dir.rstrip("/"),
                         _resolve(base_dir, real))
-
-
-def load_spec(path: str | os.PathLike[str]) -> BuildSpec:
-    p = Path(path)
-    try:
-        text = p.read_bytes()
-    except FileNotFoundError:
-        raise UsageError(f"build spec {p} does not exist") from None
-    except IsADirectoryError:
-        raise UsageError(f"build spec {p} is a directory, not a JSON file") from None
-    obj = load_json(text, f"build spec {p}", UsageError)
-    return parse_spec(obj, p.parent)

@@ -69,15 +69,21 @@ def cmd_pull(args: argparse.Namespace) -> int:
             args.image, args.output, digest=args.digest, format=args.format, platform=args.platform,
             os=args.os, arch=args.arch, variant=args.variant, final_image_name=args.final_image_name,
             final_image_tag=args.final_image_tag, hash=args.hash, session=session,
-            cross_arch=args.allow_cross_arch,
+            cross_arch=args.allow_cross_arch, all_platforms=args.all_platforms,
         )
+    platform = "all" if result.all_platforms else str(result.platform)
     if args.json:
-        emit({"output": str(result.output), "format": result.format, "imageName": result.image_name,
-              "imageDigest": str(result.image_digest), "manifestDigest": str(result.manifest_digest),
-              "platform": str(result.platform), "finalImageName": result.final_image_name,
-              "finalImageTag": result.final_image_tag, "hash": result.hash_sri})
+        doc: dict = {"output": str(result.output), "format": result.format, "imageName": result.image_name,
+               "imageDigest": str(result.image_digest), "manifestDigest": str(result.manifest_digest),
+               "platform": platform, "finalImageName": result.final_image_name,
+               "finalImageTag": result.final_image_tag, "hash": result.hash_sri}
+        if result.all_platforms:
+            doc["platforms"] = list(result.platforms)
+        emit(doc)
         return 0
-    note(args, f"wrote {result.output} ({result.format}, {result.platform}, manifest {result.manifest_digest})")
+    what = f"every platform: {', '.join(result.platforms)}; index" if result.all_platforms else \
+        f"{result.platform}, manifest"
+    note(args, f"wrote {result.output} ({result.format}, {what} {result.manifest_digest})")
     print(result.hash_sri)
     return 0
 
@@ -103,7 +109,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
         pin = prefetch(
             image, extra[0] if extra else None, platform=args.platform, os=args.os, arch=args.arch,
             variant=args.variant, final_image_name=args.final_image_name, final_image_tag=args.final_image_tag,
-            format=args.format, session=session, cross_arch=args.allow_cross_arch,
+            format=args.format, session=session, cross_arch=args.allow_cross_arch, all_platforms=args.all_platforms,
         )
     print(dumps(pin.to_dict()) if args.json else pin.to_nix(), end="" if args.json else "\n")
     return 0
@@ -144,29 +150,55 @@ def _prefetch_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from registry_tools.api.build import build
-    from registry_tools.api.push import build_and_push
+    from registry_tools.api.build import IndexBuildResult, build
+    from registry_tools.api.push import build_and_push, build_and_push_index
+    from registry_tools.builder.multispec import MultiSpec, load_spec
     from registry_tools.engine import repairing
-    from registry_tools.builder.spec import load_spec
+    from registry_tools.model.platform.values import parse as parse_platform
 
     spec = load_spec(args.spec)
+    if args.platform:
+        if not isinstance(spec, MultiSpec):
+            raise UsageError("--platform picks one platform of a spec that names several (\"platforms\"); this "
+                             "one builds one image (set its os/architecture/variant)")
+        spec = spec.only(parse_platform(args.platform))
+    if args.format and not args.output:
+        raise UsageError("--format says what -o writes; --oci writes a layout, --stream a docker-archive")
     if args.stream and args.json:
         raise UsageError("--stream writes the archive to stdout; --json cannot go there too")
     if args.stream and sys.stdout.isatty():
         raise UsageError("--stream writes a tar archive: send it to a pipe or a file, not a terminal")
     if args.push:
         with session_of(args) as session:
-            pushed, image = repairing(session.cache, lambda: build_and_push(spec, args.push, session))
+            if isinstance(spec, MultiSpec):
+                multi = spec
+                pushed, built = repairing(session.cache, lambda: build_and_push_index(multi, args.push, session))
+                note(args, f"built {len(built.images)} platforms ({', '.join(built.images)}): "
+                           f"{built.layers_packed} layer(s) packed ({built.bytes_packed / 1e6:.1f} MB)")
+            else:
+                single = spec
+                pushed, _ = repairing(session.cache, lambda: build_and_push(single, args.push, session))
         _report_push(args, pushed)
         return 0
+    fmt = "oci" if args.oci else (args.format or "docker-archive")
     with session_of(args) as session:
-        result = build(spec, output=args.output, oci=args.oci,
-                       stream=sys.stdout.buffer if args.stream else None, session=session)
+        result = build(spec, output=args.output, oci=args.oci, stream=sys.stdout.buffer if args.stream else None,
+                       session=session, format=args.format or "docker-archive")
     where = args.output or args.oci or "stdout"
+    if isinstance(result, IndexBuildResult):
+        if args.json:
+            emit({"output": where, "format": fmt, "reference": f"{result.name}:{result.tag}",
+                  "indexDigest": str(result.index_digest), "images": {p: str(d) for p, d in result.images.items()},
+                  "layersPacked": result.layers_packed, "bytesPacked": result.bytes_packed})
+            return 0
+        note(args, f"built {result.name}:{result.tag} (index {result.index_digest}: {', '.join(result.images)}; "
+                   f"{result.layers_packed} layer(s) packed) to {where}")
+        print(f"{result.name}:{result.tag}")
+        return 0
     digest = f", manifest {result.manifest_digest}" if result.manifest_digest else ""
     if args.json and not args.stream:
-        emit({"output": where, "format": "oci" if args.oci else "docker-archive", "reference":
-              f"{result.name}:{result.tag}", "configDigest": str(result.config_digest),
+        emit({"output": where, "format": fmt, "reference": f"{result.name}:{result.tag}",
+              "configDigest": str(result.config_digest),
               "manifestDigest": str(result.manifest_digest) if result.manifest_digest else None,
               "layers": result.layers})
         return 0

@@ -72,7 +72,8 @@ def _complete_platforms(action: argparse.Action) -> argparse.Action:
 
 def _add_platform(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("platform (for a multi-arch image)")
-    _complete_platforms(g.add_argument("--platform", help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8"))
+    _complete_platforms(g.add_argument("--platform", help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8 (pull and "
+                                                          "prefetch: all, for the whole index)"))
     g.add_argument("--os", help="operating system (default linux)")
     g.add_argument("--arch", help="CPU architecture (default: this machine's)")
     g.add_argument("--variant", help="CPU variant, e.g. v7")
@@ -102,6 +103,8 @@ def _pull(sub: Any) -> None:
     p.add_argument("--final-image-tag", default="latest", help="tag to record in the archive (default latest)")
     p.add_argument("--format", default="docker-archive", choices=FORMATS)
     p.add_argument("-o", "--output", required=True, help="where to write the archive or layout")
+    p.add_argument("--all", action="store_true", dest="all_platforms",
+                   help="the whole index: every platform (same as --platform all; --format oci or oci-archive)")
     _add_platform(p)
     _add_common(p)
 
@@ -125,6 +128,9 @@ def _prefetch(sub: Any) -> None:
                        "digest than the JSON lock LOCK pins, and exit 1 if any does (nothing is pulled)")
     drift.add_argument("--update", metavar="LOCK", help="with --from: pin again only the tags that moved (and "
                        "lines LOCK lacks) and rewrite LOCK in place")
+    p.add_argument("--all", action="store_true", dest="all_platforms",
+                   help="pin the whole index as `pull --all` writes it (same as --platform all; --format oci or "
+                        "oci-archive)")
     _add_platform(p)
     _add_common(p)
 
@@ -138,6 +144,11 @@ def _build(sub: Any) -> None:
     out.add_argument("--stream", action="store_true",
                      help="stream an uncompressed docker-archive to stdout (streamLayeredImage)")
     out.add_argument("--push", metavar="REF", help="push straight to a registry (no tarball is written)")
+    p.add_argument("--format", choices=("docker-archive", "oci-archive"), default=None,
+                   help="what -o writes (default docker-archive; a spec naming several platforms needs "
+                        "oci-archive: a docker-archive holds one image)")
+    _complete_platforms(p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                                       help="build only this platform of a spec that names several"))
     _add_common(p)
 
 

@@ -24,6 +24,7 @@ from registry_tools.formats.oci_layout import oci_archive_entries, write_layout
 from registry_tools.formats.tar import Entry, write_positional, write_stream
 from registry_tools.model.digest import sri
 from registry_tools.model.image import Image, LayerSupply
+from registry_tools.model.tree import ManifestNode
 from registry_tools.store.blobs import BlobStore, SizeRecordWrong
 
 
@@ -79,6 +80,19 @@ class ArchiveDestination:
                          supply.measured(), image.index_digest)
         return self._write(measured, None)
 
+    def write_tree(self, node: ManifestNode) -> bytes:
+        """A whole tree (an index and every image under it, its blobs in the cache) as an OCI
+        layout or oci-archive; a docker-archive holds one image, so it refuses."""
+        o = self.options
+        if o.format == "docker-archive":
+            raise UsageError("a docker-archive holds one platform: write the whole index with --format oci or "
+                             "oci-archive, or choose one platform")
+        if not o.final_tag:
+            raise UsageError("name the tag to record in the layout")
+        if o.format == "oci":
+            return self._layout(node, o)
+        return self._emit(oci_archive_entries(node, o.final_name, o.final_tag))
+
     def _write(self, image: Image, supply: LayerSupply | None) -> bytes:
         o = self.options
         if not o.final_tag and self.tag_of is not None:
@@ -89,6 +103,10 @@ class ArchiveDestination:
             entries: Iterator[Entry] = image_entries(image, self.store, f"{o.final_name}:{o.final_tag}", supply)
         else:
             entries = oci_archive_entries(image, o.final_name, o.final_tag)
+        return self._emit(entries)
+
+    def _emit(self, entries: Iterator[Entry]) -> bytes:
+        """An archive's entries to the stream, the hash, or the file (renamed into place once checked)."""
         if self.path is None:  # a stream, or only the hash
             pipe = PipelinedHashWriter(self.stream.write if self.stream is not None else None)
             try:
@@ -107,7 +125,7 @@ class ArchiveDestination:
             out.abort()
             raise
 
-    def _layout(self, image: Image, o: ArchiveOptions) -> bytes:
+    def _layout(self, image: Image | ManifestNode, o: ArchiveOptions) -> bytes:
         if self.stream is not None:
             raise UsageError("an OCI layout is a directory: it cannot be written to a stream")
         if self.path is None:

@@ -15,6 +15,7 @@ from registry_tools.errors import ManifestError, UsageError
 from registry_tools.formats.tar import Entry, directory, file
 from registry_tools.model import manifest as mf
 from registry_tools.model.image import Image, Layer
+from registry_tools.model.tree import MAX_NESTING, ManifestNode, node_of_image, parse_node
 from registry_tools.store.blobs import BlobStore
 from registry_tools.store.cache import BlobCache
 from registry_tools.store.layers import LocalLayers
@@ -32,30 +33,32 @@ def _json(obj: object) -> bytes:
 
 
 def layout_documents(image: Image, image_name: str, tag: str) -> tuple[dict[str, bytes], dict[str, BlobSource]]:
-    """(top-level files, blobs by hex digest): the manifest and config verbatim, layers as served."""
-    desc: dict = {
-        "mediaType": image.manifest.media_type,
-        "digest": str(image.manifest_descriptor.digest),
-        "size": len(image.manifest.raw),
-    }
+    """(top-level files, blobs by hex digest) of one image: the manifest and config verbatim,
+    layers as served; the entry records the config's platform."""
     plat = image.platform
-    if plat.os and plat.architecture:
-        desc["platform"] = plat.to_json()
+    return tree_documents(node_of_image(image), image_name, tag,
+                          plat.to_json() if plat.os and plat.architecture else None)
+
+
+def tree_documents(node: ManifestNode, image_name: str, tag: str, platform: dict | None = None
+                   ) -> tuple[dict[str, bytes], dict[str, BlobSource]]:
+    """(top-level files, blobs by hex digest) of a tree (an image, or an index and every manifest
+    under it): index.json names the top manifest, tagged; every manifest verbatim."""
+    desc: dict = {"mediaType": node.media_type, "digest": str(node.digest), "size": len(node.raw)}
+    if platform:
+        desc["platform"] = platform
     desc["annotations"] = {CONTAINERD_NAME: f"{image_name}:{tag}", REF_NAME: tag}
     index = {"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": [desc]}
     docs = {"index.json": _json(index), "oci-layout": _json(LAYOUT_VERSION)}
-    blobs: dict[str, BlobSource] = {
-        image.manifest_descriptor.digest.hex: image.manifest.raw,
-        image.config_digest.hex: image.config_raw,
-    }
-    for layer in image.layers:
-        blobs.setdefault(layer.descriptor.digest.hex, layer.descriptor)
+    blobs: dict[str, BlobSource] = {d.hex: raw for d, raw in node.manifests().items()}
+    for b in node.all_blobs():
+        blobs.setdefault(b.digest.hex, b)
     return docs, blobs
 
 
-def oci_archive_entries(image: Image, image_name: str, tag: str) -> Iterator[Entry]:
+def oci_archive_entries(image: Image | ManifestNode, image_name: str, tag: str) -> Iterator[Entry]:
     """An OCI image layout in a tar: directories first, then every path in sorted order."""
-    docs, blobs = layout_documents(image, image_name, tag)
+    docs, blobs = _documents(image, image_name, tag)
     yield directory("blobs")
     yield directory("blobs/sha256")
     for digest_hex, source in sorted(blobs.items()):
@@ -68,15 +71,34 @@ def oci_archive_entries(image: Image, image_name: str, tag: str) -> Iterator[Ent
         yield file(name, docs[name])
 
 
-def write_layout(root: Path, image: Image, store: BlobStore, image_name: str, tag: str) -> None:
+def _documents(image: Image | ManifestNode, image_name: str, tag: str
+               ) -> tuple[dict[str, bytes], dict[str, BlobSource]]:
+    if isinstance(image, Image):
+        return layout_documents(image, image_name, tag)
+    return tree_documents(image, image_name, tag)
+
+
+def write_layout(root: Path, image: Image | ManifestNode, store: BlobStore, image_name: str, tag: str) -> None:
     """Fill an empty directory with the layout; modes are set explicitly so umask does not matter."""
-    docs, blobs = layout_documents(image, image_name, tag)
+    docs, blobs = _documents(image, image_name, tag)
     blob_dir = root / "blobs" / "sha256"
     blob_dir.mkdir(parents=True)
     for d in (root / "blobs", blob_dir):
         os.chmod(d, 0o755)
+    write_blobs(blob_dir, blobs, store)
+    for name, data in sorted(docs.items()):
+        (root / name).write_bytes(data)
+        os.chmod(root / name, 0o444)
+
+
+def write_blobs(blob_dir: Path, blobs: dict[str, BlobSource], store: BlobStore) -> None:
+    """Blobs into a layout's blobs/sha256 (those it has already are left as they are)."""
     for digest_hex, source in sorted(blobs.items()):
         path = blob_dir / digest_hex
+        if path.is_symlink():
+            raise ManifestError(f"{path} is a symbolic link; a layout's blobs are files")
+        if path.exists():
+            continue
         if isinstance(source, bytes):
             path.write_bytes(source)
             os.chmod(path, 0o444)
@@ -84,9 +106,6 @@ def write_layout(root: Path, image: Image, store: BlobStore, image_name: str, ta
             with open(path, "wb") as f:
                 store.copy_verified(source, f.write, f"blob {source.digest}")
             os.chmod(path, 0o444)
-    for name, data in sorted(docs.items()):
-        (root / name).write_bytes(data)
-        os.chmod(root / name, 0o444)
 
 
 # --- reading: a layout directory or an oci-archive, through one opener ----------------------
@@ -150,6 +169,21 @@ class LayoutReader:
         self.import_blob(desc, cache)
         raw = cache.read_small(desc, f"{self.where}: manifest {desc.digest}")
         return mf.parse(raw, desc.media_type, f"{self.where}: manifest {desc.digest}")
+
+    def tree(self, desc: mf.Descriptor, cache: BlobCache, blobs: bool = True, depth: int = 0) -> ManifestNode:
+        """The manifest `desc` names and everything under it, each manifest (and, with `blobs`,
+        each blob) verified into the cache."""
+        where = f"{self.where}: manifest {desc.digest}"
+        if depth > MAX_NESTING:
+            raise ManifestError(f"{where}: indexes nested more than {MAX_NESTING} deep")
+        self.import_blob(desc, cache)
+        raw = cache.read_small(desc, where)
+        node, below = parse_node(desc, raw, desc.media_type, where)
+        node.children = [self.tree(d, cache, blobs, depth + 1) for d in below]
+        if blobs:
+            for b in node.blobs:
+                self.import_blob(b, cache)
+        return node
 
     def image(self, desc: mf.Descriptor, cache: BlobCache) -> Image:
         """One image of the layout, its blobs verified into the cache."""

@@ -176,12 +176,14 @@ class RegistryDestination:
     streams_layers = True
 
     def __init__(self, work: Workspace, ref: refs.Reference, tag: str | None,
-                 tag_of: Callable[[Image], str] | None = None):
-        """`tag` None: `tag_of(image)` names it once the image is known (else latest)."""
+                 tag_of: Callable[[Image], str] | None = None, by_digest: bool = False):
+        """`tag` None: `tag_of(image)` names it once the image is known (else latest); `by_digest`:
+        no tag at all (an image an index will name)."""
         self.work = work
         self.ref = ref
         self.tag = tag
         self.tag_of = tag_of
+        self.by_digest = by_digest
 
     def write(self, supply: LayerSupply) -> PushResult:
         """Each layer's upload starts as soon as the source has it; the manifest once all landed."""
@@ -193,9 +195,9 @@ class RegistryDestination:
             image = supply.image()
             sink.submit(image.manifest.config)
             sink.wait()
-            tag = self.tag or (self.tag_of(image) if self.tag_of else "latest")
+            tag = None if self.by_digest else self.tag or (self.tag_of(image) if self.tag_of else "latest")
             sink.result.digest = sink.put_manifest(image.manifest.raw, image.manifest.media_type, tag)
-            sink.result.reference = f"{self.ref.name}:{tag}"
+            sink.result.reference = f"{self.ref.name}:{tag}" if tag else f"{self.ref.name}@{sink.result.digest}"
             ok = True
             return sink.result
         finally:

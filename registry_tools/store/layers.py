@@ -78,12 +78,14 @@ def compress_layer(layer: Layer, compressor: str, store: BlobStore) -> Layer:
 
 
 def assemble(config: dict[str, Any], config_raw: bytes, layers: list[Layer], platform: dict[str, Any] | None,
-             cache: BlobCache) -> Image:
+             cache: BlobCache, annotations: dict[str, str] | None = None) -> Image:
     """An OCI manifest for a config and layers that are in the cache (both stored there too)."""
     config_desc = mf.Descriptor(mf.OCI_CONFIG, Digest.of_bytes(config_raw), len(config_raw))
     cache.put_bytes(config_desc.digest, config_raw)
     manifest = {"schemaVersion": 2, "mediaType": mf.OCI_MANIFEST, "config": config_desc.to_json(),
                 "layers": [layer.descriptor.to_json() for layer in layers]}
+    if annotations:
+        manifest["annotations"] = dict(sorted(annotations.items()))
     raw = canonical_json(manifest)
     doc = mf.ImageManifest(raw, mf.OCI_MANIFEST, config_desc, tuple(layer.descriptor for layer in layers))
     desc = mf.Descriptor(mf.OCI_MANIFEST, Digest.of_bytes(raw), len(raw), platform=platform)
