@@ -438,3 +438,124 @@ def test_a_warm_re_push_after_one_change_sends_that_layer_config_manifest_and_in
     assert sorted(sent) == sorted([*changed, arm_new["config"]["digest"]])  # that layer and that config only
     digest = json.loads(out)["digest"]
     assert manifest_puts(target, mark) == [new["arm64"], digest, "1.0"]  # that manifest, the index, its tag
+
+
+# --- index create, add and remove -------------------------------------------------------------
+
+def check_schema(doc, kind):
+    import jsonschema
+
+    from .helpers import ROOT
+
+    schema = json.loads((ROOT / "schemas" / "cli-output.schema.json").read_text())
+    jsonschema.validate(doc, {**schema, "$ref": f"#/$defs/{kind}"})
+
+
+def test_index_create_reads_platforms_from_configs_and_copies_images_in(registry, target, facts, cache_dir,
+                                                                        tmp_path, capsys):
+    plats = facts["multi"]["platforms"]
+    src = f"{registry.host}/test/multi"
+    dest = f"{target.host}/made/app:1"
+    code, out, err = run(capsys, "index", "create", dest, f"{src}@{plats['linux/arm64/v8']}",
+                         f"{src}@{plats['linux/amd64']}", "--annotation", "org.example.team=core", "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    check_schema(doc, "index")
+    assert doc["platforms"] == ["linux/amd64", "linux/arm64/v8"] and doc["copied"] == 2
+    raw = skopeo_raw(f"docker://{dest}")
+    assert doc["digest"] == "sha256:" + hashlib.sha256(raw).hexdigest()
+    index = json.loads(raw)
+    validator().validator_for("application/vnd.oci.image.index.v1+json").validate(index)
+    assert [e["digest"] for e in index["manifests"]] == [plats["linux/amd64"], plats["linux/arm64/v8"]]
+    assert index["manifests"][1]["platform"] == {"architecture": "arm64", "os": "linux", "variant": "v8"}
+    assert index["annotations"] == {"org.example.team": "core"}
+    # the images were copied into the repository, byte for byte
+    for p in ("linux/amd64", "linux/arm64/v8"):
+        assert skopeo_raw(f"docker://{target.host}/made/app@{plats[p]}") == skopeo_raw(f"docker://{src}@{plats[p]}")
+    subprocess.run(["skopeo", "copy", "--all", "--quiet", "--src-tls-verify=false", f"docker://{dest}",
+                    f"oci:{tmp_path / 'back'}:x"], check=True, capture_output=True)
+    # the same images in another order: the same index
+    code, out, err = run(capsys, "index", "create", f"{target.host}/made/app:2", f"{src}@{plats['linux/amd64']}",
+                         f"{src}@{plats['linux/arm64/v8']}", "--annotation", "org.example.team=core")
+    assert code == 0 and out.strip() == doc["digest"]
+
+
+def test_index_add_and_remove_in_a_registry_keep_the_other_entries(registry, target, facts, cache_dir, capsys):
+    plats = facts["multi"]["platforms"]
+    dest = f"{target.host}/edit/app:1"
+    assert run(capsys, "copy", f"{registry.host}/test/multi:v1", dest)[0] == 0
+    before = json.loads(skopeo_raw(f"docker://{dest}"))
+    # take arm/v6 out: its entry goes, the others (the attestation too) stay as they were
+    code, out, err = run(capsys, "index", "remove", dest, "--platform", "linux/arm/v6", "--json")
+    assert code == 0, err
+    after = json.loads(skopeo_raw(f"docker://{dest}"))
+    assert plats["linux/arm/v6"] not in [e["digest"] for e in after["manifests"]]
+    assert sorted(map(json.dumps, after["manifests"])) == sorted(
+        json.dumps(e) for e in before["manifests"] if e["digest"] != plats["linux/arm/v6"])
+    assert [e.get("platform", {}).get("architecture") for e in after["manifests"]] == \
+        ["amd64", "arm", "arm64", "unknown"]  # sorted by platform, the attestation last
+    # add an amd64 image from elsewhere: it takes the amd64 entry's place, with its attestation
+    single = f"{registry.host}/test/single-gzip@{facts['single-gzip']['manifest']}"
+    code, out, err = run(capsys, "index", "add", dest, single, "--json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["replaced"] == ["linux/amd64"] and doc["copied"] == 1
+    final = json.loads(skopeo_raw(f"docker://{dest}"))
+    digests = [e["digest"] for e in final["manifests"]]
+    assert facts["single-gzip"]["manifest"] in digests and plats["linux/amd64"] not in digests
+    assert facts["multi"]["attestation"] not in digests
+    assert plats["linux/arm/v7"] in digests and plats["linux/arm64/v8"] in digests
+    code, _, err = run(capsys, "index", "remove", dest, "--platform", "linux/s390x")
+    assert code != 0 and "linux/s390x" in err and len(err.strip().splitlines()) == 1
+
+
+def test_index_edits_in_a_layout_and_nested_indexes_carried(registry, facts, cache_dir, tmp_path, capsys):
+    plats = facts["multi"]["platforms"]
+    layout = tmp_path / "layout"
+    ref = f"{registry.host}/test/multi@{facts['multi']['index']}"
+    assert run(capsys, "pull", ref, "--all", "--format", "oci", "-o", str(layout), "--final-image-tag", "v1")[0] == 0
+    code, out, err = run(capsys, "index", "remove", f"oci:{layout}:v1", "--platform", "linux/arm/v6,linux/arm/v7")
+    assert code == 0, err
+    index = validate_layout(layout)
+    (entry,) = index["manifests"]
+    assert entry["digest"] == out.strip()
+    doc = json.loads(blob(layout, entry["digest"]))
+    assert [e["digest"] for e in doc["manifests"]] == [plats["linux/amd64"], plats["linux/arm64/v8"],
+                                                       facts["multi"]["attestation"]]
+    # a new image from a registry goes into the layout, its blobs with it
+    single = f"{registry.host}/test/single-zstd@{facts['single-zstd']['manifest']}"
+    code, out, err = run(capsys, "index", "add", f"oci:{layout}:v1", single, "--json")
+    assert code == 0, err
+    validate_layout(layout)
+    subprocess.run(["skopeo", "copy", "--all", "--quiet", f"oci:{layout}:v1", f"oci:{tmp_path / 'copy'}:x"],
+                   check=True, capture_output=True)
+    # a new index in a new layout, one of whose entries is an index itself (carried as it is)
+    nested = tmp_path / "nested"
+    code, out, err = run(capsys, "index", "create", f"oci:{nested}:n", ref,
+                         f"{registry.host}/test/single-gzip@{facts['single-gzip']['manifest']}", "--json")
+    assert code == 0, err
+    index = validate_layout(nested)
+    top = json.loads(blob(nested, index["manifests"][0]["digest"]))
+    assert [e["digest"] for e in top["manifests"]] == [facts["single-gzip"]["manifest"], facts["multi"]["index"]]
+    assert "platform" not in top["manifests"][1]
+    assert blob(nested, facts["multi"]["index"]) == skopeo_raw(f"docker://{ref}")
+    code, out, err = run(capsys, "index", "remove", f"oci:{nested}:n", "--platform", "linux/amd64")
+    assert code == 0, err
+    index = validate_layout(nested)
+    (left,) = json.loads(blob(nested, index["manifests"][0]["digest"]))["manifests"]
+    assert left == top["manifests"][1]  # the nested index, unchanged
+
+
+def test_push_annotation_makes_a_new_manifest_with_them(registry, target, facts, cache_dir, tmp_path, capsys):
+    layout = tmp_path / "one"
+    assert run(capsys, "pull", f"{registry.host}/test/single-gzip@{facts['single-gzip']['manifest']}",
+               "--format", "oci", "-o", str(layout))[0] == 0
+    dest = f"{target.host}/annotated/app:1"
+    code, out, err = run(capsys, "push", str(layout), dest, "--annotation", "org.opencontainers.image.source=x",
+                         "--annotation", "a=b=c", "--json")
+    assert code == 0, err
+    manifest = json.loads(skopeo_raw(f"docker://{dest}"))
+    assert manifest["annotations"] == {"a": "b=c", "org.opencontainers.image.source": "x"}
+    assert json.loads(out)["digest"] != facts["single-gzip"]["manifest"]
+    code, _, err = run(capsys, "push", str(layout), dest, "--annotation", "novalue")
+    assert code == 2 and "KEY=VALUE" in err

@@ -76,9 +76,11 @@ def _push_index(layout: LayoutReader, desc: mf.Descriptor, target: RegistryDesti
     return target.write_index(ImageIndex(doc, images))
 
 
-def _push_once(path: Path, name: str | None, dest: str, session: Session) -> PushResult:
+def _push_once(path: Path, name: str | None, dest: str, session: Session,
+               annotations: dict[str, str]) -> PushResult:
     where = f"push source {path}"
     target = destination(dest, session)
+    target.annotations = annotations
     if path.is_file() and is_docker_archive(path, where):
         return copy(DockerArchiveImage(path, session.store, name, where=where), target, session.cache)[1]
     with LayoutReader(path, where) as layout:
@@ -92,8 +94,10 @@ def _push_once(path: Path, name: str | None, dest: str, session: Session) -> Pus
     return copy(LayoutImage(path, session.store, name, where=where), target, session.cache)[1]
 
 
-def push(source: str, dest: str, session: Session | None = None) -> PushResult:
-    """`registry-tools push SOURCE DEST`: SOURCE is a layout dir (optionally DIR:TAG) or an archive."""
+def push(source: str, dest: str, session: Session | None = None,
+         annotations: dict[str, str] | None = None) -> PushResult:
+    """`registry-tools push SOURCE DEST`: SOURCE is a layout dir (optionally DIR:TAG) or an archive;
+    `annotations` are added to the manifest (or index) pushed, which makes it a new one."""
     own = session is None
     session = session or Session()
     try:
@@ -104,7 +108,7 @@ def push(source: str, dest: str, session: Session | None = None) -> PushResult:
         if not path.exists():
             raise UsageError(f"push source {source} does not exist")
         # A blob found damaged in the cache is imported again from the source on the second run.
-        return repairing(session.cache, lambda: _push_once(path, name, dest, session))
+        return repairing(session.cache, lambda: _push_once(path, name, dest, session, dict(annotations or {})))
     finally:
         if own:
             session.close()

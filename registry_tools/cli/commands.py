@@ -222,10 +222,12 @@ def _report_push(args: argparse.Namespace, r) -> None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    from registry_tools.api.index import parse_annotations
     from registry_tools.api.push import push
 
+    annotations = parse_annotations(args.annotation)
     with session_of(args) as session:
-        result = push(args.source, args.dest, session)
+        result = push(args.source, args.dest, session, annotations)
     _report_push(args, result)
     return 0
 
@@ -384,4 +386,4 @@ def _copying(name: str):
 COMMANDS = {"pull": cmd_pull, "prefetch": cmd_prefetch, "build": cmd_build, "push": cmd_push,
             "inspect": cmd_inspect, "digest": cmd_digest, "cache": cmd_cache, "login": cmd_login,
             "logout": cmd_logout, "completion": cmd_completion,
-            **{n: _copying(n) for n in ("copy", "sync", "tags", "tag", "delete")}}
+            **{n: _copying(n) for n in ("copy", "sync", "tags", "tag", "delete", "index")}}

@@ -163,3 +163,28 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 __all__ = ["cmd_copy", "cmd_delete", "cmd_prefetch_drift", "cmd_sync", "cmd_tag", "cmd_tags"]
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from registry_tools.api import index
+    from registry_tools.api.copy import parse_platforms
+
+    with session_of(args) as session:
+        if args.index_action == "create":
+            r = index.create(args.dest, args.images, annotations=index.parse_annotations(args.annotation),
+                             session=session)
+        elif args.index_action == "add":
+            r = index.add(args.target, args.images, annotations=index.parse_annotations(args.annotation),
+                          session=session)
+        else:
+            r = index.remove(args.target, parse_platforms(args.platform), session=session)
+    if args.json:
+        _dump(r.to_json())
+        return 0
+    if not args.quiet:
+        change = {"create": "", "add": "replaced", "remove": "removed"}[args.index_action]
+        what = f"; {change} {', '.join(r.replaced)}" if r.replaced else ""
+        print(f"{r.target}: an index of {r.entries} entries ({', '.join(r.platforms)}){what}; "
+              f"{r.copied} image(s) copied in", file=sys.stderr)
+    print(r.digest)
+    return 0

@@ -7,7 +7,7 @@ import re
 
 GROUPS = {
     "read": ("pull", "prefetch", "inspect", "digest", "tags"),
-    "write": ("build", "push", "copy", "sync"),
+    "write": ("build", "push", "copy", "sync", "index"),
     "registry housekeeping": ("tag", "delete", "login", "logout"),
     "cache": ("cache",),
     "shell": ("completion",),
@@ -31,6 +31,10 @@ EXAMPLES = {
     "sync": ["registry-tools prefetch --from images.txt --json > images.lock.json",
              "registry-tools sync images.lock.json --to mirror.example/hub -o mirror.lock.json",
              "registry-tools sync images.lock.json --to localhost:5000 --dry-run"],
+    "index": ["registry-tools index create reg.example/app:1.2 reg.example/app@sha256:…amd64 "
+              "reg.example/app@sha256:…arm64",
+              "registry-tools index add reg.example/app:1.2 ghcr.io/org/app-riscv@sha256:…",
+              "registry-tools index remove oci:./layout:1.2 --platform linux/arm/v7"],
     "inspect": ["registry-tools inspect ghcr.io/org/app:1.2",
                 "registry-tools inspect --raw docker.io/library/alpine:3.19 --platform linux/arm64"],
     "digest": ["registry-tools digest ghcr.io/org/app:1.2",

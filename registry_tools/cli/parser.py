@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
                                 help=argparse.SUPPRESS)
-    for add in (_pull, _prefetch, _build, _push, _copy, _sync, _inspect, _digest, _tags, _tag, _delete, _cache,
-                _login, _logout, _completion):
+    for add in (_pull, _prefetch, _build, _push, _copy, _sync, _index, _inspect, _digest, _tags, _tag, _delete,
+                _cache, _login, _logout, _completion):
         add(sub)
     teach(parser, sub)
     return parser
@@ -156,6 +156,9 @@ def _push(sub: Any) -> None:
     p = sub.add_parser("push", help="push a docker-archive, oci-archive or OCI layout to a registry")
     p.add_argument("source", help="an OCI layout directory (DIR or DIR:TAG), an oci-archive or a docker-archive")
     p.add_argument("dest", help="REGISTRY/REPOSITORY[:TAG]")
+    p.add_argument("--annotation", action="append", metavar="KEY=VALUE",
+                   help="an annotation on the manifest (or index) pushed, which makes it a new one (repeatable; "
+                        "OCI manifests only; nothing is filled from the clock)")
     _add_common(p)
 
 
@@ -239,6 +242,33 @@ def _sync(sub: Any) -> None:
     p.add_argument("--keep-going", action="store_true",
                    help="on a failure, go on with the other images, then report every failure (exit non-zero)")
     _add_common(p)
+
+
+def _index(sub: Any) -> None:
+    p = sub.add_parser(
+        "index", help="make an index of images, or add or remove platforms (in a registry or a layout)",
+        description="Assemble a multi-arch index without a daemon. Each action writes a new index (entries sorted "
+                    "by platform; nested indexes and attestations carried over unchanged), points the tag at it "
+                    "and prints its digest. An index lives at REGISTRY/REPOSITORY[:TAG] or oci:DIR[:TAG] (default "
+                    "tag latest); images from elsewhere are copied in by digest first.")
+    actions = p.add_subparsers(dest="index_action", required=True, parser_class=_Parser, metavar="ACTION")
+    c = actions.add_parser("create", help="a new index of these images (platforms read from each config)")
+    c.add_argument("dest", metavar="DEST", help="REGISTRY/REPOSITORY[:TAG] or oci:DIR[:TAG]")
+    c.add_argument("images", nargs="+", metavar="REF@DIGEST")
+    a = actions.add_parser("add", help="put images into an existing index (replacing the entry of the same "
+                                       "platform, if there is one)")
+    a.add_argument("target", metavar="INDEX", help="REGISTRY/REPOSITORY[:TAG] or oci:DIR[:TAG]")
+    a.add_argument("images", nargs="+", metavar="REF@DIGEST")
+    for q in (c, a):
+        q.add_argument("--annotation", action="append", metavar="KEY=VALUE",
+                       help="an annotation on the index (repeatable); nothing is filled from the clock")
+    r = actions.add_parser("remove", help="take platforms out of an existing index")
+    r.add_argument("target", metavar="INDEX", help="REGISTRY/REPOSITORY[:TAG] or oci:DIR[:TAG]")
+    _complete_platforms(r.add_argument("--platform", action="append", required=True, metavar="OS/ARCH[/VARIANT]",
+                                       help="a platform to remove (repeatable or comma-separated)"))
+    for q in (c, a, r):
+        q.formatter_class = argparse.RawDescriptionHelpFormatter
+        _add_common(q)
 
 
 def _tags(sub: Any) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import IO, Iterator, Union
 
 from registry_tools.errors import ManifestError, UsageError
+from registry_tools.fileio import AtomicFile
 from registry_tools.formats.tar import Entry, directory, file
 from registry_tools.model import manifest as mf
 from registry_tools.model.image import Image, Layer
@@ -47,7 +48,7 @@ def tree_documents(node: ManifestNode, image_name: str, tag: str, platform: dict
     desc: dict = {"mediaType": node.media_type, "digest": str(node.digest), "size": len(node.raw)}
     if platform:
         desc["platform"] = platform
-    desc["annotations"] = {CONTAINERD_NAME: f"{image_name}:{tag}", REF_NAME: tag}
+    desc["annotations"] = {CONTAINERD_NAME: f"{image_name}:{tag}", REF_NAME: tag} if image_name else {REF_NAME: tag}
     index = {"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": [desc]}
     docs = {"index.json": _json(index), "oci-layout": _json(LAYOUT_VERSION)}
     blobs: dict[str, BlobSource] = {d.hex: raw for d, raw in node.manifests().items()}
@@ -99,13 +100,49 @@ def write_blobs(blob_dir: Path, blobs: dict[str, BlobSource], store: BlobStore) 
             raise ManifestError(f"{path} is a symbolic link; a layout's blobs are files")
         if path.exists():
             continue
-        if isinstance(source, bytes):
-            path.write_bytes(source)
-            os.chmod(path, 0o444)
-        elif not store.link_verified(source, path):
-            with open(path, "wb") as f:
-                store.copy_verified(source, f.write, f"blob {source.digest}")
-            os.chmod(path, 0o444)
+        if not isinstance(source, bytes) and store.link_verified(source, path):
+            continue
+        part = blob_dir / f".{digest_hex}.part"  # a blob appears under its name whole, or not at all
+        try:
+            with open(part, "wb") as f:
+                if isinstance(source, bytes):
+                    f.write(source)
+                else:
+                    store.copy_verified(source, f.write, f"blob {source.digest}")
+            os.chmod(part, 0o444)
+            os.replace(part, path)
+        finally:
+            if part.exists():
+                part.unlink()
+
+
+def tag_in_layout(root: Path, node: ManifestNode, store: BlobStore, tag: str, image_name: str = "") -> None:
+    """Put a tree into a layout (made if `root` does not exist) and point `tag` at its top manifest.
+
+    Blobs are added (none removed: what the user had stays); index.json is replaced whole, by a
+    rename, with the entry of `tag` replaced and every other entry kept as it was."""
+    blob_dir = root / "blobs" / "sha256"
+    if not root.exists():
+        blob_dir.mkdir(parents=True)
+        for d in (root, root / "blobs", blob_dir):
+            os.chmod(d, 0o755)
+        (root / "oci-layout").write_bytes(_json(LAYOUT_VERSION))
+        os.chmod(root / "oci-layout", 0o444)
+        entries: list[dict] = []
+    else:
+        with LayoutReader(root, str(root)) as layout:
+            entries = [d.raw for d in layout.entries() if d.annotations.get(REF_NAME) != tag]
+    docs, blobs = tree_documents(node, image_name, tag)
+    write_blobs(blob_dir, blobs, store)
+    (entry,) = json.loads(docs["index.json"])["manifests"]
+    index = {"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": entries + [entry]}
+    out = AtomicFile(root / "index.json")
+    try:
+        out.file.write(_json(index))
+        out.commit(0o444)
+    except BaseException:
+        out.abort()
+        raise
 
 
 # --- reading: a layout directory or an oci-archive, through one opener ----------------------

@@ -136,6 +136,16 @@ class Descriptor:
         return out
 
 
+def with_annotations(raw: bytes, media_type: str, annotations: dict[str, str]) -> bytes:
+    """A manifest or index with these annotations added (a new document, so a new digest)."""
+    if media_type not in (OCI_MANIFEST, OCI_INDEX):
+        raise ManifestError(f"annotations need an OCI manifest or index; a {media_type} has no place for them")
+    doc = load_json(raw, "manifest")
+    doc["annotations"] = dict(sorted({**_str_map(doc.get("annotations"), "manifest", "annotations"),
+                                      **annotations}.items()))
+    return canonical_json(doc)
+
+
 def guess_media_type(raw: bytes) -> str:
     """Sniff a manifest's type from its content, as containers/image does; "" if unknown."""
     try:

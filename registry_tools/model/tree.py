@@ -55,8 +55,9 @@ class ManifestNode:
         return list(seen.values())
 
     def manifests(self) -> dict[Digest, bytes]:
-        """Every manifest's bytes by digest, this one's included."""
-        return {n.digest: n.raw for n in [*self.below(), self]}
+        """Every manifest's bytes by digest, this one's included (entries known only by their
+        descriptor, `shallow`, left out: they are where the index is already)."""
+        return {n.digest: n.raw for n in [*self.below(), self] if n.raw}
 
     @property
     def size(self) -> int:
@@ -93,6 +94,11 @@ def parse_node(desc: mf.Descriptor, raw: bytes, content_type: str,
             raise ManifestError(f"{where}: {key} is not a list")
         node.blobs += [mf.Descriptor.from_json(b, f"{where} {key}") for b in items]
     return node, []
+
+
+def shallow(desc: mf.Descriptor) -> ManifestNode:
+    """An entry of an existing index known by its descriptor only (it is where the index is)."""
+    return ManifestNode(desc, b"", desc.media_type)
 
 
 def platform_of(node: ManifestNode) -> str:

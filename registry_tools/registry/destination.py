@@ -184,6 +184,7 @@ class RegistryDestination:
         self.tag = tag
         self.tag_of = tag_of
         self.by_digest = by_digest
+        self.annotations: dict[str, str] = {}  # added to the manifest (or index) pushed: a new digest
 
     def write(self, supply: LayerSupply) -> PushResult:
         """Each layer's upload starts as soon as the source has it; the manifest once all landed."""
@@ -196,12 +197,16 @@ class RegistryDestination:
             sink.submit(image.manifest.config)
             sink.wait()
             tag = None if self.by_digest else self.tag or (self.tag_of(image) if self.tag_of else "latest")
-            sink.result.digest = sink.put_manifest(image.manifest.raw, image.manifest.media_type, tag)
+            sink.result.digest = sink.put_manifest(self._annotated(image.manifest.raw, image.manifest.media_type),
+                                                   image.manifest.media_type, tag)
             sink.result.reference = f"{self.ref.name}:{tag}" if tag else f"{self.ref.name}@{sink.result.digest}"
             ok = True
             return sink.result
         finally:
             sink.close(ok)
+
+    def _annotated(self, raw: bytes, media_type: str) -> bytes:
+        return mf.with_annotations(raw, media_type, self.annotations) if self.annotations else raw
 
     def write_index(self, index: ImageIndex) -> PushResult:
         """Blobs of every image, then each manifest by digest, then the index and the tag."""
@@ -217,7 +222,7 @@ class RegistryDestination:
             sink.wait()
             for image in images:
                 sink.put_manifest(image.manifest.raw, image.manifest.media_type, None)
-            sink.result.digest = sink.put_manifest(index.raw, index.media_type, tag)
+            sink.result.digest = sink.put_manifest(self._annotated(index.raw, index.media_type), index.media_type, tag)
             sink.result.reference = f"{self.ref.name}:{tag}"
             ok = True
             return sink.result
