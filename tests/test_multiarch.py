@@ -559,3 +559,24 @@ def test_push_annotation_makes_a_new_manifest_with_them(registry, target, facts,
     assert json.loads(out)["digest"] != facts["single-gzip"]["manifest"]
     code, _, err = run(capsys, "push", str(layout), dest, "--annotation", "novalue")
     assert code == 2 and "KEY=VALUE" in err
+
+
+def test_copy_moves_whole_indexes_between_registries_layouts_and_archives(registry, target, facts, cache_dir,
+                                                                         tmp_path, capsys):
+    src = f"{registry.host}/test/multi:v1"
+    layout, archive = tmp_path / "layout", tmp_path / "multi.oci.tar"
+    for a, b in ((src, f"oci:{layout}:v1"), (f"oci:{layout}:v1", f"oci-archive:{archive}:v1"),
+                 (f"oci-archive:{archive}:v1", f"docker://{target.host}/back/multi:v1")):
+        code, out, err = run(capsys, "copy", a, b, "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert doc["digest"] == facts["multi"]["index"], (a, b)
+        assert sorted(doc["platforms"]) == sorted(facts["multi"]["platforms"])
+    validate_layout(layout)
+    # every manifest came through byte for byte, the attestation's too
+    for digest in [facts["multi"]["index"], *facts["multi"]["platforms"].values(), facts["multi"]["attestation"]]:
+        assert skopeo_raw(f"docker://{target.host}/back/multi@{digest}") == \
+            skopeo_raw(f"docker://{registry.host}/test/multi@{digest}")
+    # one platform to a layout still writes that image alone
+    code, out, err = run(capsys, "copy", "--platform", "linux/arm64", src, f"oci:{tmp_path / 'one'}:v1", "--json")
+    assert code == 0 and json.loads(out)["digest"] == facts["multi"]["platforms"]["linux/arm64/v8"]

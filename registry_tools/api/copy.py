@@ -13,22 +13,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from registry_tools.api.pull import platforms_of, write_whole
 from registry_tools.api.push import push
 from registry_tools.engine import copy as engine_copy
 from registry_tools.errors import InvalidReference, UsageError
 from registry_tools.fileio import check_destination, check_layout_destination
 from registry_tools.formats.destination import ArchiveDestination, ArchiveOptions
 from registry_tools.formats.docker_archive import DockerArchiveImage, is_docker_archive
-from registry_tools.formats.oci_layout import LayoutImage
+from registry_tools.formats.oci_layout import LayoutImage, LayoutReader
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest, sri
 from registry_tools.model.platform import Choice, Platform, requested
+from registry_tools.model.platform.choose import is_attestation
 from registry_tools.model.platform.values import parse as parse_platform
 from registry_tools.registry.destination import PushResult
 from registry_tools.registry.mirror import replicate
 from registry_tools.registry.source import RegistryImage
-from registry_tools.registry.tree import platform_of
+from registry_tools.model.tree import platform_of
 from registry_tools.session import Session
 
 PREFIXES = {"docker://": "registry", "oci:": "oci", "oci-archive:": "oci-archive",
@@ -188,6 +190,9 @@ def _to_file(source: Endpoint, target: Endpoint, platform: Platform | None, cros
     digest = Digest.parse(src.digest) if src.digest else origin.resolve_tag(src.tag or "latest")
     options = _names(target, src.name_only().familiar_string(), src.tag)
     (check_layout_destination if target.kind == "oci" else check_destination)(target.path)
+    if platform is None and target.kind != "docker-archive":  # a layout holds a whole index, as a registry does
+        tree, sha = write_whole(origin, digest, ArchiveDestination(session.store, options, target.path), session)
+        return CopyResult(str(source), str(target), tree.digest, digest, list(platforms_of(tree)), [], sha256=sha)
     choice = Choice(requested(platform), cross_arch, platform is not None)
     image, sha = engine_copy(RegistryImage(origin, digest, choice),
                              ArchiveDestination(session.store, options, target.path), session.cache)
@@ -226,8 +231,11 @@ def _file_to_registry(source: Endpoint, target: Endpoint, tags: list[str], sessi
         if reg.manifest_digest(target.ref.path, tag) != pushed.digest:
             reg.put_manifest(target.ref.path, tag, raw, mf.parse(raw, ctype).media_type)
             pushed.manifests_put += 1
-    return CopyResult(str(source), str(target), pushed.digest, None, [], [pushed.reference.rsplit(":", 1)[1]] + tags,
-                      pushed)
+    doc = mf.parse(raw, ctype)
+    platforms = [str(Platform.from_json(d.platform)) for d in doc.manifests
+                 if d.platform and not is_attestation(d.raw)] if isinstance(doc, mf.Index) else []
+    return CopyResult(str(source), str(target), pushed.digest, None, platforms,
+                      [pushed.reference.rsplit(":", 1)[1]] + tags, pushed)
 
 
 def _file_to_file(source: Endpoint, target: Endpoint, platform: Platform | None, session: Session) -> CopyResult:
@@ -235,6 +243,10 @@ def _file_to_file(source: Endpoint, target: Endpoint, platform: Platform | None,
     if not source.path.exists():
         raise UsageError(f"source {source} does not exist")
     where = f"source {source}"
+    if platform is None and source.kind != "docker-archive" and target.kind != "docker-archive":
+        whole = _whole_layout(source, target, session)
+        if whole is not None:
+            return whole
     if source.kind == "docker-archive":
         image_source: Any = DockerArchiveImage(source.path, session.store, source.name, where=where)
     else:
@@ -246,3 +258,18 @@ def _file_to_file(source: Endpoint, target: Endpoint, platform: Platform | None,
     image, sha = engine_copy(image_source, ArchiveDestination(session.store, options, target.path), session.cache)
     return CopyResult(str(source), str(target), image.manifest_descriptor.digest, None,
                       [str(image.chosen_platform)], [], sha256=sha)
+
+
+def _whole_layout(source: Endpoint, target: Endpoint, session: Session) -> CopyResult | None:
+    """A layout or oci-archive entry that is an index, copied whole into a layout or oci-archive
+    (None: the entry is one image)."""
+    assert source.path is not None and target.path is not None
+    with LayoutReader(source.path, f"source {source}") as layout:
+        entries = layout.entries(source.name)
+        if len(entries) != 1 or entries[0].media_type not in mf.INDEX_TYPES:
+            return None
+        tree = layout.tree(entries[0], session.cache)
+    (check_layout_destination if target.kind == "oci" else check_destination)(target.path)
+    options = _names(target, "localhost/image", source.name)
+    sha = ArchiveDestination(session.store, options, target.path).write_tree(tree)
+    return CopyResult(str(source), str(target), tree.digest, tree.digest, list(platforms_of(tree)), [], sha256=sha)

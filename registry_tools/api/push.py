@@ -19,8 +19,11 @@ from registry_tools.formats.docker_archive import DockerArchiveImage, is_docker_
 from registry_tools.formats.oci_layout import LayoutImage, LayoutReader
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
-from registry_tools.model.image import Image, ImageIndex
+from registry_tools.model.image import Image
+from registry_tools.model.tree import annotated
 from registry_tools.registry.destination import PushResult, RegistryDestination, RegistrySink
+from registry_tools.registry.mirror import copy_tree
+from registry_tools.registry.relay import CachedBlobs
 from registry_tools.session import Session
 
 
@@ -68,12 +71,14 @@ def build_and_push_index(multi: MultiSpec, dest: str, session: Session) -> tuple
 
 def _push_index(layout: LayoutReader, desc: mf.Descriptor, target: RegistryDestination,
                 session: Session) -> PushResult | None:
-    """A layout entry that is an index: every image and the index itself (None: not an index)."""
+    """A layout entry that is an index: the whole tree (every image, nested index and attestation it
+    names, each verified into the cache), then the index and its tag (None: not an index)."""
     doc = layout.document(desc, session.cache)
     if not isinstance(doc, mf.Index):
         return None
-    images = [layout.image(d, session.cache) for d in doc.manifests if d.media_type in mf.IMAGE_TYPES]
-    return target.write_index(ImageIndex(doc, images))
+    tree = annotated(layout.tree(desc, session.cache), target.annotations)
+    tag = target.tag or "latest"
+    return copy_tree(session, target.ref.name_only(), tree, [tag], CachedBlobs(session.cache))
 
 
 def _push_once(path: Path, name: str | None, dest: str, session: Session,

@@ -52,27 +52,6 @@ class Image:
 
 
 
-@dataclass
-class ImageIndex:
-    """An index (or manifest list), verbatim, and the images of it that were read. Entries not
-    among `images` (nested indexes, artifacts, attestations) stay in the index as they were."""
-
-    index: mf.Index
-    images: list[Image] = field(default_factory=list)
-
-    @property
-    def raw(self) -> bytes:
-        return self.index.raw
-
-    @property
-    def media_type(self) -> str:
-        return self.index.media_type
-
-    @property
-    def digest(self) -> Digest:
-        return self.index.digest
-
-
 class LayerSupply(Protocol):
     """How a source makes an image's layers available, verified, in the store.
 

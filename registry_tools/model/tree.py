@@ -96,6 +96,15 @@ def parse_node(desc: mf.Descriptor, raw: bytes, content_type: str,
     return node, []
 
 
+def annotated(node: ManifestNode, annotations: dict[str, str]) -> ManifestNode:
+    """The same tree under a top manifest with these annotations added (a new digest)."""
+    if not annotations:
+        return node
+    raw = mf.with_annotations(node.raw, node.media_type, annotations)
+    desc = mf.Descriptor(node.media_type, Digest.of_bytes(raw), len(raw), node.descriptor.platform)
+    return ManifestNode(desc, raw, node.media_type, node.blobs, node.children, mf.load_json(raw, "manifest"))
+
+
 def shallow(desc: mf.Descriptor) -> ManifestNode:
     """An entry of an existing index known by its descriptor only (it is where the index is)."""
     return ManifestNode(desc, b"", desc.media_type)

@@ -23,7 +23,7 @@ from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.compression import READ_SIZE
 from registry_tools.model.digest import Digest
-from registry_tools.model.image import Image, ImageIndex, LayerSupply
+from registry_tools.model.image import Image, LayerSupply
 from registry_tools.registry import upload
 from registry_tools.registry.client import Registry
 from registry_tools.registry.relay import BlobOrigin, CachedBlobs
@@ -207,24 +207,3 @@ class RegistryDestination:
 
     def _annotated(self, raw: bytes, media_type: str) -> bytes:
         return mf.with_annotations(raw, media_type, self.annotations) if self.annotations else raw
-
-    def write_index(self, index: ImageIndex) -> PushResult:
-        """Blobs of every image, then each manifest by digest, then the index and the tag."""
-        images = index.images
-        sink = RegistrySink(self.work, self.ref)
-        ok = False
-        tag = self.tag or "latest"
-        try:
-            for image in images:
-                for layer in image.layers:
-                    sink.submit(layer.descriptor)
-                sink.submit(image.manifest.config)
-            sink.wait()
-            for image in images:
-                sink.put_manifest(image.manifest.raw, image.manifest.media_type, None)
-            sink.result.digest = sink.put_manifest(self._annotated(index.raw, index.media_type), index.media_type, tag)
-            sink.result.reference = f"{self.ref.name}:{tag}"
-            ok = True
-            return sink.result
-        finally:
-            sink.close(ok)
