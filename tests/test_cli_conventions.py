@@ -68,6 +68,12 @@ def test_every_command_prints_one_json_document_of_its_schema(registry, target, 
     copied = json_of(capsys, "copy", "copy", f"{src}:v1", f"{target.host}/c/multi:v1")
     assert copied["digest"] == digest
     assert json_of(capsys, "sync", "sync", str(tmp_path / "lock.json"), "--to", f"{target.host}/m")["images"]
+    made = json_of(capsys, "index", "index", "create", f"{target.host}/i/app:1",
+                   f"{src}@{facts['multi']['platforms']['linux/amd64']}")
+    assert made["platforms"] == ["linux/amd64"] and made["copied"] == 1
+    whole = json_of(capsys, "pull", "pull", f"{src}@{digest}", "--all", "--format", "oci-archive",
+                    "-o", str(tmp_path / "all.tar"))
+    assert whole["platform"] == "all" and whole["manifestDigest"] == digest
     json_of(capsys, "inspect", "inspect", f"{src}:v1")
     assert json_of(capsys, "digest", "digest", f"{src}:v1")["digest"] == digest
     assert "v1" in json_of(capsys, "tags", "tags", f"{target.host}/c/multi")
