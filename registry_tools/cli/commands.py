@@ -386,4 +386,4 @@ def _copying(name: str):
 COMMANDS = {"pull": cmd_pull, "prefetch": cmd_prefetch, "build": cmd_build, "push": cmd_push,
             "inspect": cmd_inspect, "digest": cmd_digest, "cache": cmd_cache, "login": cmd_login,
             "logout": cmd_logout, "completion": cmd_completion,
-            **{n: _copying(n) for n in ("copy", "sync", "tags", "tag", "delete", "index")}}
+            **{n: _copying(n) for n in ("copy", "sync", "tags", "tag", "delete", "index", "attach", "referrers")}}

@@ -188,3 +188,37 @@ def cmd_index(args: argparse.Namespace) -> int:
               f"{r.copied} image(s) copied in", file=sys.stderr)
     print(r.digest)
     return 0
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    from registry_tools.api.artifacts import attach
+    from registry_tools.api.index import parse_annotations
+
+    with session_of(args) as session:
+        r = attach(args.image, args.artifact_type, args.files, annotations=parse_annotations(args.annotation),
+                   session=session)
+    if args.json:
+        _dump(r.to_json())
+        return 0
+    if not args.quiet:
+        print(f"attached {r.files} file(s) to {r.subject} as {r.artifact_type}", file=sys.stderr)
+    print(r.reference)
+    return 0
+
+
+def cmd_referrers(args: argparse.Namespace) -> int:
+    from registry_tools.api.artifacts import referrers
+    from registry_tools.errors import printable
+
+    with session_of(args) as session:
+        r = referrers(args.image, artifact_type=args.artifact_type, session=session)
+    if args.json:
+        _dump({"subject": str(r.subject), "via": r.via, "referrers": [d.raw for d in r.descriptors]})
+        return 0
+    if not args.quiet:
+        how = "the referrers API" if r.via == "api" else "the fallback tag"
+        print(f"{len(r.descriptors)} referrer(s) of {r.subject} (from {how})", file=sys.stderr)
+    for d in r.descriptors:
+        kind = d.raw.get("artifactType") if isinstance(d.raw.get("artifactType"), str) else d.media_type
+        print(f"{d.digest} {printable(str(kind))} {d.size}")
+    return 0

@@ -6,8 +6,8 @@ import difflib
 import re
 
 GROUPS = {
-    "read": ("pull", "prefetch", "inspect", "digest", "tags"),
-    "write": ("build", "push", "copy", "sync", "index"),
+    "read": ("pull", "prefetch", "inspect", "digest", "tags", "referrers"),
+    "write": ("build", "push", "copy", "sync", "index", "attach"),
     "registry housekeeping": ("tag", "delete", "login", "logout"),
     "cache": ("cache",),
     "shell": ("completion",),
@@ -35,6 +35,11 @@ EXAMPLES = {
               "reg.example/app@sha256:…arm64",
               "registry-tools index add reg.example/app:1.2 ghcr.io/org/app-riscv@sha256:…",
               "registry-tools index remove oci:./layout:1.2 --platform linux/arm/v7"],
+    "attach": ["registry-tools attach reg.example/app:1.2 --artifact-type application/spdx+json sbom.spdx.json",
+               "registry-tools attach reg.example/app@sha256:… --artifact-type application/vnd.example.report "
+               "report.txt:text/plain"],
+    "referrers": ["registry-tools referrers reg.example/app:1.2",
+                  "registry-tools referrers reg.example/app@sha256:… --artifact-type application/spdx+json --json"],
     "inspect": ["registry-tools inspect ghcr.io/org/app:1.2",
                 "registry-tools inspect --raw docker.io/library/alpine:3.19 --platform linux/arm64"],
     "digest": ["registry-tools digest ghcr.io/org/app:1.2",

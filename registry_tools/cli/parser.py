@@ -86,8 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
                                 help=argparse.SUPPRESS)
-    for add in (_pull, _prefetch, _build, _push, _copy, _sync, _index, _inspect, _digest, _tags, _tag, _delete,
-                _cache, _login, _logout, _completion):
+    for add in (_pull, _prefetch, _build, _push, _copy, _sync, _index, _attach, _inspect, _digest, _tags,
+                _referrers, _tag, _delete, _cache, _login, _logout, _completion):
         add(sub)
     teach(parser, sub)
     return parser
@@ -269,6 +269,31 @@ def _index(sub: Any) -> None:
     for q in (c, a, r):
         q.formatter_class = argparse.RawDescriptionHelpFormatter
         _add_common(q)
+
+
+def _attach(sub: Any) -> None:
+    p = sub.add_parser(
+        "attach", help="attach files to an image as an OCI 1.1 artifact (signatures, SBOMs, reports)",
+        description="Push an artifact manifest whose subject is the manifest REF names: artifactType T, the "
+                    "empty config, one layer per FILE (titled with its name). Where the registry has no "
+                    "referrers API, the artifact is added to the subject's fallback index (tag sha256-<hex>).")
+    p.add_argument("image", metavar="REF", help="the image: REPOSITORY:TAG or REPOSITORY@DIGEST")
+    p.add_argument("files", nargs="+", metavar="FILE[:MEDIATYPE]",
+                   help="a file to attach (media type default application/octet-stream)")
+    p.add_argument("--artifact-type", required=True, metavar="T", help="the artifact's type, e.g. "
+                   "application/spdx+json")
+    p.add_argument("--annotation", action="append", metavar="KEY=VALUE", help="an annotation on the artifact")
+    _add_common(p)
+
+
+def _referrers(sub: Any) -> None:
+    p = sub.add_parser("referrers", help="list what refers to an image (signatures, SBOMs, attestations)",
+                       description="List the manifests whose subject is the manifest REF names: from the "
+                                   "registry's referrers API, else from the fallback tag sha256-<hex> (each entry "
+                                   "checked: its own manifest must name that subject).")
+    p.add_argument("image", metavar="REF")
+    p.add_argument("--artifact-type", metavar="T", help="only artifacts of this type")
+    _add_common(p)
 
 
 def _tags(sub: Any) -> None:

@@ -304,6 +304,11 @@ class Registry:
         return Digest.parse(got) if got else None
 
     def put_manifest(self, repo: str, ref: str, raw: bytes, media_type: str) -> Digest:
+        return self.put_manifest_answer(repo, ref, raw, media_type)[0]
+
+    def put_manifest_answer(self, repo: str, ref: str, raw: bytes, media_type: str) -> tuple[Digest, httpx.Headers]:
+        """PUT a manifest; its digest (checked against what the registry returns) and the answer's
+        headers (`OCI-Subject`: the registry indexed the manifest's subject itself)."""
         digest = Digest.of_bytes(raw)
         what = f"manifest {digest} to {self.domain}/{repo}:{ref}"
         resp = self.request("PUT", repo, f"/v2/{repo}/manifests/{ref}", actions="pull,push", kind="manifest-put",
@@ -311,7 +316,7 @@ class Registry:
         if resp.status_code not in (200, 201, 202):
             self.check(resp, what, repo)
             raise RegistryError(f"{what}: unexpected HTTP {resp.status_code}", resp.status_code)
-        return returned_digest(resp, digest, what)
+        return returned_digest(resp, digest, what), resp.headers
 
 
 def probe_scheme(reg: "Registry") -> str:

@@ -100,6 +100,11 @@ class RegistrySource:
         """
         wanted = choice.wanted
         doc, desc, index_digest = self._choose(digest, choice)
+        if doc.config.media_type not in (mf.OCI_CONFIG, mf.DOCKER_CONFIG, ""):
+            art = mf.load_json(doc.raw, f"manifest {self._where(desc.digest)}").get("artifactType")
+            kind = art if isinstance(art, str) and art else doc.config.media_type
+            raise ManifestError(f"{self._where(desc.digest)} is not an image but an artifact of type {kind}: "
+                                "list what refers to an image with `registry-tools referrers`")
         config_raw = self.blob_bytes(doc.config, f"config of {self._where(desc.digest)}")
         config = mf.parse_config(config_raw, f"config {doc.config.digest}")
         have = Platform(str(config.get("os") or ""), str(config.get("architecture") or ""),

@@ -1,0 +1,157 @@
+"""Referrers: the manifests whose `subject` names a manifest (signatures, SBOMs, attestations).
+
+An OCI 1.1 registry answers `GET /v2/<name>/referrers/<digest>` with an index of them and
+says, with an `OCI-Subject` header on the PUT, that it keeps that index itself. Where the
+API is missing (distribution 2.8, most registries before 2024), writers keep the same
+index under the fallback tag `sha256-<hex>` of the subject, and readers read it there.
+The fallback is untrusted like everything read: what the tag names must be an index,
+and an entry is listed only once its own manifest, fetched by digest and verified, has
+that `subject` (on some registries the tag resolves to the image itself, oras#2148).
+"""
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+from dataclasses import dataclass, field
+from typing import Any
+
+from registry_tools.errors import ManifestError, NotFound, RegistryError, VerificationError, printable
+from registry_tools.model import manifest as mf
+from registry_tools.model.digest import Digest
+from registry_tools.registry.client import Registry
+from registry_tools.registry.source import RegistrySource
+
+log = logging.getLogger("registry_tools.referrers")
+
+NO_API = (404, 405, 400)  # what registries without the referrers API answer its URL with
+
+
+def fallback_tag(digest: Digest) -> str:
+    """The tag under which registries without the API keep a subject's referrers index."""
+    return f"{digest.algorithm}-{digest.hex}"
+
+
+def entry_of(raw: bytes, doc: dict[str, Any]) -> dict[str, Any]:
+    """A referrer's descriptor as the referrers index carries it: media type, digest, size,
+    artifactType (the manifest's, else its config's media type) and annotations."""
+    entry: dict[str, Any] = {"mediaType": doc.get("mediaType") or mf.OCI_MANIFEST,
+                             "digest": str(Digest.of_bytes(raw)), "size": len(raw)}
+    artifact = doc.get("artifactType")
+    if not isinstance(artifact, str) or not artifact:
+        config = doc.get("config")
+        artifact = config.get("mediaType") if isinstance(config, dict) else None
+    if isinstance(artifact, str) and artifact:
+        entry["artifactType"] = artifact
+    if isinstance(doc.get("annotations"), dict) and doc["annotations"]:
+        entry["annotations"] = doc["annotations"]
+    return entry
+
+
+def subject_of(raw: bytes, where: str) -> mf.Descriptor | None:
+    doc = mf.load_json(raw, where)
+    if not isinstance(doc, dict) or doc.get("subject") is None:
+        return None
+    return mf.Descriptor.from_json(doc["subject"], f"{where} subject")
+
+
+@dataclass
+class Referrers:
+    subject: Digest
+    descriptors: list[mf.Descriptor] = field(default_factory=list)
+    via: str = "api"  # "api" or "tag": where they were listed
+
+
+def _index_entries(raw: bytes, where: str) -> list[mf.Descriptor]:
+    doc = mf.load_json(raw, where)
+    if not isinstance(doc, dict) or not isinstance(doc.get("manifests"), list):
+        raise ManifestError(f"{where}: not an index (no manifests list)")
+    media_type = doc.get("mediaType")
+    if media_type is not None and media_type != mf.OCI_INDEX:
+        raise ManifestError(f"{where}: a {printable(str(media_type))}, not an OCI index")
+    return [mf.Descriptor.from_json(e, where) for e in doc["manifests"]]
+
+
+def _artifact_type(d: mf.Descriptor) -> str:
+    value = d.raw.get("artifactType")
+    return value if isinstance(value, str) else ""
+
+
+def list_referrers(source: RegistrySource, subject: Digest, artifact_type: str | None = None) -> Referrers:
+    """What refers to `subject` in the source's repository: from the API, else the fallback tag."""
+    reg, repo = source.registry, source.repo
+    where = f"referrers of {reg.domain}/{repo}@{subject}"
+    query = f"?artifactType={quote(artifact_type, safe='')}" if artifact_type else ""
+    path = f"/v2/{repo}/referrers/{subject}{query}"
+    resp = reg.request("GET", repo, path, headers={"Accept": mf.OCI_INDEX}, kind="referrers",
+                       limit=mf.MAX_MANIFEST_SIZE)
+    if resp.status_code == 200:
+        found = Referrers(subject, _index_entries(resp.content, where), "api")
+    elif resp.status_code in NO_API:
+        found = Referrers(subject, _from_fallback(source, subject, where), "tag")
+    else:
+        reg.check(resp, where, repo)
+        raise RegistryError(f"{where}: unexpected HTTP {resp.status_code}", resp.status_code)
+    if artifact_type:  # a registry may ignore the filter (it says so with OCI-Filters-Applied)
+        found.descriptors = [d for d in found.descriptors if _artifact_type(d) == artifact_type]
+    return found
+
+
+def _from_fallback(source: RegistrySource, subject: Digest, where: str) -> list[mf.Descriptor]:
+    reg, repo = source.registry, source.repo
+    tag = fallback_tag(subject)
+    try:
+        raw, _ = reg.get_manifest(repo, tag)
+    except NotFound:
+        return []
+    try:
+        entries = _index_entries(raw, f"{where} (tag {tag})")
+    except ManifestError as e:
+        log.warning("%s; ignoring the tag", printable(str(e)))  # e.g. a registry resolving the tag to the image itself
+        return []
+    out = []
+    for d in entries:
+        try:
+            got, _ = source.manifest_bytes(d.digest, d.size)
+            named = subject_of(got, f"manifest {reg.domain}/{repo}@{d.digest}")
+        except (ManifestError, NotFound, VerificationError) as e:  # a wrong size, a missing or bad manifest
+            log.warning("%s: skipping entry %s: %s", where, d.digest, printable(str(e)))
+            continue
+        if named is None or named.digest != subject:
+            log.warning("%s: skipping entry %s: its subject is not %s", where, d.digest, subject)
+            continue
+        out.append(d)
+    return out
+
+
+def put_referrer(reg: Registry, repo: str, raw: bytes, media_type: str, tag: str | None = None) -> Digest:
+    """PUT a manifest that names a subject (by digest, and `tag` if given); where the registry does
+    not say it indexed the subject (no OCI-Subject header), add the manifest to the fallback index."""
+    digest, headers = reg.put_manifest_answer(repo, str(Digest.of_bytes(raw)), raw, media_type)
+    if tag:
+        reg.put_manifest(repo, tag, raw, media_type)
+    subject = subject_of(raw, f"manifest {digest}")
+    if subject is not None and not headers.get("oci-subject"):
+        doc = mf.load_json(raw, f"manifest {digest}")
+        update_fallback(reg, repo, subject.digest, entry_of(raw, doc))
+    return digest
+
+
+def update_fallback(reg: Registry, repo: str, subject: Digest, entry: dict[str, Any]) -> Digest | None:
+    """Add `entry` to the subject's fallback index (made if missing), entries sorted by digest; a
+    tag naming something else than an index is left alone (logged). None: nothing to change."""
+    tag = fallback_tag(subject)
+    entries: list[dict[str, Any]] = []
+    try:
+        raw, _ = reg.get_manifest(repo, tag)
+        entries = [d.raw for d in _index_entries(raw, f"{reg.domain}/{repo}:{tag}")]
+    except NotFound:
+        pass
+    except ManifestError as e:
+        log.warning("%s; not updating the fallback tag", printable(str(e)))
+        return None
+    if any(e.get("digest") == entry["digest"] and e == entry for e in entries):
+        return None
+    entries = [e for e in entries if e.get("digest") != entry["digest"]] + [entry]
+    entries.sort(key=lambda e: str(e.get("digest")))
+    index = mf.canonical_json({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": entries})
+    return reg.put_manifest(repo, tag, index, mf.OCI_INDEX)

@@ -1,0 +1,174 @@
+"""Referrers, artifacts and the fallback tag: against the real docker-registry (no referrers API)
+and a scripted OCI 1.1 registry (the API and OCI-Subject); oras-py as the peer."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import subprocess
+
+import pytest
+
+from registry_tools import cli
+
+from .support.ociregistry import OciRegistry
+from .support.registry import LocalRegistry
+from .test_multiarch import validator
+
+SPDX = "application/spdx+json"
+EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+
+
+@pytest.fixture
+def target(tmp_path):
+    reg = LocalRegistry(tmp_path / "target").start()
+    yield reg
+    reg.stop()
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def raw_of(ref: str) -> bytes:
+    return subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+                          capture_output=True, check=True).stdout
+
+
+def seed(registry, host, facts, capsys, repo="app/img:1") -> str:
+    code, _, err = run(capsys, "copy", f"{registry.host}/test/single-gzip:v1", f"{host}/{repo}")
+    assert code == 0, err
+    return facts["single-gzip"]["manifest"]
+
+
+def files(tmp_path):
+    sbom = tmp_path / "sbom.spdx.json"
+    sbom.write_text('{"spdxVersion": "SPDX-2.3"}\n')
+    report = tmp_path / "report.txt"
+    report.write_text("all good\n")
+    return sbom, report
+
+
+def test_attach_without_the_api_keeps_a_sorted_fallback_index(registry, target, facts, cache_dir, tmp_path,
+                                                             capsys):
+    subject = seed(registry, target.host, facts, capsys)
+    sbom, report = files(tmp_path)
+    ref = f"{target.host}/app/img:1"
+    code, out, err = run(capsys, "attach", ref, "--artifact-type", SPDX, str(sbom), "--annotation",
+                         "org.example.kind=sbom", "--json")
+    assert code == 0, err
+    first = json.loads(out)
+    assert first["subject"] == subject and first["files"] == 1
+    manifest = json.loads(raw_of(f"{target.host}/app/img@{first['digest']}"))
+    validator().validator_for("application/vnd.oci.image.manifest.v1+json").validate(manifest)
+    assert manifest["artifactType"] == SPDX and manifest["config"]["digest"] == EMPTY_DIGEST
+    assert manifest["subject"]["digest"] == subject and "created" not in json.dumps(manifest)
+    assert manifest["layers"][0]["annotations"] == {"org.opencontainers.image.title": "sbom.spdx.json"}
+    code, out, err = run(capsys, "attach", ref, "--artifact-type", "application/vnd.example.report",
+                         f"{report}:text/plain", "--json")
+    assert code == 0, err
+    second = json.loads(out)
+    tag = f"{target.host}/app/img:sha256-{subject.split(':')[1]}"
+    fallback = raw_of(tag)
+    index = json.loads(fallback)
+    validator().validator_for("application/vnd.oci.image.index.v1+json").validate(index)
+    assert [e["digest"] for e in index["manifests"]] == sorted([first["digest"], second["digest"]])
+    by = {e["digest"]: e for e in index["manifests"]}
+    assert by[first["digest"]]["artifactType"] == SPDX
+    assert by[first["digest"]]["annotations"] == {"org.example.kind": "sbom"}
+    assert by[second["digest"]]["artifactType"] == "application/vnd.example.report"
+    # the same attach again: the same artifact, the fallback index unchanged
+    code, out, _ = run(capsys, "attach", ref, "--artifact-type", SPDX, str(sbom), "--annotation",
+                       "org.example.kind=sbom", "--json")
+    assert json.loads(out)["digest"] == first["digest"] and raw_of(tag) == fallback
+    code, out, err = run(capsys, "referrers", ref, "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert listed["via"] == "tag" and listed["subject"] == subject
+    assert sorted(d["digest"] for d in listed["referrers"]) == sorted([first["digest"], second["digest"]])
+    code, out, err = run(capsys, "referrers", ref, "--artifact-type", SPDX)
+    assert code == 0 and out.split() == [first["digest"], SPDX, str(by[first["digest"]]["size"])]
+    # oras-py pulls what attach pushed
+    import oras.client
+
+    client = oras.client.OrasClient(hostname=target.host, insecure=True)
+    got = client.pull(target=f"{target.host}/app/img@{first['digest']}", outdir=str(tmp_path / "oras-out"))
+    assert [p.rsplit("/", 1)[1] for p in got] == ["sbom.spdx.json"]
+    assert (tmp_path / "oras-out" / "sbom.spdx.json").read_bytes() == sbom.read_bytes()
+    # pull of an artifact says what it is
+    code, _, err = run(capsys, "pull", f"{target.host}/app/img@{first['digest']}", "-o", str(tmp_path / "x.tar"))
+    assert code == 1 and "artifact of type application/spdx+json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_referrers_api_and_oci_subject(httpserver, registry, facts, cache_dir, tmp_path, capsys, monkeypatch):
+    oci = OciRegistry(httpserver)
+    subject = seed(registry, oci.host, facts, capsys)
+    sbom, report = files(tmp_path)
+    code, out, err = run(capsys, "attach", f"{oci.host}/app/img:1", "--artifact-type", SPDX, str(sbom), "--json")
+    assert code == 0, err
+    ours = json.loads(out)["digest"]
+    # the registry said OCI-Subject: no fallback tag was written
+    assert not [p for m, p in oci.log if m == "PUT" and "/manifests/sha256-" in p]
+    # oras-py pushes an artifact with a subject through the same registry
+    import oras.client
+    import oras.oci
+
+    monkeypatch.chdir(tmp_path)
+    client = oras.client.OrasClient(hostname=oci.host, insecure=True)
+    raw = oci.manifests[("app/img", subject)][0]
+    client.push(target=f"{oci.host}/app/img:oras-report", files=["report.txt:text/plain"],
+                subject=oras.oci.Subject(json.loads(raw)["mediaType"], subject, len(raw)))
+    theirs = "sha256:" + hashlib.sha256(oci.manifests[("app/img", "oras-report")][0]).hexdigest()
+    code, out, err = run(capsys, "referrers", f"{oci.host}/app/img@{subject}", "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert listed["via"] == "api"
+    assert sorted(d["digest"] for d in listed["referrers"]) == sorted([ours, theirs])
+    code, out, err = run(capsys, "referrers", f"{oci.host}/app/img@{subject}", "--artifact-type", SPDX, "--json")
+    assert [d["digest"] for d in json.loads(out)["referrers"]] == [ours]
+
+
+def test_hostile_referrers_answers_are_refused_or_skipped(httpserver, registry, target, facts, cache_dir, tmp_path,
+                                                         capsys, caplog):
+    oci = OciRegistry(httpserver)
+    subject = seed(registry, oci.host, facts, capsys)
+    oci.referrers_override[subject] = json.dumps({"schemaVersion": 2, "config": {}, "layers": []}).encode()
+    code, _, err = run(capsys, "referrers", f"{oci.host}/app/img@{subject}")
+    assert code == 1 and "not an index" in err and len(err.strip().splitlines()) == 1
+    oci.referrers_override[subject] = b"<html>nope</html>"
+    code, _, err = run(capsys, "referrers", f"{oci.host}/app/img@{subject}")
+    assert code == 1 and "not valid JSON" in err
+    # a fallback tag naming the image itself (oras#2148): skipped, with a line in the log
+    subject = seed(registry, target.host, facts, capsys)
+    hexd = subject.split(":")[1]
+    assert run(capsys, "tag", f"{target.host}/app/img@{subject}", f"sha256-{hexd}")[0] == 0
+    with caplog.at_level(logging.WARNING, logger="registry_tools.referrers"):
+        code, out, err = run(capsys, "referrers", f"{target.host}/app/img@{subject}", "--json")
+    assert code == 0 and json.loads(out)["referrers"] == []
+    assert "not an index" in caplog.text
+    # a fallback index whose entries are an artifact of another image, and one with a forged size: both skipped
+    amd64 = facts["multi"]["platforms"]["linux/amd64"]
+    assert run(capsys, "copy", f"{registry.host}/test/multi@{amd64}", f"{target.host}/app/img:amd64")[0] == 0
+    sbom, _ = files(tmp_path)
+    code, out, _ = run(capsys, "attach", f"{target.host}/app/img:amd64", "--artifact-type", SPDX, str(sbom), "--json")
+    foreign = json.loads(out)["digest"]
+    size = len(raw_of(f"{target.host}/app/img@{foreign}"))
+    entries = [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": foreign, "size": size},
+               {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": foreign, "size": size + 7}]
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                        "manifests": entries}).encode()
+    from registry_tools.registry.client import Registry
+
+    reg = Registry(target.host)
+    try:
+        reg.put_manifest("app/img", f"sha256-{hexd}", index, "application/vnd.oci.image.index.v1+json")
+    finally:
+        reg.close()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="registry_tools.referrers"):
+        code, out, err = run(capsys, "referrers", f"{target.host}/app/img@{subject}", "--json")
+    assert code == 0, err
+    assert json.loads(out)["referrers"] == []
+    assert "its subject is not" in caplog.text and "skipping entry" in caplog.text
