@@ -172,3 +172,57 @@ def test_hostile_referrers_answers_are_refused_or_skipped(httpserver, registry, 
     assert code == 0, err
     assert json.loads(out)["referrers"] == []
     assert "its subject is not" in caplog.text and "skipping entry" in caplog.text
+
+
+def test_copy_referrers_carries_artifacts_recursively_and_cosign_tags(httpserver, registry, target, facts, cache_dir,
+                                                                     tmp_path, capsys, monkeypatch):
+    subject = seed(registry, target.host, facts, capsys)
+    sbom, report = files(tmp_path)
+    ref = f"{target.host}/app/img:1"
+    code, out, _ = run(capsys, "attach", ref, "--artifact-type", SPDX, str(sbom), "--json")
+    sbom_digest = json.loads(out)["digest"]
+    code, out, _ = run(capsys, "attach", f"{target.host}/app/img@{sbom_digest}", "--artifact-type",
+                       "application/vnd.example.signature", str(report), "--json")  # refers to the SBOM
+    nested = json.loads(out)["digest"]
+    # a legacy cosign signature tag beside the image
+    cosign_tag = f"sha256-{subject.split(':')[1]}.sig"
+    assert run(capsys, "tag", f"{target.host}/app/img@{nested}", cosign_tag)[0] == 0
+    other = LocalRegistry(tmp_path / "other").start()
+    try:
+        code, out, err = run(capsys, "copy", ref, f"{other.host}/copy/img:1", "--referrers", "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        assert sorted(doc["referrers"]) == sorted({sbom_digest, nested})
+        code, out, err = run(capsys, "referrers", f"{other.host}/copy/img:1", "--json")
+        assert [d["digest"] for d in json.loads(out)["referrers"]] == [sbom_digest]
+        code, out, err = run(capsys, "referrers", f"{other.host}/copy/img@{sbom_digest}", "--json")
+        assert [d["digest"] for d in json.loads(out)["referrers"]] == [nested]
+        assert raw_of(f"{other.host}/copy/img:{cosign_tag}") == raw_of(f"{target.host}/app/img:{cosign_tag}")
+        # copying again sends no manifest of them again
+        mark = other.log_offset()
+        code, out, err = run(capsys, "copy", ref, f"{other.host}/copy/img:1", "--referrers", "--json")
+        assert code == 0, err
+        assert not [p for m, p in other.requests_since(mark) if m == "PUT"]
+    finally:
+        other.stop()
+    # from a registry with the referrers API (an oras-py artifact among them) to one without: the
+    # fallback index is written there
+    oci = OciRegistry(httpserver)
+    seed(registry, oci.host, facts, capsys)
+    import oras.client
+    import oras.oci
+
+    monkeypatch.chdir(tmp_path)
+    raw = oci.manifests[("app/img", subject)][0]
+    oras.client.OrasClient(hostname=oci.host, insecure=True).push(
+        target=f"{oci.host}/app/img:oras", files=["report.txt:text/plain"],
+        subject=oras.oci.Subject(json.loads(raw)["mediaType"], subject, len(raw)))
+    theirs = "sha256:" + hashlib.sha256(oci.manifests[("app/img", "oras")][0]).hexdigest()
+    code, out, err = run(capsys, "copy", f"{oci.host}/app/img:1", f"{target.host}/from-oci/img:1", "--referrers",
+                         "--json")
+    assert code == 0, err
+    assert json.loads(out)["referrers"] == [theirs]
+    code, out, err = run(capsys, "referrers", f"{target.host}/from-oci/img:1", "--json")
+    assert json.loads(out)["via"] == "tag" and [d["digest"] for d in json.loads(out)["referrers"]] == [theirs]
+    code, _, err = run(capsys, "copy", ref, f"oci:{tmp_path / 'l'}", "--referrers")
+    assert code == 2 and "between registries" in err

@@ -28,7 +28,8 @@ from registry_tools.model.platform import Choice, Platform, requested
 from registry_tools.model.platform.choose import is_attestation
 from registry_tools.model.platform.values import parse as parse_platform
 from registry_tools.registry.destination import PushResult
-from registry_tools.registry.mirror import replicate
+from registry_tools.registry.mirror import copy_referrers, replicate
+from registry_tools.registry.tree import read_tree
 from registry_tools.registry.source import RegistryImage
 from registry_tools.model.tree import platform_of
 from registry_tools.session import Session
@@ -117,6 +118,7 @@ class CopyResult:
     pushed: PushResult | None = None
     sha256: bytes | None = None  # an archive's or layout's hash
     up_to_date: bool = False  # the destination held it all already: nothing was sent
+    referrers: list[Digest] = field(default_factory=list)  # with --referrers: what was copied with it
 
     def to_json(self) -> dict[str, Any]:
         p = self.pushed
@@ -127,7 +129,7 @@ class CopyResult:
             "platforms": self.platforms, "tags": self.tags, "upToDate": self.up_to_date,
             "blobsUploaded": len(p.uploaded) if p else 0, "blobsMounted": len(p.mounted) if p else 0,
             "blobsSkipped": len(p.present) if p else 0, "bytesSent": p.bytes_uploaded if p else 0,
-            "manifestsPut": p.manifests_put if p else 0,
+            "manifestsPut": p.manifests_put if p else 0, "referrers": [str(d) for d in self.referrers],
         }
         if self.sha256 is not None:
             out["hash"] = sri(self.sha256)
@@ -142,8 +144,9 @@ def parse_platforms(texts: list[str] | None) -> list[Platform]:
 
 
 def copy(src: str, dest: str, *, platforms: list[Platform] | None = None, tags: list[str] | None = None,
-         session: Session | None = None, cross_arch: bool = False) -> CopyResult:
-    """`registry-tools copy SRC DEST`."""
+         session: Session | None = None, cross_arch: bool = False, referrers: bool = False) -> CopyResult:
+    """`registry-tools copy SRC DEST`; `referrers`: with everything that refers to what is copied
+    (recursively) and cosign's legacy .sig/.att/.sbom tags."""
     source, target = endpoint(src, "source"), endpoint(dest, "destination")
     tags = list(tags or [])
     for t in tags:
@@ -155,7 +158,10 @@ def copy(src: str, dest: str, *, platforms: list[Platform] | None = None, tags: 
     session = session or Session()
     try:
         if source.kind == "registry" and target.kind == "registry":
-            return _between_registries(source, target, platforms or [], tags, session)
+            return _between_registries(source, target, platforms or [], tags, session, referrers)
+        if referrers:
+            raise UsageError("--referrers copies between registries (signatures and SBOMs live beside an image "
+                             "in its repository)")
         if len(platforms or []) > 1:
             raise UsageError("several platforms can be copied only between registries (as one index)")
         platform = platforms[0] if platforms else None
@@ -170,7 +176,7 @@ def copy(src: str, dest: str, *, platforms: list[Platform] | None = None, tags: 
 
 
 def _between_registries(source: Endpoint, target: Endpoint, platforms: list[Platform], tags: list[str],
-                        session: Session) -> CopyResult:
+                        session: Session, referrers: bool = False) -> CopyResult:
     src, dst = source.ref, target.ref
     assert src is not None and dst is not None
     origin = session.source(src)
@@ -179,7 +185,11 @@ def _between_registries(source: Endpoint, target: Endpoint, platforms: list[Plat
     r = replicate(session, origin, digest, dst, tags, session.progress, platforms)
     copied = r.tree.digest if r.tree is not None else digest
     names = [platform_of(c) for c in r.tree.children if platform_of(c)] if r.tree is not None else []
-    return CopyResult(str(source), str(target), copied, digest, names, tags, r.pushed, up_to_date=r.up_to_date)
+    result = CopyResult(str(source), str(target), copied, digest, names, tags, r.pushed, up_to_date=r.up_to_date)
+    if referrers:
+        tree = r.tree if r.tree is not None else read_tree(origin, mf.Descriptor("", digest, 0))
+        result.referrers = copy_referrers(session, origin, dst, tree, session.progress)
+    return result
 
 
 def _to_file(source: Endpoint, target: Endpoint, platform: Platform | None, cross_arch: bool,

@@ -18,7 +18,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
     with session_of(args) as session:
         r = copy(args.source, args.dest, platforms=parse_platforms(args.platform), tags=args.tag, session=session,
-                 cross_arch=args.allow_cross_arch)
+                 cross_arch=args.allow_cross_arch, referrers=args.referrers)
     if args.json:
         _dump(r.to_json())
         return 0
@@ -34,6 +34,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
                   f"{p.manifests_put} manifest(s) written", file=sys.stderr)
         else:
             print(f"wrote {r.destination} ({', '.join(r.platforms)}, manifest {r.digest})", file=sys.stderr)
+    if r.referrers and not args.quiet:
+        print(f"with {len(r.referrers)} referrer(s) and signature(s)", file=sys.stderr)
     if r.source_digest and r.source_digest != r.digest and r.pushed is not None:
         print(f"source {r.source_digest}")
     print(r.digest)

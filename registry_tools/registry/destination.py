@@ -27,6 +27,7 @@ from registry_tools.model.image import Image, LayerSupply
 from registry_tools.registry import upload
 from registry_tools.registry.client import Registry
 from registry_tools.registry.relay import BlobOrigin, CachedBlobs
+from registry_tools.registry.source import RegistrySource
 from registry_tools.store.cache import BlobCache
 
 log = logging.getLogger("registry_tools.push")
@@ -41,6 +42,8 @@ class Workspace(Protocol):
     concurrency: int
 
     def registry(self, domain: str) -> Registry: ...
+
+    def source(self, ref: refs.Reference) -> RegistrySource: ...
 
 
 @dataclass

@@ -18,6 +18,7 @@ from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
 from registry_tools.model.platform import Platform
 from registry_tools.registry.destination import PushResult, RegistrySink, Workspace
+from registry_tools.registry.referrers import entry_of, fallback_tag, list_referrers, update_fallback
 from registry_tools.registry.relay import BlobOrigin, RelayedBlobs
 from registry_tools.registry.source import RegistrySource
 from registry_tools.registry.tree import ManifestNode, read_tree, subset
@@ -82,3 +83,44 @@ def copy_tree(work: Workspace, dest: refs.Reference, node: ManifestNode, tags: l
         return sink.result
     finally:
         sink.close(ok)
+
+
+COSIGN_SUFFIXES = (".sig", ".att", ".sbom")  # cosign's tags beside an image, before OCI 1.1 referrers
+
+
+def copy_referrers(work: Workspace, origin: RegistrySource, dest: refs.Reference, tree: ManifestNode,
+                   progress: Progress) -> list[Digest]:
+    """Everything that refers to a manifest of `tree` (recursively: signatures of SBOMs too), and
+    cosign's legacy `sha256-<hex>.sig/.att/.sbom` tags, into `dest`; the destination's referrers
+    index (its API, else its fallback tag) updated. Returns the digests of what was copied."""
+    target = dest.name_only()
+    dest_reg = work.registry(target.domain)
+    copied: list[Digest] = []
+    seen: set[Digest] = set()
+    pending = [n.digest for n in [*tree.below(), tree]]
+    while pending:
+        subject = pending.pop(0)
+        for tag in (fallback_tag(subject) + s for s in COSIGN_SUFFIXES):
+            digest = origin.registry.manifest_digest(origin.repo, tag)
+            if digest is not None:
+                replicate(work, origin, digest, target, [tag], progress)
+                if digest not in copied:
+                    copied.append(digest)
+        new = []
+        for desc in list_referrers(origin, subject).descriptors:
+            if desc.digest in seen:
+                continue
+            seen.add(desc.digest)
+            node = read_tree(origin, desc)
+            copy_tree(work, target, node, [], RelayedBlobs(origin, progress))
+            new.append(node)
+            pending.append(desc.digest)
+        if new:  # what the destination does not list by itself (no referrers API there) goes in its fallback index
+            listed = {d.digest for d in list_referrers(work.source(target), subject).descriptors}
+            for node in new:
+                if node.digest not in listed:
+                    update_fallback(dest_reg, target.path, subject, entry_of(node.raw, node.doc))
+                if node.digest not in copied:
+                    copied.append(node.digest)
+    return copied
+
