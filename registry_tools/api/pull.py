@@ -128,6 +128,20 @@ def platforms_of(tree: ManifestNode) -> tuple[str, ...]:
     return tuple(p for c in tree.children if (p := platform_of(c)) and not is_attestation(c.descriptor.raw))
 
 
+def _pinned(image: str, digest: str | None) -> tuple[refs.Reference, str]:
+    ref, typed_name = parse_image(image, digest)
+    if not ref.digest:
+        raise UsageError(f"{image} is not pinned: give --digest or IMAGE@sha256:…; "
+                         f"run `registry-tools prefetch {image}` to get the digest")
+    return ref, typed_name
+
+
+def _check_signature(session: Session, ref: refs.Reference, key: str | os.PathLike[str]) -> None:
+    from registry_tools.api.sign import check_signatures, key_bytes
+
+    check_signatures(session.source(ref.name_only()), Digest.parse(ref.digest), key_bytes(key), str(key))
+
+
 def pull_image(
     image: str,
     output: str | os.PathLike[str] | None,
@@ -144,6 +158,7 @@ def pull_image(
     session: Session | None = None,
     cross_arch: bool = False,
     all_platforms: bool = False,
+    verify_key: str | os.PathLike[str] | None = None,
 ) -> PullResult:
     """Pull IMAGE pinned by digest into `output` (None: compute the output's hash only);
     `all_platforms` (or platform "all"): the whole index, as an OCI layout or oci-archive."""
@@ -151,12 +166,7 @@ def pull_image(
         raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
     whole = whole_index(platform, all_platforms, format, os, arch, variant)
     platform = None if whole else platform
-    ref, typed_name = parse_image(image, digest)
-    if not ref.digest:
-        raise UsageError(
-            f"{image} is not pinned: give --digest or IMAGE@sha256:…; "
-            f"run `registry-tools prefetch {image}` to get the digest"
-        )
+    ref, typed_name = _pinned(image, digest)
     expected = parse_output_hash(hash) if hash is not None else None
     final_name = final_image_name or typed_name
     check_final_names(final_name, final_image_tag)
@@ -166,6 +176,8 @@ def pull_image(
     own = session is None
     session = session or Session()
     try:
+        if verify_key is not None:  # before anything is fetched or written
+            _check_signature(session, ref, verify_key)
         options = ArchiveOptions(format, final_name, final_image_tag, expected, hash or "")
         destination = ArchiveDestination(session.store, options, output)
         if whole:

@@ -69,7 +69,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             args.image, args.output, digest=args.digest, format=args.format, platform=args.platform,
             os=args.os, arch=args.arch, variant=args.variant, final_image_name=args.final_image_name,
             final_image_tag=args.final_image_tag, hash=args.hash, session=session,
-            cross_arch=args.allow_cross_arch, all_platforms=args.all_platforms,
+            cross_arch=args.allow_cross_arch, all_platforms=args.all_platforms, verify_key=args.verify_key,
         )
     platform = "all" if result.all_platforms else str(result.platform)
     if args.json:
@@ -386,4 +386,6 @@ def _copying(name: str):
 COMMANDS = {"pull": cmd_pull, "prefetch": cmd_prefetch, "build": cmd_build, "push": cmd_push,
             "inspect": cmd_inspect, "digest": cmd_digest, "cache": cmd_cache, "login": cmd_login,
             "logout": cmd_logout, "completion": cmd_completion,
-            **{n: _copying(n) for n in ("copy", "sync", "tags", "tag", "delete", "index", "attach", "referrers")}}
+            **{n: _copying(n) for n in ("copy", "sync", "tags", "tag", "delete", "index", "attach", "referrers", "sign",
+                                      "verify")},
+            "generate-key": _copying("generate_key")}

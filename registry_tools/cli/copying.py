@@ -224,3 +224,45 @@ def cmd_referrers(args: argparse.Namespace) -> int:
         kind = d.raw.get("artifactType") if isinstance(d.raw.get("artifactType"), str) else d.media_type
         print(f"{d.digest} {printable(str(kind))} {d.size}")
     return 0
+
+
+def cmd_generate_key(args: argparse.Namespace) -> int:
+    from registry_tools.api.sign import generate_key, passphrase
+
+    key, pub = generate_key(args.prefix, passphrase(sys.stdin.isatty(), confirm=True))
+    if args.json:
+        _dump({"privateKey": str(key), "publicKey": str(pub)})
+        return 0
+    if not args.quiet:
+        print(f"wrote {key} (mode 0600) and {pub}", file=sys.stderr)
+    print(pub)
+    return 0
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from registry_tools.api.sign import passphrase, sign
+
+    secret = passphrase(sys.stdin.isatty())
+    with session_of(args) as session:
+        r = sign(args.image, args.key, secret, session=session)
+    if args.json:
+        _dump(r.to_json())
+        return 0
+    if not args.quiet:
+        print(f"signed {r.reference}: {r.signatures} signature(s) in {r.signature_digest}", file=sys.stderr)
+    print(r.signature_digest)
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from registry_tools.api.sign import verify
+
+    with session_of(args) as session:
+        r = verify(args.image, args.key, session=session)
+    if args.json:
+        _dump(r.to_json())
+        return 0
+    if not args.quiet:
+        print(f"{r.reference}: {r.verified} valid signature(s) by {args.key}", file=sys.stderr)
+    print(r.digest)
+    return 0

@@ -8,6 +8,7 @@ import re
 GROUPS = {
     "read": ("pull", "prefetch", "inspect", "digest", "tags", "referrers"),
     "write": ("build", "push", "copy", "sync", "index", "attach"),
+    "signing": ("generate-key", "sign", "verify"),
     "registry housekeeping": ("tag", "delete", "login", "logout"),
     "cache": ("cache",),
     "shell": ("completion",),
@@ -40,6 +41,10 @@ EXAMPLES = {
                "report.txt:text/plain"],
     "referrers": ["registry-tools referrers reg.example/app:1.2",
                   "registry-tools referrers reg.example/app@sha256:… --artifact-type application/spdx+json --json"],
+    "generate-key": ["COSIGN_PASSWORD=… registry-tools generate-key release   # release.key, release.pub"],
+    "sign": ["COSIGN_PASSWORD=… registry-tools sign reg.example/app@sha256:… --key release.key"],
+    "verify": ["registry-tools verify reg.example/app:1.2 --key release.pub",
+               "registry-tools pull reg.example/app@sha256:… --verify-key release.pub -o app.tar"],
     "inspect": ["registry-tools inspect ghcr.io/org/app:1.2",
                 "registry-tools inspect --raw docker.io/library/alpine:3.19 --platform linux/arm64"],
     "digest": ["registry-tools digest ghcr.io/org/app:1.2",

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
                                 help=argparse.SUPPRESS)
     for add in (_pull, _prefetch, _build, _push, _copy, _sync, _index, _attach, _inspect, _digest, _tags,
-                _referrers, _tag, _delete, _cache, _login, _logout, _completion):
+                _referrers, _tag, _delete, _generate_key, _sign, _verify, _cache, _login, _logout, _completion):
         add(sub)
     teach(parser, sub)
     return parser
@@ -105,6 +105,9 @@ def _pull(sub: Any) -> None:
     p.add_argument("-o", "--output", required=True, help="where to write the archive or layout")
     p.add_argument("--all", action="store_true", dest="all_platforms",
                    help="the whole index: every platform (same as --platform all; --format oci or oci-archive)")
+    p.add_argument("--verify-key", metavar="KEY.pub",
+                   help="write nothing unless the image (the digest pinned) has a valid cosign signature by this "
+                        "public key")
     _add_platform(p)
     _add_common(p)
 
@@ -296,6 +299,37 @@ def _referrers(sub: Any) -> None:
                                    "checked: its own manifest must name that subject).")
     p.add_argument("image", metavar="REF")
     p.add_argument("--artifact-type", metavar="T", help="only artifacts of this type")
+    _add_common(p)
+
+
+def _generate_key(sub: Any) -> None:
+    p = sub.add_parser("generate-key", help="make an ECDSA P-256 key pair for sign and verify",
+                       description="Write PREFIX.key (PKCS#8 PEM, mode 0600, encrypted with the passphrase from "
+                                   "COSIGN_PASSWORD or asked twice on the terminal; empty: not encrypted) and "
+                                   "PREFIX.pub. Existing files are never replaced.")
+    p.add_argument("prefix", nargs="?", default="cosign", metavar="PREFIX", help="default: cosign")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only the result")
+
+
+def _sign(sub: Any) -> None:
+    p = sub.add_parser("sign", help="sign an image with a key (cosign's format, in the sha256-<hex>.sig tag)",
+                       description="Sign the manifest REF names: a simple-signing payload naming the repository "
+                                   "and the digest, signed with ECDSA P-256 (deterministic, RFC 6979), added to the "
+                                   "signature manifest tagged sha256-<hex>.sig beside it (signatures there are "
+                                   "kept). The passphrase: COSIGN_PASSWORD, else asked on the terminal.")
+    p.add_argument("image", metavar="REF")
+    p.add_argument("--key", required=True, metavar="KEY", help="the private key (ours, or cosign's with PyNaCl)")
+    _add_common(p)
+
+
+def _verify(sub: Any) -> None:
+    p = sub.add_parser("verify", help="check an image's cosign signatures against a public key",
+                       description="Exit 0 only if a signature tagged sha256-<hex>.sig for the digest REF names is "
+                                   "valid for KEY and its payload names that digest and repository; else one line "
+                                   "saying what was found, exit 1.")
+    p.add_argument("image", metavar="REF")
+    p.add_argument("--key", required=True, metavar="KEY.pub", help="the public key (PEM)")
     _add_common(p)
 
 

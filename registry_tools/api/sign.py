@@ -1,0 +1,220 @@
+"""sign, verify and generate-key: cosign-compatible signatures in the `sha256-<hex>.sig` tag.
+
+`sign` adds a signature (a payload naming the repository and the digest, and its ECDSA
+signature) to the signature manifest beside the image, keeping the signatures already
+there; `verify` accepts an image only when one of those signatures is valid for the key,
+its payload names this digest and this repository, and every byte read was verified
+against its digest. A tampered payload, another key, a signature for another digest and
+an unsigned image are each refused, with what was found.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from registry_tools.errors import ManifestError, NotFound, UsageError, VerificationError
+from registry_tools.fileio import AtomicFile
+from registry_tools.model import manifest as mf
+from registry_tools.model import reference as refs
+from registry_tools.model import signature as sg
+from registry_tools.model.digest import Digest
+from registry_tools.registry.destination import RegistrySink
+from registry_tools.registry.source import RegistrySource
+from registry_tools.session import Session
+
+log = logging.getLogger("registry_tools.sign")
+PASSWORD_ENV = "COSIGN_PASSWORD"
+
+
+class SignatureInvalid(VerificationError):
+    """No valid signature by the key for the image."""
+
+
+def passphrase(prompt: bool, confirm: bool = False) -> bytes:
+    """From COSIGN_PASSWORD, else asked on the terminal (twice when making a key)."""
+    value = os.environ.get(PASSWORD_ENV)
+    if value is not None:
+        return value.encode()
+    if not prompt:
+        raise UsageError(f"the key's passphrase: set {PASSWORD_ENV} (empty for none) or run on a terminal")
+    import getpass
+
+    first = getpass.getpass("passphrase for the key: ")
+    if confirm and getpass.getpass("again: ") != first:
+        raise UsageError("the passphrases differ")
+    return first.encode()
+
+
+def generate_key(prefix: str | os.PathLike[str], secret: bytes) -> tuple[Path, Path]:
+    """PREFIX.key (mode 0600, encrypted with `secret`) and PREFIX.pub; existing files are not replaced."""
+    key_path, pub_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
+    for p in (key_path, pub_path):
+        if os.path.lexists(p):
+            raise UsageError(f"{p} exists; not replacing a key")
+    key = sg.generate()
+    for path, data, mode in ((key_path, sg.private_pem(key, secret), 0o600),
+                             (pub_path, sg.public_pem(key.public_key()), 0o644)):
+        out = AtomicFile(path)
+        try:
+            os.chmod(out.tmp, 0o600)
+            out.file.write(data)
+            out.commit(mode)
+        except BaseException:
+            out.abort()
+            raise
+    return key_path, pub_path
+
+
+def key_bytes(path: str | os.PathLike[str]) -> bytes:
+    return _read(path, "key")
+
+
+def _read(path: str | os.PathLike[str], what: str) -> bytes:
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{what} {p} is not a file")
+    if p.stat().st_size > 64 << 10:
+        raise sg.KeyError_(f"{p}: too large to be a key")
+    return p.read_bytes()
+
+
+def _target(image: str, session: Session) -> tuple[refs.Reference, RegistrySource, Digest]:
+    ref = refs.parse_normalized(image)
+    source = session.source(ref.name_only())
+    digest = Digest.parse(ref.digest) if ref.digest else source.resolve_tag(ref.tag or "latest")
+    return ref, source, digest
+
+
+@dataclass
+class SignResult:
+    reference: str
+    digest: Digest
+    signature_digest: Digest  # the signature manifest's
+    signatures: int  # in it now
+
+    def to_json(self) -> dict[str, object]:
+        return {"reference": self.reference, "digest": str(self.digest),
+                "signatureDigest": str(self.signature_digest), "signatures": self.signatures}
+
+
+def _existing_layers(source: RegistrySource, tag: str) -> list[dict]:
+    """The signature layers already tagged for the digest (their payloads verified into the cache)."""
+    digest = source.registry.manifest_digest(source.repo, tag)
+    if digest is None:
+        return []
+    raw, _ = source.manifest_bytes(digest)
+    doc = mf.load_json(raw, f"signature manifest {tag}")
+    layers = doc.get("layers") if isinstance(doc, dict) else None
+    if not isinstance(layers, list):
+        raise ManifestError(f"{source.registry.domain}/{source.repo}:{tag} is not a signature manifest")
+    out = []
+    for layer in layers:
+        desc = mf.Descriptor.from_json(layer, f"signature manifest {tag}")
+        source.fetch_blob(desc, f"signature payload {desc.digest}")
+        out.append(layer)
+    return out
+
+
+def sign(image: str, key_file: str | os.PathLike[str], secret: bytes, *, session: Session | None = None) -> SignResult:
+    """`sign REF --key KEY`: a signature of the manifest REF names, added beside it."""
+    key = sg.load_private(_read(key_file, "key"), secret, str(key_file))
+    own = session is None
+    session = session or Session()
+    try:
+        ref, source, digest = _target(image, session)
+        data = sg.payload(ref.name_only().name, digest)
+        layer = sg.signature_layer(data, sg.sign(key, data))
+        tag = sg.signature_tag(digest)
+        layers = [x for x in _existing_layers(source, tag) if x != layer] + [layer]
+        config, raw = sg.signature_manifest(layers)
+        cache = session.cache
+        cache.put_bytes(Digest.of_bytes(data), data)
+        cache.put_bytes(Digest.of_bytes(config), config)
+        sink = RegistrySink(session, ref.name_only())
+        ok = False
+        try:
+            for blob in [*layers, mf.load_json(raw, "signature manifest")["config"]]:
+                sink.submit(mf.Descriptor.from_json(blob, "signature manifest"))
+            sink.wait()
+            signature_digest = sink.put_manifest(raw, mf.OCI_MANIFEST, tag)
+            ok = True
+        finally:
+            sink.close(ok)
+        return SignResult(f"{ref.name_only()}@{digest}", digest, signature_digest, len(layers))
+    finally:
+        if own:
+            session.close()
+
+
+@dataclass
+class VerifyResult:
+    reference: str
+    digest: Digest
+    verified: int = 0  # valid signatures by the key
+    refused: list[str] = field(default_factory=list)  # why the others were not
+
+    def to_json(self) -> dict[str, object]:
+        return {"reference": self.reference, "digest": str(self.digest), "verified": self.verified,
+                "refused": self.refused}
+
+
+def _same_repository(claimed: str, repository: str) -> bool:
+    try:
+        return refs.parse_normalized(claimed).name_only().name == repository
+    except UsageError:
+        return False
+
+
+def check_signatures(source: RegistrySource, digest: Digest, key_data: bytes, key_where: str) -> VerifyResult:
+    """Every signature tagged for `digest`, checked; raises SignatureInvalid unless one is valid."""
+    key = sg.load_public(key_data, key_where)
+    repository = refs.parse_normalized(f"{source.registry.domain}/{source.repo}").name
+    result = VerifyResult(f"{repository}@{digest}", digest)
+    tag = sg.signature_tag(digest)
+    try:
+        layers = _existing_layers(source, tag)
+    except NotFound:
+        layers = []
+    for layer in layers:
+        desc = mf.Descriptor.from_json(layer, "signature layer")
+        signature = desc.annotations.get(sg.SIGNATURE_ANNOTATION)
+        if desc.media_type != sg.PAYLOAD_TYPE or not signature:
+            result.refused.append(f"{desc.digest}: not a cosign signature layer")
+            continue
+        if desc.size > sg.MAX_PAYLOAD:
+            result.refused.append(f"{desc.digest}: payload too large")
+            continue
+        data = source.store.cache.read_small(desc, f"signature payload {desc.digest}")
+        if not sg.check(key, data, signature):
+            result.refused.append(f"{desc.digest}: not signed by this key (or altered)")
+            continue
+        try:
+            claim = sg.read_payload(data, f"signature payload {desc.digest}")
+        except ManifestError as e:
+            result.refused.append(str(e))
+            continue
+        if claim.digest != str(digest):
+            result.refused.append(f"{desc.digest}: signs {claim.digest}, not {digest}")
+        elif not _same_repository(claim.repository, repository):
+            result.refused.append(f"{desc.digest}: signs the repository {claim.repository}")
+        else:
+            result.verified += 1
+    if not result.verified:
+        why = "; ".join(result.refused[:3]) if result.refused else f"no signature (no tag {tag})"
+        raise SignatureInvalid(f"{result.reference}: no valid signature by {key_where}: {why}")
+    return result
+
+
+def verify(image: str, key_file: str | os.PathLike[str], *, session: Session | None = None) -> VerifyResult:
+    """`verify REF --key KEY.pub`."""
+    key_data = _read(key_file, "key")
+    own = session is None
+    session = session or Session()
+    try:
+        _, source, digest = _target(image, session)
+        return check_signatures(source, digest, key_data, str(key_file))
+    finally:
+        if own:
+            session.close()
