@@ -87,6 +87,10 @@ def test_attach_without_the_api_keeps_a_sorted_fallback_index(registry, target, 
     assert code == 0, err
     listed = json.loads(out)
     assert listed["via"] == "tag" and listed["subject"] == subject
+    from .test_multiarch import check_schema
+
+    check_schema(listed, "referrers")
+    check_schema(first, "attach")
     assert sorted(d["digest"] for d in listed["referrers"]) == sorted([first["digest"], second["digest"]])
     code, out, err = run(capsys, "referrers", ref, "--artifact-type", SPDX)
     assert code == 0 and out.split() == [first["digest"], SPDX, str(by[first["digest"]]["size"])]

@@ -19,7 +19,12 @@ from registry_tools.registry.client import Registry
 
 from .support.registry import LocalRegistry
 
-SKOPEO_XZ = Path(__file__).resolve().parents[2] / "shared" / "tools" / "skopeo-1.9.3-sigstore.xz"
+# ../shared/tools beside the checkout (this repository's CI); REGISTRY_TOOLS_SHARED names another place
+_SHARED = [Path(os.environ["REGISTRY_TOOLS_SHARED"])] if os.environ.get("REGISTRY_TOOLS_SHARED") else []
+_SHARED += [Path(__file__).resolve().parents[2] / "shared", Path("/work/shared")]
+SKOPEO_XZ = next((p / "tools" / "skopeo-1.9.3-sigstore.xz" for p in _SHARED
+                  if (p / "tools" / "skopeo-1.9.3-sigstore.xz").exists()),
+                 _SHARED[0] / "tools" / "skopeo-1.9.3-sigstore.xz")
 SKOPEO_SHA256 = "a3c8c131389de1f75b7d6fbbf217ebdc586a64efcb1409b091fcbfed47aa45eb"
 
 
@@ -72,6 +77,10 @@ def test_sign_then_verify_and_each_refusal(registry, target, facts, keys, cache_
     assert signed["digest"] == subject and signed["signatures"] == 1
     code, out, err = run(capsys, "verify", ref, "--key", str(pub), "--json")
     assert code == 0 and json.loads(out)["verified"] == 1, err
+    from .test_multiarch import check_schema
+
+    check_schema(json.loads(out), "verify")
+    check_schema(signed, "sign")
     # deterministic (RFC 6979): signing again changes nothing
     code, out, _ = run(capsys, "sign", ref, "--key", str(key), "--json")
     assert json.loads(out)["signatureDigest"] == signed["signatureDigest"]
