@@ -175,3 +175,16 @@ def _build_index_files(multi: MultiSpec, session: Session, fmt: str,
     tag = multi.tag or default_tag(tree.raw)
     ArchiveDestination(session.store, ArchiveOptions(fmt, multi.name, tag), where).write_tree(tree)
     return index_result(multi, tree, tag, packed)
+
+
+def write_sbom(spec: BuildSpec, tag: str, path: str | os.PathLike[str]) -> None:
+    """The build's SPDX 2.3 SBOM (builder.sbom) at `path`, written beside it and renamed."""
+    from registry_tools.builder.sbom import spdx_document
+
+    out = AtomicFile(path)
+    try:
+        out.file.write(spdx_document(spec, tag))
+        out.commit()
+    except BaseException:
+        out.abort()
+        raise

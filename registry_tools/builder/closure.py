@@ -10,23 +10,28 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from registry_tools.errors import UsageError
+from registry_tools.errors import InvalidDigest, UsageError
+from registry_tools.model.digest import parse_output_hash
 from registry_tools.model.manifest import load_json
 
 
 @dataclass
 class Graph:
-    """Paths, their references (self-references dropped) and sizes."""
+    """Paths, their references (self-references dropped), sizes and NAR hashes (where given)."""
 
     refs: dict[str, list[str]] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    nar_hashes: dict[str, bytes] = field(default_factory=dict)  # sha256 of each path's NAR
 
-    def add(self, path: str, references: Iterable[str], size: int | None = None) -> None:
+    def add(self, path: str, references: Iterable[str], size: int | None = None,
+            nar_hash: bytes | None = None) -> None:
         self.refs[path] = sorted({r for r in references if r != path})
         for r in self.refs[path]:
             self.refs.setdefault(r, [])
         if size is not None:
             self.sizes[path] = size
+        if nar_hash is not None:
+            self.nar_hashes[path] = nar_hash
 
     @property
     def paths(self) -> list[str]:
@@ -64,14 +69,14 @@ def _from_json(data: Any, source: str) -> Graph:
         for i, entry in enumerate(data):
             if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
                 raise UsageError(f"{source}: entry {i} has no 'path'")
-            g.add(entry["path"], _refs(entry, source), _size(entry))
+            g.add(entry["path"], _refs(entry, source), _size(entry), _nar_hash(entry, entry["path"], source))
     elif isinstance(data, dict):  # nix path-info --json (Nix >= 2.19): path -> info
         for path, entry in data.items():
             if entry is None:
                 raise UsageError(f"{source}: {path} is not valid in the store it was read from")
             if not isinstance(entry, dict):
                 raise UsageError(f"{source}: the entry for {path} is not an object")
-            g.add(path, _refs(entry, source), _size(entry))
+            g.add(path, _refs(entry, source), _size(entry), _nar_hash(entry, path, source))
     else:
         raise UsageError(f"{source}: expected a list or an object of store paths")
     return g
@@ -87,6 +92,19 @@ def _refs(entry: dict, source: str) -> list[str]:
 def _size(entry: dict) -> int | None:
     size = entry.get("narSize")
     return size if isinstance(size, int) and size >= 0 else None
+
+
+def _nar_hash(entry: dict, path: str, source: str) -> bytes | None:
+    """narHash as Nix writes it (`sha256:` + Nix base32, or SRI), checked."""
+    value = entry.get("narHash")
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str):
+            raise InvalidDigest("not a string")
+        return parse_output_hash(value)
+    except InvalidDigest:
+        raise UsageError(f"{source}: {path}: narHash {str(value)[:80]!r} is not a sha256") from None
 
 
 def _from_registration(text: str, source: str) -> Graph:

@@ -168,6 +168,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         raise UsageError("--stream writes the archive to stdout; --json cannot go there too")
     if args.stream and sys.stdout.isatty():
         raise UsageError("--stream writes a tar archive: send it to a pipe or a file, not a terminal")
+    if args.sbom and isinstance(spec, MultiSpec):
+        raise UsageError("--sbom describes one image: build one platform of this spec with --platform")
     if args.push:
         with session_of(args) as session:
             if isinstance(spec, MultiSpec):
@@ -178,6 +180,8 @@ def cmd_build(args: argparse.Namespace) -> int:
             else:
                 single = spec
                 pushed, _ = repairing(session.cache, lambda: build_and_push(single, args.push, session))
+                if args.sbom:
+                    _sbom(args, single, pushed, session)
         _report_push(args, pushed)
         return 0
     fmt = "oci" if args.oci else (args.format or "docker-archive")
@@ -195,6 +199,10 @@ def cmd_build(args: argparse.Namespace) -> int:
                    f"{result.layers_packed} layer(s) packed) to {where}")
         print(f"{result.name}:{result.tag}")
         return 0
+    if args.sbom:
+        from registry_tools.api.build import write_sbom
+
+        write_sbom(spec, result.tag, args.sbom)
     digest = f", manifest {result.manifest_digest}" if result.manifest_digest else ""
     if args.json and not args.stream:
         emit({"output": where, "format": fmt, "reference": f"{result.name}:{result.tag}",
@@ -208,6 +216,18 @@ def cmd_build(args: argparse.Namespace) -> int:
     if not args.stream:
         print(f"{result.name}:{result.tag}")
     return 0
+
+
+def _sbom(args: argparse.Namespace, spec, pushed, session) -> None:
+    """The SBOM written to its file, then attached to the pushed manifest as a referrer."""
+    from registry_tools.api.artifacts import attach
+    from registry_tools.api.build import write_sbom
+    from registry_tools.builder.sbom import SPDX_MEDIA_TYPE
+
+    name, _, tag = pushed.reference.rpartition(":")
+    write_sbom(spec, tag, args.sbom)
+    attached = attach(f"{name}@{pushed.digest}", SPDX_MEDIA_TYPE, [args.sbom], session=session)
+    note(args, f"attached the SBOM {args.sbom} as {attached.digest}")
 
 
 def _report_push(args: argparse.Namespace, r) -> None:

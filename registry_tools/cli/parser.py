@@ -152,6 +152,10 @@ def _build(sub: Any) -> None:
                         "oci-archive: a docker-archive holds one image)")
     _complete_platforms(p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
                                        help="build only this platform of a spec that names several"))
+    p.add_argument("--sbom", metavar="FILE",
+                   help="also write an SPDX 2.3 SBOM of the image (every store path of the closure with its name, "
+                        "version and NAR hash; every plain path); with --push, attach it to the pushed image as a "
+                        "referrer (application/spdx+json)")
     _add_common(p)
 
 
