@@ -132,6 +132,10 @@ def test_the_referrers_api_and_oci_subject(httpserver, registry, facts, cache_di
     assert sorted(d["digest"] for d in listed["referrers"]) == sorted([ours, theirs])
     code, out, err = run(capsys, "referrers", f"{oci.host}/app/img@{subject}", "--artifact-type", SPDX, "--json")
     assert [d["digest"] for d in json.loads(out)["referrers"]] == [ours]
+    oci.page_size = 1  # one referrer a page: both are found through the Link header
+    code, out, err = run(capsys, "referrers", f"{oci.host}/app/img@{subject}", "--json")
+    assert sorted(d["digest"] for d in json.loads(out)["referrers"]) == sorted([ours, theirs])
+    assert len([p for m, p in oci.log if "/referrers/" in p and "page=1" in p]) == 1
 
 
 def test_hostile_referrers_answers_are_refused_or_skipped(httpserver, registry, target, facts, cache_dir, tmp_path,

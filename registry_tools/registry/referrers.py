@@ -19,11 +19,13 @@ from registry_tools.errors import ManifestError, NotFound, RegistryError, Verifi
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Digest
 from registry_tools.registry.client import Registry
+from registry_tools.registry.repository import next_page
 from registry_tools.registry.source import RegistrySource
 
 log = logging.getLogger("registry_tools.referrers")
 
-NO_API = (404, 405, 400)  # what registries without the referrers API answer its URL with
+NO_API = (404, 405, 400)
+MAX_PAGES = 1000  # what registries without the referrers API answer its URL with
 
 
 def fallback_tag(digest: Digest) -> str:
@@ -86,6 +88,14 @@ def list_referrers(source: RegistrySource, subject: Digest, artifact_type: str |
                        limit=mf.MAX_MANIFEST_SIZE)
     if resp.status_code == 200:
         found = Referrers(subject, _index_entries(resp.content, where), "api")
+        for _ in range(MAX_PAGES):  # the API's pages (Link: <…>; rel="next"), on its own origin
+            nxt = next_page(reg, resp, repo, f"/v2/{repo}/referrers/", "referrers list")
+            if nxt is None:
+                break
+            resp = reg.request("GET", repo, nxt, headers={"Accept": mf.OCI_INDEX}, kind="referrers",
+                               limit=mf.MAX_MANIFEST_SIZE)
+            reg.check(resp, where, repo)
+            found.descriptors += _index_entries(resp.content, where)
     elif resp.status_code in NO_API:
         found = Referrers(subject, _from_fallback(source, subject, where), "tag")
     else:

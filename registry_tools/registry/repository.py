@@ -36,15 +36,21 @@ def tag_page(reg: Registry, repo: str, path: str) -> tuple[list[str], str | None
 
 
 def _next_page(reg: Registry, resp: httpx.Response, repo: str) -> str | None:
+    return next_page(reg, resp, repo, f"/v2/{repo}/tags/list", "tag list")
+
+
+def next_page(reg: Registry, resp: httpx.Response, repo: str, prefix: str, what: str) -> str | None:
+    """The path of the `Link: <…>; rel="next"` page, refused unless it is on the same origin and
+    under `prefix`."""
     nxt = resp.links.get("next", {}).get("url")
     if not nxt:
         return None
     url = resp.request.url.join(nxt)
     if (url.scheme, url.host, url.port) != (resp.request.url.scheme, resp.request.url.host,
                                            resp.request.url.port):
-        raise RegistryError(f"{reg.domain}/{repo}: the tag list's next page is on another host; refused")
-    if not url.path.startswith(f"/v2/{repo}/tags/list"):
-        raise RegistryError(f"{reg.domain}/{repo}: the tag list's next page is not a tag list; refused")
+        raise RegistryError(f"{reg.domain}/{repo}: the {what}'s next page is on another host; refused")
+    if not url.path.startswith(prefix):
+        raise RegistryError(f"{reg.domain}/{repo}: the {what}'s next page is not a {what}; refused")
     return url.raw_path.decode("ascii")
 
 

@@ -23,6 +23,7 @@ class OciRegistry:
         self.uploads: dict[str, bytearray] = {}
         self.log: list[tuple[str, str]] = []
         self.referrers_override: dict[str, bytes] = {}  # subject digest -> body served as its referrers
+        self.page_size = 0  # >0: the referrers list in pages of this many, linked by Link rel="next"
         server.expect_request(re.compile(r"^/v2/.*")).respond_with_handler(self.handle)
 
     @property
@@ -126,5 +127,10 @@ class OciRegistry:
                 entry["annotations"] = doc["annotations"]
             entries.append(entry)
         headers = {"OCI-Filters-Applied": "artifactType"} if wanted else {}
+        if self.page_size:
+            start = int(request.args.get("page", "0"))
+            if start + self.page_size < len(entries):
+                headers["Link"] = f'</v2/{repo}/referrers/{subject}?page={start + self.page_size}>; rel="next"'
+            entries = entries[start:start + self.page_size]
         body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
         return Response(body, content_type=OCI_INDEX, headers=headers)
