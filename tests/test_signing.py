@@ -113,6 +113,12 @@ def test_sign_then_verify_and_each_refusal(registry, target, facts, keys, cache_
         assert code == 1 and "not valid JSON" in err
     finally:
         reg.close()
+    # the same image in another repository, the signature copied beside it: it names the first repository
+    sig_tag = f"sha256-{subject.split(':')[1]}.sig"
+    seed(registry, target, facts, capsys, repo="elsewhere/img:1")
+    assert run(capsys, "copy", f"{target.host}/app/img:{sig_tag}", f"{target.host}/elsewhere/img:{sig_tag}")[0] == 0
+    code, _, err = run(capsys, "verify", f"{target.host}/elsewhere/img:1", "--key", str(pub))
+    assert code == 1 and f"signs the repository {target.host}/app/img" in err
     # bad keys: not a key, a wrong passphrase
     (tmp_path / "junk.pub").write_text("hello\n")
     code, _, err = run(capsys, "verify", ref, "--key", str(tmp_path / "junk.pub"))
