@@ -22,7 +22,8 @@ def session_of(args: argparse.Namespace):
     if args.rate_limit_min < 0:
         raise UsageError("--rate-limit-min must be 0 or more")
     transport = TransportOptions(tls_verify=args.tls_verify and not args.insecure,
-                                 ca_file=args.ca_file, cert_dir=args.cert_dir, rate_limit_min=args.rate_limit_min)
+                                 ca_file=args.ca_file, cert_dir=args.cert_dir, rate_limit_min=args.rate_limit_min,
+                                 proxy=args.proxy)
     return Session(cache_dir=args.cache_dir, transport=transport, concurrency=args.jobs,
                    progress=StderrProgress(quiet=args.quiet, verbose=args.verbose), credentials=_credentials(args))
 
@@ -273,7 +274,7 @@ def cmd_login(args: argparse.Namespace) -> int:
             raise UsageError("give the password with --password-stdin (no terminal to ask on)")
         password = getpass.getpass("Password: ")
     domain = normalize_registry(args.registry)
-    transport = TransportOptions(tls_verify=args.tls_verify, ca_file=args.ca_file)
+    transport = TransportOptions(tls_verify=args.tls_verify, ca_file=args.ca_file, proxy=args.proxy)
     with Session(transport=transport, credentials=static_credentials(username, password)) as session:
         session.registry(domain).check_login()
     path = store_login(domain, username, password, Path(args.authfile) if args.authfile else None)

@@ -45,7 +45,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="verify TLS certificates (default true)")
     g.add_argument("--insecure", action="store_true", help="same as --tls-verify=false")
     g.add_argument("--ca-file", help="CA bundle to trust (default: SSL_CERT_FILE or the system's)")
-    g.add_argument("--cert-dir", help="directory of extra CA certificates (*.crt)")
+    g.add_argument("--cert-dir", help="certificates for the registry, as skopeo's: *.crt (CAs), and a *.cert with "
+                                      "its *.key (a client certificate for mutual TLS); per-host ones are also read "
+                                      "from /etc/docker/certs.d/HOST:PORT/ and /etc/containers/certs.d/HOST:PORT/")
+    g.add_argument("--proxy", metavar="URL",
+                   help="an HTTP(S) proxy for every request (default: https_proxy, http_proxy, all_proxy and "
+                        "no_proxy from the environment, upper or lower case)")
     g.add_argument("--cache-dir", help="blob cache (default: $REGISTRY_TOOLS_CACHE or ~/.cache/registry-tools)")
     g.add_argument("--jobs", type=int, default=4, help="concurrent downloads (default 4)")
     g.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry (else the auth files)")
@@ -203,6 +208,7 @@ def _login(sub: Any) -> None:
     p.add_argument("--authfile", help="file to write (default: $REGISTRY_AUTH_FILE, else docker's config.json)")
     p.add_argument("--tls-verify", type=_bool, default=True, metavar="BOOL")
     p.add_argument("--ca-file")
+    p.add_argument("--proxy", metavar="URL", help="an HTTP(S) proxy (default: from the environment)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the result")
     p.add_argument("--verbose", "-v", action="store_true")

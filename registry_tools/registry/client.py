@@ -22,7 +22,9 @@ from registry_tools.errors import RegistryError
 from registry_tools.model.digest import Digest
 from registry_tools.model.manifest import ACCEPT, MAX_MANIFEST_SIZE, load_json
 from registry_tools.model.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, is_loopback_host
-from registry_tools.registry import auth
+from pathlib import Path
+
+from registry_tools.registry import auth, network
 from registry_tools.registry.tokens import TokenClient
 from registry_tools.registry.transport import (KIND, LIMIT, RETRY, RateLimit, RegistryTransport, RetryPolicy, read_body,
                                                reason, safe_url)
@@ -41,6 +43,7 @@ class TransportOptions:
     connect_timeout: float = 15.0
     max_connections: int = 8
     rate_limit_min: int = 3  # manifest GETs held back when the registry says this few are left (0: never)
+    proxy: str | None = None  # --proxy: every scheme (else the environment's proxy variables)
 
 
 SYSTEM_CA_DIR = "/etc/ssl/certs"
@@ -62,7 +65,7 @@ def ssl_context(opts: TransportOptions) -> ssl.SSLContext:
         import certifi
 
         ctx = ssl.create_default_context(cafile=certifi.where())
-    cert_dir = opts.cert_dir or os.environ.get("SSL_CERT_DIR")
+    cert_dir = os.environ.get("SSL_CERT_DIR")
     if cert_dir and os.path.isdir(cert_dir):
         for name in sorted(os.listdir(cert_dir)):
             if name.endswith((".crt", ".pem")):
@@ -70,37 +73,59 @@ def ssl_context(opts: TransportOptions) -> ssl.SSLContext:
     return ctx
 
 
+def host_context(opts: TransportOptions, directories: tuple[str, ...]) -> ssl.SSLContext:
+    """The CAs, then `--cert-dir` and the host's certs.d directory (CAs and a client certificate)."""
+    ctx = ssl_context(opts)
+    for d in directories:
+        network.load_dir(ctx, Path(d))
+        if opts.cert_dir and d == opts.cert_dir:  # skopeo's --cert-dir also trusts *.pem
+            for name in sorted(os.listdir(d)):
+                if name.endswith(".pem"):
+                    ctx.load_verify_locations(cafile=os.path.join(d, name))
+    return ctx
+
+
 class SchemeTransport(httpx.BaseTransport):
-    """httpx's socket transports: one for plain http, and one for https whose TLS context (the
-    system's CA certificates, tens of milliseconds to load) is made only when first needed."""
+    """httpx's socket transports, one per route: plain http or https, through which proxy (if
+    any), and for https with which certificates (the host's certs.d directory). A TLS context
+    (the system's CA certificates, tens of milliseconds to load) is made only when first needed."""
 
     def __init__(self, options: TransportOptions):
         self.options = options
-        self._plain: httpx.HTTPTransport | None = None
-        self._tls: httpx.HTTPTransport | None = None
+        self.proxies = network.Proxies.from_environment(options.proxy)
+        self._routes: dict[tuple[str, tuple[str, ...], str | None], httpx.HTTPTransport] = {}
         self._lock = threading.Lock()
 
-    def _make(self, verify: ssl.SSLContext) -> httpx.HTTPTransport:
+    def _make(self, verify: ssl.SSLContext, proxy: str | None) -> httpx.HTTPTransport:
         n = self.options.max_connections
-        return httpx.HTTPTransport(verify=verify, retries=0,
+        return httpx.HTTPTransport(verify=verify, retries=0, trust_env=False,
+                                   proxy=network.proxy_of(proxy) if proxy else None,
                                    limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def _route(self, url: httpx.URL) -> httpx.HTTPTransport:
+        proxy = self.proxies.for_url(url)
+        dirs: tuple[str, ...] = ()
+        if url.scheme == "https":
+            found = network.certs_dir(url.netloc.decode("ascii"))
+            dirs = tuple(str(d) for d in (self.options.cert_dir, found) if d)
+        key = (url.scheme, dirs, proxy)
         with self._lock:
-            if request.url.scheme == "https":
-                if self._tls is None:
-                    self._tls = self._make(ssl_context(self.options))
-                inner = self._tls
-            else:
-                if self._plain is None:  # never used for TLS: an empty context costs nothing to make
-                    self._plain = self._make(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT))
-                inner = self._plain
-        return inner.handle_request(request)
+            route = self._routes.get(key)
+            if route is None:
+                # plain http never uses TLS: an empty context costs nothing to make
+                ctx = host_context(self.options, dirs) if url.scheme == "https" else \
+                    ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                route = self._routes[key] = self._make(ctx, proxy)
+        return route
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        return self._route(request.url).handle_request(request)
 
     def close(self) -> None:
-        for t in (self._plain, self._tls):
-            if t is not None:
+        with self._lock:
+            for t in self._routes.values():
                 t.close()
+            self._routes.clear()
 
 
 def error_detail(resp: httpx.Response) -> tuple[str, str | None]:
@@ -229,6 +254,8 @@ class Registry:
             if code == "MANIFEST_UNKNOWN" and "@" not in what:
                 raise NotFound(f"{what}: no such tag ({detail})", 404, code)
             raise NotFound(f"{what}: not found on {self.domain} ({detail})", 404, code)
+        if resp.status_code == 407:  # a proxy's answer, not the registry's
+            raise AuthError(f"{what}: the proxy asks for credentials (HTTP 407): give them in its URL", 407, code)
         if resp.status_code in (401, 403):
             hint = ("check the credentials and that they grant access to this repository" if self.credential(repo)
                     else "the registry needs credentials: run registry-tools login")
@@ -307,8 +334,7 @@ class Registry:
         return self.put_manifest_answer(repo, ref, raw, media_type)[0]
 
     def put_manifest_answer(self, repo: str, ref: str, raw: bytes, media_type: str) -> tuple[Digest, httpx.Headers]:
-        """PUT a manifest; its digest (checked against what the registry returns) and the answer's
-        headers (`OCI-Subject`: the registry indexed the manifest's subject itself)."""
+        """PUT a manifest: its digest (checked against the registry's) and the answer's headers."""
         digest = Digest.of_bytes(raw)
         what = f"manifest {digest} to {self.domain}/{repo}:{ref}"
         resp = self.request("PUT", repo, f"/v2/{repo}/manifests/{ref}", actions="pull,push", kind="manifest-put",

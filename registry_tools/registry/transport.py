@@ -212,10 +212,15 @@ def safe_url(url: str) -> str:
 
 def reason(e: BaseException) -> str:
     """One line saying why a connection failed."""
-    text = str(e) or type(e).__name__
+    text = (str(e) or type(e).__name__).splitlines()[0][:200]
+    lowered = text.lower()
+    if "certificate required" in lowered or "alert bad certificate" in lowered:
+        return ("the registry requires a client certificate (mutual TLS) and none it accepts was sent: put "
+                "client.cert and client.key in /etc/docker/certs.d/HOST:PORT/ (or give --cert-dir DIR) "
+                f"[{text}]")
     if isinstance(e, ssl.SSLError) or "CERTIFICATE_VERIFY_FAILED" in text:
         text = "TLS certificate verification failed: " + text
-    return text.splitlines()[0][:200]
+    return text
 
 
 def read_body(resp: httpx.Response) -> bytes:

@@ -40,7 +40,8 @@ class LocalRegistry:
         )
         self.proc: subprocess.Popen | None = None
 
-    def start(self, scheme: str = "http", ca: Path | None = None) -> "LocalRegistry":
+    def start(self, scheme: str = "http", ca: Path | None = None,
+              client: tuple[Path, Path] | None = None) -> "LocalRegistry":
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(self.config_path)],
                                      stdout=self._log, stderr=subprocess.STDOUT)
@@ -50,6 +51,8 @@ class LocalRegistry:
                 raise RuntimeError(f"docker-registry exited: {self.log_path.read_text()[-2000:]}")
             try:
                 verify = ssl.create_default_context(cafile=str(ca)) if ca else True
+                if client is not None and not isinstance(verify, bool):
+                    verify.load_cert_chain(str(client[0]), str(client[1]))
                 httpx.get(f"{scheme}://{self.host}/v2/", timeout=1, verify=verify)
                 return self
             except httpx.TransportError:

@@ -1,0 +1,158 @@
+"""Where a connection goes and with what TLS: proxies and certificates, per destination host.
+
+Proxies: `--proxy URL` (every scheme), else the variables curl, skopeo and Nix's fetchers
+read (`https_proxy`/`HTTPS_PROXY`, `http_proxy`/`HTTP_PROXY`, `all_proxy`/`ALL_PROXY`,
+lower case first), for the registry, its token realm and blob storage alike; `no_proxy`/
+`NO_PROXY` as curl matches it: `*` for everything, a host name and every name under it
+(`example.com` and `.example.com` both match `a.example.com`), an IP address, or a CIDR
+range. Proxy credentials (`http://user:pass@proxy:3128`) are sent as Proxy-Authorization
+and never printed: `shown` drops them from every message.
+
+Certificates: the CAs (`--ca-file`, `SSL_CERT_FILE`, the system's), then for each host the
+certs.d directories docker and containers/image use (`/etc/docker/certs.d/HOST:PORT/`,
+`/etc/containers/certs.d/…`, `~/.config/containers/certs.d/…`; `$REGISTRY_TOOLS_CERTS_D`
+lists other roots): `*.crt` are CAs, `client.cert`/`client.key` (any `*.cert` with its
+`*.key`) the client certificate a registry requiring mutual TLS asks for. `--cert-dir`
+is a directory of the same kind used for every host, as skopeo's is.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from registry_tools.errors import UsageError
+
+CERTS_D = ("~/.config/containers/certs.d", "/etc/containers/certs.d", "/etc/docker/certs.d")
+CERTS_D_ENV = "REGISTRY_TOOLS_CERTS_D"
+
+
+def shown(url: str) -> str:
+    """A proxy URL as it may be printed: scheme, host and port, no credentials."""
+    try:
+        u = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError):
+        return "(a proxy URL that does not parse)"
+    port = f":{u.port}" if u.port else ""
+    return f"{u.scheme}://{u.host}{port}"
+
+
+def _env(*names: str) -> str | None:
+    for name in names:
+        for variant in (name.lower(), name.upper()):
+            value = os.environ.get(variant)
+            if value:
+                return value.strip()
+    return None
+
+
+@dataclass(frozen=True)
+class Proxies:
+    http: str | None = None
+    https: str | None = None
+    no_proxy: tuple[str, ...] = ()
+
+    @classmethod
+    def from_environment(cls, explicit: str | None = None) -> "Proxies":
+        everything = _env("all_proxy")
+        http = explicit or _env("http_proxy") or everything
+        https = explicit or _env("https_proxy") or everything
+        for url in (http, https):
+            if url is not None:
+                _check(url)
+        no = _env("no_proxy") or ""
+        return cls(http, https, tuple(e.strip().lower() for e in no.split(",") if e.strip()))
+
+    def for_url(self, url: httpx.URL) -> str | None:
+        proxy = self.https if url.scheme == "https" else self.http
+        if proxy is None or bypassed(url.host, self.no_proxy):
+            return None
+        return proxy
+
+
+def _check(url: str) -> None:
+    try:
+        u = httpx.URL(url if "://" in url else f"http://{url}")
+    except httpx.InvalidURL:
+        raise UsageError(f"proxy {shown(url)}: not a URL") from None
+    if u.scheme not in ("http", "https", "socks5", "socks5h"):
+        raise UsageError(f"proxy {shown(url)}: use an http://, https:// or socks5:// proxy")
+    if u.scheme.startswith("socks"):
+        try:
+            import socksio  # noqa: F401
+        except ImportError:
+            raise UsageError(f"proxy {shown(url)}: SOCKS proxies need the socksio package "
+                             "(pip install 'httpx[socks]')") from None
+    if not u.host:
+        raise UsageError(f"proxy {shown(url)}: no host")
+
+
+def bypassed(host: str, entries: tuple[str, ...]) -> bool:
+    """curl's no_proxy: `*`, a domain and its subdomains, an IP, or a CIDR range."""
+    host = host.lower().strip("[]").rstrip(".")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        ip = None
+    for entry in entries:
+        if entry == "*":
+            return True
+        e = entry.strip("[]").lstrip(".").rstrip(".")
+        if ip is not None:
+            try:
+                if ip in ipaddress.ip_network(e, strict=False):
+                    return True
+            except ValueError:
+                pass
+            continue
+        if "/" not in e and (host == e or host.endswith("." + e)):
+            return True
+    return False
+
+
+def proxy_of(url: str) -> httpx.Proxy:
+    return httpx.Proxy(url if "://" in url else f"http://{url}")
+
+
+# --- certificates --------------------------------------------------------------------------
+
+def certs_roots() -> list[Path]:
+    listed = os.environ.get(CERTS_D_ENV)
+    roots = listed.split(os.pathsep) if listed else list(CERTS_D)
+    return [Path(os.path.expanduser(r)) for r in roots if r]
+
+
+def certs_dir(netloc: str) -> Path | None:
+    """The first certs.d directory for HOST:PORT (or HOST) that exists."""
+    names = [netloc] + ([netloc.rsplit(":", 1)[0]] if ":" in netloc.strip("[]") else [])
+    for root in certs_roots():
+        for name in names:
+            d = root / name
+            if d.is_dir():
+                return d
+    return None
+
+
+def load_dir(ctx: ssl.SSLContext, directory: Path) -> None:
+    """A certs.d directory into a context: `*.crt` trusted, the first `*.cert`+`*.key` pair presented."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as e:
+        raise UsageError(f"{directory}: {e.strerror}") from None
+    for name in names:
+        if name.endswith(".crt"):
+            ctx.load_verify_locations(cafile=str(directory / name))
+    for name in names:
+        if name.endswith(".cert"):
+            key = directory / (name[:-len(".cert")] + ".key")
+            if not key.is_file():
+                raise UsageError(f"{directory / name} has no {key.name} beside it")
+            try:
+                ctx.load_cert_chain(str(directory / name), str(key))
+            except (ssl.SSLError, OSError) as e:
+                raise UsageError(f"{directory / name}: not a usable client certificate and key ({e})") from None
+            break
