@@ -116,14 +116,16 @@ def test_default_platform_is_the_hosts(registry, cache_dir, capsys):
     assert pin["arch"] == host_platform().architecture and pin["os"] == "linux"
 
 
-def test_tag_resolved_with_head_and_blobs_shared_with_pull(registry, facts, cache_dir, tmp_path, capsys):
+def test_tag_resolved_by_its_bytes_and_blobs_shared_with_pull(registry, facts, cache_dir, tmp_path, capsys):
+    """One GET of the tag, hashed here: a registry's Docker-Content-Digest for a tag is not trusted."""
     mark = registry.log_offset()
     _, out, _ = run(capsys, "prefetch", f"{registry.host}/test/multi:v1", "--platform", "linux/arm/v7", "--json", "-q")
     pin = json.loads(out)
+    assert pin["imageDigest"] == facts["multi"]["index"]
     reqs = registry.requests_since(mark)
-    assert ("HEAD", "/v2/test/multi/manifests/v1") in reqs
-    assert ("GET", "/v2/test/multi/manifests/v1") not in reqs  # no GET by tag: HEAD was enough
-    assert ("GET", f"/v2/test/multi/manifests/{facts['multi']['index']}") in reqs  # bytes fetched by digest
+    assert ("GET", "/v2/test/multi/manifests/v1") in reqs
+    assert ("HEAD", "/v2/test/multi/manifests/v1") in reqs  # free on Docker Hub: it tells the rate-limit budget
+    assert ("GET", f"/v2/test/multi/manifests/{facts['multi']['index']}") not in reqs  # the tag's bytes, cached
     first_blobs = [u for m, u in reqs if m == "GET" and "/blobs/" in u]
     assert len(first_blobs) == len(set(first_blobs)) == 3
     # pull with the pin: nothing downloaded again
@@ -131,10 +133,11 @@ def test_tag_resolved_with_head_and_blobs_shared_with_pull(registry, facts, cach
     code, _, _ = run(capsys, *pull_args(pin, str(tmp_path / "img.tar")))
     assert code == 0
     assert registry.requests_since(mark) == []
-    # a second prefetch of the same tag: only the HEAD
+    # a second prefetch of the same tag: the HEAD and the GET of the tag, nothing else
     mark = registry.log_offset()
     run(capsys, "prefetch", f"{registry.host}/test/multi:v1", "--platform", "linux/arm/v7", "-q")
-    assert registry.requests_since(mark) == [("GET", "/v2/"), ("HEAD", "/v2/test/multi/manifests/v1")]
+    assert registry.requests_since(mark) == [("GET", "/v2/"), ("HEAD", "/v2/test/multi/manifests/v1"),
+                                             ("GET", "/v2/test/multi/manifests/v1")]
 
 
 def test_get_fallback_when_head_is_refused(httpserver, cache_dir, capsys):
@@ -266,8 +269,8 @@ def test_lock_file_transfers_stay_within_one_limit(threaded_server, cache_dir, t
         layers = [lay.layer({f"f{n}-{i}": bytes([n, i]) * 40000}, "gzip") for i in range(3)]
         img = lay.image(layers)
         images.append(img)
-        httpserver.expect_request(f"/v2/x/img{n}/manifests/t", method="HEAD").respond_with_data(
-            "", headers={"Docker-Content-Digest": img.digest})
+        httpserver.expect_request(f"/v2/x/img{n}/manifests/t", method="GET").respond_with_data(
+            lay.blobs[img.digest], content_type=imagegen.OCI_MANIFEST, headers={"Docker-Content-Digest": img.digest})
     state = {"now": 0, "max": 0}
     lock = threading.Lock()
 

@@ -53,10 +53,12 @@ def parse_challenges(headers: list[str], strict: bool = False) -> list[Challenge
 
 
 def pick_challenge(challenges: list[Challenge]) -> Challenge | None:
-    """The challenge to answer: Bearer or Basic before schemes we do not speak."""
-    for c in challenges:
-        if c.scheme in ("bearer", "basic"):
-            return c
+    """The challenge to answer: Bearer (anonymous tokens work with it), then Basic, before schemes we
+    do not speak, whatever order the registry listed them in."""
+    for scheme in ("bearer", "basic"):
+        for c in challenges:
+            if c.scheme == scheme:
+                return c
     return challenges[0] if challenges else None
 
 

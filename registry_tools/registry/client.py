@@ -301,13 +301,12 @@ class Registry:
         """HEAD a manifest: its digest (if the registry says), media type and size."""
         resp = self.request("HEAD", repo, f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT},
                             kind="manifest-head", actions=actions)
-        if resp.status_code in (401, 403):
+        if resp.status_code == 401:
             self.check(resp, f"{self.domain}/{repo}:{ref}", repo)
-        if resp.status_code >= 400:
+        if resp.status_code >= 400:  # 403 too: Artifactory's answer for a manifest it does not have
             # A HEAD answer has no body to say why; the caller's GET will get the registry's reason.
             return None, "", None
-        dcd = resp.headers.get("docker-content-digest")
-        size = resp.headers.get("content-length")
+        dcd, size = resp.headers.get("docker-content-digest"), resp.headers.get("content-length")
         try:
             digest = Digest.parse(dcd) if dcd else None
         except ValueError:
@@ -324,10 +323,11 @@ class Registry:
         """What a tag or digest points to now (None if nothing), by HEAD."""
         resp = self.request("HEAD", repo, f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT},
                             actions="pull,push", kind="manifest-head")
-        if resp.status_code == 404:
+        if resp.status_code in (404, 403):  # 403: Artifactory's "not here" (go-containerregistry#1691)
             return None
         self.check(resp, f"{self.domain}/{repo}:{ref}", repo)
-        got = resp.headers.get("docker-content-digest")
+        # a manifest found by its digest is that digest, header or not
+        got = resp.headers.get("docker-content-digest") or (ref if ref.startswith("sha256:") else None)
         return Digest.parse(got) if got else None
 
     def put_manifest(self, repo: str, ref: str, raw: bytes, media_type: str) -> Digest:

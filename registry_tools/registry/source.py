@@ -6,6 +6,8 @@ background under the operation's one transfer limit, handed out in image order.
 """
 from __future__ import annotations
 
+import logging
+
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Callable, Iterator
@@ -24,6 +26,7 @@ from registry_tools.registry.client import Registry
 from registry_tools.store.blobs import BlobStore
 from registry_tools.store.landing import Landing
 
+log = logging.getLogger("registry_tools.source")
 STREAM_FROM = 32 << 20  # a layer this big (compressed) is decompressed while it downloads
 
 
@@ -59,15 +62,16 @@ class RegistrySource:
         cache.put_bytes(digest, raw)
         return raw, content_type
 
-    def resolve_tag(self, tag: str) -> Digest:
-        """The digest a tag points to: a HEAD request where the registry answers one, else a GET.
-
-        Docker Hub counts GETs against its rate limit, not HEADs. With a GET the bytes are
-        hashed here and cached under their digest, so the later fetch by digest is local.
-        """
-        digest, _, _ = self.registry.head_manifest(self.repo, tag)
-        if digest is not None:
-            return digest
+    def resolve_tag(self, tag: str, cheap: bool = False) -> Digest:
+        """The digest a tag points to: the sha256 of the manifest a GET of the tag returns (cached
+        under it, so the fetch by digest that follows is local). A registry's `Docker-Content-Digest`
+        for a tag is not trusted: registries have answered with another manifest's (Docker Hub once
+        gave a platform's for a manifest list). `cheap`: a HEAD where only a comparison follows
+        (Docker Hub counts GETs, not HEADs, against its rate limit), a GET where it says nothing."""
+        # The HEAD is free on Docker Hub and tells the rate-limit budget before the GET that counts.
+        claimed, _, _ = self.registry.head_manifest(self.repo, tag)
+        if cheap and claimed is not None:
+            return claimed
         try:
             raw, _ = self.registry.get_manifest(self.repo, tag)
         except NotFound:
@@ -77,6 +81,9 @@ class RegistrySource:
             raise NotFound(f"{self.registry.domain}/{self.repo}: no tag {tag!r}; its tags: {listing}", 404,
                            "MANIFEST_UNKNOWN") from None
         digest = Digest.of_bytes(raw)
+        if claimed is not None and claimed != digest:
+            log.warning("%s/%s:%s: the registry says the tag names %s, but its bytes are %s; using the bytes",
+                        self.registry.domain, self.repo, tag, claimed, digest)
         self.store.cache.put_bytes(digest, raw)
         return digest
 

@@ -6,6 +6,7 @@ receives them.
 """
 from __future__ import annotations
 
+import logging
 from typing import Callable, Iterator
 from urllib.parse import urljoin, urlsplit
 
@@ -16,7 +17,8 @@ from registry_tools.model.digest import Digest
 from registry_tools.registry.client import Registry, returned_digest
 
 Chunks = Callable[[int, int], Iterator[bytes]]  # the blob's bytes from start to end, read anew each call
-MIN_CHUNK = 8 << 20
+MIN_CHUNK = 8 << 20  # at least 5 MiB: ECR refuses smaller parts but the last
+log = logging.getLogger("registry_tools.upload")
 
 
 def blob_exists(reg: Registry, repo: str, digest: Digest, size: int | None = None) -> bool:
@@ -36,6 +38,11 @@ def start_upload(reg: Registry, repo: str, digest: Digest, mount_from: str | Non
                        kind="upload", extra_scopes=extra, retry=False)
     if mount_from and resp.status_code == 201:
         return True, "", 0
+    if mount_from and resp.status_code != 202:
+        # A refused mount must start an upload (202), but Harbor answers 401 and Quay and Harbor 400
+        # for some: ask again without the mount, as the distribution spec's FAQ tells clients to.
+        log.info("mounting %s from %s refused (HTTP %d); uploading it", digest, mount_from, resp.status_code)
+        return start_upload(reg, repo, digest, None)
     if resp.status_code != 202:
         reg.check(resp, f"upload of {digest} to {reg.domain}/{repo}", repo)
         raise RegistryError(f"upload of {digest} to {reg.domain}/{repo}: unexpected HTTP {resp.status_code}",

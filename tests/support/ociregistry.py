@@ -19,11 +19,20 @@ class OciRegistry:
         self.server = server
         self.referrers_api = referrers_api
         self.blobs: dict[str, bytes] = {}
+        self.links: set[tuple[str, str]] = set()  # (repository, digest): the blobs each repository holds
         self.manifests: dict[tuple[str, str], tuple[bytes, str]] = {}  # (repo, digest or tag) -> (raw, type)
         self.uploads: dict[str, bytearray] = {}
         self.log: list[tuple[str, str]] = []
         self.referrers_override: dict[str, bytes] = {}  # subject digest -> body served as its referrers
         self.page_size = 0  # >0: the referrers list in pages of this many, linked by Link rel="next"
+        self.quirks: set[str] = set()  # registry behaviours to reproduce (see tests/test_quirks.py)
+        self.challenge: str | None = None  # a WWW-Authenticate value: requests need "Bearer <token>"
+        self.token = "quirk-token"
+        self.seen: list[tuple[str, str, dict]] = []  # method, path with query, headers
+        self.budget_429 = 0  # answer this many manifest GETs with 429 first
+        self.retry_after: str | None = None
+        self.part_limit = 6 << 20  # ecr-parts: the largest single PATCH taken whole
+        self.parts: dict[str, list[int]] = {}  # ecr-parts: the PATCH sizes of each upload
         server.expect_request(re.compile(r"^/v2/.*")).respond_with_handler(self.handle)
 
     @property
@@ -33,8 +42,20 @@ class OciRegistry:
     def handle(self, request: Request) -> Response:
         path, method = request.path, request.method
         self.log.append((method, request.full_path.rstrip("?")))
+        self.seen.append((method, request.full_path.rstrip("?"), dict(request.headers)))
+        if self.challenge and request.headers.get("Authorization") != f"Bearer {self.token}":
+            return Response(json.dumps({"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}),
+                            status=401, headers={"WWW-Authenticate": self.challenge},
+                            content_type="application/json")
         if path == "/v2/":
             return Response("{}", content_type="application/json")
+        t = re.match(r"^/v2/(.+)/tags/list$", path)
+        if t:
+            tags = sorted(ref for (r, ref) in self.manifests if r == t.group(1) and not ref.startswith("sha256:"))
+            if not tags:
+                return Response(json.dumps({"errors": [{"code": "NAME_UNKNOWN", "message": "unknown"}]}), status=404,
+                                content_type="application/json")
+            return Response(json.dumps({"name": t.group(1), "tags": tags}), content_type="application/json")
         m = re.match(r"^/v2/(.+)/(manifests|blobs|referrers)/(.+)$", path)
         if not m:
             return Response(status=404)
@@ -46,6 +67,11 @@ class OciRegistry:
         return self._blob(repo, ref, request)
 
     def _manifest(self, repo: str, ref: str, request: Request) -> Response:
+        if request.method == "GET" and self.budget_429 > 0:
+            self.budget_429 -= 1
+            headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+            return Response(json.dumps({"errors": [{"code": "TOOMANYREQUESTS", "message": "slow down"}]}),
+                            status=429, headers=headers, content_type="application/json")
         if request.method == "PUT":
             raw = request.get_data()
             digest = "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -58,11 +84,20 @@ class OciRegistry:
             return Response(status=201, headers=headers)
         found = self.manifests.get((repo, ref))
         if found is None:
+            if request.method == "HEAD" and "artifactory-head-403" in self.quirks:
+                return Response(status=403)
             return Response(json.dumps({"errors": [{"code": "MANIFEST_UNKNOWN", "message": "unknown"}]}),
                             status=404, content_type="application/json")
         raw, ctype = found
         headers = {"Docker-Content-Digest": "sha256:" + hashlib.sha256(raw).hexdigest(),
                    "Content-Length": str(len(raw))}
+        if "no-digest-header" in self.quirks:
+            del headers["Docker-Content-Digest"]
+        if "wrong-digest-header" in self.quirks and not ref.startswith("sha256:"):
+            others = sorted(d for (r, d) in self.manifests if r == repo and d.startswith("sha256:")
+                            and d != headers["Docker-Content-Digest"])
+            if others:
+                headers["Docker-Content-Digest"] = others[0]
         if request.method == "HEAD":
             return Response(status=200, headers=headers, content_type=ctype)
         return Response(raw, headers=headers, content_type=ctype)
@@ -72,7 +107,14 @@ class OciRegistry:
             rest = ref[len("uploads"):].strip("/")
             if request.method == "POST":
                 mount = request.args.get("mount")
-                if mount and mount in self.blobs:
+                if mount and not request.args.get("from") and "quay-mount-needs-from" in self.quirks:
+                    return Response(json.dumps({"errors": [{"code": "BAD_REQUEST"}]}), status=400)
+                if mount and "harbor-mount-401" in self.quirks:
+                    return Response(json.dumps({"errors": [{"code": "UNAUTHORIZED",
+                                                            "message": "project not found"}]}), status=401)
+                source = request.args.get("from")
+                if mount and (source, mount) in self.links and "ecr-no-mount" not in self.quirks:
+                    self.links.add((repo, mount))
                     return Response(status=201, headers={"Docker-Content-Digest": mount})
                 if request.args.get("digest"):  # monolithic POST
                     return self._commit(repo, request.args["digest"], bytearray(request.get_data()))
@@ -83,13 +125,22 @@ class OciRegistry:
             buf = self.uploads.get(rest)
             if buf is None:
                 return Response(status=404)
-            buf += request.get_data()
+            body = request.get_data()
+            if request.method == "PATCH" and "ecr-parts" in self.quirks:
+                if not request.headers.get("Content-Range") and len(body) > self.part_limit:
+                    return Response(status=413)  # too large for one part: send it in parts
+                self.parts.setdefault(rest, []).append(len(body))
+            buf += body
             if request.method == "PATCH":
                 return Response(status=202, headers={"Location": f"/v2/{repo}/blobs/uploads/{rest}",
                                                      "Range": f"0-{len(buf) - 1}"})
             del self.uploads[rest]
+            parts = self.parts.get(rest, [])
+            if "ecr-parts" in self.quirks and any(n < 5 << 20 for n in parts[:-1]):
+                return Response(json.dumps({"errors": [{"code": "LAYER_PART_TOO_SMALL", "message":
+                                "All layer parts except the last part should be at least 5MB"}]}), status=400)
             return self._commit(repo, request.args["digest"], buf)
-        data = self.blobs.get(ref)
+        data = self.blobs.get(ref) if (repo, ref) in self.links else None
         if data is None:
             return Response(status=404)
         headers = {"Docker-Content-Digest": ref, "Content-Length": str(len(data))}
@@ -101,6 +152,7 @@ class OciRegistry:
         if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
             return Response(json.dumps({"errors": [{"code": "DIGEST_INVALID"}]}), status=400)
         self.blobs[digest] = bytes(data)
+        self.links.add((repo, digest))
         return Response(status=201, headers={"Docker-Content-Digest": digest,
                                              "Location": f"/v2/{repo}/blobs/{digest}"})
 
