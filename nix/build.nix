@@ -1,0 +1,80 @@
+# buildLayeredImage-style arguments turned into a registry-tools build spec, and an app that
+# builds and pushes the image straight to a registry: no image tarball is ever written into
+# the Nix store (nixpkgs#175486).
+#
+#   image = (import ./nix/build.nix { registry-tools = …; }) {
+#     name = "team/app"; tag = "1.0";
+#     contents = [ pkgs.hello ];                      # their closures become layers; their trees merge at /
+#     config = { Cmd = [ "${pkgs.hello}/bin/hello" ]; };
+#   };
+#   # image.spec: a store path holding spec.json and the closure's reference graph
+#   # image.push: bin/push-image REGISTRY/REPO[:TAG] runs `registry-tools build spec.json --push …`
+#
+# The reference graph comes from Nix's exportReferencesGraph (the registration format, which
+# `build` reads): every store path of the contents' closures is in a layer.
+{ registry-tools, system ? builtins.currentSystem, shell ? "/bin/sh", coreutils ? null }:
+
+{ name
+, tag ? null
+, contents ? [ ]
+, config ? { }
+, maxLayers ? 100
+, created ? null
+, architecture ? null
+, extraCommands ? ""
+, fakeRootCommands ? ""
+, compressor ? "gz"
+, annotations ? { }
+}:
+
+let
+  path = if coreutils == null then "/usr/bin:/bin" else "${coreutils}/bin";
+  # the store paths the image holds: the contents' closures (a path the config names, such as
+  # Cmd's program, must be in them, as with buildLayeredImage)
+  roots = contents;
+  graphs = builtins.concatLists (builtins.genList (i: [ "graph${toString i}" (builtins.elemAt roots i) ])
+                                                  (builtins.length roots));
+  spec = { inherit name config maxLayers compressor annotations;
+           closure = { graph = "graph"; roots = map toString contents; };
+           contents = map toString contents; }
+    // (if tag == null then { } else { inherit tag; })
+    // (if created == null then { } else { inherit created; })
+    // (if architecture == null then { } else { inherit architecture; })
+    // (if extraCommands == "" then { } else { inherit extraCommands; })
+    // (if fakeRootCommands == "" then { } else { inherit fakeRootCommands; });
+  safe = builtins.replaceStrings [ "/" ":" ] [ "-" "-" ] name;
+
+  specDrv = derivation {
+    name = "${safe}-registry-tools-spec";
+    inherit system;
+    builder = shell;
+    PATH = path;
+    exportReferencesGraph = graphs;
+    specJson = builtins.toJSON spec;
+    passAsFile = [ "specJson" ];
+    args = [ "-c" ''
+      set -eu
+      mkdir -p "$out"
+      if [ -n "$(ls graph* 2>/dev/null)" ]; then cat graph* > "$out/graph"; else : > "$out/graph"; fi
+      cp "$specJsonPath" "$out/spec.json"
+    '' ];
+  };
+
+  push = derivation {
+    name = "push-${safe}";
+    inherit system;
+    builder = shell;
+    PATH = path;
+    args = [ "-c" ''
+      set -eu
+      mkdir -p "$out/bin"
+      printf '#!%s\nexec "%s" build "%s" --push "$@"\n' "${shell}" "${registry-tools}/bin/registry-tools" \
+        "${specDrv}/spec.json" > "$out/bin/push-image"
+      chmod +x "$out/bin/push-image"
+    '' ];
+  };
+in
+{
+  spec = specDrv;
+  inherit push;
+}

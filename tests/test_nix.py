@@ -1,0 +1,147 @@
+"""The Nix fetcher with a real Nix (Debian's nix-bin, no nixpkgs): fixed-output derivations built
+from our pins against the local registry, Nix's own hash check, and the prefetch output as Nix."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from registry_tools import cli
+from registry_tools.model.digest import parse_output_hash, sri
+
+from .helpers import ROOT
+
+NIX_CONFIG = "\n".join(["build-users-group =", "sandbox = false", "substituters =",
+                        "experimental-features = nix-command"])
+
+
+@pytest.fixture
+def nix(monkeypatch):
+    if shutil.which("nix-build") is None:
+        pytest.fail("nix-build is missing: run `bash .ci/run` (Debian's nix-bin)", pytrace=False)
+    monkeypatch.setenv("NIX_CONFIG", NIX_CONFIG)
+    return monkeypatch
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def fetchers() -> str:
+    """A Nix expression of the fetchers over registry-tools built from this checkout."""
+    return (f"(import {ROOT}/nix/fetcher.nix {{ registry-tools = import {ROOT}/nix/local-package.nix "
+            f"{{ python = \"{sys.executable}\"; src = {ROOT}; }}; }})")
+
+
+def nix_build(expr: str, tmp_path, name: str = "result") -> subprocess.CompletedProcess:
+    return subprocess.run(["nix-build", "--no-out-link", "-E", expr], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+
+
+@pytest.mark.parametrize("fmt", ["docker-archive", "oci-archive", "oci"])
+def test_pull_image_builds_the_pin_prefetch_printed(registry, nix, fmt, cache_dir, tmp_path, capsys):
+    code, out, err = run(capsys, "prefetch", f"{registry.host}/test/multi:v1", "--platform", "linux/arm64",
+                         "--format", fmt)
+    assert code == 0, err
+    (tmp_path / "pin.nix").write_text(out)
+    code, out_json, _ = run(capsys, "prefetch", f"{registry.host}/test/multi:v1", "--platform", "linux/arm64",
+                            "--format", fmt, "--json")
+    pin = json.loads(out_json)
+    # the Nix form evaluates to exactly the JSON form
+    ev = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", str(tmp_path / "pin.nix")],
+                        capture_output=True, text=True, check=True)
+    assert json.loads(ev.stdout) == pin
+    res = nix_build(f"{fetchers()}.pullImage (import {tmp_path}/pin.nix)", tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    path = res.stdout.strip().splitlines()[-1]
+    if fmt == "oci":
+        got = subprocess.run(["nix", "hash", "path", path], capture_output=True, text=True, check=True).stdout.strip()
+        assert got == pin["hash"]  # our hash of a layout is Nix's own hash of the directory
+        assert (json.loads(open(os.path.join(path, "index.json")).read())["manifests"][0]["digest"] ==
+                pin["manifestDigest"])
+    else:
+        assert sri(hashlib.sha256(open(path, "rb").read()).digest()) == pin["hash"]
+
+
+def test_a_changed_hash_fails_with_nixs_own_error(registry, nix, facts, cache_dir, tmp_path, capsys):
+    code, out, err = run(capsys, "prefetch", f"{registry.host}/test/single-gzip:v1", "--json")
+    pin = json.loads(out)
+    raw = bytearray(parse_output_hash(pin["hash"]))
+    raw[0] ^= 1
+    pin["hash"] = sri(bytes(raw))
+    (tmp_path / "pin.json").write_text(json.dumps(pin))
+    res = nix_build(f"{fetchers()}.pullImage (builtins.fromJSON (builtins.readFile {tmp_path}/pin.json))", tmp_path)
+    assert res.returncode != 0
+    assert "hash mismatch in fixed-output derivation" in res.stderr, res.stderr[-2000:]
+
+
+def test_images_from_lock_builds_every_entry(registry, nix, facts, cache_dir, tmp_path, capsys):
+    (tmp_path / "images.txt").write_text(f"{registry.host}/test/single-gzip:v1\n"
+                                         f"{registry.host}/test/multi:v1 linux/arm/v7\n"
+                                         f"{registry.host}/test/multi:v1 all\n")
+    code, out, err = run(capsys, "prefetch", "--from", str(tmp_path / "images.txt"), "--format", "oci-archive",
+                         "--json")
+    assert code == 0, err
+    (tmp_path / "images.lock.json").write_text(out)
+    res = nix_build(f"{fetchers()}.imagesFromLock {tmp_path}/images.lock.json", tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    paths = res.stdout.split()
+    pins = json.loads(out)["images"]
+    assert len(paths) == len(pins) == 3
+    for path, pin in zip(paths, pins, strict=True):
+        assert sri(hashlib.sha256(open(path, "rb").read()).digest()) == pin["hash"]
+
+
+def test_the_build_wrapper_pushes_store_paths_without_a_tarball_in_the_store(registry, nix, cache_dir, tmp_path,
+                                                                              capsys):
+    """buildLayeredImage-style arguments: the spec from exportReferencesGraph, and an app pushing it."""
+    from .support.registry import LocalRegistry
+
+    pkgs = tmp_path / "pkgs.nix"
+    pkgs.write_text('''
+let
+  mk = name: script: derivation { inherit name; system = builtins.currentSystem; builder = "/bin/sh";
+                                  PATH = "/usr/bin:/bin"; args = [ "-c" script ]; };
+  lib = mk "libgreet-1.2" "mkdir -p $out/lib; echo greetings > $out/lib/greet.txt";
+  app = mk "hello-2.12.1" "mkdir -p $out/bin; printf '#!/bin/sh\\\\ncat ${lib}/lib/greet.txt\\\\n' > $out/bin/hello; chmod +x $out/bin/hello";
+in { inherit lib app; }
+''')
+    expr = (f"let p = import {pkgs}; b = import {ROOT}/nix/build.nix {{ registry-tools = import "
+            f"{ROOT}/nix/local-package.nix {{ python = \"{sys.executable}\"; src = {ROOT}; }}; }}; in "
+            f"b {{ name = \"example/nixapp\"; tag = \"1\"; contents = [ p.app ]; "
+            f"config = {{ Cmd = [ \"${{p.app}}/bin/hello\" ]; }}; architecture = \"amd64\"; }}")
+    res = subprocess.run(["nix-build", "--no-out-link", "-E", f"({expr}).push"], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    push = res.stdout.strip().splitlines()[-1] + "/bin/push-image"
+    spec_dir = subprocess.run(["nix-build", "--no-out-link", "-E", f"({expr}).spec"], capture_output=True,
+                              text=True, cwd=tmp_path, check=True).stdout.strip()
+    spec = json.loads(open(os.path.join(spec_dir, "spec.json")).read())
+    app, lib = (subprocess.run(["nix-instantiate", "--eval", "--json", "-E", f"toString (import {pkgs}).{n}"],
+                               capture_output=True, text=True, check=True).stdout.strip().strip('"')
+                for n in ("app", "lib"))
+    assert spec["config"]["Cmd"] == [f"{app}/bin/hello"] and spec["contents"] == [app]
+    graph = open(os.path.join(spec_dir, "graph")).read()
+    assert app in graph and lib in graph
+    reg = LocalRegistry(tmp_path / "reg").start()
+    try:
+        out = subprocess.run([push, f"{reg.host}/nixapp/img:1", "--json"], capture_output=True, text=True,
+                             env=dict(os.environ, REGISTRY_TOOLS_CACHE=str(cache_dir)))
+        assert out.returncode == 0, out.stderr
+        layout = tmp_path / "pulled"
+        code, _, err = run(capsys, "copy", f"{reg.host}/nixapp/img:1", f"oci:{layout}:x")
+        assert code == 0, err
+        names = subprocess.run(["sh", "-c", f"for f in {layout}/blobs/sha256/*; do tar -tzf $f 2>/dev/null; done"],
+                               capture_output=True, text=True).stdout
+        assert app.lstrip("/") + "/bin/hello" in names and lib.lstrip("/") + "/lib/greet.txt" in names
+    finally:
+        reg.stop()
+    # no image tarball went into the store
+    assert not [p for p in os.listdir("/nix/store") if p.endswith(".tar") and "nixapp" in p]
