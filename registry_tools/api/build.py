@@ -147,14 +147,14 @@ class _Stored:
         supply.image()
 
 
-def build_images(multi: MultiSpec, session: Session, destination: Callable[[BuildSpec], Any] = lambda _: _Stored()
-                 ) -> tuple[ManifestNode, list[Layer], list[Any]]:
+def build_images(multi: MultiSpec, session: Session, destination: Callable[[BuildSpec], Any] = lambda _: _Stored(),
+                 remote: dict[str, Layer] | None = None) -> tuple[ManifestNode, list[Layer], list[Any]]:
     """Each platform's image, one after the other (each into `destination`), and the index over
     them; the layers this run packed (a layer shared by platforms is packed once); and what each
     destination said."""
     nodes, packed, said = [], [], []
     for spec in multi.specs:
-        source = BuiltImage(spec, session, jobs=max(2, session.concurrency // 2))
+        source = BuiltImage(spec, session, jobs=max(2, session.concurrency // 2), remote=remote)
         image, result = copy(source, destination(spec), session.cache)
         nodes.append(node_of_image(image))
         packed += source.packed

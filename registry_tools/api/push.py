@@ -22,7 +22,7 @@ from registry_tools.model import reference as refs
 from registry_tools.model.image import Image
 from registry_tools.model.tree import annotated
 from registry_tools.registry.destination import PushResult, RegistryDestination, RegistrySink
-from registry_tools.registry.mirror import copy_tree
+from registry_tools.registry.mirror import copy_tree, known_layers
 from registry_tools.registry.relay import CachedBlobs
 from registry_tools.session import Session
 
@@ -40,7 +40,9 @@ def build_and_push(spec: BuildSpec, dest: str, session: Session) -> tuple[PushRe
     The tag: the destination's, else the spec's, else a hash of the image's config."""
     target = destination(dest, session, spec.tag)
     target.tag_of = lambda image: default_tag(image.config_raw)
-    image, result = copy(BuiltImage(spec, session, jobs=2), target, session.cache)
+    # what the registry holds under that tag already, by layer input key: an empty cache packs only the rest
+    remote = known_layers(session, target.ref, target.tag)
+    image, result = copy(BuiltImage(spec, session, jobs=2, remote=remote), target, session.cache)
     return result, image
 
 
@@ -50,8 +52,9 @@ def build_and_push_index(multi: MultiSpec, dest: str, session: Session) -> tuple
     ref = refs.parse_normalized(dest)
     if ref.digest:
         raise UsageError(f"push destination {dest} names a digest; give a tag (or none)")
+    remote = known_layers(session, ref, ref.tag or multi.tag)
     tree, packed, pushed = build_images(multi, session, lambda _: RegistryDestination(session, ref, None,
-                                                                                       by_digest=True))
+                                                                                       by_digest=True), remote)
     tag = ref.tag or multi.tag or default_tag(tree.raw)
     sink = RegistrySink(session, ref)
     try:

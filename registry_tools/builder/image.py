@@ -22,7 +22,8 @@ from registry_tools.builder.spec import BuildSpec
 from registry_tools.formats.docker_archive import ArchiveLayer, docker_archive_entries
 from registry_tools.formats.tar import Entry as ArchiveEntry, write_stream
 from registry_tools.model.digest import Digest
-from registry_tools.model.image import Image, Layer
+from registry_tools.model.image import LAYER_KEY, Image, Layer
+from registry_tools.model import manifest as mf
 from registry_tools.model.manifest import canonical_json
 from registry_tools.session import Session
 from registry_tools.store.layers import assemble, compress_layer, known_layer, make_layer
@@ -129,17 +130,29 @@ def stream_docker_archive(plan: Plan, session: Session, write: Write) -> tuple[s
 
 # --- the built image as a copy source ---------------------------------------------------------
 
+def with_key(layer: Layer, key: str) -> Layer:
+    """The layer with its input key in its descriptor's annotations (what a push from an empty
+    cache reads back from the registry to skip packing it)."""
+    d = layer.descriptor
+    if d.annotations.get(LAYER_KEY) == key:
+        return layer
+    desc = mf.Descriptor(d.media_type, d.digest, d.size, d.platform, {**d.annotations, LAYER_KEY: key}, d.urls)
+    return Layer(desc, layer.diff_id, layer.size)
+
 class BuiltImage:
     """A build spec as a copy source: planned when opened, layers packed as the destination reads."""
 
-    def __init__(self, spec: BuildSpec, session: Session, jobs: int = 2):
+    def __init__(self, spec: BuildSpec, session: Session, jobs: int = 2, remote: dict[str, Layer] | None = None):
+        """`remote`: layers the destination holds already, by input key (a push from a cold cache
+        takes them instead of packing)."""
         self.spec = spec
         self.session = session
         self.jobs = jobs
+        self.remote = remote or {}
         self.packed: list[Layer] = []  # the layers the last run packed (the others were in the cache)
 
     def open(self, measure: bool) -> "BuildSupply":
-        supply = BuildSupply(plan_build(self.spec, self.session), self.session, self.jobs)
+        supply = BuildSupply(plan_build(self.spec, self.session), self.session, self.jobs, self.remote)
         self.packed = supply.packed
         return supply
 
@@ -147,9 +160,10 @@ class BuiltImage:
 class BuildSupply:
     """Layers packed (or found in the cache) in a pool of `jobs`, largest first; the image at the end."""
 
-    def __init__(self, plan: Plan, session: Session, jobs: int):
+    def __init__(self, plan: Plan, session: Session, jobs: int, remote: dict[str, Layer] | None = None):
         self.plan = plan
         self.session = session
+        self.remote = remote or {}
         spec = plan.spec
         self._compressor = spec.compressor
         self._image: Image | None = None
@@ -172,13 +186,15 @@ class BuildSupply:
         spec = self.plan.spec
         key = f"{lp.key}-{spec.compressor}"
         layer = known_layer(self.session.cache, key)
+        if layer is None and lp.portable:
+            layer = self.remote.get(key)  # the destination has it (a push from another machine's cache)
         packed = layer is None
         if layer is None:
             layer = make_layer(self.session.cache, key, spec.compressor,
                                lambda write: write_tar(lp.entries, lp.owner, spec.mtime, write))
             self.packed.append(layer)
         self.session.progress.layer_ready(layer, spec.compressor, packed)
-        return layer
+        return with_key(layer, key) if lp.portable else layer
 
     def count(self) -> int:
         return len(self._futures)

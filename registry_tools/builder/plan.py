@@ -46,6 +46,12 @@ class LayerPlan:
         return tar_size(self.entries, self.owner, mtime)
 
     @property
+    def portable(self) -> bool:
+        """The key names the bytes on any machine: no file's identity came from its mtime or inode
+        (store paths are content-named and immutable), so another machine may reuse the layer."""
+        return all(e.stamp == 0 for e in self.entries)
+
+    @property
     def weight(self) -> int:
         """Bytes of file content: enough to order the work by."""
         return sum(e.size for e in self.entries)

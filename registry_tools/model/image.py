@@ -15,6 +15,9 @@ from registry_tools.model.digest import Digest, ReadableFile
 from registry_tools.model.platform import Platform
 
 
+LAYER_KEY = "dev.registry-tools.layer.key"  # a portable layer's input key, recorded in its descriptor
+
+
 @dataclass(frozen=True)
 class Layer:
     descriptor: mf.Descriptor

@@ -8,15 +8,18 @@ HEAD, mounted from another repository of the same registry, or streamed from its
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
 from registry_tools.engine import Progress
-from registry_tools.errors import UsageError
+from registry_tools.errors import RegistryToolsError, UsageError
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
+from registry_tools.model.image import LAYER_KEY, Layer
 from registry_tools.model.platform import Platform
+from registry_tools.registry import upload
 from registry_tools.registry.destination import PushResult, RegistrySink, Workspace
 from registry_tools.registry.referrers import entry_of, fallback_tag, list_referrers, update_fallback
 from registry_tools.registry.relay import BlobOrigin, RelayedBlobs
@@ -85,6 +88,7 @@ def copy_tree(work: Workspace, dest: refs.Reference, node: ManifestNode, tags: l
         sink.close(ok)
 
 
+log = logging.getLogger("registry_tools.mirror")
 COSIGN_SUFFIXES = (".sig", ".att", ".sbom")  # cosign's tags beside an image, before OCI 1.1 referrers
 
 
@@ -124,3 +128,34 @@ def copy_referrers(work: Workspace, origin: RegistrySource, dest: refs.Reference
                     copied.append(node.digest)
     return copied
 
+
+
+def known_layers(work: Workspace, dest: refs.Reference, tag: str | None) -> dict[str, Layer]:
+    """The layers the image tagged `tag` at `dest` holds, by the input key its descriptors record
+    (every platform of an index), each checked by a HEAD: what a push from an empty cache need not
+    pack. Nothing (an empty map) where there is no such image or it cannot be read."""
+    if not tag:
+        return {}
+    target = dest.name_only()
+    reg = work.registry(target.domain)
+    try:
+        digest = reg.manifest_digest(target.path, tag)
+        if digest is None:
+            return {}
+        source = work.source(target)
+        tree = read_tree(source, mf.Descriptor("", digest, 0))
+        out: dict[str, Layer] = {}
+        for node in [tree, *tree.below()]:
+            layers = node.doc.get("layers")
+            if node.is_index or not node.blobs or not isinstance(layers, list):
+                continue
+            config = mf.parse_config(source.blob_bytes(node.blobs[0], f"config {node.blobs[0].digest}"), "config")
+            ids = mf.diff_ids(config, f"config {node.blobs[0].digest}")
+            for desc, diff_id in zip(node.blobs[1:], ids, strict=False):
+                key = desc.annotations.get(LAYER_KEY)
+                if key and key not in out and upload.blob_exists(reg, target.path, desc.digest, desc.size):
+                    out[key] = Layer(desc, diff_id)
+        return out
+    except RegistryToolsError as e:
+        log.info("could not read what %s holds (%s); packing every layer", target, e)
+        return {}
