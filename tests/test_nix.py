@@ -145,3 +145,35 @@ in { inherit lib app; }
         reg.stop()
     # no image tarball went into the store
     assert not [p for p in os.listdir("/nix/store") if p.endswith(".tar") and "nixapp" in p]
+
+
+def test_credentials_reach_the_fetcher_through_impure_environment_variables(registry, nix, cache_dir, tmp_path,
+                                                                              capsys):
+    """As nixpkgs' fetchers do: REGISTRY_AUTH_FILE from the caller's environment (impureEnvVars)."""
+    import base64
+
+    from .support.registry import LocalRegistry
+    from .support.tokenserver import htpasswd_config
+
+    reg = LocalRegistry(tmp_path / "auth-reg",
+                        extra_config=htpasswd_config(tmp_path / "htpasswd", {"ci": "pw-for-nix"})).start()
+    try:
+        code, _, err = run(capsys, "copy", f"{registry.host}/test/single-gzip:v1", f"{reg.host}/private/app:1",
+                           "--creds", "ci:pw-for-nix")
+        assert code == 0, err
+        code, out, err = run(capsys, "prefetch", f"{reg.host}/private/app:1", "--creds", "ci:pw-for-nix")
+        assert code == 0, err
+        (tmp_path / "pin.nix").write_text(out)
+        auth = tmp_path / "auth.json"
+        auth.write_text(json.dumps({"auths": {reg.host: {"auth": base64.b64encode(b"ci:pw-for-nix").decode()}}}))
+        expr = f"{fetchers()}.pullImage (import {tmp_path}/pin.nix)"
+        env = dict(os.environ, REGISTRY_AUTH_FILE=str(tmp_path / "missing.json"))
+        res = subprocess.run(["nix-build", "--no-out-link", "-E", expr], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=600)
+        assert res.returncode != 0 and "registry-tools login" in res.stderr  # no credentials: refused
+        env["REGISTRY_AUTH_FILE"] = str(auth)
+        res = subprocess.run(["nix-build", "--no-out-link", "-E", expr], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+    finally:
+        reg.stop()
