@@ -333,5 +333,5 @@ COMMANDS = {"pull": cmd_pull, "prefetch": cmd_prefetch, "build": cmd_build, "pus
             "inspect": cmd_inspect, "digest": cmd_digest, "cache": cmd_cache, "login": cmd_login,
             "logout": cmd_logout, "completion": cmd_completion,
             **{n: _copying(n) for n in ("copy", "sync", "tags", "tag", "delete", "index", "attach", "referrers", "sign",
-                                      "verify")},
+                                      "verify", "export")},
             "generate-key": _copying("generate_key")}

@@ -266,3 +266,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"{r.reference}: {r.verified} valid signature(s) by {args.key}", file=sys.stderr)
     print(r.digest)
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from registry_tools.api.export import export
+
+    with session_of(args) as session:
+        r = export(args.source, args.output, platform=args.platform, session=session)
+    if args.json:
+        _dump(r.to_json())
+        return 0
+    if not args.quiet:
+        print(f"wrote {r.output} ({r.entries} entries, {r.platform}, manifest {r.manifest_digest})", file=sys.stderr)
+    print(r.to_json()["hash"])
+    return 0

@@ -6,7 +6,7 @@ import difflib
 import re
 
 GROUPS = {
-    "read": ("pull", "prefetch", "inspect", "digest", "tags", "referrers"),
+    "read": ("pull", "export", "prefetch", "inspect", "digest", "tags", "referrers"),
     "write": ("build", "push", "copy", "sync", "index", "attach"),
     "signing": ("generate-key", "sign", "verify"),
     "registry housekeeping": ("tag", "delete", "login", "logout"),
@@ -18,6 +18,8 @@ EXAMPLES = {
     "pull": ["registry-tools pull docker.io/library/alpine@sha256:… -o alpine.tar",
              "registry-tools pull ghcr.io/org/app@sha256:… --platform linux/arm64 --format oci -o app/",
              "registry-tools pull alpine@sha256:… -o alpine.tar --hash sha256-…   # refuses any other output"],
+    "export": ["registry-tools export docker.io/library/alpine@sha256:… -o rootfs.tar",
+               "registry-tools export oci:./layout:1.0 -o rootfs.tar --json"],
     "prefetch": ["registry-tools prefetch alpine 3.19",
                  "registry-tools prefetch ghcr.io/org/app:1.2 --platform linux/arm64 --json",
                  "registry-tools prefetch --from images.txt --json > images.lock.json"],

@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND",
                                 help=argparse.SUPPRESS)
-    for add in (_pull, _prefetch, _build, _push, _copy, _sync, _index, _attach, _inspect, _digest, _tags,
+    for add in (_pull, _export, _prefetch, _build, _push, _copy, _sync, _index, _attach, _inspect, _digest, _tags,
                 _referrers, _tag, _delete, _generate_key, _sign, _verify, _cache, _login, _logout, _completion):
         add(sub)
     teach(parser, sub)
@@ -114,6 +114,19 @@ def _pull(sub: Any) -> None:
                    help="write nothing unless the image (the digest pinned) has a valid cosign signature by this "
                         "public key")
     _add_platform(p)
+    _add_common(p)
+
+
+def _export(sub: Any) -> None:
+    p = sub.add_parser("export", help="an image's root filesystem as one tar (exportImage, podman export)",
+                       description="Apply SOURCE's layers in order (whiteouts and opaque directories honoured) and "
+                                   "write the root filesystem as one tar; its sha256 is printed, as pull's is. "
+                                   "SOURCE: a registry reference pinned by digest, docker-archive:FILE, "
+                                   "oci-archive:FILE, oci:DIR[:TAG] or an existing path.")
+    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the tar to write")
+    _complete_platforms(p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                                       help="the platform to take from an index (default: this machine's)"))
     _add_common(p)
 
 
