@@ -153,11 +153,13 @@ def _plan(spec: BuildSpec, plan: Plan) -> Plan:
 
 def _final_layer(spec: BuildSpec, owner: Owner, plan: Plan) -> LayerPlan:
     """contents merged at /, then extraCommands and fakeRootCommands run in it."""
-    if not spec.contents and not spec.extra_commands and not spec.fake_root_commands:
+    helpers = spec.fake_nss or spec.ca_certificates or spec.bin_sh or spec.usr_bin_env
+    if not spec.contents and not spec.extra_commands and not spec.fake_root_commands and not helpers:
         return LayerPlan([], owner, "final layer", _input_key([], owner, spec.mtime))
     plan.workdir = Path(tempfile.mkdtemp(prefix="registry-tools-build-"))
     root = plan.workdir / "root"
     root.mkdir()
+    write_helpers(spec, root)  # first: the contents' own files win
     for tree in spec.contents:
         _merge_tree(tree, root, root, spec.keep_contents_dirlinks)
     if spec.extra_commands:
@@ -175,6 +177,45 @@ def _final_layer(spec: BuildSpec, owner: Owner, plan: Plan) -> LayerPlan:
                        root, "fakeroot listing")
         entries = owned(entries, {k: tuple(v) for k, v in json.loads(listing).items()}, owner)
     return LayerPlan(entries, owner, "final layer", _input_key(entries, owner, spec.mtime))
+
+
+FAKE_PASSWD = "root:x:0:0:root user:/var/empty:/bin/sh\nnobody:x:65534:65534:nobody:/var/empty:/bin/sh\n"
+FAKE_GROUP = "root:x:0:\nnobody:x:65534:\n"
+NSSWITCH = "hosts: files dns\n"
+CA_BUNDLE = "etc/ssl/certs/ca-certificates.crt"
+CA_LINKS = ("etc/ssl/certs/ca-bundle.crt", "etc/pki/tls/certs/ca-bundle.crt")  # where nixpkgs' cacert links it
+
+
+def write_helpers(spec: BuildSpec, root: Path) -> None:
+    """fakeNss, caCertificates, binSh and usrBinEnv as nixpkgs writes them, into the final layer's root."""
+    def put(rel: str, data: bytes, mode: int = 0o644) -> None:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+        os.chmod(p, mode)
+
+    def link(rel: str, target: str) -> None:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, p)
+
+    if spec.fake_nss:
+        put("etc/passwd", FAKE_PASSWD.encode())
+        put("etc/group", FAKE_GROUP.encode())
+        put("etc/nsswitch.conf", NSSWITCH.encode())
+        (root / "var" / "empty").mkdir(parents=True, exist_ok=True)
+    if spec.ca_certificates is not None:
+        put(CA_BUNDLE, spec.ca_certificates.read_bytes())
+        for rel in CA_LINKS:
+            link(rel, "/" + CA_BUNDLE)
+    if spec.bin_sh:
+        link("bin/sh", spec.bin_sh)
+    if spec.usr_bin_env:
+        link("usr/bin/env", spec.usr_bin_env)
+    for d in sorted(root.rglob("*"), key=lambda p: -len(p.parts)):  # the same modes whatever the umask,
+        if d.is_dir() and not d.is_symlink():                        # and fixed times: the layer's key holds
+            os.chmod(d, 0o755)
+        os.utime(d, (1, 1), follow_symlinks=False)
 
 
 _LIST_OWNERS = """

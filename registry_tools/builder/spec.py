@@ -5,6 +5,7 @@ Validation happens here, up front, so a typo fails with the key's name before an
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from registry_tools.model import reference as refs
 from registry_tools.errors import UsageError
 from registry_tools.model.platform import Platform, declared, host_platform
 
+log = logging.getLogger("registry_tools.build")
 DEFAULT_TIME = "1970-01-01T00:00:01Z"
 MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
 MAX_LAYERS = 125
@@ -71,6 +73,10 @@ class BuildSpec:
     compressor: str = "gz"
     layering: str = "auto"
     annotations: dict[str, str] = field(default_factory=dict)  # on the image manifest
+    fake_nss: bool = False  # /etc/passwd, /etc/group (root, nobody), /etc/nsswitch.conf, /var/empty
+    ca_certificates: Path | None = None  # a CA bundle for /etc/ssl/certs/ca-certificates.crt (and its links)
+    bin_sh: str | None = None  # /bin/sh -> this path in the image
+    usr_bin_env: str | None = None  # /usr/bin/env -> this path in the image
     base_dir: Path = Path(".")
 
 
@@ -78,8 +84,10 @@ KEYS = {
     "name", "tag", "fromImage", "fromImageName", "inheritConfig", "paths", "closure", "contents",
     "keepContentsDirlinks", "config", "architecture", "os", "variant", "created", "mtime", "maxLayers",
     "extraCommands", "fakeRootCommands", "uid", "gid", "uname", "gname", "compressor", "layering",
-    "annotations", "indexAnnotations", "platforms",
+    "annotations", "indexAnnotations", "platforms", "fakeNss", "caCertificates", "binSh", "usrBinEnv",
+    "copyToRoot", "diskSize", "buildVMMemorySize",
 }
+VM_ONLY = ("diskSize", "buildVMMemorySize")  # configure nixpkgs' VM: accepted, nothing to do
 CREATED_ANNOTATION = "org.opencontainers.image.created"
 
 
@@ -177,7 +185,9 @@ def _trees(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.d
     if obj.get("closure") is not None:
         spec.closure = _closure(obj["closure"], base_dir)
 
-    contents = obj.get("contents") or []
+    if "copyToRoot" in obj and "contents" in obj:
+        raise _bad("copyToRoot", "is buildImage's name for contents: give one of them")
+    contents = obj.get("contents") or obj.get("copyToRoot") or []
     if isinstance(contents, str):
         contents = [contents]
     if not isinstance(contents, list) or not all(isinstance(c, str) for c in contents):
@@ -189,6 +199,24 @@ def _trees(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.d
         spec.contents.append(p)
     if "keepContentsDirlinks" in obj:
         spec.keep_contents_dirlinks = _want(obj, "keepContentsDirlinks", bool, "true or false")
+    _helpers(obj, spec, base_dir)
+
+
+def _helpers(obj: dict[str, Any], spec: BuildSpec, base_dir: Path) -> None:
+    """dockerTools' environment helpers: fakeNss, caCertificates, binSh, usrBinEnv."""
+    if "fakeNss" in obj:
+        spec.fake_nss = _want(obj, "fakeNss", bool, "true or false")
+    if obj.get("caCertificates") is not None:
+        bundle = _resolve(base_dir, _want(obj, "caCertificates", str, "the path of a CA bundle (PEM)"))
+        if not bundle.is_file():
+            raise _bad("caCertificates", f"{bundle} is not a file")
+        spec.ca_certificates = bundle
+    for key, attr in (("binSh", "bin_sh"), ("usrBinEnv", "usr_bin_env")):
+        if obj.get(key) is not None:
+            target = _want(obj, key, str, "the absolute path, in the image, of the program to link to")
+            if not target.startswith("/") or ".." in target.split("/"):
+                raise _bad(key, "must be an absolute path in the image without '..'")
+            setattr(spec, attr, target)
 
 
 
@@ -304,6 +332,10 @@ def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | No
 
     for part in (_base_image, _paths, _trees, _run_config, _platform, _settings):
         part(obj, spec, base_dir, now)
+    for key in VM_ONLY:
+        if key in obj:
+            _want(obj, key, int, "a whole number")
+            log.warning("build spec: %s configures nixpkgs' build VM; no VM is used here, so it changes nothing", key)
     return spec
 
 
