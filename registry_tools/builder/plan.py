@@ -63,6 +63,7 @@ class Plan:
     base: BaseImage | None
     layers: list[LayerPlan] = field(default_factory=list)
     workdir: Path | None = None  # holds the final layer's files; removed by close()
+    closure: Graph | None = None  # the store paths of the closure (for includeNixDB)
 
     def close(self) -> None:
         if self.workdir is not None:
@@ -127,6 +128,7 @@ def _plan(spec: BuildSpec, plan: Plan) -> Plan:
                 raise UsageError(f"build spec: closure: {path} is not on this machine (looked for {real})")
             sources[path] = (real, path, True)
         graph = g
+        plan.closure = Graph({p: list(r) for p, r in g.refs.items()}, dict(g.sizes), dict(g.nar_hashes))
         roots = list(c.roots) if c.roots is not None else None
     for p in spec.paths:
         node = f"path:{p.target}"
@@ -153,12 +155,17 @@ def _plan(spec: BuildSpec, plan: Plan) -> Plan:
 
 def _final_layer(spec: BuildSpec, owner: Owner, plan: Plan) -> LayerPlan:
     """contents merged at /, then extraCommands and fakeRootCommands run in it."""
-    helpers = spec.fake_nss or spec.ca_certificates or spec.bin_sh or spec.usr_bin_env
+    helpers = spec.fake_nss or spec.ca_certificates or spec.bin_sh or spec.usr_bin_env or spec.include_nix_db
     if not spec.contents and not spec.extra_commands and not spec.fake_root_commands and not helpers:
         return LayerPlan([], owner, "final layer", _input_key([], owner, spec.mtime))
     plan.workdir = Path(tempfile.mkdtemp(prefix="registry-tools-build-"))
     root = plan.workdir / "root"
     root.mkdir()
+    if spec.include_nix_db and plan.closure is not None and spec.closure is not None:
+        from registry_tools.builder.nixdb import write_nix_db
+
+        c = spec.closure
+        write_nix_db(root, plan.closure, lambda p: str(c.real_store_dir / _store_name(p, c.store_dir)))
     write_helpers(spec, root)  # first: the contents' own files win
     for tree in spec.contents:
         _merge_tree(tree, root, root, spec.keep_contents_dirlinks)

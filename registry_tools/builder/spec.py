@@ -77,6 +77,7 @@ class BuildSpec:
     ca_certificates: Path | None = None  # a CA bundle for /etc/ssl/certs/ca-certificates.crt (and its links)
     bin_sh: str | None = None  # /bin/sh -> this path in the image
     usr_bin_env: str | None = None  # /usr/bin/env -> this path in the image
+    include_nix_db: bool = False  # /nix/var/nix/db registering the closure
     base_dir: Path = Path(".")
 
 
@@ -85,7 +86,7 @@ KEYS = {
     "keepContentsDirlinks", "config", "architecture", "os", "variant", "created", "mtime", "maxLayers",
     "extraCommands", "fakeRootCommands", "uid", "gid", "uname", "gname", "compressor", "layering",
     "annotations", "indexAnnotations", "platforms", "fakeNss", "caCertificates", "binSh", "usrBinEnv",
-    "copyToRoot", "diskSize", "buildVMMemorySize",
+    "copyToRoot", "diskSize", "buildVMMemorySize", "includeNixDB",
 }
 VM_ONLY = ("diskSize", "buildVMMemorySize")  # configure nixpkgs' VM: accepted, nothing to do
 CREATED_ANNOTATION = "org.opencontainers.image.created"
@@ -206,6 +207,10 @@ def _helpers(obj: dict[str, Any], spec: BuildSpec, base_dir: Path) -> None:
     """dockerTools' environment helpers: fakeNss, caCertificates, binSh, usrBinEnv."""
     if "fakeNss" in obj:
         spec.fake_nss = _want(obj, "fakeNss", bool, "true or false")
+    if "includeNixDB" in obj:
+        spec.include_nix_db = _want(obj, "includeNixDB", bool, "true or false")
+        if spec.include_nix_db and spec.closure is None:
+            raise _bad("includeNixDB", "registers the closure's store paths: give \"closure\" too")
     if obj.get("caCertificates") is not None:
         bundle = _resolve(base_dir, _want(obj, "caCertificates", str, "the path of a CA bundle (PEM)"))
         if not bundle.is_file():

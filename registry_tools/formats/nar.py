@@ -60,3 +60,21 @@ def nar_sha256(path: str) -> bytes:
     _str(h, b"nix-archive-1")
     _node(h, path)
     return h.digest()
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def update(self, data: bytes) -> None:
+        self.hash.update(data)
+        self.size += len(data)
+
+
+def nar_sha256_and_size(path: str) -> tuple[bytes, int]:
+    """The sha256 and the length of a path's NAR serialisation (what Nix registers as narHash and narSize)."""
+    h = _Counting()
+    _str(h, b"nix-archive-1")  # type: ignore[arg-type]
+    _node(h, path)  # type: ignore[arg-type]
+    return h.hash.digest(), h.size
