@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -109,3 +110,82 @@ def test_copy_to_root_and_vm_keys(tmp_path, cache_dir, capsys, caplog):
     notices = [r.getMessage() for r in caplog.records if "no VM is used" in r.getMessage()]
     assert len(notices) == 2 and all("\n" not in n for n in notices)
     assert out.strip() == "example/env:1"  # the tag it chose is printed (nixpkgs' imageTag)
+
+
+def layers_of(layout) -> list[list[tuple[str, int, int]]]:
+    import tarfile
+
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads((layout / "blobs/sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    out = []
+    for layer in manifest["layers"]:
+        with tarfile.open(layout / "blobs/sha256" / layer["digest"].split(":")[1]) as tf:
+            out.append([(m.name, m.uid, m.gid) for m in tf])
+    return out
+
+
+def test_single_layer_and_include_store_paths(tmp_path, cache_dir, capsys):
+    from .support.buildinputs import make_store, write_graph
+
+    make_store(tmp_path)
+    spec, _ = busybox_spec(tmp_path, closure={"graph": write_graph(tmp_path, "list").name, "realStoreDir": "store"},
+                           layering="single")
+    code, _, err = run(capsys, "build", str(spec), "--oci", str(tmp_path / "single"))
+    assert code == 0, err
+    (only,) = layers_of(tmp_path / "single")
+    names = {n for n, _, _ in only}
+    assert "nix/store/dddd-app/bin/app" in names and "bin/busybox" in names
+    doc = json.loads(spec.read_text())
+    doc.pop("layering")
+    doc["includeStorePaths"] = False
+    spec.write_text(json.dumps(doc))
+    code, _, err = run(capsys, "build", str(spec), "--oci", str(tmp_path / "nostore"))
+    assert code == 0, err
+    assert not any(n.startswith("nix/store/") for layer in layers_of(tmp_path / "nostore") for n, _, _ in layer)
+
+
+def test_enable_fakechroot_runs_the_commands_inside_the_image_root(tmp_path, cache_dir, capsys):
+    """fakechroot confines dynamically linked programs: the image gets a dynamically linked shell
+    (this machine's dash and its libraries) and the commands use only its builtins."""
+    if shutil.which("fakechroot") is None:
+        pytest.fail("fakechroot is missing: run `bash .ci/run` (Debian's fakechroot)")
+    marker = f"/made-in-chroot-{os.getpid()}"
+    spec, _ = busybox_spec(tmp_path, enableFakechroot=True,
+                           fakeRootCommands=f"echo inside > {marker}")
+    root = tmp_path / "root"
+    libs = subprocess.run(["ldd", "/bin/dash"], capture_output=True, text=True, check=True).stdout
+    for lib in re.findall(r"(/\S+\.so[.\d]*)", libs):
+        target = root / lib.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(os.path.realpath(lib), target)
+    shutil.copy("/bin/dash", root / "bin" / "sh")
+    code, _, err = run(capsys, "build", str(spec), "--oci", str(tmp_path / "layout"))
+    assert code == 0, err
+    assert not os.path.exists(marker)  # this machine's root was not touched
+    final = layers_of(tmp_path / "layout")[-1]
+    assert any(n == marker.lstrip("/") for n, _, _ in final)
+    # a static shell cannot be confined: refused before anything runs
+    (root / "bin" / "sh").unlink()
+    os.symlink("busybox", root / "bin" / "sh")
+    code, _, err = run(capsys, "build", str(spec), "--oci", str(tmp_path / "static"))
+    assert code == 1 and "not a dynamically linked program" in err
+    assert not os.path.exists(marker)
+
+
+def test_from_image_tag_picks_the_base(tmp_path, cache_dir, capsys):
+    from .support import imagegen
+
+    lay = imagegen.Layout()
+    for tag in ("v1", "v2"):
+        lay.tag(lay.image([lay.layer({f"etc/{tag}": tag.encode()})]), tag)
+    lay.write(tmp_path / "base")
+    spec, _ = busybox_spec(tmp_path, fromImage="base", fromImageTag="v2")
+    code, _, err = run(capsys, "build", str(spec), "--oci", str(tmp_path / "layout"))
+    assert code == 0, err
+    assert [n for n, _, _ in layers_of(tmp_path / "layout")[0]] == ["etc/v2"]
+    (tmp_path / "base.tar").write_bytes(b"")
+    doc = json.loads(spec.read_text())
+    doc["fromImage"] = "base.tar"
+    spec.write_text(json.dumps(doc))
+    code, _, err = run(capsys, "build", str(spec), "--oci", str(tmp_path / "x"))
+    assert code == 2 and "fromImageTag: picks an image of a docker-archive with fromImageName" in err

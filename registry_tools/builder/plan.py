@@ -127,9 +127,12 @@ def _plan(spec: BuildSpec, plan: Plan) -> Plan:
             if not os.path.lexists(real):
                 raise UsageError(f"build spec: closure: {path} is not on this machine (looked for {real})")
             sources[path] = (real, path, True)
-        graph = g
         plan.closure = Graph({p: list(r) for p, r in g.refs.items()}, dict(g.sizes), dict(g.nar_hashes))
-        roots = list(c.roots) if c.roots is not None else None
+        if spec.include_store_paths:
+            graph = g
+            roots = list(c.roots) if c.roots is not None else None
+        else:  # includeStorePaths = false: the closure is known (includeNixDB), not put in the image
+            sources.clear()
     for p in spec.paths:
         node = f"path:{p.target}"
         graph.add(node, [], None)
@@ -140,7 +143,9 @@ def _plan(spec: BuildSpec, plan: Plan) -> Plan:
         # Each input is walked once: its entries give its size too (unless the graph records it).
         collected = {n: collect(src, target, stamps=not immutable) for n, (src, target, immutable) in sources.items()}
         sizes = {n: graph.sizes.get(n) or sum(e.size for e in collected[n]) for n in sources}
-        if spec.layering == "popularity":
+        if spec.layering == "single":
+            groups = [sorted(sources)]
+        elif spec.layering == "popularity":
             groups = popularity_layers(graph, budget, roots)
         else:
             groups = auto_layers(graph, budget, sizes)
@@ -150,6 +155,9 @@ def _plan(spec: BuildSpec, plan: Plan) -> Plan:
             label = ", ".join(sources[n][1] for n in group[:3]) + more
             plan.layers.append(LayerPlan(entries, owner, label, _input_key(entries, owner, spec.mtime)))
     plan.layers.append(_final_layer(spec, owner, plan))
+    if spec.layering == "single":  # buildImage: everything in one layer (the final layer's files last)
+        entries = with_parents([e for lp in plan.layers for e in lp.entries])
+        plan.layers = [LayerPlan(entries, owner, "single layer", _input_key(entries, owner, spec.mtime))]
     return plan
 
 
@@ -174,16 +182,52 @@ def _final_layer(spec: BuildSpec, owner: Owner, plan: Plan) -> LayerPlan:
     # contents are copied with their times kept: with no commands run, the same contents give the
     # same key (the layer is found in the cache, not packed again; the platforms of a build share it)
     commands = bool(spec.extra_commands or spec.fake_root_commands)
-    entries = with_parents(collect(str(root), "/", inodes=commands))
     if spec.fake_root_commands:
         if shutil.which("fakeroot") is None:
             raise BuildError("fakeRootCommands need fakeroot (Debian's fakeroot package)")
         state = plan.workdir / "fakeroot.state"
-        _run(["fakeroot", "-s", str(state), "--", "sh", "-ec", spec.fake_root_commands], root, "fakeRootCommands")
+        if spec.enable_fakechroot:  # the commands see the image's root as /, using the image's own shell
+            if shutil.which("fakechroot") is None:
+                raise BuildError("enableFakechroot needs fakechroot (Debian's fakechroot package)")
+            if not os.path.lexists(root / "bin" / "sh"):
+                raise BuildError("enableFakechroot runs fakeRootCommands with the image's /bin/sh: the contents "
+                                 "(or binSh) must provide it")
+            if not _dynamic_elf(resolve_in_root(root, root / "bin" / "sh")):
+                raise BuildError("enableFakechroot: the image's /bin/sh is not a dynamically linked program, and "
+                                 "fakechroot confines only those (a static shell would act on this machine's root)")
+            command = ["fakechroot", "chroot", str(root), "/bin/sh", "-ec", spec.fake_root_commands]
+        else:
+            command = ["sh", "-ec", spec.fake_root_commands]
+        _run(["fakeroot", "-s", str(state), "--", *command], root, "fakeRootCommands")
         listing = _run(["fakeroot", "-i", str(state), "--", sys.executable, "-c", _LIST_OWNERS, str(root)],
                        root, "fakeroot listing")
-        entries = owned(entries, {k: tuple(v) for k, v in json.loads(listing).items()}, owner)
+        made = with_parents(collect(str(root), "/", inodes=commands))  # what the commands made too
+        entries = owned(made, {k: tuple(v) for k, v in json.loads(listing).items()}, owner)
+        return LayerPlan(entries, owner, "final layer", _input_key(entries, owner, spec.mtime))
+    entries = with_parents(collect(str(root), "/", inodes=commands))
     return LayerPlan(entries, owner, "final layer", _input_key(entries, owner, spec.mtime))
+
+
+def _dynamic_elf(path: Path) -> bool:
+    """An ELF executable with an interpreter (PT_INTERP): what fakechroot's preloaded library can confine."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit ELF only
+                return False
+            end = "<" if head[5] == 1 else ">"
+            phoff, = struct.unpack(end + "Q", head[32:40])
+            phentsize, phnum = struct.unpack(end + "HH", head[54:58])
+            for i in range(min(phnum, 256)):
+                f.seek(phoff + i * phentsize)
+                ptype, = struct.unpack(end + "I", f.read(4))
+                if ptype == 3:  # PT_INTERP
+                    return True
+    except OSError:
+        return False
+    return False
 
 
 FAKE_PASSWD = "root:x:0:0:root user:/var/empty:/bin/sh\nnobody:x:65534:65534:nobody:/var/empty:/bin/sh\n"

@@ -20,7 +20,7 @@ DEFAULT_TIME = "1970-01-01T00:00:01Z"
 MAX_TIME = 253402300799  # 9999-12-31T23:59:59Z
 MAX_LAYERS = 125
 COMPRESSORS = ("gz", "zstd", "none")
-LAYERINGS = ("auto", "popularity")
+LAYERINGS = ("auto", "popularity", "single")  # single: buildImage's one layer
 CONFIG_KEYS = {  # OCI image config fields and the JSON type each must have
     "User": str, "ExposedPorts": dict, "Env": list, "Entrypoint": list, "Cmd": list, "Volumes": dict,
     "WorkingDir": str, "Labels": dict, "StopSignal": str, "ArgsEscaped": bool, "Healthcheck": dict,
@@ -78,6 +78,8 @@ class BuildSpec:
     bin_sh: str | None = None  # /bin/sh -> this path in the image
     usr_bin_env: str | None = None  # /usr/bin/env -> this path in the image
     include_nix_db: bool = False  # /nix/var/nix/db registering the closure
+    include_store_paths: bool = True  # False: the closure's store paths are not put in the image
+    enable_fakechroot: bool = False  # fakeRootCommands run chrooted into the final layer's root
     base_dir: Path = Path(".")
 
 
@@ -86,7 +88,8 @@ KEYS = {
     "keepContentsDirlinks", "config", "architecture", "os", "variant", "created", "mtime", "maxLayers",
     "extraCommands", "fakeRootCommands", "uid", "gid", "uname", "gname", "compressor", "layering",
     "annotations", "indexAnnotations", "platforms", "fakeNss", "caCertificates", "binSh", "usrBinEnv",
-    "copyToRoot", "diskSize", "buildVMMemorySize", "includeNixDB",
+    "copyToRoot", "diskSize", "buildVMMemorySize", "includeNixDB", "fromImageTag", "includeStorePaths",
+    "enableFakechroot",
 }
 VM_ONLY = ("diskSize", "buildVMMemorySize")  # configure nixpkgs' VM: accepted, nothing to do
 CREATED_ANNOTATION = "org.opencontainers.image.created"
@@ -139,6 +142,18 @@ def _base_image(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datet
         if name_in is not None:
             name_in = _want(obj, "fromImageName", str, "a string")
         path = _resolve(base_dir, loc)
+        if obj.get("fromImageTag") is not None:
+            tag = _want(obj, "fromImageTag", str, "a tag")
+            if not refs.TAG_RE.match(tag):
+                raise _bad("fromImageTag", f"{tag!r} is not a valid tag")
+            if path.is_dir():
+                name_in = tag  # a layout names its images by tag
+            elif path.is_file():
+                if name_in is None:
+                    raise _bad("fromImageTag", "picks an image of a docker-archive with fromImageName: give both")
+                name_in = f"{name_in}:{tag}"
+            else:
+                raise _bad("fromImageTag", "a pinned reference names its image already")
         if path.is_dir():
             spec.from_image = FromImage("oci", str(path), name_in)
         elif path.is_file():
@@ -148,8 +163,9 @@ def _base_image(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datet
         else:
             raise _bad("fromImage", f"{loc!r} is neither an existing archive or layout "
                                     "nor a pinned reference (IMAGE@sha256:…)")
-    elif "fromImageName" in obj:
-        raise _bad("fromImageName", "only makes sense with fromImage")
+    elif "fromImageName" in obj or "fromImageTag" in obj:
+        key = "fromImageName" if "fromImageName" in obj else "fromImageTag"
+        raise _bad(key, "only makes sense with fromImage")
     if "inheritConfig" in obj:
         v = obj["inheritConfig"]
         if isinstance(v, bool):
@@ -207,6 +223,9 @@ def _helpers(obj: dict[str, Any], spec: BuildSpec, base_dir: Path) -> None:
     """dockerTools' environment helpers: fakeNss, caCertificates, binSh, usrBinEnv."""
     if "fakeNss" in obj:
         spec.fake_nss = _want(obj, "fakeNss", bool, "true or false")
+    for key, attr in (("includeStorePaths", "include_store_paths"), ("enableFakechroot", "enable_fakechroot")):
+        if key in obj:
+            setattr(spec, attr, _want(obj, key, bool, "true or false"))
     if "includeNixDB" in obj:
         spec.include_nix_db = _want(obj, "includeNixDB", bool, "true or false")
         if spec.include_nix_db and spec.closure is None:
