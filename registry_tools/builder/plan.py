@@ -89,7 +89,7 @@ def plan_build(spec: BuildSpec, session: Session) -> Plan:
     base = load_base(spec.from_image, spec.platform, session) if spec.from_image else None
     plan = Plan(spec, base)
     try:
-        return _plan(spec, plan)
+        return _plan(spec, plan, session)
     except BaseException:
         plan.close()
         raise
@@ -103,7 +103,7 @@ def _store_name(path: str, store_dir: str) -> str:
     return name
 
 
-def _plan(spec: BuildSpec, plan: Plan) -> Plan:
+def _plan(spec: BuildSpec, plan: Plan, session: Session) -> Plan:
     base = plan.base
     owner = Owner(spec.uid, spec.gid, spec.uname, spec.gname)
     budget = spec.max_layers - (len(base.layers) if base else 0) - 1
@@ -158,7 +158,20 @@ def _plan(spec: BuildSpec, plan: Plan) -> Plan:
     if spec.layering == "single":  # buildImage: everything in one layer (the final layer's files last)
         entries = with_parents([e for lp in plan.layers for e in lp.entries])
         plan.layers = [LayerPlan(entries, owner, "single layer", _input_key(entries, owner, spec.mtime))]
+    if spec.run_as_root:
+        plan.layers.append(_run_as_root(spec, plan, owner, session))
     return plan
+
+
+def _run_as_root(spec: BuildSpec, plan: Plan, owner: Owner, session: Session) -> LayerPlan:
+    from registry_tools.builder.runasroot import run_as_root
+
+    if plan.workdir is None:
+        plan.workdir = Path(tempfile.mkdtemp(prefix="registry-tools-build-"))
+    entries = run_as_root(spec.run_as_root, plan.base.layers if plan.base else [],
+                          [(lp.entries, lp.owner) for lp in plan.layers], session.cache, plan.workdir)
+    # what the script made is new each time (its inodes and times): the key changes, the bytes do not
+    return LayerPlan(entries, owner, "runAsRoot", _input_key(entries, owner, spec.mtime))
 
 
 def _final_layer(spec: BuildSpec, owner: Owner, plan: Plan) -> LayerPlan:

@@ -80,6 +80,7 @@ class BuildSpec:
     include_nix_db: bool = False  # /nix/var/nix/db registering the closure
     include_store_paths: bool = True  # False: the closure's store paths are not put in the image
     enable_fakechroot: bool = False  # fakeRootCommands run chrooted into the final layer's root
+    run_as_root: str = ""  # a script run as root over the image's tree; what it changes is one more layer
     base_dir: Path = Path(".")
 
 
@@ -89,7 +90,7 @@ KEYS = {
     "extraCommands", "fakeRootCommands", "uid", "gid", "uname", "gname", "compressor", "layering",
     "annotations", "indexAnnotations", "platforms", "fakeNss", "caCertificates", "binSh", "usrBinEnv",
     "copyToRoot", "diskSize", "buildVMMemorySize", "includeNixDB", "fromImageTag", "includeStorePaths",
-    "enableFakechroot",
+    "enableFakechroot", "runAsRoot", "shadowSetup",
 }
 VM_ONLY = ("diskSize", "buildVMMemorySize")  # configure nixpkgs' VM: accepted, nothing to do
 CREATED_ANNOTATION = "org.opencontainers.image.created"
@@ -287,6 +288,14 @@ def _settings(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetim
         spec.max_layers = _want(obj, "maxLayers", int, "a whole number")
         if not 2 <= spec.max_layers <= MAX_LAYERS:
             raise _bad("maxLayers", f"must be between 2 and {MAX_LAYERS}")
+    if "runAsRoot" in obj:
+        spec.run_as_root = _want(obj, "runAsRoot", str, "a string of shell commands")
+    if obj.get("shadowSetup"):
+        if _want(obj, "shadowSetup", bool, "true or false") and not spec.run_as_root:
+            raise _bad("shadowSetup", "prepares runAsRoot to add users: give runAsRoot too")
+        from registry_tools.builder.runasroot import SHADOW_SETUP
+
+        spec.run_as_root = SHADOW_SETUP + spec.run_as_root
     for key, attr in (("extraCommands", "extra_commands"), ("fakeRootCommands", "fake_root_commands")):
         if key in obj:
             setattr(spec, attr, _want(obj, key, str, "a string of shell commands"))

@@ -63,11 +63,11 @@ def _members(layer: Layer, cache: BlobCache, where: str) -> Iterator[tarfile.Tar
         raw.drain()
 
 
-def _winners(image: Image, cache: BlobCache) -> dict[str, tuple[int, int]]:
+def _winners(layers: list[Layer], cache: BlobCache) -> dict[str, tuple[int, int]]:
     """path -> (layer index, position in that layer) of the entry that survives."""
     per_layer: list[list[tuple[str, bool, int]]] = []  # (path, is_dir, position) without markers
     marks: list[tuple[set[str], set[str]]] = []  # (whiteouts, opaque dirs) of each layer
-    for i, layer in enumerate(image.layers):
+    for i, layer in enumerate(layers):
         where = f"layer {i + 1} ({layer.descriptor.digest})"
         entries: list[tuple[str, bool, int]] = []
         whiteouts: set[str] = set()
@@ -121,12 +121,12 @@ def _check_links(m: tarfile.TarInfo, path: str, where: str) -> None:
         raise LayerFormatError(f"{where}: refuses the link {path!r} -> {m.linkname!r}: it climbs out of the root")
 
 
-def write_rootfs(image: Image, cache: BlobCache, out: IO[bytes]) -> int:
-    """The flattened root filesystem as a tar on `out`; returns the number of entries."""
-    winners = _winners(image, cache)
+def write_rootfs(layers: list[Layer], cache: BlobCache, out: IO[bytes]) -> int:
+    """The flattened root filesystem of `layers` as a tar on `out`; returns the number of entries."""
+    winners = _winners(layers, cache)
     count = 0
     with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as dest:  # type: ignore[call-overload]
-        for i, layer in enumerate(image.layers):
+        for i, layer in enumerate(layers):
             where = f"layer {i + 1} ({layer.descriptor.digest})"
             with _members(layer, cache, where) as tf:
                 for pos, m in enumerate(tf):
@@ -186,7 +186,7 @@ class RootfsDestination:
         out = AtomicFile(self.path)
         try:
             sink = _Hashing(out.file)
-            entries = write_rootfs(measured, self.cache, sink)  # type: ignore[arg-type]
+            entries = write_rootfs(measured.layers, self.cache, sink)  # type: ignore[arg-type]
             out.commit()
             return sink.hash.digest(), entries
         except BaseException:
