@@ -92,3 +92,16 @@ def test_layers_of_plain_paths_carry_no_key(tmp_path, cache_dir, capsys):
     manifest = json.loads((layout / "blobs" / "sha256" / index["manifests"][0]["digest"].split(":")[1]).read_text())
     keyed = [bool(layer.get("annotations")) for layer in manifest["layers"]]
     assert any(keyed) and not all(keyed)
+
+
+def test_a_warm_cache_does_not_ask_the_registry_what_it_holds(target, tmp_path, capsys, monkeypatch):
+    """The destination is read back only when a layer is missing from the cache: from a warm cache a
+    second push is HEADs and nothing else."""
+    spec = closure_spec(tmp_path)
+    ref = f"{target.host}/closure/app:1.0"
+    monkeypatch.setenv("REGISTRY_TOOLS_CACHE", str(tmp_path / "cache-a"))
+    assert run(capsys, "build", str(spec), "--push", ref)[0] == 0
+    mark = target.log_offset()
+    assert run(capsys, "build", str(spec), "--push", ref)[0] == 0
+    methods = {m for m, p in target.requests_since(mark) if p != "/v2/"}
+    assert methods == {"HEAD"}, target.requests_since(mark)

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable
 
-from registry_tools.builder.image import BuiltImage, default_tag, stream_docker_archive
+from registry_tools.builder.image import BuiltImage, RemoteLayers, default_tag, stream_docker_archive
 from registry_tools.builder.plan import plan_build
 from registry_tools.builder.multispec import MultiSpec
 from registry_tools.builder.spec import BuildSpec
@@ -148,7 +148,7 @@ class _Stored:
 
 
 def build_images(multi: MultiSpec, session: Session, destination: Callable[[BuildSpec], Any] = lambda _: _Stored(),
-                 remote: dict[str, Layer] | None = None) -> tuple[ManifestNode, list[Layer], list[Any]]:
+                 remote: RemoteLayers | None = None) -> tuple[ManifestNode, list[Layer], list[Any]]:
     """Each platform's image, one after the other (each into `destination`), and the index over
     them; the layers this run packed (a layer shared by platforms is packed once); and what each
     destination said."""

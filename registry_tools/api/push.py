@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from registry_tools.builder.image import BuiltImage, default_tag
+from registry_tools.builder.image import BuiltImage, RemoteLayers, default_tag
 from registry_tools.api.build import IndexBuildResult, build_images, index_result
 from registry_tools.builder.multispec import MultiSpec
 from registry_tools.builder.spec import BuildSpec
@@ -41,7 +41,7 @@ def build_and_push(spec: BuildSpec, dest: str, session: Session) -> tuple[PushRe
     target = destination(dest, session, spec.tag)
     target.tag_of = lambda image: default_tag(image.config_raw)
     # what the registry holds under that tag already, by layer input key: an empty cache packs only the rest
-    remote = known_layers(session, target.ref, target.tag)
+    remote = RemoteLayers(lambda: known_layers(session, target.ref, target.tag))
     image, result = copy(BuiltImage(spec, session, jobs=2, remote=remote), target, session.cache)
     return result, image
 
@@ -52,7 +52,7 @@ def build_and_push_index(multi: MultiSpec, dest: str, session: Session) -> tuple
     ref = refs.parse_normalized(dest)
     if ref.digest:
         raise UsageError(f"push destination {dest} names a digest; give a tag (or none)")
-    remote = known_layers(session, ref, ref.tag or multi.tag)
+    remote = RemoteLayers(lambda: known_layers(session, ref, ref.tag or multi.tag))
     tree, packed, pushed = build_images(multi, session, lambda _: RegistryDestination(session, ref, None,
                                                                                        by_digest=True), remote)
     tag = ref.tag or multi.tag or default_tag(tree.raw)

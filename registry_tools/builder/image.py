@@ -11,6 +11,7 @@ it is packed, so the first bytes leave before the last layer is done.
 from __future__ import annotations
 
 import hashlib
+import threading
 from functools import partial
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterator
@@ -130,6 +131,21 @@ def stream_docker_archive(plan: Plan, session: Session, write: Write) -> tuple[s
 
 # --- the built image as a copy source ---------------------------------------------------------
 
+class RemoteLayers:
+    """What the destination holds by layer key, asked for once, and only if some layer needs it."""
+
+    def __init__(self, lookup: Callable[[], dict[str, Layer]]):
+        self._lookup = lookup
+        self._known: dict[str, Layer] | None = None
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Layer | None:
+        with self._lock:
+            if self._known is None:
+                self._known = self._lookup()
+            return self._known.get(key)
+
+
 def with_key(layer: Layer, key: str) -> Layer:
     """The layer with its input key in its descriptor's annotations (what a push from an empty
     cache reads back from the registry to skip packing it)."""
@@ -142,13 +158,13 @@ def with_key(layer: Layer, key: str) -> Layer:
 class BuiltImage:
     """A build spec as a copy source: planned when opened, layers packed as the destination reads."""
 
-    def __init__(self, spec: BuildSpec, session: Session, jobs: int = 2, remote: dict[str, Layer] | None = None):
-        """`remote`: layers the destination holds already, by input key (a push from a cold cache
-        takes them instead of packing)."""
+    def __init__(self, spec: BuildSpec, session: Session, jobs: int = 2, remote: "RemoteLayers | None" = None):
+        """`remote`: the layers the destination holds already, by input key, asked for only when a
+        portable layer is not in the cache (a push from a cold cache takes them instead of packing)."""
         self.spec = spec
         self.session = session
         self.jobs = jobs
-        self.remote = remote or {}
+        self.remote = remote or RemoteLayers(dict)
         self.packed: list[Layer] = []  # the layers the last run packed (the others were in the cache)
 
     def open(self, measure: bool) -> "BuildSupply":
@@ -160,10 +176,10 @@ class BuiltImage:
 class BuildSupply:
     """Layers packed (or found in the cache) in a pool of `jobs`, largest first; the image at the end."""
 
-    def __init__(self, plan: Plan, session: Session, jobs: int, remote: dict[str, Layer] | None = None):
+    def __init__(self, plan: Plan, session: Session, jobs: int, remote: "RemoteLayers | None" = None):
         self.plan = plan
         self.session = session
-        self.remote = remote or {}
+        self.remote = remote or RemoteLayers(dict)
         spec = plan.spec
         self._compressor = spec.compressor
         self._image: Image | None = None
