@@ -279,3 +279,47 @@ def test_elsewhere_names_real_tests():
         if name:
             assert re.search(r"def " + name.replace("*", r"\w*"), text), where
     assert TransportOptions  # (imported for the Registry above)
+
+
+def test_a_failed_upload_session_is_cancelled(registry, oci, cache_dir, tmp_path, capsys):
+    """An upload whose commit fails is DELETEd (distribution spec, "Canceling an upload"), not left
+    for the registry to expire."""
+    from registry_tools.api.push import push
+    from registry_tools.errors import NetworkError
+    from registry_tools.registry.transport import RetryPolicy
+    from registry_tools.session import Session
+
+    layout = tmp_path / "layout"
+    assert run(capsys, "pull", f"{registry.host}/test/single-gzip@sha256:ff402d2714575133048940e2d544c2a85471b8f9d"
+               "4491a86158aca87ac6eeb68", "--format", "oci", "-o", str(layout))[0] == 0
+    oci.quirks.add("fail-commit")
+    with Session(retry=RetryPolicy(attempts=2, base_delay=0.01, max_delay=0.05)) as s:
+        with pytest.raises(NetworkError, match="run the push again"):
+            push(str(layout), f"{oci.host}/fails/img:1", session=s)
+    deletes = [p for m, p, _ in oci.seen if m == "DELETE" and "/blobs/uploads/" in p]
+    assert deletes and not oci.uploads  # every session it opened was cancelled
+
+
+def test_src_and_dest_creds_each_go_to_their_own_repository(registry, cache_dir, tmp_path, capsys):
+    """skopeo's --src-creds and --dest-creds: two registries, two users."""
+    from .support.registry import LocalRegistry
+    from .support.tokenserver import htpasswd_config
+
+    a = LocalRegistry(tmp_path / "a", extra_config=htpasswd_config(tmp_path / "ha", {"alice": "pw-a-1"})).start()
+    b = LocalRegistry(tmp_path / "b", extra_config=htpasswd_config(tmp_path / "hb", {"bob": "pw-b-2"})).start()
+    try:
+        code, _, err = run(capsys, "copy", f"{registry.host}/test/single-gzip:v1", f"{a.host}/src/img:1",
+                           "--creds", "alice:pw-a-1")
+        assert code == 0, err
+        code, out, err = run(capsys, "copy", f"{a.host}/src/img:1", f"{b.host}/dst/img:1",
+                             "--src-creds", "alice:pw-a-1", "--dest-creds", "bob:pw-b-2", "--json")
+        assert code == 0, err
+        code, _, err = run(capsys, "copy", f"{a.host}/src/img:1", f"{b.host}/dst/img:2",
+                           "--src-creds", "bob:pw-b-2", "--dest-creds", "alice:pw-a-1")
+        assert code == 1 and "pw-" not in err
+        code, _, err = run(capsys, "copy", f"{a.host}/src/img:1", f"{b.host}/dst/img:2", "--creds", "x:y",
+                           "--dest-creds", "bob:pw-b-2")
+        assert code == 2 and "not both" in err
+    finally:
+        a.stop()
+        b.stop()

@@ -33,13 +33,46 @@ def _credentials(args: argparse.Namespace):
     from registry_tools.registry.credentials import CredentialStore
 
     if getattr(args, "creds", None):
-        user, sep, password = args.creds.partition(":")
-        if not sep or not user:
-            raise UsageError("--creds takes USER:PASSWORD")
+        if getattr(args, "src_creds", None) or getattr(args, "dest_creds", None):
+            raise UsageError("give --creds, or --src-creds and --dest-creds, not both")
+        user, password = _user_password(args.creds, "--creds")
         return static_credentials(user, password)
-    if getattr(args, "authfile", None):
-        return CredentialStore([Path(args.authfile)])
-    return CredentialStore()
+    base = CredentialStore([Path(args.authfile)]) if getattr(args, "authfile", None) else CredentialStore()
+    if getattr(args, "src_creds", None) or getattr(args, "dest_creds", None):
+        return _per_endpoint(args, base)
+    return base
+
+
+def _user_password(text: str, flag: str) -> tuple[str, str]:
+    user, sep, password = text.partition(":")
+    if not sep or not user:
+        raise UsageError(f"{flag} takes USER:PASSWORD")
+    return user, password
+
+
+def _per_endpoint(args: argparse.Namespace, base):
+    """copy's --src-creds and --dest-creds (skopeo's): each for its own repository (and registry)."""
+    from registry_tools.api.copy import endpoint
+    from registry_tools.registry.auth import Credential
+
+    routes = []
+    for text, role, creds, flag in ((args.dest, "destination", args.dest_creds, "--dest-creds"),
+                                    (args.source, "source", args.src_creds, "--src-creds")):
+        if creds:
+            e = endpoint(text, role)
+            if e.kind != "registry" or e.ref is None:
+                raise UsageError(f"{flag}: the {role} is not a registry")
+            routes.append((e.ref.domain, e.ref.path, Credential(*_user_password(creds, flag))))
+
+    def lookup(domain: str, repo: str):
+        for d, r, cred in routes:
+            if d == domain and r == repo:
+                return cred
+        for d, _, cred in routes:  # a request of the registry's own (no repository): its first route
+            if d == domain and not repo:
+                return cred
+        return base(domain, repo)
+    return lookup
 
 
 def emit(doc: dict) -> None:

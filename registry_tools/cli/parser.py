@@ -250,6 +250,9 @@ def _copy(sub: Any) -> None:
                         "or comma-separated); to a file: the one platform to write"))
     p.add_argument("--all", action="store_true", help="copy every platform of an index (the default)")
     p.add_argument("--tag", action="append", default=[], metavar="TAG", help="one more tag at DEST (repeatable)")
+    p.add_argument("--src-creds", metavar="USER:PASSWORD", help="credentials for SRC's repository (skopeo's flag)")
+    p.add_argument("--dest-creds", metavar="USER:PASSWORD",
+                   help="credentials for DEST's repository (skopeo's flag); with these, --creds is refused")
     p.add_argument("--referrers", action="store_true",
                    help="between registries: also copy everything that refers to the image (signatures, SBOMs, "
                         "attestations; recursively) and cosign's sha256-<hex>.sig/.att/.sbom tags")

@@ -118,7 +118,11 @@ class RegistrySink:
                 if mounted:
                     return self._note("mounted", desc)
                 mount_from = None  # refused once: upload (the session it opened is used right away)
-                upload.upload(reg, repo, location, desc.digest, desc.size, self._chunks(desc), min_chunk)
+                try:
+                    upload.upload(reg, repo, location, desc.digest, desc.size, self._chunks(desc), min_chunk)
+                except Exception:
+                    upload.cancel(reg, repo, location)  # the failed session is freed, not left to expire
+                    raise
                 return self._note("uploaded", desc)
             except (NetworkError, httpx.TransportError, RegistryError) as e:
                 status = getattr(e, "status", None)

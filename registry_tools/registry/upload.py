@@ -12,7 +12,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from registry_tools.errors import RegistryError
+from registry_tools.errors import RegistryError, RegistryToolsError
 from registry_tools.model.digest import Digest
 from registry_tools.registry.client import Registry, returned_digest
 
@@ -49,6 +49,15 @@ def start_upload(reg: Registry, repo: str, digest: Digest, mount_from: str | Non
                             resp.status_code)
     min_chunk = resp.headers.get("oci-chunk-min-length", "0")
     return False, location(reg, resp), int(min_chunk) if min_chunk.isdigit() else 0
+
+
+def cancel(reg: Registry, repo: str, where: str) -> None:
+    """DELETE an upload session that failed, as the distribution spec asks; a failure here is ignored
+    (the registry drops the session when it expires)."""
+    try:
+        reg.request("DELETE", repo, where, actions="pull,push", kind="upload", retry=False)
+    except (RegistryToolsError, httpx.HTTPError) as e:
+        log.info("cancelling the upload session failed (%s); the registry will expire it", e)
 
 
 def location(reg: Registry, resp: httpx.Response) -> str:

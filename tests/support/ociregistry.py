@@ -125,6 +125,12 @@ class OciRegistry:
             buf = self.uploads.get(rest)
             if buf is None:
                 return Response(status=404)
+            if request.method == "DELETE":
+                del self.uploads[rest]
+                return Response(status=204)
+            if request.method == "PUT" and "fail-commit" in self.quirks:
+                return Response(json.dumps({"errors": [{"code": "UNKNOWN", "message": "storage down"}]}),
+                                status=500)
             body = request.get_data()
             if request.method == "PATCH" and "ecr-parts" in self.quirks:
                 if not request.headers.get("Content-Range") and len(body) > self.part_limit:
