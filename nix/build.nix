@@ -11,7 +11,8 @@
 #   # image.push: bin/push-image REGISTRY/REPO[:TAG] runs `registry-tools build spec.json --push …`
 #
 # The reference graph comes from Nix's exportReferencesGraph (the registration format, which
-# `build` reads): every store path of the contents' closures is in a layer.
+# `build` reads): every store path of the contents' closures, and of what the config names,
+# is in a layer.
 { registry-tools, system ? builtins.currentSystem, shell ? "/bin/sh", coreutils ? null }:
 
 { name
@@ -29,13 +30,23 @@
 
 let
   path = if coreutils == null then "/usr/bin:/bin" else "${coreutils}/bin";
-  # the store paths the image holds: the contents' closures (a path the config names, such as
-  # Cmd's program, must be in them, as with buildLayeredImage)
-  roots = contents;
+  # the config as a store file: its references are every store path the config names, so their
+  # closures join the contents' (as buildLayeredImage includes the config's closure); the file
+  # itself is left out of the image (closure.exclude)
+  configFile = derivation {
+    name = "${safe}-config.json";
+    inherit system;
+    builder = shell;
+    PATH = path;
+    configJson = builtins.toJSON config;
+    passAsFile = [ "configJson" ];
+    args = [ "-c" "cp \"$configJsonPath\" \"$out\"" ];
+  };
+  roots = contents ++ [ configFile ];
   graphs = builtins.concatLists (builtins.genList (i: [ "graph${toString i}" (builtins.elemAt roots i) ])
                                                   (builtins.length roots));
   spec = { inherit name config maxLayers compressor annotations;
-           closure = { graph = "graph"; roots = map toString contents; };
+           closure = { graph = "graph"; exclude = [ "${configFile}" ]; };
            contents = map toString contents; }
     // (if tag == null then { } else { inherit tag; })
     // (if created == null then { } else { inherit created; })

@@ -111,12 +111,14 @@ let
                                   PATH = "/usr/bin:/bin"; args = [ "-c" script ]; };
   lib = mk "libgreet-1.2" "mkdir -p $out/lib; echo greetings > $out/lib/greet.txt";
   app = mk "hello-2.12.1" "mkdir -p $out/bin; printf '#!/bin/sh\\\\ncat ${lib}/lib/greet.txt\\\\n' > $out/bin/hello; chmod +x $out/bin/hello";
-in { inherit lib app; }
+  tool = mk "entry-0.1" "mkdir -p $out/bin; echo tool > $out/bin/entry";
+in { inherit lib app tool; }
 ''')
     expr = (f"let p = import {pkgs}; b = import {ROOT}/nix/build.nix {{ registry-tools = import "
             f"{ROOT}/nix/local-package.nix {{ python = \"{sys.executable}\"; src = {ROOT}; }}; }}; in "
             f"b {{ name = \"example/nixapp\"; tag = \"1\"; contents = [ p.app ]; "
-            f"config = {{ Cmd = [ \"${{p.app}}/bin/hello\" ]; }}; architecture = \"amd64\"; }}")
+            f"config = {{ Cmd = [ \"${{p.app}}/bin/hello\" ]; Entrypoint = [ \"${{p.tool}}/bin/entry\" ]; }}; "
+            f"architecture = \"amd64\"; }}")
     res = subprocess.run(["nix-build", "--no-out-link", "-E", f"({expr}).push"], capture_output=True, text=True,
                          cwd=tmp_path, timeout=600)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -124,12 +126,13 @@ in { inherit lib app; }
     spec_dir = subprocess.run(["nix-build", "--no-out-link", "-E", f"({expr}).spec"], capture_output=True,
                               text=True, cwd=tmp_path, check=True).stdout.strip()
     spec = json.loads(open(os.path.join(spec_dir, "spec.json")).read())
-    app, lib = (subprocess.run(["nix-instantiate", "--eval", "--json", "-E", f"toString (import {pkgs}).{n}"],
-                               capture_output=True, text=True, check=True).stdout.strip().strip('"')
-                for n in ("app", "lib"))
+    app, lib, tool = (subprocess.run(["nix-instantiate", "--eval", "--json", "-E", f"toString (import {pkgs}).{n}"],
+                                     capture_output=True, text=True, check=True).stdout.strip().strip('"')
+                      for n in ("app", "lib", "tool"))
     assert spec["config"]["Cmd"] == [f"{app}/bin/hello"] and spec["contents"] == [app]
     graph = open(os.path.join(spec_dir, "graph")).read()
-    assert app in graph and lib in graph
+    assert app in graph and lib in graph and tool in graph  # what only the config names is in the closure too
+    (config_file,) = spec["closure"]["exclude"]
     reg = LocalRegistry(tmp_path / "reg").start()
     try:
         out = subprocess.run([push, f"{reg.host}/nixapp/img:1", "--json"], capture_output=True, text=True,
@@ -141,6 +144,7 @@ in { inherit lib app; }
         names = subprocess.run(["sh", "-c", f"for f in {layout}/blobs/sha256/*; do tar -tzf $f 2>/dev/null; done"],
                                capture_output=True, text=True).stdout
         assert app.lstrip("/") + "/bin/hello" in names and lib.lstrip("/") + "/lib/greet.txt" in names
+        assert tool.lstrip("/") + "/bin/entry" in names and config_file.lstrip("/") not in names
     finally:
         reg.stop()
     # no image tarball went into the store

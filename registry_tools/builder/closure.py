@@ -37,6 +37,17 @@ class Graph:
     def paths(self) -> list[str]:
         return sorted(self.refs)
 
+    def without(self, paths: Iterable[str]) -> "Graph":
+        """The graph less `paths` (and every reference to them)."""
+        gone = set(paths)
+        g = Graph()
+        for p, refs in self.refs.items():
+            if p not in gone:
+                g.refs[p] = [r for r in refs if r not in gone]
+        g.sizes = {p: n for p, n in self.sizes.items() if p not in gone}
+        g.nar_hashes = {p: h for p, h in self.nar_hashes.items() if p not in gone}
+        return g
+
     def roots(self) -> list[str]:
         referenced = {r for refs in self.refs.values() for r in refs}
         return [p for p in self.paths if p not in referenced]

@@ -121,7 +121,7 @@ def _plan(spec: BuildSpec, plan: Plan, session: Session) -> Plan:
             text = c.graph.read_text(encoding="utf-8")
         except OSError as e:
             raise UsageError(f"build spec: closure.graph: {e.strerror}") from None
-        g = parse_graph(text, str(c.graph))
+        g = parse_graph(text, str(c.graph)).without(c.exclude)
         for path in g.paths:
             real = str(c.real_store_dir / _store_name(path, c.store_dir))
             if not os.path.lexists(real):

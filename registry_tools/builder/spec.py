@@ -40,6 +40,7 @@ class ClosureInput:
     roots: tuple[str, ...] | None
     store_dir: str  # where store paths live in the image (and in the graph)
     real_store_dir: Path  # where they are read from on this machine
+    exclude: tuple[str, ...] = ()  # store paths of the graph not to put in the image (nixpkgs' excludePaths)
 
 
 @dataclass(frozen=True)
@@ -177,7 +178,6 @@ def _base_image(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datet
             raise _bad("inheritConfig", "must be true, false or a list of config keys")
 
 
-
 def _paths(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.datetime | None) -> None:
     """paths: each a source on this machine and an absolute target without '..'."""
     if "paths" in obj and not isinstance(obj["paths"], (list, type(None))):
@@ -195,7 +195,6 @@ def _paths(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.d
         if not os.path.lexists(source):
             raise _bad(f"{key}.source", f"{source} does not exist")
         spec.paths.append(PathInput(source, "/" + target.strip("/")))
-
 
 
 def _trees(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.datetime | None) -> None:
@@ -244,7 +243,6 @@ def _helpers(obj: dict[str, Any], spec: BuildSpec, base_dir: Path) -> None:
             setattr(spec, attr, target)
 
 
-
 def _run_config(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.datetime | None) -> None:
     """config: the OCI config keys, each with its JSON type."""
     if obj.get("config") is not None:
@@ -261,7 +259,6 @@ def _run_config(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datet
             if k == "Env" and not all("=" in x and not x.startswith("=") for x in items):
                 raise _bad("config.Env", "entries must be NAME=VALUE")
         spec.config = dict(cfg)
-
 
 
 def _platform(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.datetime | None) -> None:
@@ -377,17 +374,19 @@ def _closure(value: Any, base_dir: Path) -> ClosureInput:
         value = {"graph": value}
     if not isinstance(value, dict):
         raise _bad("closure", "must be a path to a reference graph, or an object with \"graph\"")
-    unknown = set(value) - {"graph", "roots", "storeDir", "realStoreDir"}
-    if unknown:
-        raise _bad(f"closure.{sorted(unknown)[0]}", "unknown key (known: graph, roots, storeDir, realStoreDir)")
+    known = ("graph", "roots", "storeDir", "realStoreDir", "exclude")
+    if set(value) - set(known):
+        raise _bad(f"closure.{sorted(set(value) - set(known))[0]}", f"unknown key (known: {', '.join(known)})")
     if not isinstance(value.get("graph"), str):
         raise _bad("closure.graph", "must be a path to a reference graph file")
     graph = _resolve(base_dir, value["graph"])
     if not graph.is_file():
         raise _bad("closure.graph", f"{graph} does not exist")
-    roots = value.get("roots")
-    if roots is not None and (not isinstance(roots, list) or not all(isinstance(r, str) for r in roots)):
-        raise _bad("closure.roots", "must be a list of store paths")
+    for key in ("roots", "exclude"):
+        if value.get(key) is not None and (not isinstance(value[key], list)
+                                           or not all(isinstance(r, str) for r in value[key])):
+            raise _bad(f"closure.{key}", "must be a list of store paths")
+    roots, exclude = value.get("roots"), value.get("exclude") or []
     store_dir = value.get("storeDir", "/nix/store")
     if not isinstance(store_dir, str) or not store_dir.startswith("/"):
         raise _bad("closure.storeDir", "must be an absolute path")
@@ -395,4 +394,4 @@ def _closure(value: Any, base_dir: Path) -> ClosureInput:
     if not isinstance(real, str):
         raise _bad("closure.realStoreDir", "must be a path")
     return ClosureInput(graph, tuple(roots) if roots is not None else None, store_dir.rstrip("/"),
-                        _resolve(base_dir, real))
+                        _resolve(base_dir, real), tuple(exclude))
