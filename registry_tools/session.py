@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from registry_tools.cancel import Cancel
 from registry_tools.registry import auth
@@ -60,3 +62,13 @@ class Session:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@contextmanager
+def using(session: Session | None) -> Iterator[Session]:
+    """The caller's session, or one of the operation's own, closed when it ends."""
+    if session is not None:
+        yield session
+        return
+    with Session() as own:
+        yield own

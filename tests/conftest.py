@@ -55,3 +55,12 @@ def cache_dir(tmp_path, monkeypatch):
     d = tmp_path / "cache"
     monkeypatch.setenv("REGISTRY_TOOLS_CACHE", str(d))
     return d
+
+
+@pytest.fixture
+def target(tmp_path):
+    """An empty registry of the test's own, to copy, push or sign into."""
+    reg = LocalRegistry(tmp_path / "target").start()
+    yield reg
+    reg.stop()
+

@@ -22,6 +22,7 @@ from registry_tools.errors import UsageError
 from registry_tools.session import Session
 from registry_tools.builder.spec import parse_spec
 
+from .helpers import touch_and_chown
 from .support.buildinputs import GRAPH, make_store, spec_file, write_graph
 from .support.peakmem import PeakWatcher
 
@@ -353,13 +354,7 @@ def test_same_spec_same_digests_anywhere(tmp_path):
         (work / "root1" / "etc" / "motd").write_text("hello\n")
         spec_file(work, paths=[{"source": "app", "target": "/opt/app"}],
                   extraCommands="mkdir -p var/empty && touch var/empty/.keep")
-        for dirpath, dirnames, filenames in os.walk(work):
-            for n in dirnames + filenames:
-                p = os.path.join(dirpath, n)
-                if not os.path.islink(p):
-                    os.utime(p, (1e9 + i * 12345, 1e9 + i * 12345))
-                    if i:
-                        os.chown(p, 4242, 4242)
+        touch_and_chown(work, i)
         (work / "tmp").mkdir()
         env = dict(os.environ, TZ=tz, LC_ALL=lang, LANG=lang, TMPDIR=str(work / "tmp"),
                    REGISTRY_TOOLS_CACHE=str(work / "cache"))

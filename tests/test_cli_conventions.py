@@ -14,9 +14,8 @@ import pytest
 from registry_tools import cli
 from registry_tools.cli.help import EXAMPLES, GROUPS
 
-from .helpers import ROOT
+from .helpers import ROOT, run
 from .support.buildinputs import make_store, spec_file
-from .support.registry import LocalRegistry
 
 SCHEMA = json.loads((ROOT / "schemas" / "cli-output.schema.json").read_text())
 
@@ -25,25 +24,12 @@ def check(kind: str, doc) -> None:
     jsonschema.validate(doc, {**SCHEMA, "$ref": f"#/$defs/{kind}"})
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def json_of(capsys, kind: str, *argv: str):
     code, out, err = run(capsys, *argv, "--json")
     assert code == 0, err
     doc = json.loads(out)  # one document, nothing else on stdout
     check(kind, doc)
     return doc
-
-
-@pytest.fixture
-def target(tmp_path):
-    reg = LocalRegistry(tmp_path / "target").start()
-    yield reg
-    reg.stop()
 
 
 def test_every_command_prints_one_json_document_of_its_schema(registry, target, facts, tmp_path, cache_dir, capsys):

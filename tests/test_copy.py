@@ -16,26 +16,14 @@ from registry_tools.errors import DigestMismatch, PlatformNotFound, RegistryErro
 from registry_tools.session import Session
 
 from .support.registry import LocalRegistry
+from .helpers import run
 
 WRITES = ("POST", "PATCH", "PUT")
-
-
-@pytest.fixture
-def target(tmp_path):
-    reg = LocalRegistry(tmp_path / "target").start()
-    yield reg
-    reg.stop()
 
 
 def raw_of(ref: str) -> bytes:
     return subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
                           capture_output=True, check=True).stdout
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_a_whole_index_pushed_by_skopeo_copy_all_round_trips_with_its_digest(registry, target, facts, cache_dir,

@@ -11,16 +11,10 @@ import subprocess
 
 import pytest
 
-from registry_tools import cli
 from registry_tools.builder.plan import FAKE_GROUP, FAKE_PASSWD
+from .helpers import run
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def busybox_spec(tmp_path, **keys):

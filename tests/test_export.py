@@ -12,15 +12,9 @@ import tempfile
 
 import pytest
 
-from registry_tools import cli
 
 from .support import imagegen
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from .helpers import run
 
 
 def raw_tar(entries: list[tarfile.TarInfo | tuple[tarfile.TarInfo, bytes]]) -> bytes:

@@ -11,15 +11,8 @@ import subprocess
 
 import pytest
 
-from registry_tools import cli
 
-from .helpers import CORPUS
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from .helpers import CORPUS, run, touch_and_chown
 
 
 def validator():
@@ -339,13 +332,7 @@ def test_the_same_multi_platform_spec_gives_the_same_index_anywhere(tmp_path):
         work = tmp_path / f"w{i}"
         work.mkdir()
         spec = multi_workdir(work)
-        for dirpath, dirnames, filenames in os.walk(work):
-            for n in dirnames + filenames:
-                p = os.path.join(dirpath, n)
-                if not os.path.islink(p):
-                    os.utime(p, (1e9 + i * 12345, 1e9 + i * 12345))
-                    if i:
-                        os.chown(p, 4242, 4242)
+        touch_and_chown(work, i)
         (work / "tmp").mkdir()
         env = dict(os.environ, TZ=tz, LC_ALL=lang, LANG=lang, TMPDIR=str(work / "tmp"),
                    REGISTRY_TOOLS_CACHE=str(work / "cache"))
@@ -355,15 +342,6 @@ def test_the_same_multi_platform_spec_gives_the_same_index_anywhere(tmp_path):
         assert res.returncode == 0, res.stderr
         results.append((json.loads(res.stdout)["indexDigest"], hashlib.sha256((work / "o.tar").read_bytes()).digest()))
     assert results[0] == results[1]
-
-
-@pytest.fixture
-def target(tmp_path):
-    from .support.registry import LocalRegistry
-
-    reg = LocalRegistry(tmp_path / "target").start()
-    yield reg
-    reg.stop()
 
 
 def uploads(reg, mark) -> list[str]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from registry_tools import cli
 from registry_tools.registry.network import Proxies, bypassed, shown
 
 from .support.certs import make_ca_and_server, make_client
 from .support.proxy import TinyProxy
 from .support.registry import LocalRegistry, require_tools
+from .helpers import run
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
               "NO_PROXY")
@@ -28,12 +28,6 @@ def proxy(tmp_path):
     p = TinyProxy(tmp_path / "proxy")
     yield p
     p.stop()
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("host, entries, expected", [

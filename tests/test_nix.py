@@ -11,10 +11,9 @@ import sys
 
 import pytest
 
-from registry_tools import cli
 from registry_tools.model.digest import parse_output_hash, sri
 
-from .helpers import ROOT
+from .helpers import ROOT, run
 
 NIX_CONFIG = "\n".join(["build-users-group =", "sandbox = false", "substituters =",
                         "experimental-features = nix-command"])
@@ -26,12 +25,6 @@ def nix(monkeypatch):
         pytest.fail("nix-build is missing: run `bash .ci/run` (Debian's nix-bin)", pytrace=False)
     monkeypatch.setenv("NIX_CONFIG", NIX_CONFIG)
     return monkeypatch
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def fetchers() -> str:

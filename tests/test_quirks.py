@@ -14,11 +14,11 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Response
 
-from registry_tools import cli
 from registry_tools.model.reference import DOCKER_HUB_API_HOST
 from registry_tools.registry.client import Registry, TransportOptions
 
 from .support.ociregistry import OciRegistry
+from .helpers import run
 
 ELSEWHERE = {
     "Docker Hub RateLimit headers": "tests/test_rate_limit.py",
@@ -26,12 +26,6 @@ ELSEWHERE = {
     "blob GETs redirected to storage": "tests/test_transport_faults.py::test_redirect_to_foreign_host_drops_authorization",
     "GitLab fallback referrers tag naming the image": "tests/test_referrers.py::test_hostile_referrers_answers_*",
 }
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

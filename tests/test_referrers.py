@@ -7,29 +7,15 @@ import json
 import logging
 import subprocess
 
-import pytest
 
-from registry_tools import cli
 
 from .support.ociregistry import OciRegistry
 from .support.registry import LocalRegistry
 from .test_multiarch import validator
+from .helpers import run
 
 SPDX = "application/spdx+json"
 EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
-
-
-@pytest.fixture
-def target(tmp_path):
-    reg = LocalRegistry(tmp_path / "target").start()
-    yield reg
-    reg.stop()
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def raw_of(ref: str) -> bytes:

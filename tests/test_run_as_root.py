@@ -11,7 +11,7 @@ import tempfile
 
 import pytest
 
-from registry_tools import cli
+from .helpers import run
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 # Debian's busybox-static has no adduser/addgroup: the same, by appending to the files
@@ -22,12 +22,6 @@ mkdir /data
 chown redis:redis /data
 rm /etc/to-delete
 """
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture

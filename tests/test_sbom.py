@@ -7,22 +7,16 @@ import shutil
 
 import pytest
 
-from registry_tools import cli
 from registry_tools.formats.nar import nar_sha256
 from registry_tools.model.digest import nix32_encode
 
 from .support.registry import LocalRegistry
+from .helpers import run
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 NAMES = {"hello-2.12.1": {"bin/hello": b"#!/bin/sh\necho hello\n"},
          "glibc-2.38-44": {"lib/libc.so.6": b"libc" * 500},
          "tzdata": {"share/zoneinfo/UTC": b"TZif"}}
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def store(tmp_path):

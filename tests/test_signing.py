@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from registry_tools import cli
 from registry_tools.model import signature as sg
 from registry_tools.registry.client import Registry
 
-from .support.registry import LocalRegistry
+from .helpers import run
 
 # ../shared/tools beside the checkout (this repository's CI); REGISTRY_TOOLS_SHARED names another place
 _SHARED = [Path(os.environ["REGISTRY_TOOLS_SHARED"])] if os.environ.get("REGISTRY_TOOLS_SHARED") else []
@@ -29,13 +28,6 @@ SKOPEO_SHA256 = "a3c8c131389de1f75b7d6fbbf217ebdc586a64efcb1409b091fcbfed47aa45e
 
 
 @pytest.fixture
-def target(tmp_path):
-    reg = LocalRegistry(tmp_path / "target").start()
-    yield reg
-    reg.stop()
-
-
-@pytest.fixture
 def keys(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("COSIGN_PASSWORD", "correct horse")
     code, out, err = run(capsys, "generate-key", str(tmp_path / "release"), "--json")
@@ -43,12 +35,6 @@ def keys(tmp_path, monkeypatch, capsys):
     code, _, err = run(capsys, "generate-key", str(tmp_path / "other"))
     assert code == 0, err
     return tmp_path / "release.key", tmp_path / "release.pub", tmp_path / "other.pub"
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def seed(registry, target, facts, capsys, name="single-gzip", repo="app/img:1") -> str:

@@ -6,23 +6,9 @@ import subprocess
 
 import pytest
 
-from registry_tools import cli
 from registry_tools.api.pull import pull_image
 
-from .support.registry import LocalRegistry
-
-
-@pytest.fixture
-def target(tmp_path):
-    reg = LocalRegistry(tmp_path / "target").start()
-    yield reg
-    reg.stop()
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from .helpers import run
 
 
 def make_lock(capsys, tmp_path, lines: list[str]) -> tuple:

@@ -4,25 +4,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
 
-from registry_tools import cli
 
 from .support.buildinputs import make_store, write_graph
-from .support.registry import LocalRegistry
-
-
-@pytest.fixture
-def target(tmp_path):
-    reg = LocalRegistry(tmp_path / "target").start()
-    yield reg
-    reg.stop()
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = cli.main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+from .helpers import run
 
 
 def uploads(reg, mark) -> list[str]:

@@ -22,7 +22,7 @@ from registry_tools.model.manifest import canonical_json
 from registry_tools.registry.destination import RegistrySink
 from registry_tools.registry.referrers import Referrers, list_referrers, put_referrer
 from registry_tools.registry.source import RegistrySource
-from registry_tools.session import Session
+from registry_tools.session import Session, using
 
 EMPTY_JSON = b"{}"
 EMPTY = {"mediaType": "application/vnd.oci.empty.v1+json", "digest": str(Digest.of_bytes(EMPTY_JSON)), "size": 2}
@@ -80,9 +80,7 @@ def attach(image: str, artifact_type: str, files: list[str], *, annotations: dic
         raise UsageError("--artifact-type takes a media type, e.g. application/spdx+json")
     if not files:
         raise UsageError("name at least one file to attach")
-    own = session is None
-    session = session or Session()
-    try:
+    with using(session) as session:
         ref = refs.parse_normalized(image)
         source = session.source(ref.name_only())
         subject = subject_descriptor(source, ref)
@@ -105,20 +103,12 @@ def attach(image: str, artifact_type: str, files: list[str], *, annotations: dic
             sink.close(ok)
         return AttachResult(f"{ref.name_only()}@{digest}", digest, Digest.parse(subject["digest"]), artifact_type,
                             len(layers))
-    finally:
-        if own:
-            session.close()
 
 
 def referrers(image: str, *, artifact_type: str | None = None, session: Session | None = None) -> Referrers:
     """`referrers REF`: what refers to the manifest REF names."""
-    own = session is None
-    session = session or Session()
-    try:
+    with using(session) as session:
         ref = refs.parse_normalized(image)
         source = session.source(ref.name_only())
         digest = Digest.parse(ref.digest) if ref.digest else source.resolve_tag(ref.tag or "latest")
         return list_referrers(source, digest, artifact_type)
-    finally:
-        if own:
-            session.close()

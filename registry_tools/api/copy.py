@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry_tools.api.pull import platforms_of, write_whole
+from registry_tools.api.pull import write_whole
 from registry_tools.api.push import push
 from registry_tools.engine import copy as engine_copy
 from registry_tools.errors import InvalidReference, UsageError
@@ -31,7 +31,7 @@ from registry_tools.registry.destination import PushResult
 from registry_tools.registry.mirror import copy_referrers, replicate
 from registry_tools.registry.tree import read_tree
 from registry_tools.registry.source import RegistryImage
-from registry_tools.model.tree import platform_of
+from registry_tools.model.tree import image_platforms, platform_of
 from registry_tools.session import Session
 
 PREFIXES = {"docker://": "registry", "oci:": "oci", "oci-archive:": "oci-archive",
@@ -202,7 +202,7 @@ def _to_file(source: Endpoint, target: Endpoint, platform: Platform | None, cros
     (check_layout_destination if target.kind == "oci" else check_destination)(target.path)
     if platform is None and target.kind != "docker-archive":  # a layout holds a whole index, as a registry does
         tree, sha = write_whole(origin, digest, ArchiveDestination(session.store, options, target.path), session)
-        return CopyResult(str(source), str(target), tree.digest, digest, list(platforms_of(tree)), [], sha256=sha)
+        return CopyResult(str(source), str(target), tree.digest, digest, image_platforms(tree), [], sha256=sha)
     choice = Choice(requested(platform), cross_arch, platform is not None)
     image, sha = engine_copy(RegistryImage(origin, digest, choice),
                              ArchiveDestination(session.store, options, target.path), session.cache)
@@ -282,4 +282,4 @@ def _whole_layout(source: Endpoint, target: Endpoint, session: Session) -> CopyR
     (check_layout_destination if target.kind == "oci" else check_destination)(target.path)
     options = _names(target, "localhost/image", source.name)
     sha = ArchiveDestination(session.store, options, target.path).write_tree(tree)
-    return CopyResult(str(source), str(target), tree.digest, tree.digest, list(platforms_of(tree)), [], sha256=sha)
+    return CopyResult(str(source), str(target), tree.digest, tree.digest, image_platforms(tree), [], sha256=sha)

@@ -22,7 +22,7 @@ from registry_tools.formats.rootfs import RootfsDestination
 from registry_tools.model.digest import Digest, sri
 from registry_tools.model.platform import Choice, Platform, requested
 from registry_tools.registry.source import RegistryImage
-from registry_tools.session import Session
+from registry_tools.session import Session, using
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,7 @@ def export(source: str, output: str | os.PathLike[str], *, platform: str | Platf
     src = endpoint(source, "source")
     check_destination(output)
     wanted = requested(platform) if platform else None
-    own = session is None
-    session = session or Session()
-    try:
+    with using(session) as session:
         where = f"source {src}"
         image_source: Any
         if src.kind == "registry":
@@ -66,6 +64,3 @@ def export(source: str, output: str | os.PathLike[str], *, platform: str | Platf
         image, (digest, entries) = copy(image_source, RootfsDestination(session.cache, output), session.cache)
         return ExportResult(Path(output), image.manifest_descriptor.digest, str(image.chosen_platform), entries,
                             digest)
-    finally:
-        if own:
-            session.close()

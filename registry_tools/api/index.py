@@ -20,13 +20,13 @@ from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
 from registry_tools.model.platform import Platform
-from registry_tools.model.platform.choose import is_attestation
-from registry_tools.model.tree import ManifestNode, index_node, parse_node, platform_of, shallow, without
+from registry_tools.model.tree import (ManifestNode, image_platforms, index_node, parse_node, platform_of, shallow,
+                                       without)
 from registry_tools.registry.destination import RegistrySink
 from registry_tools.registry.mirror import replicate
 from registry_tools.registry.source import RegistrySource
 from registry_tools.registry.tree import fetch_blobs, read_tree
-from registry_tools.session import Session
+from registry_tools.session import Session, using
 
 IMAGE_CONFIGS = (mf.OCI_CONFIG, mf.DOCKER_CONFIG)
 
@@ -166,13 +166,7 @@ class _Target:
 
 
 def _result(target: _Target, index: ManifestNode, replaced: list[str], copied: int) -> IndexResult:
-    platforms = [platform_of(c) for c in index.children
-                 if platform_of(c) and not is_attestation(c.descriptor.raw or c.descriptor.to_json())]
-    return IndexResult(str(target), index.digest, platforms, len(index.children), replaced, copied)
-
-
-def _own(session: Session | None) -> tuple[Session, bool]:
-    return (session, False) if session is not None else (Session(), True)
+    return IndexResult(str(target), index.digest, image_platforms(index), len(index.children), replaced, copied)
 
 
 def create(dest: str, members: list[str], *, annotations: dict[str, str] | None = None,
@@ -180,15 +174,11 @@ def create(dest: str, members: list[str], *, annotations: dict[str, str] | None 
     """`index create DEST REF@DIGEST...`: a new OCI index of these images, tagged at DEST."""
     if not members:
         raise UsageError("name the images the index is to hold: index create DEST REF@DIGEST...")
-    s, own = _own(session)
-    try:
+    with using(session) as s:
         target = _Target(dest, s)
         got = [_member(m, s) for m in members]
         index = index_node([m.tree for m in got], mf.OCI_INDEX, annotations)
         return _result(target, index, [], target.write(index, got))
-    finally:
-        if own:
-            s.close()
 
 
 def add(target_text: str, members: list[str], *, annotations: dict[str, str] | None = None,
@@ -197,38 +187,29 @@ def add(target_text: str, members: list[str], *, annotations: dict[str, str] | N
     a platform the index has takes that entry's place, attestations of the old entry going with it)."""
     if not members:
         raise UsageError("name the images to add: index add TARGET REF@DIGEST...")
-    s, own = _own(session)
-    try:
+    with using(session) as s:
         target = _Target(target_text, s)
         current = target.current()
         got = [_member(m, s) for m in members]
-        offered = {platform_of(c) for c in current.children
-                   if platform_of(c) and not is_attestation(c.descriptor.raw)}
+        offered = set(image_platforms(current))
         taken = [p for m in got if (p := platform_of(m.tree)) and p in offered]
         base = {k: v for k, v in current.doc.items() if k != "manifests"}
         kept = without(current, [_parse_platform(p) for p in taken]).children if taken else current.children
         index = index_node(kept + [m.tree for m in got], current.media_type, annotations, base)
         return _result(target, index, taken, target.write(index, got))
-    finally:
-        if own:
-            s.close()
 
 
 def remove(target_text: str, platforms: list[Platform], *, session: Session | None = None) -> IndexResult:
     """`index remove TARGET --platform P`: the index without those platforms' entries."""
     if not platforms:
         raise UsageError("name the platforms to remove: index remove TARGET --platform OS/ARCH[/VARIANT]")
-    s, own = _own(session)
-    try:
+    with using(session) as s:
         target = _Target(target_text, s)
         current = target.current()
         index = without(current, platforms)
         if not index.children:
             raise UsageError(f"removing {', '.join(map(str, platforms))} would leave {target} empty")
         return _result(target, index, [str(p) for p in platforms], target.write(index, []))
-    finally:
-        if own:
-            s.close()
 
 
 def _parse_platform(text: str) -> Platform:

@@ -19,8 +19,7 @@ from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest, nix32_encode, parse_output_hash, sri
 from registry_tools.model.platform import Choice, Platform, requested
 from registry_tools.model import manifest as mf
-from registry_tools.model.platform.choose import is_attestation
-from registry_tools.model.tree import ManifestNode, platform_of
+from registry_tools.model.tree import ManifestNode, image_platforms
 from registry_tools.registry.source import RegistryImage, RegistrySource
 from registry_tools.registry.tree import fetch_blobs, read_tree
 from registry_tools.session import Session
@@ -123,11 +122,6 @@ def write_whole(source: RegistrySource, digest: Digest, destination: ArchiveDest
     return repairing(session.cache, run)
 
 
-def platforms_of(tree: ManifestNode) -> tuple[str, ...]:
-    """The platforms of an index's images (attestations and nested indexes left out)."""
-    return tuple(p for c in tree.children if (p := platform_of(c)) and not is_attestation(c.descriptor.raw))
-
-
 def _pinned(image: str, digest: str | None) -> tuple[refs.Reference, str]:
     ref, typed_name = parse_image(image, digest)
     if not ref.digest:
@@ -186,7 +180,7 @@ def pull_image(
                 image_name=ref.name, image_digest=Digest.parse(ref.digest), manifest_digest=tree.digest,
                 platform=Platform("", ""), final_image_name=final_name, final_image_tag=final_image_tag,
                 format=format, sha256=actual, output=Path(output) if output is not None else None,
-                all_platforms=True, platforms=platforms_of(tree))
+                all_platforms=True, platforms=tuple(image_platforms(tree)))
         source = RegistryImage(session.source(ref), Digest.parse(ref.digest), choice)
         resolved, actual = copy(source, destination, session.cache)
     finally:

@@ -22,7 +22,7 @@ from registry_tools.model import signature as sg
 from registry_tools.model.digest import Digest
 from registry_tools.registry.destination import RegistrySink
 from registry_tools.registry.source import RegistrySource
-from registry_tools.session import Session
+from registry_tools.session import Session, using
 
 log = logging.getLogger("registry_tools.sign")
 PASSWORD_ENV = "COSIGN_PASSWORD"
@@ -120,9 +120,7 @@ def _existing_layers(source: RegistrySource, tag: str) -> list[dict]:
 def sign(image: str, key_file: str | os.PathLike[str], secret: bytes, *, session: Session | None = None) -> SignResult:
     """`sign REF --key KEY`: a signature of the manifest REF names, added beside it."""
     key = sg.load_private(_read(key_file, "key"), secret, str(key_file))
-    own = session is None
-    session = session or Session()
-    try:
+    with using(session) as session:
         ref, source, digest = _target(image, session)
         data = sg.payload(ref.name_only().name, digest)
         layer = sg.signature_layer(data, sg.sign(key, data))
@@ -143,9 +141,6 @@ def sign(image: str, key_file: str | os.PathLike[str], secret: bytes, *, session
         finally:
             sink.close(ok)
         return SignResult(f"{ref.name_only()}@{digest}", digest, signature_digest, len(layers))
-    finally:
-        if own:
-            session.close()
 
 
 @dataclass
@@ -210,11 +205,6 @@ def check_signatures(source: RegistrySource, digest: Digest, key_data: bytes, ke
 def verify(image: str, key_file: str | os.PathLike[str], *, session: Session | None = None) -> VerifyResult:
     """`verify REF --key KEY.pub`."""
     key_data = _read(key_file, "key")
-    own = session is None
-    session = session or Session()
-    try:
+    with using(session) as session:
         _, source, digest = _target(image, session)
         return check_signatures(source, digest, key_data, str(key_file))
-    finally:
-        if own:
-            session.close()

@@ -6,11 +6,21 @@ import argparse
 import json
 import sys
 
-from registry_tools.cli.commands import lock_lines, session_of
+from registry_tools.cli.commands import lock_lines, note, session_of
 
 
 def _dump(obj: object) -> None:
     print(json.dumps(obj, indent=2))
+
+
+def _report(args: argparse.Namespace, doc: object, summary: str, result: object) -> int:
+    """`--json`: the document; else the summary on stderr (not with -q) and the result on stdout."""
+    if args.json:
+        _dump(doc)
+    else:
+        note(args, summary)
+        print(result)
+    return 0
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
@@ -180,16 +190,10 @@ def cmd_index(args: argparse.Namespace) -> int:
                           session=session)
         else:
             r = index.remove(args.target, parse_platforms(args.platform), session=session)
-    if args.json:
-        _dump(r.to_json())
-        return 0
-    if not args.quiet:
-        change = {"create": "", "add": "replaced", "remove": "removed"}[args.index_action]
-        what = f"; {change} {', '.join(r.replaced)}" if r.replaced else ""
-        print(f"{r.target}: an index of {r.entries} entries ({', '.join(r.platforms)}){what}; "
-              f"{r.copied} image(s) copied in", file=sys.stderr)
-    print(r.digest)
-    return 0
+    change = {"create": "", "add": "replaced", "remove": "removed"}[args.index_action]
+    what = f"; {change} {', '.join(r.replaced)}" if r.replaced else ""
+    return _report(args, r.to_json(), f"{r.target}: an index of {r.entries} entries ({', '.join(r.platforms)})"
+                                      f"{what}; {r.copied} image(s) copied in", r.digest)
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -199,13 +203,8 @@ def cmd_attach(args: argparse.Namespace) -> int:
     with session_of(args) as session:
         r = attach(args.image, args.artifact_type, args.files, annotations=parse_annotations(args.annotation),
                    session=session)
-    if args.json:
-        _dump(r.to_json())
-        return 0
-    if not args.quiet:
-        print(f"attached {r.files} file(s) to {r.subject} as {r.artifact_type}", file=sys.stderr)
-    print(r.reference)
-    return 0
+    return _report(args, r.to_json(), f"attached {r.files} file(s) to {r.subject} as {r.artifact_type}",
+                   r.reference)
 
 
 def cmd_referrers(args: argparse.Namespace) -> int:
@@ -230,13 +229,8 @@ def cmd_generate_key(args: argparse.Namespace) -> int:
     from registry_tools.api.sign import generate_key, passphrase
 
     key, pub = generate_key(args.prefix, passphrase(sys.stdin.isatty(), confirm=True))
-    if args.json:
-        _dump({"privateKey": str(key), "publicKey": str(pub)})
-        return 0
-    if not args.quiet:
-        print(f"wrote {key} (mode 0600) and {pub}", file=sys.stderr)
-    print(pub)
-    return 0
+    return _report(args, {"privateKey": str(key), "publicKey": str(pub)}, f"wrote {key} (mode 0600) and {pub}",
+                   pub)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
@@ -245,13 +239,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
     secret = passphrase(sys.stdin.isatty())
     with session_of(args) as session:
         r = sign(args.image, args.key, secret, session=session)
-    if args.json:
-        _dump(r.to_json())
-        return 0
-    if not args.quiet:
-        print(f"signed {r.reference}: {r.signatures} signature(s) in {r.signature_digest}", file=sys.stderr)
-    print(r.signature_digest)
-    return 0
+    return _report(args, r.to_json(), f"signed {r.reference}: {r.signatures} signature(s) in {r.signature_digest}",
+                   r.signature_digest)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -259,13 +248,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     with session_of(args) as session:
         r = verify(args.image, args.key, session=session)
-    if args.json:
-        _dump(r.to_json())
-        return 0
-    if not args.quiet:
-        print(f"{r.reference}: {r.verified} valid signature(s) by {args.key}", file=sys.stderr)
-    print(r.digest)
-    return 0
+    return _report(args, r.to_json(), f"{r.reference}: {r.verified} valid signature(s) by {args.key}",
+                   r.digest)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -273,10 +257,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     with session_of(args) as session:
         r = export(args.source, args.output, platform=args.platform, session=session)
-    if args.json:
-        _dump(r.to_json())
-        return 0
-    if not args.quiet:
-        print(f"wrote {r.output} ({r.entries} entries, {r.platform}, manifest {r.manifest_digest})", file=sys.stderr)
-    print(r.to_json()["hash"])
-    return 0
+    return _report(args, r.to_json(),
+                   f"wrote {r.output} ({r.entries} entries, {r.platform}, manifest {r.manifest_digest})",
+                   r.to_json()["hash"])

@@ -161,13 +161,35 @@ def index_node(children: list[ManifestNode], media_type: str = mf.OCI_INDEX,
                annotations: dict[str, str] | None = None, base: dict[str, Any] | None = None) -> ManifestNode:
     """A new index over `children` (each entry its descriptor: media type, digest, size, platform,
     annotations), entries sorted; children in the same order."""
-    entries = [c.descriptor.raw or c.descriptor.to_json() for c in children]
-    raw = index_document(entries, media_type, annotations, base)
+    raw = index_document([entry_of(c) for c in children], media_type, annotations, base)
     doc = mf.load_json(raw, "index")
     order = {e["digest"]: i for i, e in enumerate(doc["manifests"])}
     kids = sorted(children, key=lambda c: order[str(c.digest)])
     return ManifestNode(mf.Descriptor(doc["mediaType"] if "mediaType" in doc else media_type, Digest.of_bytes(raw),
                                       len(raw)), raw, doc.get("mediaType", media_type), [], kids, doc)
+
+
+def entry_of(node: ManifestNode) -> dict[str, Any]:
+    """An entry of an index as written (ours: from its descriptor)."""
+    return node.descriptor.raw or node.descriptor.to_json()
+
+
+def image_platforms(node: ManifestNode) -> list[str]:
+    """The platforms of an index's images (attestations and entries without one left out)."""
+    return [p for c in node.children if (p := platform_of(c)) and not is_attestation(entry_of(c))]
+
+
+def _matching(node: ManifestNode, p: Platform) -> list[int]:
+    """The entries of an index for platform `p` (exactly: no fallback to another variant);
+    PlatformNotFound, listing what it offers, if none."""
+    entries = [entry_of(c) for c in node.children]
+    matcher = Matcher(p, strict=True)
+    found = [i for i, c in enumerate(node.children)
+             if c.descriptor.platform and not is_attestation(entries[i])
+             and matcher.match(Platform.from_json(c.descriptor.platform))]
+    if not found:
+        raise PlatformNotFound(format_platform(p), offered_platforms(entries))
+    return found
 
 
 def subset(node: ManifestNode, wanted: list[Platform]) -> ManifestNode:
@@ -178,13 +200,7 @@ def subset(node: ManifestNode, wanted: list[Platform]) -> ManifestNode:
     entries = [c.descriptor.raw for c in node.children]
     keep: list[int] = []
     for p in wanted:
-        matcher = Matcher(p, strict=True)
-        found = [i for i, c in enumerate(node.children)
-                 if c.descriptor.platform and not is_attestation(entries[i])
-                 and matcher.match(Platform.from_json(c.descriptor.platform))]
-        if not found:
-            raise PlatformNotFound(format_platform(p), offered_platforms(entries))
-        keep += [i for i in found[:1] if i not in keep]
+        keep += [i for i in _matching(node, p)[:1] if i not in keep]
     keep.sort()
     doc = dict(node.doc)
     doc["manifests"] = [entries[i] for i in keep]
@@ -202,12 +218,7 @@ def without(node: ManifestNode, platforms: list[Platform]) -> ManifestNode:
     entries = [c.descriptor.raw for c in node.children]
     drop: set[int] = set()
     for p in platforms:
-        matcher = Matcher(p, strict=True)
-        found = [i for i, c in enumerate(node.children)
-                 if c.descriptor.platform and not is_attestation(entries[i])
-                 and matcher.match(Platform.from_json(c.descriptor.platform))]
-        if not found:
-            raise PlatformNotFound(format_platform(p), offered_platforms(entries))
+        found = _matching(node, p)
         drop.update(found)
         # attestations that refer to a removed image go with it (buildx's reference annotation)
         gone = {str(node.children[i].digest) for i in found}

@@ -139,10 +139,11 @@ def put_referrer(reg: Registry, repo: str, raw: bytes, media_type: str, tag: str
     digest, headers = reg.put_manifest_answer(repo, str(Digest.of_bytes(raw)), raw, media_type)
     if tag:
         reg.put_manifest(repo, tag, raw, media_type)
-    subject = subject_of(raw, f"manifest {digest}")
+    doc = mf.load_json(raw, f"manifest {digest}")
+    subject = doc.get("subject") if isinstance(doc, dict) else None
     if subject is not None and not headers.get("oci-subject"):
-        doc = mf.load_json(raw, f"manifest {digest}")
-        update_fallback(reg, repo, subject.digest, entry_of(raw, doc))
+        subject_digest = mf.Descriptor.from_json(subject, f"manifest {digest} subject").digest
+        update_fallback(reg, repo, subject_digest, entry_of(raw, doc))
     return digest
 
 
