@@ -64,3 +64,16 @@ def target(tmp_path):
     yield reg
     reg.stop()
 
+
+@pytest.fixture
+def threaded_server():
+    """A pytest-httpserver answering requests in parallel (the default one answers one at a time)."""
+    from pytest_httpserver import HTTPServer
+
+    server = HTTPServer(threaded=True)
+    server.start()
+    yield server
+    server.clear()
+    if server.is_running():
+        server.stop()
+

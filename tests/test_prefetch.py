@@ -241,16 +241,6 @@ def test_nix_string(value, literal):
     assert nix_string(value) == literal
 
 
-@pytest.fixture
-def threaded_server():
-    from pytest_httpserver import HTTPServer
-
-    server = HTTPServer(threaded=True)
-    server.start()
-    yield server
-    server.clear()
-    server.stop()
-
 
 def test_lock_file_transfers_stay_within_one_limit(threaded_server, cache_dir, tmp_path, capsys):
     """Three images resolved at once, each with its own workers: blob downloads never exceed --jobs."""

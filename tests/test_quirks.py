@@ -29,14 +29,9 @@ ELSEWHERE = {
 
 
 @pytest.fixture
-def threaded():
-    """A server answering requests in parallel: a copy within it reads a blob while uploading it."""
-    server = HTTPServer(threaded=True)
-    server.start()
-    yield server
-    server.clear()
-    if server.is_running():
-        server.stop()
+def threaded(threaded_server):
+    """A copy within the scripted registry reads a blob while uploading it: it must answer in parallel."""
+    return threaded_server
 
 
 @pytest.fixture
