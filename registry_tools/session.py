@@ -1,4 +1,4 @@
-"""What one operation shares: registry connections, the blob cache, limits and progress."""
+"""What one operation shares: registry connections, the blob cache, its workers and progress."""
 from __future__ import annotations
 
 import threading
@@ -15,6 +15,7 @@ from registry_tools.engine import DEFAULT_CONCURRENCY, Progress
 from registry_tools.registry.source import RegistrySource
 from registry_tools.store.blobs import BlobStore
 from registry_tools.model.reference import Reference
+from registry_tools.workers import Workers
 
 
 @dataclass
@@ -31,10 +32,10 @@ class Session:
             self.credentials = CredentialStore()
         self.cache = BlobCache(self.cache_dir)
         self.store = BlobStore(self.cache)
-        # One limit on blob transfers for everything this session does (a lock file resolves
-        # several images at once, each with its own workers: together they stay within it).
-        self.transfers = threading.BoundedSemaphore(max(1, self.concurrency))
         self.cancel = Cancel()  # one per operation: Ctrl-C or a failure stops every request and wait
+        # One pool and one limit on blob transfers for everything this session does (a lock file
+        # resolves several images at once, each with its downloads: together they stay within it).
+        self.workers = Workers(self.concurrency, self.cancel)
         self._registries: dict[str, Registry] = {}
         self._lock = threading.Lock()
 
@@ -48,11 +49,11 @@ class Session:
             return reg
 
     def source(self, ref: Reference) -> RegistrySource:
-        return RegistrySource(self.registry(ref.domain), ref.path, self.store, self.concurrency, self.progress,
-                              self.transfers)
+        return RegistrySource(self.registry(ref.domain), ref.path, self.store, self.workers, self.progress)
 
     def close(self) -> None:
         self.cancel.set("the session was closed")
+        self.workers.close()
         for reg in self._registries.values():
             reg.close()
         self._registries.clear()

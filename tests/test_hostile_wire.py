@@ -246,3 +246,61 @@ def test_credentials_only_for_the_registrys_own_origin_even_on_its_own_redirects
     assert raw == manifest
     other = [q for q in wire.seen if q.url.port == 5001]
     assert other and all("authorization" not in q.headers for q in other)
+
+
+# -- redirects and timeouts, followed and set in the transport (under the auth) -----------------
+
+def test_a_redirect_loop_ends_in_one_clear_error_after_ten_hops():
+    def reg(req: httpx.Request) -> httpx.Response:
+        hop = int(req.url.params.get("hop", "0"))
+        return httpx.Response(302, headers={"Location": f"/v2/x/y/manifests/latest?hop={hop + 1}"})
+
+    wire = Wire({"reg.example": reg})
+    with pytest.raises(RegistryError, match="too many redirects"):
+        registry(wire, creds=False).get_manifest("x/y", "latest")
+    assert len([q for q in wire.seen if "/manifests/" in q.url.path]) == 11  # the request and ten hops
+
+
+def test_a_303_turns_a_post_into_a_get_without_its_body_and_keeps_credentials_on_its_origin():
+    def reg(req: httpx.Request) -> httpx.Response:
+        if req.method == "POST":
+            return httpx.Response(303, headers={"Location": "/v2/x/y/blobs/uploads/abc"})
+        return httpx.Response(200, json={"ok": True})
+
+    wire = Wire({"reg.example": basic_registry(reg)})
+    resp = registry(wire).request("POST", "x/y", "/v2/x/y/blobs/uploads/", actions="pull,push",
+                                  content=b"body", headers={"Content-Type": "application/octet-stream"})
+    assert resp.status_code == 200
+    followed = wire.seen[-1]
+    assert followed.method == "GET" and followed.content == b"" and "content-type" not in followed.headers
+    assert followed.headers["authorization"] == BASIC
+
+
+def test_a_streamed_upload_is_never_sent_twice_by_a_redirect():
+    """The body goes once; the 307 goes back to the caller (who retries its larger unit)."""
+    seen: list[tuple[str, bytes]] = []
+
+    class Wire1(httpx.BaseTransport):  # reads the body as a socket would: once, not kept
+        def handle_request(self, req: httpx.Request) -> httpx.Response:
+            body = b"".join(req.stream)  # type: ignore[union-attr]
+            seen.append((req.url.host, body))
+            if req.url.host == "storage.example":
+                return httpx.Response(201)
+            return httpx.Response(307, headers={"Location": "https://storage.example/put"})
+
+    reg = Registry("reg.example", transport=Wire1(), retry=RetryPolicy(attempts=1))
+    resp = reg.request("PUT", "x/y", "/v2/x/y/blobs/uploads/abc?digest=" + str(DIGEST), actions="pull,push",
+                       content=iter([BLOB]))
+    assert resp.status_code == 307
+    assert [(h, b) for h, b in seen if b] == [("reg.example", BLOB)]  # the body went once
+    assert all(h != "storage.example" for h, _ in seen)
+
+
+def test_the_operations_timeouts_are_set_by_the_transport_on_every_request():
+    from registry_tools.registry.client import TransportOptions
+    wire = Wire({"reg.example": lambda req: httpx.Response(200, content=b"{}")})
+    reg = Registry("reg.example", options=TransportOptions(timeout=7, connect_timeout=3),
+                   transport=httpx.MockTransport(wire))
+    reg.request("GET", "x/y", "/v2/x/y/tags/list")
+    assert {q.extensions["timeout"]["read"] for q in wire.seen} == {7}
+    assert {q.extensions["timeout"]["connect"] for q in wire.seen} == {3}

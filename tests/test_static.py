@@ -43,3 +43,11 @@ def test_sizes_stay_readable():
             if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.end_lineno - node.lineno + 1 > limit:
                 too_big.append(f"{rel}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
     assert not too_big, "\n".join(too_big)
+
+
+def test_one_worker_pool_per_operation():
+    """Threads for concurrent work come from the operation's Workers only (registry_tools/workers.py):
+    no other module makes a thread pool of its own."""
+    makers = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "registry_tools").rglob("*.py"))
+              if "ThreadPoolExecutor" in p.read_text() or "ProcessPoolExecutor" in p.read_text()]
+    assert makers == ["registry_tools/workers.py"]

@@ -104,7 +104,8 @@ def _build_layout(spec: BuildSpec, session: Session, where: str | os.PathLike[st
         return spec.tag or default_tag(image.config_raw)
 
     source = BuiltImage(spec, session, jobs=max(2, session.concurrency // 2))
-    destination = ArchiveDestination(session.store, ArchiveOptions(fmt, spec.name, spec.tag or ""), where, tag_of)
+    destination = ArchiveDestination(session.store, ArchiveOptions(fmt, spec.name, spec.tag or ""), where, tag_of,
+                                     workers=session.workers)
     image, _ = copy(source, destination, session.cache)
     return BuildResult(spec.name, tag_of(image), image.config_digest, image.manifest_descriptor.digest,
                        len(image.layers))
@@ -173,7 +174,8 @@ def _build_index_files(multi: MultiSpec, session: Session, fmt: str,
                        where: str | os.PathLike[str]) -> IndexBuildResult:
     tree, packed, _ = build_images(multi, session)
     tag = multi.tag or default_tag(tree.raw)
-    ArchiveDestination(session.store, ArchiveOptions(fmt, multi.name, tag), where).write_tree(tree)
+    ArchiveDestination(session.store, ArchiveOptions(fmt, multi.name, tag), where,
+                       workers=session.workers).write_tree(tree)
     return index_result(multi, tree, tag, packed)
 
 

@@ -200,12 +200,12 @@ def _to_file(source: Endpoint, target: Endpoint, platform: Platform | None, cros
     digest = Digest.parse(src.digest) if src.digest else origin.resolve_tag(src.tag or "latest")
     options = _names(target, src.name_only().familiar_string(), src.tag)
     (check_layout_destination if target.kind == "oci" else check_destination)(target.path)
+    destination = ArchiveDestination(session.store, options, target.path, workers=session.workers)
     if platform is None and target.kind != "docker-archive":  # a layout holds a whole index, as a registry does
-        tree, sha = write_whole(origin, digest, ArchiveDestination(session.store, options, target.path), session)
+        tree, sha = write_whole(origin, digest, destination, session)
         return CopyResult(str(source), str(target), tree.digest, digest, image_platforms(tree), [], sha256=sha)
     choice = Choice(requested(platform), cross_arch, platform is not None)
-    image, sha = engine_copy(RegistryImage(origin, digest, choice),
-                             ArchiveDestination(session.store, options, target.path), session.cache)
+    image, sha = engine_copy(RegistryImage(origin, digest, choice), destination, session.cache)
     return CopyResult(str(source), str(target), image.manifest_descriptor.digest, digest,
                       [str(image.chosen_platform)], [], sha256=sha)
 
@@ -265,7 +265,8 @@ def _file_to_file(source: Endpoint, target: Endpoint, platform: Platform | None,
     options = _names(target, refs.parse_normalized(default).name_only().familiar_string(),
                      source.name if source.kind != "docker-archive" else None)
     (check_layout_destination if target.kind == "oci" else check_destination)(target.path)
-    image, sha = engine_copy(image_source, ArchiveDestination(session.store, options, target.path), session.cache)
+    destination = ArchiveDestination(session.store, options, target.path, workers=session.workers)
+    image, sha = engine_copy(image_source, destination, session.cache)
     return CopyResult(str(source), str(target), image.manifest_descriptor.digest, None,
                       [str(image.chosen_platform)], [], sha256=sha)
 
@@ -281,5 +282,5 @@ def _whole_layout(source: Endpoint, target: Endpoint, session: Session) -> CopyR
         tree = layout.tree(entries[0], session.cache)
     (check_layout_destination if target.kind == "oci" else check_destination)(target.path)
     options = _names(target, "localhost/image", source.name)
-    sha = ArchiveDestination(session.store, options, target.path).write_tree(tree)
+    sha = ArchiveDestination(session.store, options, target.path, workers=session.workers).write_tree(tree)
     return CopyResult(str(source), str(target), tree.digest, tree.digest, image_platforms(tree), [], sha256=sha)

@@ -6,7 +6,6 @@ is kept exactly as it was, and entries for lines no longer listed are dropped.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,8 +52,9 @@ def check(lines: list[LockLine], entries: list[LockEntry], session: Session, job
             return None
         return Drift(line, entry, now)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="check") as pool:
-        return [d for d in pool.map(one, lines) if d is not None]
+    with session.workers.group(jobs) as group:
+        futures = [group.submit(one, line) for line in lines]
+    return [d for f in futures if (d := f.result()) is not None]
 
 
 def update(lines: list[LockLine], entries: list[LockEntry], drifts: list[Drift], session: Session,

@@ -6,7 +6,6 @@ pulling with them reproduces `hash`: same defaults, same platform choice, same o
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -121,7 +120,8 @@ def prefetch(
     try:
         source = session.source(ref)
         digest = Digest.parse(typed_digest) if typed_digest else source.resolve_tag(typed_tag or "latest")
-        destination = ArchiveDestination(session.store, ArchiveOptions(format, final_name, final_tag), None)
+        destination = ArchiveDestination(session.store, ArchiveOptions(format, final_name, final_tag), None,
+                                         workers=session.workers)
         if whole:
             tree, sha = write_whole(source, digest, destination, session)
             return Pin(ref.name, digest, sha, final_name, final_tag, "", "", "", tree.digest, format, True)
@@ -171,9 +171,9 @@ def prefetch_many(lines: Iterable[LockLine], *, session: Session, jobs: int = 4,
         except RegistryToolsError as e:
             return e
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="prefetch") as pool:
-        results = list(pool.map(one, items))
-    return list(zip(items, results, strict=True))
+    with session.workers.group(jobs) as group:  # the images; their downloads share the session's one limit
+        futures = [group.submit(one, item) for item in items]
+    return [(item, f.result()) for item, f in zip(items, futures, strict=True)]
 
 
 def lock_document(results: list[tuple[LockLine, Pin | RegistryToolsError]]) -> dict[str, Any]:

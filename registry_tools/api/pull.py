@@ -173,7 +173,7 @@ def pull_image(
         if verify_key is not None:  # before anything is fetched or written
             _check_signature(session, ref, verify_key)
         options = ArchiveOptions(format, final_name, final_image_tag, expected, hash or "")
-        destination = ArchiveDestination(session.store, options, output)
+        destination = ArchiveDestination(session.store, options, output, workers=session.workers)
         if whole:
             tree, actual = write_whole(session.source(ref), Digest.parse(ref.digest), destination, session)
             return PullResult(

@@ -9,7 +9,6 @@ already costs one manifest HEAD.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -117,13 +116,12 @@ def sync(items: list[SyncItem], session: Session, *, jobs: int = 4, keep_going: 
             if done is not None:
                 done(item)
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="sync") as pool:
-        futures: list[Future[None]] = [pool.submit(one, item) for item in items]
-        finished, _ = wait(futures, return_when=FIRST_EXCEPTION)
-        failed = next((f.exception() for f in finished if f.exception() is not None), None)
-        if failed is not None:
-            for f in futures:
-                f.cancel()
-            session.cancel.set("the sync stopped")
-            raise failed
+    group = session.workers.group(jobs)  # the images; their transfers share the session's one limit
+    for item in items:
+        group.submit(one, item)
+    try:
+        group.join()  # the first failure at once
+    except BaseException:
+        session.cancel.set("the sync stopped")
+        raise
     return items

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from functools import partial
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable, Iterator
 
 from registry_tools.builder.base import BaseImage
@@ -188,10 +188,10 @@ class BuildSupply:
         work: list[tuple[int, Callable[[], Layer]]] = [(layer.size or 0, partial(self._base, layer))
                                                        for layer in base]
         work += [(lp.weight, partial(self._pack, lp)) for lp in plan.layers]
-        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="pack")
+        self._group = session.workers.group(jobs)
         # Largest first, so the biggest layer does not start last and run alone at the end.
         order = sorted(range(len(work)), key=lambda i: -work[i][0])
-        self._futures: dict[int, Future[Layer]] = {i: self._pool.submit(work[i][1]) for i in order}
+        self._futures: dict[int, Future[Layer]] = {i: self._group.submit(work[i][1]) for i in order}
 
     def _base(self, layer: Layer) -> Layer:
         compressed = compress_layer(layer, self._compressor, self.session.store)
@@ -216,14 +216,7 @@ class BuildSupply:
         return len(self._futures)
 
     def layer(self, i: int) -> Layer:
-        target = self._futures[i]
-        while not target.done():  # a failure elsewhere surfaces at once
-            for f in self._futures.values():
-                error = f.exception() if f.done() else None
-                if error is not None:
-                    raise error
-            wait([f for f in self._futures.values() if not f.done()], return_when=FIRST_COMPLETED)
-        return target.result()
+        return self._group.wait_for(self._futures[i])  # a failure elsewhere surfaces at once
 
     def ready(self) -> Iterator[int]:
         """Layer indexes in the order their packing finishes."""
@@ -255,5 +248,8 @@ class BuildSupply:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+        if exc_type is not None:
+            self._group.drain()  # packing stops before the build's temporary files go
+        else:
+            self._group.join()
         self.plan.close()

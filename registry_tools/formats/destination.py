@@ -26,6 +26,7 @@ from registry_tools.model.digest import sri
 from registry_tools.model.image import Image, LayerSupply
 from registry_tools.model.tree import ManifestNode
 from registry_tools.store.blobs import BlobStore, SizeRecordWrong
+from registry_tools.workers import Workers
 
 
 @dataclass(frozen=True)
@@ -48,10 +49,11 @@ class ArchiveDestination:
     None for its hash only. `write` returns the sha256 of what was (or would be) written."""
 
     def __init__(self, store: BlobStore, options: ArchiveOptions, output: str | os.PathLike[str] | BinaryIO | None,
-                 tag_of: Callable[[Image], str] | None = None):
+                 tag_of: Callable[[Image], str] | None = None, workers: Workers | None = None):
         """`tag_of` names the tag from the image itself when options.final_tag is empty (a build's
-        default tag is a hash of its config)."""
+        default tag is a hash of its config); `workers`: the operation's pool."""
         self.store = store
+        self.workers = workers
         self.options = options
         self.stream: BinaryIO | None = output if isinstance(output, io.IOBase) else None  # type: ignore[assignment]
         self.path: str | os.PathLike[str] | None = None if self.stream is not None else output  # type: ignore
@@ -118,7 +120,7 @@ class ArchiveDestination:
             return self._checked(pipe.hash.digest())
         out = AtomicFile(self.path)
         try:
-            actual = self._checked(write_positional(entries, self.store, out.file.fileno()))
+            actual = self._checked(write_positional(entries, self.store, out.file.fileno(), self.workers))
             out.commit()
             return actual
         except BaseException:

@@ -14,7 +14,6 @@ import os
 import queue
 import tarfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -22,6 +21,7 @@ from registry_tools.model import manifest as mf
 from registry_tools.model.digest import ReadableFile
 from registry_tools.model.image import Layer
 from registry_tools.store.blobs import BlobStore
+from registry_tools.workers import Workers
 
 BLOCK = 512
 END = b"\0" * (2 * BLOCK)
@@ -245,15 +245,17 @@ class _Direct:
         pass
 
 
-def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, workers: int = 2) -> bytes:
-    """Write the archive to a file, producing the big entries in parallel at their offsets.
+def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, workers: Workers | None = None,
+                     producers: int = 2) -> bytes:
+    """Write the archive to a file, producing the big entries in parallel at their offsets
+    (`producers` at a time, in the operation's `workers`).
 
     Each produced entry is decompressed on one thread and written on another, and the
     sha256 of the whole file is computed in order right behind the writers; returns it.
     """
     hasher = _OrderedHasher(fd)
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="unpack")
-    futures = []
+    own = workers is None
+    pool = (workers or Workers(producers)).group(producers)
     offset = 0
 
     def produce_at(e: Entry, region: _Region) -> None:
@@ -277,18 +279,19 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
                 os.pwrite(fd, e.data + _padding(e.size) if e.data else _padding(e.size), body)
                 region.finish()
             else:
-                futures.append(pool.submit(produce_at, e, region))
+                pool.submit(produce_at, e, region)
             offset = end
-            for f in futures:  # surface a failed worker without waiting for the rest
-                if f.done() and f.exception() is not None:
-                    raise f.exception()  # type: ignore[misc]
+            error = pool.first_error()  # a failed worker surfaces without waiting for the rest
+            if error is not None:
+                raise error
         os.pwrite(fd, END, offset)
         hasher.region(offset, offset + len(END)).finish()
-        for f in futures:
-            f.result()
-        pool.shutdown(wait=True)
+        pool.join()
         return hasher.close()
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.cancel_waiting()
         hasher.abort()
         raise
+    finally:
+        if own:
+            pool.workers.close()

@@ -20,6 +20,7 @@ import httpx
 
 from registry_tools.errors import AuthError
 from registry_tools.model.reference import is_loopback_host
+from registry_tools.registry.transport import answered_by
 
 SCOPES = "registry_tools.scopes"  # request extension: the token scopes the request needs
 REPO = "registry_tools.repo"  # request extension: the repository (for repository-scoped credentials)
@@ -319,7 +320,7 @@ class RegistryAuth(httpx.Auth):
         if value:
             request.headers["Authorization"] = value
         response = yield request
-        if response.status_code != 401 or Origin.of(response.request.url) != origin:
+        if response.status_code != 401 or Origin.of(answered_by(response)) != origin:
             return
         chosen = pick_challenge(parse_challenges(response.headers.get_list("www-authenticate")))
         if chosen is None or chosen.scheme not in ("bearer", "basic"):

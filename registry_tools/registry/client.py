@@ -26,8 +26,8 @@ from pathlib import Path
 
 from registry_tools.registry import auth, network
 from registry_tools.registry.tokens import TokenClient
-from registry_tools.registry.transport import (KIND, LIMIT, RETRY, RateLimit, RegistryTransport, RetryPolicy, read_body,
-                                               reason, safe_url)
+from registry_tools.registry.transport import (KIND, LIMIT, REDIRECTS, RETRY, RateLimit, RegistryTransport,
+                                               RetryPolicy, read_body, reason, safe_url)
 
 log = logging.getLogger("registry_tools.client")
 
@@ -188,10 +188,10 @@ class Registry:
             if self._http is None:
                 o = self.options
                 inner = self._inner or SchemeTransport(o)
-                self._transport = RegistryTransport(inner, self.retry, self.cancel, self.rate)
+                self._transport = RegistryTransport(inner, self.retry, self.cancel, self.rate,
+                                                    httpx.Timeout(o.timeout, connect=o.connect_timeout))
                 self._http = httpx.Client(
-                    auth=self.auth, transport=self._transport, follow_redirects=True, max_redirects=10,
-                    timeout=httpx.Timeout(o.timeout, connect=o.connect_timeout), trust_env=False,
+                    auth=self.auth, transport=self._transport, trust_env=False,
                     headers={"User-Agent": f"registry-tools/{__version__}"})
             return self._http
 
@@ -353,8 +353,8 @@ def probe_scheme(reg: "Registry") -> str:
     The answer's challenge (if any) is what RegistryAuth answers from then on.
     """
     def ask(url: str) -> httpx.Response:
-        req = reg.http.build_request("GET", url, extensions={KIND: "ping", RETRY: False})
-        resp = reg.http.send(req, auth=None, follow_redirects=False)
+        req = reg.http.build_request("GET", url, extensions={KIND: "ping", RETRY: False, REDIRECTS: 0})
+        resp = reg.http.send(req, auth=None)
         reg.auth.note(resp)
         return resp
 

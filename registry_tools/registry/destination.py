@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -29,17 +29,17 @@ from registry_tools.registry.client import Registry
 from registry_tools.registry.relay import BlobOrigin, CachedBlobs
 from registry_tools.registry.source import RegistrySource
 from registry_tools.store.cache import BlobCache
+from registry_tools.workers import Workers
 
 log = logging.getLogger("registry_tools.push")
 
 
 class Workspace(Protocol):
-    """What a push needs of its session: registries, the cache, progress and the transfer limit."""
+    """What a push needs of its session: registries, the cache, progress and its workers."""
 
     cache: BlobCache
     progress: Progress
-    transfers: threading.BoundedSemaphore
-    concurrency: int
+    workers: Workers
 
     def registry(self, domain: str) -> Registry: ...
 
@@ -69,7 +69,7 @@ class RegistrySink:
         self.repo = dest.path
         self.result = PushResult(str(dest))
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(max_workers=max(1, work.concurrency), thread_name_prefix="push")
+        self._group = work.workers.group()
         self._futures: dict[Digest, Future[None]] = {}
         self._cancel = self.registry.cancel.child()  # set when the push fails: running uploads stop too
 
@@ -77,18 +77,19 @@ class RegistrySink:
         """Start pushing a blob that is in the cache (each digest once)."""
         with self._lock:
             if desc.digest not in self._futures:
-                self._futures[desc.digest] = self._pool.submit(self._push_blob, desc)
+                self._futures[desc.digest] = self._group.submit(self._push_blob, desc)
 
     def wait(self) -> None:
-        for f in list(self._futures.values()):
-            f.result()
+        self._group.join()
 
     def close(self, ok: bool) -> None:
         """After a failure, stop what is still running (between chunks, before a retry) and wait
         for it: nothing keeps uploading once the push has raised."""
         if not ok:
             self._cancel.set("push stopped")
-        self._pool.shutdown(wait=True, cancel_futures=not ok)
+            self._group.drain()
+        else:
+            self._group.join()
 
     def _check_cancelled(self) -> None:
         self._cancel.check()
@@ -102,7 +103,7 @@ class RegistrySink:
         self.work.progress.say(f"{kind} {desc.digest} ({desc.size / 1e6:.1f} MB)")
 
     def _push_blob(self, desc: mf.Descriptor) -> None:
-        with self.work.transfers:  # one limit for the whole session, downloads and uploads alike
+        with self.work.workers.transfer():  # one limit for the whole operation, downloads and uploads alike
             self._push_blob_now(desc)
 
     def _push_blob_now(self, desc: mf.Descriptor) -> None:

@@ -7,6 +7,7 @@ from registry_tools.errors import NotFound, RegistryError
 from registry_tools.model.digest import Digest
 from registry_tools.model.manifest import load_json
 from registry_tools.registry.client import Registry, error_detail
+from registry_tools.registry.transport import answered_by, same_origin
 
 
 def all_tags(reg: Registry, repo: str, page_size: int = 1000, max_pages: int = 10000) -> list[str]:
@@ -45,9 +46,9 @@ def next_page(reg: Registry, resp: httpx.Response, repo: str, prefix: str, what:
     nxt = resp.links.get("next", {}).get("url")
     if not nxt:
         return None
-    url = resp.request.url.join(nxt)
-    if (url.scheme, url.host, url.port) != (resp.request.url.scheme, resp.request.url.host,
-                                           resp.request.url.port):
+    page = answered_by(resp)
+    url = page.join(nxt)
+    if not same_origin(url, page):
         raise RegistryError(f"{reg.domain}/{repo}: the {what}'s next page is on another host; refused")
     if not url.path.startswith(prefix):
         raise RegistryError(f"{reg.domain}/{repo}: the {what}'s next page is not a {what}; refused")

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import logging
 
-import threading
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Callable, Iterator
 
 from registry_tools.cancel import Cancel
@@ -25,6 +24,7 @@ from registry_tools.registry.blob import BlobStream
 from registry_tools.registry.client import Registry
 from registry_tools.store.blobs import BlobStore
 from registry_tools.store.landing import Landing
+from registry_tools.workers import Workers
 
 log = logging.getLogger("registry_tools.source")
 STREAM_FROM = 32 << 20  # a layer this big (compressed) is decompressed while it downloads
@@ -33,14 +33,15 @@ STREAM_FROM = 32 << 20  # a layer this big (compressed) is decompressed while it
 class RegistrySource:
     """An image in a registry repository, fetched through the cache."""
 
-    def __init__(self, registry: Registry, repo: str, store: BlobStore, concurrency: int = DEFAULT_CONCURRENCY,
-                 progress: Progress | None = None, transfers: threading.BoundedSemaphore | None = None):
+    def __init__(self, registry: Registry, repo: str, store: BlobStore, workers: Workers | None = None,
+                 progress: Progress | None = None):
+        """`workers`: the operation's pool and transfer limit (default: one of its own, on the registry's
+        cancellation)."""
         self.registry = registry
         self.repo = repo
         self.store = store
-        self.concurrency = concurrency
+        self.workers = workers or Workers(DEFAULT_CONCURRENCY, registry.cancel)
         self.progress = progress or Progress()
-        self.transfers = transfers or threading.BoundedSemaphore(max(1, concurrency))
 
     @property
     def cancel(self) -> Cancel:
@@ -160,7 +161,7 @@ class RegistrySource:
             self.progress.advance(desc.size)
             self.progress.blob_done(desc.digest, desc.size, cached=True)
             return False
-        with self.transfers, BlobStream(self.registry, self.repo, desc.digest, desc.size) as stream, \
+        with self.workers.transfer(), BlobStream(self.registry, self.repo, desc.digest, desc.size) as stream, \
                 cache.writer(desc.digest) as f:
             reader = VerifyingReader(stream, desc.digest, desc.size, what, tee=landing.tee(f) if landing else f)
             while chunk := reader.read(READ_SIZE):
@@ -218,7 +219,7 @@ class LayerFetch:
         self.cancel = source.cancel.child()  # stops with the session, or alone when the write fails
         layers = image.layers
         source.progress.start(sum(layer.descriptor.size for layer in layers), len(layers))
-        self._pool = ThreadPoolExecutor(max_workers=max(1, source.concurrency), thread_name_prefix="fetch")
+        self._group = source.workers.group()
         self._futures: dict[Digest, Future[Layer]] = {}
         # A layer that dominates the image is read while it downloads (when its size is on
         # record): nothing else could keep the other core busy meanwhile. Layers of similar
@@ -232,7 +233,7 @@ class LayerFetch:
                 self._landings.setdefault(d.digest, Landing(self.cancel))
         for i, layer in enumerate(layers):
             if layer.descriptor.digest not in self._futures:
-                self._futures[layer.descriptor.digest] = self._pool.submit(self._one, i, measure)
+                self._futures[layer.descriptor.digest] = self._group.submit(self._one, i, measure)
 
     def image(self) -> Image:
         return self.image_
@@ -262,15 +263,7 @@ class LayerFetch:
     def layer(self, i: int) -> Layer:
         """Layer i once its blob is in the cache (re-raises its download error)."""
         layer = self.image_.layers[i]
-        target = self._futures[layer.descriptor.digest]
-        while not target.done():
-            # Wake when any download finishes, so a failure elsewhere surfaces at once.
-            for f in self._futures.values():
-                error = f.exception() if f.done() else None
-                if error is not None:
-                    raise error
-            wait([f for f in self._futures.values() if not f.done()], return_when=FIRST_COMPLETED)
-        got = target.result()
+        got = self._group.wait_for(self._futures[layer.descriptor.digest])  # another's failure: at once
         if got.diff_id != layer.diff_id:
             # The same compressed blob listed twice with different diff_ids cannot both be right.
             raise DigestMismatch(f"layer {i + 1} diff_id", str(layer.diff_id), str(got.diff_id))
@@ -312,9 +305,9 @@ class LayerFetch:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None:
             self.cancel.set()
-            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._group.cancel_waiting()
         else:
-            self._pool.shutdown(wait=True)
+            self._group.join()
             self.source.progress.finish()
         for landing in self._landings.values():
             landing.close()

@@ -14,7 +14,7 @@ import httpx
 from registry_tools.errors import AuthError
 from registry_tools.model.manifest import load_json
 from registry_tools.registry import auth
-from registry_tools.registry.transport import KIND, read_body, reason, safe_url
+from registry_tools.registry.transport import KIND, REDIRECTS, read_body, reason, safe_url
 
 if TYPE_CHECKING:
     from registry_tools.registry.client import Registry
@@ -66,8 +66,9 @@ class TokenClient:
                        ) -> httpx.Response:
         """A request to the token server: never through RegistryAuth, never redirected."""
         try:
-            req = self.reg.http.build_request(method, url, headers=headers, content=content, extensions={KIND: "token"})
-            resp = self.reg.http.send(req, auth=None, follow_redirects=False, stream=True)
+            req = self.reg.http.build_request(method, url, headers=headers, content=content,
+                                              extensions={KIND: "token", REDIRECTS: 0})
+            resp = self.reg.http.send(req, auth=None, stream=True)
             read_body(resp)
             return resp
         except httpx.TransportError as e:

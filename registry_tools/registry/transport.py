@@ -1,9 +1,14 @@
-"""The wire under every registry request: retries, a bound on every body, cancellation.
+"""The wire under every registry request: retries, redirects, timeouts, a bound on every
+body, cancellation.
 
-`RegistryTransport` wraps httpx's own transport, so the client above it (with its auth
-and its redirects) never sees a transient failure it could have ridden out, and never
-reads an unbounded body: each response's stream stops at the bound the request set in
-its extensions (`MAX_BODY` unless it is a blob, whose bound is its size).
+`RegistryTransport` wraps httpx's own transport, so the client above it (with its auth)
+never sees a transient failure it could have ridden out, never waits past the operation's
+timeouts, and never reads an unbounded body: each response's stream stops at the bound
+the request set in its extensions (`MAX_BODY` unless it is a blob, whose bound is its
+size). Under it, `Redirects` follows redirects hop by hop, each hop a request of its own
+that keeps `Authorization` only on the origin (scheme, host and port) it was set for; the
+URL that finally answered is in the response's extensions (`answered_by`), so the auth
+above answers a 401 only from its own registry.
 """
 from __future__ import annotations
 
@@ -30,6 +35,12 @@ MAX_BODY = 4 * 1024 * 1024 + 65536  # manifests, tokens, tag pages, error bodies
 KIND = "registry_tools.kind"  # what the request is for: stats and log lines
 LIMIT = "registry_tools.limit"  # the most body bytes to accept
 RETRY = "registry_tools.retry"  # False: one attempt only (the caller retries a larger unit)
+REDIRECTS = "registry_tools.redirects"  # how many redirects to follow (0: the caller sees the 3xx)
+ANSWERED_BY = "registry_tools.url"  # response extension: the URL that answered, after redirects
+MAX_REDIRECTS = 10
+REDIRECT_STATUS = {301, 302, 303, 307, 308}
+_HOP_HEADERS = {"host", "content-length", "transfer-encoding"}  # set again for each hop by httpx
+_CREDENTIAL_HEADERS = {"authorization", "cookie", "proxy-authorization"}
 
 
 @dataclass
@@ -148,18 +159,89 @@ def _replayable(request: httpx.Request) -> bool:
     return isinstance(request.stream, httpx.ByteStream)
 
 
+def answered_by(resp: httpx.Response) -> httpx.URL:
+    """The URL whose server gave this answer (the request's own unless it was redirected)."""
+    url = resp.extensions.get(ANSWERED_BY)
+    return url if isinstance(url, httpx.URL) else resp.request.url
+
+
+def same_origin(a: httpx.URL, b: httpx.URL) -> bool:
+    return (a.scheme, a.host, a.port or (443 if a.scheme == "https" else 80)) == \
+        (b.scheme, b.host, b.port or (443 if b.scheme == "https" else 80))
+
+
+class Redirects(httpx.BaseTransport):
+    """Redirects, followed under the client (up to `MAX_REDIRECTS`, or the request's `REDIRECTS`).
+
+    Each hop is a new request: 303 turns it into a GET without a body; a body that cannot
+    be sent again (a streamed upload) is not re-sent, so that answer goes back to the caller
+    as it is. Credentials (Authorization, cookies) go on only to the origin they were set
+    for: never to another host or port, never from https down to http.
+    """
+
+    def __init__(self, inner: httpx.BaseTransport, cancel: Cancel):
+        self.inner = inner
+        self.cancel = cancel
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        hops = int(request.extensions.get(REDIRECTS, MAX_REDIRECTS))
+        current = request
+        for hop in range(hops + 1):
+            resp = self.inner.handle_request(current)
+            location = resp.headers.get("location")
+            if resp.status_code not in REDIRECT_STATUS or not location or hops == 0:
+                break
+            nxt = _next_hop(current, resp.status_code, location)
+            if nxt is None:
+                break
+            resp.close()
+            if hop == hops:
+                raise httpx.TooManyRedirects(f"more than {hops} redirects", request=request)
+            self.cancel.check()
+            log.debug("%s %s -> %d, to %s", current.method, safe_url(str(current.url)), resp.status_code,
+                      safe_url(str(nxt.url)))
+            current = nxt
+        resp.extensions[ANSWERED_BY] = current.url
+        return resp
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _next_hop(request: httpx.Request, status: int, location: str) -> httpx.Request | None:
+    try:
+        url = request.url.join(location)
+    except httpx.InvalidURL:
+        return None
+    if url.scheme not in ("http", "https") or not url.host:
+        return None
+    method = "GET" if status == 303 and request.method != "HEAD" else request.method
+    keep_body = method == request.method and request.method not in ("GET", "HEAD")
+    if keep_body and not isinstance(request.stream, httpx.ByteStream):
+        return None  # a streamed body is gone: the caller retries its larger unit
+    drop = _HOP_HEADERS | (set() if same_origin(url, request.url) else _CREDENTIAL_HEADERS)
+    headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() not in drop]
+    if not keep_body:
+        headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
+    content = request.read() if keep_body else None
+    return httpx.Request(method, url, headers=headers, content=content, extensions=request.extensions)
+
+
 class RegistryTransport(httpx.BaseTransport):
-    """httpx's transport, wrapped: retries with backoff, bounded bodies, cancellation, counts."""
+    """httpx's transport, wrapped: retries with backoff, redirects, timeouts, bounded bodies,
+    cancellation, counts."""
 
     def __init__(self, inner: httpx.BaseTransport, policy: RetryPolicy, cancel: Cancel,
-                 rate: RateLimit | None = None):
-        self.inner = inner
+                 rate: RateLimit | None = None, timeout: httpx.Timeout | None = None):
+        self.inner = Redirects(inner, cancel)
         self.policy = policy
         self.cancel = cancel
         self.rate = rate or RateLimit(0)
+        self.timeout = (timeout or httpx.Timeout(60.0)).as_dict()
         self.stats: Counter[str] = Counter()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        request.extensions["timeout"] = self.timeout
         kind = str(request.extensions.get(KIND, "api"))
         may_retry = request.extensions.get(RETRY, True) and _replayable(request)
         attempts = self.policy.attempts if may_retry else 1

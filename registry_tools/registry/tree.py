@@ -5,8 +5,6 @@ data, so the same tree can be pushed to another registry or written as a layout.
 """
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from registry_tools.errors import ManifestError
 from registry_tools.model import manifest as mf
 from registry_tools.model.tree import MAX_NESTING, ManifestNode, parse_node, platform_of, subset
@@ -30,14 +28,8 @@ def fetch_blobs(source: RegistrySource, node: ManifestNode) -> None:
     """Every blob of the tree verified into the cache, under the session's transfer limit."""
     blobs = node.all_blobs()
     source.progress.start(sum(b.size for b in blobs), len(blobs))
-    with ThreadPoolExecutor(max_workers=max(1, source.concurrency), thread_name_prefix="fetch") as pool:
-        futures = [pool.submit(source.fetch_blob, b, f"blob {source.registry.domain}/{source.repo}@{b.digest}",
-                               source.cancel) for b in blobs]
-        try:
-            for f in futures:
-                f.result()
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    with source.workers.group() as group:
+        for b in blobs:
+            group.submit(source.fetch_blob, b, f"blob {source.registry.domain}/{source.repo}@{b.digest}",
+                         source.cancel)
     source.progress.finish()

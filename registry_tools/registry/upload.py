@@ -15,6 +15,7 @@ import httpx
 from registry_tools.errors import RegistryError, RegistryToolsError
 from registry_tools.model.digest import Digest
 from registry_tools.registry.client import Registry, returned_digest
+from registry_tools.registry.transport import answered_by
 
 Chunks = Callable[[int, int], Iterator[bytes]]  # the blob's bytes from start to end, read anew each call
 MIN_CHUNK = 8 << 20  # at least 5 MiB: ECR refuses smaller parts but the last
@@ -65,7 +66,7 @@ def location(reg: Registry, resp: httpx.Response) -> str:
     loc = resp.headers.get("location")
     if not loc:
         raise RegistryError(f"{reg.domain}: upload answer has no Location", resp.status_code)
-    url = urljoin(str(resp.request.url), loc)
+    url = urljoin(str(answered_by(resp)), loc)
     if urlsplit(url).scheme not in ("http", "https"):
         raise RegistryError(f"{reg.domain}: upload Location {loc[:100]!r} is not an http(s) URL", resp.status_code)
     return url
