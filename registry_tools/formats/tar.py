@@ -193,56 +193,70 @@ _STOP = object()
 
 
 class _Writer:
-    """pwrite on a thread of its own, fed through a bounded queue, so the producer (a
-    decompressor) never waits for the disk; the region advances as bytes land."""
+    """The one thread that writes the file: pwrite for every produced entry, fed through a
+    bounded queue. Producers (decompressors) never wait for the disk, and never contend with
+    each other for the file's lock (concurrent writers to one file spin on it); each region
+    advances as its bytes land, so the hash follows."""
 
-    def __init__(self, fd: int, region: _Region, depth: int = 16):
-        self._direct = _Direct(fd, region)
+    def __init__(self, fd: int, depth: int = 32):
+        self.fd = fd
         self.error: BaseException | None = None
         self.q: queue.Queue[object] = queue.Queue(maxsize=depth)
         self.thread = threading.Thread(target=self._run, name="write", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        while (data := self.q.get()) is not _STOP:
+        while (item := self.q.get()) is not _STOP:
+            region, pos, data = item  # type: ignore[misc]
             if self.error is not None:
-                continue  # drain, so the producer never blocks on a dead writer
-            assert isinstance(data, bytes)
+                region.fail()
+                continue  # drain, so no producer blocks on a dead writer
             try:
-                self._direct.write(data)
+                if data is None:
+                    region.finish()
+                    continue
+                n = os.pwrite(self.fd, data, pos)
+                while n < len(data):  # pwrite may write less than asked
+                    n += os.pwrite(self.fd, data[n:], pos + n)
+                region.advance(pos + len(data))
             except BaseException as e:
                 self.error = e
+                region.fail()
 
-    def write(self, data: bytes) -> None:
-        if self.error is not None:
-            raise self.error
-        if data:
-            self.q.put(bytes(data))
+    def close_quietly(self) -> None:
+        try:
+            self.close()
+        except BaseException:  # noqa: B036 - the error that stopped the write is already on its way
+            pass
+
+    def feed(self, region: _Region) -> "_Feed":
+        return _Feed(self, region)
 
     def close(self) -> None:
+        """Every queued write done (its error raised); the thread ends."""
         self.q.put(_STOP)
         self.thread.join()
         if self.error is not None:
             raise self.error
 
 
-class _Direct:
-    """pwrite on the producer's own thread (entries of similar sizes keep both cores busy)."""
+class _Feed:
+    """One entry's bytes, in order, to the writer."""
 
-    def __init__(self, fd: int, region: _Region):
-        self.fd = fd
+    def __init__(self, writer: _Writer, region: _Region):
+        self.writer = writer
         self.region = region
         self.pos = region.start
 
     def write(self, data: bytes) -> None:
-        n = os.pwrite(self.fd, data, self.pos)
-        while n < len(data):  # pwrite may write less than asked
-            n += os.pwrite(self.fd, data[n:], self.pos + n)
-        self.pos += len(data)
-        self.region.advance(self.pos)
+        if self.writer.error is not None:
+            raise self.writer.error
+        if data:
+            self.writer.q.put((self.region, self.pos, bytes(data)))
+            self.pos += len(data)
 
-    def close(self) -> None:
-        pass
+    def finish(self) -> None:
+        self.writer.q.put((self.region, self.pos, None))
 
 
 def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, workers: Workers | None = None,
@@ -254,18 +268,15 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
     sha256 of the whole file is computed in order right behind the writers; returns it.
     """
     hasher = _OrderedHasher(fd)
+    writer = _Writer(fd)
     own = workers is None
     pool = (workers or Workers(producers)).group(producers)
     offset = 0
 
-    def produce_at(e: Entry, region: _Region) -> None:
-        writer: _Writer | _Direct = _Writer(fd, region) if e.dominant else _Direct(fd, region)
-        try:
-            e.produce(store, writer.write)
-            writer.write(_padding(e.size))
-        finally:
-            writer.close()
-        region.finish()
+    def produce_at(e: Entry, feed: _Feed) -> None:
+        e.produce(store, feed.write)
+        feed.write(_padding(e.size))
+        feed.finish()
 
     try:
         for e in entries:
@@ -279,7 +290,7 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
                 os.pwrite(fd, e.data + _padding(e.size) if e.data else _padding(e.size), body)
                 region.finish()
             else:
-                pool.submit(produce_at, e, region)
+                pool.submit(produce_at, e, writer.feed(region))
             offset = end
             error = pool.first_error()  # a failed worker surfaces without waiting for the rest
             if error is not None:
@@ -287,10 +298,13 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
         os.pwrite(fd, END, offset)
         hasher.region(offset, offset + len(END)).finish()
         pool.join()
+        writer.close()
         return hasher.close()
     except BaseException:
         pool.cancel_waiting()
+        writer.error = writer.error or RuntimeError("aborted")
         hasher.abort()
+        writer.close_quietly()
         raise
     finally:
         if own:
