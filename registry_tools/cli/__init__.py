@@ -6,30 +6,12 @@ import os
 import sys
 from typing import NoReturn, Sequence
 
+from registry_tools.cli import startup
 from registry_tools.cli.commands import COMMANDS
 from registry_tools.cli.parser import build_parser
 from registry_tools.errors import RegistryToolsError
 
 __all__ = ["build_parser", "main"]
-
-
-def _skip_unused_imports() -> None:
-    """httpcore imports trio and anyio, and httpx its own command line (click, rich, pygments),
-    when they are installed; this program uses none of them (together ~160 ms at every start).
-    Only in the command's own process, and only if nothing imported them already."""
-    if "httpcore" not in sys.modules and "httpx" not in sys.modules:
-        for unused in ("trio", "anyio", "httpx._main"):
-            sys.modules.setdefault(unused, None)  # type: ignore[arg-type]
-
-
-def _larger_socket_reads() -> None:
-    """httpcore reads a response 64 KiB at a time; a blob moves with a quarter of the CPU in
-    1 MiB reads (fewer recv calls and parser steps). Only in the command's own process."""
-    try:
-        from httpcore._sync.http11 import HTTP11Connection
-    except ImportError:  # pragma: no cover - another httpcore layout: keep its default
-        return
-    HTTP11Connection.READ_NUM_BYTES = max(HTTP11Connection.READ_NUM_BYTES, 1 << 20)
 
 
 def _exit_now(code: int, grace: float = 0.8) -> NoReturn:
@@ -53,9 +35,8 @@ def _exit_now(code: int, grace: float = 0.8) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if argv is None:
-        _skip_unused_imports()
-        _larger_socket_reads()
+    if argv is None:  # the command's own process (not a caller of main)
+        startup.tune()
     parser = build_parser()
     if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (see `registry-tools completion`)
         import argcomplete

@@ -78,10 +78,16 @@ class BlobStream:
 
     def read(self, n: int = -1) -> bytes:
         """Up to `n` bytes (as much as has arrived, gathered up to CHUNK when `n` is larger): fewer,
-        larger steps for hashing, caching and decompressing; a cut loses nothing gathered."""
+        larger steps for hashing, caching and decompressing; a cut loses nothing gathered. A chunk
+        that arrived whole is handed on as it is (no copy); one that would overrun the read
+        starts the next one."""
         want = CHUNK if n < 0 else min(n, CHUNK)
-        parts = [self._buf]
-        have = len(self._buf)
+        if len(self._buf) > want:
+            out, self._buf = self._buf[:want], self._buf[want:]
+            self._offset += len(out)
+            return out
+        parts = [self._buf] if self._buf else []
+        have, self._buf = len(self._buf), b""
         while have < want:
             assert self._it is not None
             self._reg.cancel.check()
@@ -90,14 +96,19 @@ class BlobStream:
             except httpx.TransportError as e:
                 self._buf = b"".join(parts)  # kept: the resume starts after it
                 self._reconnect(e)
-                parts, have = [self._buf], len(self._buf)
+                parts = [self._buf] if self._buf else []
+                have, self._buf = len(self._buf), b""
                 continue
             if chunk is None:
                 break
+            if have and have + len(chunk) > want:
+                self._buf = chunk  # the next read starts with it
+                break
             parts.append(chunk)
             have += len(chunk)
-        data = b"".join(parts)
-        out, self._buf = data[:want], data[want:]
+        out = parts[0] if len(parts) == 1 else b"".join(parts)
+        if len(out) > want:  # one chunk larger than the read
+            out, self._buf = out[:want], out[want:]
         self._offset += len(out)
         return out
 
