@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
@@ -141,8 +141,14 @@ class Group:
     def join(self) -> None:
         """Wait for every task; the first failure is raised as soon as it happens (the rest are cancelled)."""
         try:
-            for f in list(self.futures):
-                self.wait_for(f)
+            seen = 0
+            while seen < len(self.futures):  # tasks may submit more tasks to the group
+                batch = self.futures[seen:]
+                seen += len(batch)
+                wait(batch, return_when=FIRST_EXCEPTION)
+                error = self.first_error()
+                if error is not None:
+                    raise error
         except BaseException:
             self.cancel_waiting()
             raise

@@ -62,3 +62,16 @@ def test_a_whole_buffer_is_handed_out_without_a_copy(both):
     assert tuned(buf, 1 << 20) is inner and len(buf) == 0
     buf += b"yz"
     assert bytes(tuned(buf, 1)) == b"y" and bytes(buf) == b"z"  # a part: h11's own way
+
+
+def test_httpx_makes_its_transports_without_certifi_and_would_get_the_system_bundle():
+    import os
+    import subprocess
+    import sys
+    # (a site .pth of the machine may import certifi at start: forget it, as a fresh process would not have it)
+    code = ("import ssl, sys; [sys.modules.pop(m) for m in list(sys.modules) if m.split('.')[0] == 'certifi']; "
+            "from registry_tools.cli import startup; startup.tune(); import httpx; "
+            "httpx.HTTPTransport(verify=ssl.create_default_context()); import certifi; "
+            "print(certifi.where()); print(certifi.__file__ if hasattr(certifi, '__file__') else 'stub')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert os.path.isfile(out[0]) and out[1] == "stub"

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 
 GROUPS = {
@@ -99,6 +98,8 @@ def suggestion(message: str) -> str:
     if not m:
         return message
     choices = re.findall(r"'([^']*)'", m.group(2))
+    import difflib
+
     near = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.5)
     hint = f"; did you mean {near[0]!r}?" if near else f"; the commands are: {', '.join(choices)}"
     return f"unknown command {m.group(1)!r}{hint}"

@@ -6,7 +6,6 @@ three places they meet users (`requested`, `pin_fields`, `declared`).
 """
 from __future__ import annotations
 
-import platform as _pyplatform
 import re
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -107,6 +106,8 @@ def entry_arch(arch: str, variant: str) -> tuple[str, str]:
 
 
 def host_platform() -> Platform:
+    import platform as _pyplatform  # only when the host's own platform is asked for
+
     machine = _pyplatform.machine() or "amd64"
     arch, variant = normalize_arch(machine, "")
     if arch == "arm":
