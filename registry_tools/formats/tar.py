@@ -127,11 +127,24 @@ class _Region:
             return self.done_to
 
 
+WRITE_BEHIND = 32 << 20  # how far the output's writeback trails the hash, and its pages after it
+_ADVISE = getattr(os, "posix_fadvise", None)  # Linux: DONTNEED starts writeback, then drops clean pages
+
+
 class _OrderedHasher:
-    """Hashes a file in order, following the writers: a region is hashed as far as it is written."""
+    """Hashes a file in order, following the writers: a region is hashed as far as it is written.
+
+    What it has hashed is done with: its writeback starts (DONTNEED on dirty pages) and, a
+    few steps behind (written by then), its pages leave the page cache. A large archive
+    then cycles through a small set of pages instead of touching as many new ones as it
+    is long (new pages cost more than reused ones, on virtual machines above all). Where
+    the disk is slow the pages are still dirty and simply stay: nothing waits for them.
+    """
 
     def __init__(self, fd: int):
         self.fd = fd
+        self._behind = 0  # writeback started up to here
+        self._started: list[tuple[int, int]] = []
         self.hash = hashlib.sha256()
         self._regions: list[_Region] = []
         self._cond = threading.Condition()
@@ -186,7 +199,21 @@ class _OrderedHasher:
                         return
                     self.hash.update(chunk)
                     pos += len(chunk)
+                    self._done_with(pos)
             i += 1
+
+    def _done_with(self, pos: int) -> None:
+        if _ADVISE is None or pos - self._behind < WRITE_BEHIND:
+            return
+        try:
+            _ADVISE(self.fd, self._behind, pos - self._behind, os.POSIX_FADV_DONTNEED)  # writeback starts
+            self._started.append((self._behind, pos))
+            while len(self._started) > 2:  # two steps back: written by now on any usual disk
+                start, end = self._started.pop(0)
+                _ADVISE(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)  # clean pages leave
+        except OSError:  # advice only: a file system that does not take it changes nothing
+            pass
+        self._behind = pos
 
 
 _STOP = object()
