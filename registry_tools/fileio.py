@@ -182,6 +182,35 @@ class AtomicDir:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+WRITE_BEHIND = 32 << 20  # a file being written starts its writeback every this many bytes
+_ADVISE = getattr(os, "posix_fadvise", None)
+
+
+def drop_cached(fd: int, start: int = 0, length: int = 0) -> None:
+    """Done with these pages for now (length 0: to the end): Linux starts the writeback of dirty
+    ones and drops clean ones from the page cache, so the pages of a large transfer are
+    reused instead of new ones being touched (new pages cost more, on virtual machines most).
+    Advice only: nothing waits, nothing changes in the file, a file system may ignore it."""
+    if _ADVISE is None:
+        return
+    try:
+        _ADVISE(fd, start, length, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        pass
+
+
+def drop_cached_path(path: str | os.PathLike[str]) -> None:
+    """drop_cached for a whole file named by its path (gone or unreadable: nothing to do)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        drop_cached(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def replacing(path: Path, mode: int = 0o644, tmp_dir: Path | None = None) -> Iterator[IO[bytes]]:
     """A file that replaces `path` when the block ends without error, and vanishes otherwise.

@@ -15,8 +15,9 @@ import queue
 import tarfile
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, cast
 
+from registry_tools.fileio import WRITE_BEHIND, drop_cached
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import ReadableFile
 from registry_tools.model.image import Layer
@@ -127,8 +128,6 @@ class _Region:
             return self.done_to
 
 
-WRITE_BEHIND = 32 << 20  # how far the output's writeback trails the hash, and its pages after it
-_ADVISE = getattr(os, "posix_fadvise", None)  # Linux: DONTNEED starts writeback, then drops clean pages
 
 
 class _OrderedHasher:
@@ -203,16 +202,13 @@ class _OrderedHasher:
             i += 1
 
     def _done_with(self, pos: int) -> None:
-        if _ADVISE is None or pos - self._behind < WRITE_BEHIND:
+        if pos - self._behind < WRITE_BEHIND:
             return
-        try:
-            _ADVISE(self.fd, self._behind, pos - self._behind, os.POSIX_FADV_DONTNEED)  # writeback starts
-            self._started.append((self._behind, pos))
-            while len(self._started) > 2:  # two steps back: written by now on any usual disk
-                start, end = self._started.pop(0)
-                _ADVISE(self.fd, start, end - start, os.POSIX_FADV_DONTNEED)  # clean pages leave
-        except OSError:  # advice only: a file system that does not take it changes nothing
-            pass
+        drop_cached(self.fd, self._behind, pos - self._behind)  # dirty: its writeback starts
+        self._started.append((self._behind, pos))
+        while len(self._started) > 2:  # two steps back: written by now on any usual disk
+            start, end = self._started.pop(0)
+            drop_cached(self.fd, start, end - start)  # clean: the pages leave
         self._behind = pos
 
 
@@ -234,7 +230,7 @@ class _Writer:
 
     def _run(self) -> None:
         while (item := self.q.get()) is not _STOP:
-            region, pos, data = item  # type: ignore[misc]
+            region, pos, data = cast("tuple[_Region, int, bytes | None]", item)
             if self.error is not None:
                 region.fail()
                 continue  # drain, so no producer blocks on a dead writer
