@@ -199,18 +199,6 @@ def drop_cached(fd: int, start: int = 0, length: int = 0) -> None:
         pass
 
 
-def drop_cached_path(path: str | os.PathLike[str]) -> None:
-    """drop_cached for a whole file named by its path (gone or unreadable: nothing to do)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        drop_cached(fd)
-    finally:
-        os.close(fd)
-
-
 @contextmanager
 def replacing(path: Path, mode: int = 0o644, tmp_dir: Path | None = None) -> Iterator[IO[bytes]]:
     """A file that replaces `path` when the block ends without error, and vanishes otherwise.
