@@ -283,7 +283,7 @@ class _Feed:
 
 
 def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, workers: Workers | None = None,
-                     producers: int = 2) -> bytes:
+                     producers: int = 3) -> bytes:
     """Write the archive to a file, producing the big entries in parallel at their offsets
     (`producers` at a time, in the operation's `workers`).
 
