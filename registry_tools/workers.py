@@ -107,7 +107,8 @@ class Group:
         try:
             self.workers._start(task)
         except Interrupted as e:  # the operation has ended: nothing new starts
-            future.set_exception(e)
+            if future.set_running_or_notify_cancel():  # (unless it was cancelled already)
+                future.set_exception(e)
             self._next()
 
     def _next(self) -> None:

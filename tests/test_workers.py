@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import CancelledError
 import time
 
 import pytest
@@ -133,3 +134,21 @@ def test_an_ended_operation_starts_nothing_new():
     f = workers.group().submit(lambda: 1)
     with pytest.raises(Interrupted, match="interrupted by the test"):
         f.result(timeout=2)
+
+
+def test_waiting_tasks_of_an_ended_operation_end_too():
+    """A group's waiting tasks, some cancelled, when the pool closes under them: every one ends."""
+    cancel = Cancel()
+    workers = Workers(1, cancel)
+    gate = threading.Event()
+    group = workers.group(1)
+    first = group.submit(gate.wait, 5)
+    rest = [group.submit(lambda: 1) for _ in range(4)]
+    rest[0].cancel()
+    cancel.set("stopped by the test")
+    workers.close()
+    gate.set()
+    first.result(timeout=2)
+    for f in rest:
+        with pytest.raises((Interrupted, CancelledError)):
+            f.result(timeout=2)
