@@ -14,6 +14,7 @@ import os
 import queue
 import tarfile
 import threading
+from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, cast
 
@@ -98,7 +99,11 @@ def write_stream(entries: Iterable[Entry], store: BlobStore, write: Write) -> No
 
 
 class _Region:
-    """A stretch of the output file, written front to back; `done_to` says how far."""
+    """A stretch of the output file, written front to back; `done_to` says how far. The last
+    few megabytes written are kept in memory too, so the hash, when it keeps up, takes them
+    from there instead of reading them back."""
+
+    KEEP = 8 << 20
 
     def __init__(self, start: int, end: int):
         self.start = start
@@ -106,11 +111,29 @@ class _Region:
         self.done_to = start
         self.failed = False
         self.cond = threading.Condition()
+        self._recent: deque[tuple[int, bytes]] = deque()
+        self._kept = 0
 
-    def advance(self, to: int) -> None:
+    def advance(self, to: int, data: bytes | None = None) -> None:
+        """Written up to `to` (`data`: the bytes that end there)."""
         with self.cond:
+            if data:
+                self._recent.append((to - len(data), data))
+                self._kept += len(data)
+                while self._kept > self.KEEP:
+                    self._kept -= len(self._recent.popleft()[1])
             self.done_to = to
             self.cond.notify_all()
+
+    def take(self, pos: int, limit: int) -> memoryview | None:
+        """Up to `limit` written bytes from `pos` that are still in memory (None: read them back)."""
+        with self.cond:
+            while self._recent and self._recent[0][0] + len(self._recent[0][1]) <= pos:
+                self._kept -= len(self._recent.popleft()[1])
+            if not self._recent or self._recent[0][0] > pos:
+                return None
+            start, data = self._recent[0]
+            return memoryview(data)[pos - start:pos - start + limit]
 
     def finish(self) -> None:
         self.advance(self.end)
@@ -192,7 +215,7 @@ class _OrderedHasher:
                 if self.error or region.failed:
                     return
                 while pos < ready:
-                    chunk = os.pread(self.fd, min(1 << 20, ready - pos), pos)
+                    chunk = region.take(pos, ready - pos) or os.pread(self.fd, min(1 << 20, ready - pos), pos)
                     if not chunk:
                         self.error = IOError("output file shorter than written")
                         return
@@ -241,7 +264,7 @@ class _Writer:
                 n = os.pwrite(self.fd, data, pos)
                 while n < len(data):  # pwrite may write less than asked
                     n += os.pwrite(self.fd, data[n:], pos + n)
-                region.advance(pos + len(data))
+                region.advance(pos + len(data), data)
             except BaseException as e:
                 self.error = e
                 region.fail()
