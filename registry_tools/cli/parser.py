@@ -52,7 +52,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="an HTTP(S) proxy for every request (default: https_proxy, http_proxy, all_proxy and "
                         "no_proxy from the environment, upper or lower case)")
     g.add_argument("--cache-dir", help="blob cache (default: $REGISTRY_TOOLS_CACHE or ~/.cache/registry-tools)")
-    g.add_argument("--jobs", type=int, default=4, help="concurrent downloads (default 4)")
+    g.add_argument("--jobs", type=int, default=4,
+                   help="blob downloads and uploads at once, whatever part of the operation makes them, and images "
+                        "at once for a lock file or a sync (default 4)")
     g.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry (else the auth files)")
     g.add_argument("--authfile", help="auth file to read credentials from (default: the usual ones)")
     g.add_argument("--rate-limit-min", type=int, default=3, metavar="N",
