@@ -200,3 +200,30 @@ def test_layers_whose_size_record_misleads(httpserver, tmp_path, cache_dir, kind
         (name,) = json.load(tf.extractfile("manifest.json"))[0]["Layers"]
         assert tf.extractfile(name).read() == raw
     assert r.hash_hex == hashlib.sha256(out_path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A directory on an 8 KiB tmpfs (root only: mounting needs CAP_SYS_ADMIN)."""
+    where = tmp_path / "full"
+    where.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(where)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.decode(errors='replace').strip()[:100]}")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.parametrize("fmt", ["docker-archive", "oci"])
+def test_a_full_disk_is_one_line_naming_the_output_and_leaves_nothing(own_registry, facts, cache_dir, full_disk,
+                                                                        fmt, capsys):
+    ref = f"{own_registry.host}/test/single-gzip@{facts['single-gzip']['manifest']}"
+    out = full_disk / ("img.tar" if fmt == "docker-archive" else "layout")
+    code = cli.main(["pull", ref, "--format", fmt, "-o", str(out), "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert err == (f"registry-tools: no space left on the device writing {out}; nothing was written there: "
+                   "free some space or write somewhere else")
+    assert list(full_disk.iterdir()) == []

@@ -1,6 +1,7 @@
 """The `registry-tools` command: argument parsing and messages over the Python API."""
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -75,7 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"registry-tools: permission denied: {e.filename}", file=sys.stderr)
         return 1
     except OSError as e:
-        print(f"registry-tools: {e}", file=sys.stderr)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" writing {e.filename}" if e.filename else ""
+            print(f"registry-tools: no space left on the device{where}; nothing was written there: free some "
+                  "space or write somewhere else", file=sys.stderr)
+        else:
+            print(f"registry-tools: {e}", file=sys.stderr)
         return 1
 
 

@@ -123,6 +123,11 @@ class ArchiveDestination:
             actual = self._checked(write_positional(entries, self.store, out.file.fileno(), self.workers))
             out.commit()
             return actual
+        except OSError as e:
+            out.abort()
+            if e.filename is None:  # a write to the file: say which
+                raise OSError(e.errno, e.strerror, os.fspath(self.path)) from None
+            raise
         except BaseException:
             out.abort()
             raise
@@ -143,6 +148,11 @@ class ArchiveDestination:
             actual = self._checked(nar_sha256(str(target.tmp)))
             target.commit()
             return actual
+        except OSError as e:
+            target.abort()
+            if e.filename is None:
+                raise OSError(e.errno, e.strerror, os.fspath(self.path)) from None
+            raise
         except BaseException:
             target.abort()
             raise
