@@ -1,5 +1,3 @@
-import sys
+from registry_tools.cli import run
 
-from registry_tools.cli import main
-
-sys.exit(main())
+run()

@@ -181,3 +181,20 @@ def test_quiet_leaves_stderr_empty_for_every_registry_command(registry, target, 
         code, out, err = run(capsys, *argv, "-q")
         assert code == 0 and err == "", (argv, err)
         assert out or argv[0] == "delete", argv
+
+
+def test_a_commands_own_parser_reads_help_and_errors_as_the_whole_one(capsys):
+    """main builds only the parser of the command named (start-up time); nothing a user sees differs."""
+    import contextlib
+
+    from registry_tools.cli.parser import _COMMANDS, build_parser
+
+    def seen(parser, words):
+        with contextlib.suppress(SystemExit):
+            parser.parse_args(words)
+        out = capsys.readouterr()
+        return out.out, out.err
+
+    for name in _COMMANDS:
+        for words in ([name, "--help"], [name], [name, "--no-such-option"]):
+            assert seen(build_parser(name), words) == seen(build_parser(), words), words

@@ -304,3 +304,15 @@ def test_the_operations_timeouts_are_set_by_the_transport_on_every_request():
     reg.request("GET", "x/y", "/v2/x/y/tags/list")
     assert {q.extensions["timeout"]["read"] for q in wire.seen} == {7}
     assert {q.extensions["timeout"]["connect"] for q in wire.seen} == {3}
+
+
+def test_cookies_a_registry_sets_are_neither_kept_nor_sent():
+    """As skopeo's client: no cookie jar (a cookie set by one host never reaches another either)."""
+    def reg(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"{}", headers={"Set-Cookie": "session=abc; Path=/"})
+
+    wire = Wire({"reg.example": reg})
+    r = registry(wire, creds=False)
+    r.request("GET", "x/y", "/v2/x/y/tags/list")
+    r.request("GET", "x/y", "/v2/x/y/tags/list")
+    assert len(wire.seen) >= 3 and all("cookie" not in q.headers for q in wire.seen)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from registry_tools.registry import auth, network
 from registry_tools.registry.tokens import TokenClient
-from registry_tools.registry.transport import (KIND, LIMIT, REDIRECTS, RETRY, RateLimit, RegistryTransport,
-                                               RetryPolicy, read_body, reason, safe_url)
+from registry_tools.registry.transport import (KIND, LIMIT, REDIRECTS, RETRY, Client, RateLimit,
+                                               RegistryTransport, RetryPolicy, read_body, reason, safe_url)
 
 log = logging.getLogger("registry_tools.client")
 
@@ -190,7 +190,7 @@ class Registry:
                 inner = self._inner or SchemeTransport(o)
                 self._transport = RegistryTransport(inner, self.retry, self.cancel, self.rate,
                                                     httpx.Timeout(o.timeout, connect=o.connect_timeout))
-                self._http = httpx.Client(
+                self._http = Client(
                     auth=self.auth, transport=self._transport, trust_env=False,
                     headers={"User-Agent": f"registry-tools/{__version__}"})
             return self._http

@@ -19,7 +19,7 @@ import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -137,17 +137,19 @@ class RateLimit:
 class BoundedStream(httpx.SyncByteStream):
     """A response body that raises ResponseTooLarge past `limit` bytes."""
 
-    def __init__(self, inner: httpx.SyncByteStream, limit: int, what: str):
+    def __init__(self, inner: httpx.SyncByteStream, limit: int, request: httpx.Request, kind: str):
         self._inner = inner
         self._limit = limit
-        self._what = what
+        self._request = request
+        self._kind = kind
 
     def __iter__(self) -> Iterator[bytes]:
         seen = 0
         for chunk in self._inner:
             seen += len(chunk)
             if seen > self._limit:
-                raise ResponseTooLarge(f"{self._what}: the response body is over {self._limit} bytes; refused")
+                what = f"{self._request.method} {safe_url(str(self._request.url))} ({self._kind})"
+                raise ResponseTooLarge(f"{what}: the response body is over {self._limit} bytes; refused")
             yield chunk
 
     def close(self) -> None:
@@ -260,7 +262,8 @@ class RegistryTransport(httpx.BaseTransport):
                 self._pause(request, attempt, None, "connection failed")
                 attempt += 1
                 continue
-            log.debug("%s %s -> %d", request.method, safe_url(str(request.url)), resp.status_code)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s %s -> %d", request.method, safe_url(str(request.url)), resp.status_code)
             if resp.status_code in RETRY_STATUS and attempt + 1 < attempts:
                 wait = self.policy.delay(attempt, retry_after(resp))
                 if time.monotonic() + wait <= deadline:
@@ -279,11 +282,38 @@ class RegistryTransport(httpx.BaseTransport):
         limit = int(request.extensions.get(LIMIT, MAX_BODY))
         stream = resp.stream
         assert isinstance(stream, httpx.SyncByteStream)
-        resp.stream = BoundedStream(stream, limit, f"{request.method} {safe_url(str(request.url))} ({kind})")
+        resp.stream = BoundedStream(stream, limit, request, kind)
         return resp
 
     def close(self) -> None:
         self.inner.close()
+
+
+class _NoCookies(httpx.Cookies):
+    """Registries need no cookies, and none are kept or sent (skopeo's client keeps none either);
+    httpx's own handling of them cost a URL parse and a cookie-jar pass on every response."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        pass
+
+
+class Client(httpx.Client):
+    """httpx's client without a cookie jar."""
+
+    def __init__(self, **options: Any) -> None:
+        self._none = _NoCookies()
+        super().__init__(**options)
+
+    @property  # type: ignore[override]
+    def cookies(self) -> httpx.Cookies:
+        return self._none
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        pass
 
 
 def safe_url(url: str) -> str:
