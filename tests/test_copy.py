@@ -246,3 +246,11 @@ def test_abbreviated_options_are_refused(argv, capsys):
     """`pull --all` was once silently read as --allow-cross-arch: a typo became a wrong image."""
     assert cli.main(argv) == 2
     assert "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_a_single_image_copied_to_a_layout_is_reported_in_one_clean_line(registry, facts, cache_dir, tmp_path,
+                                                                           capsys):
+    manifest = facts["single-gzip"]["manifest"]
+    code, out, err = run(capsys, "copy", f"{registry.host}/test/single-gzip@{manifest}", f"oci:{tmp_path / 'lay'}")
+    assert code == 0 and out.strip() == manifest
+    assert err.strip() == f"wrote oci:{tmp_path / 'lay'} (manifest {manifest})"

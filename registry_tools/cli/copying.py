@@ -43,7 +43,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
                   f"({p.bytes_uploaded / 1e6:.1f} MB), {len(p.mounted)} mounted, {len(p.present)} already there, "
                   f"{p.manifests_put} manifest(s) written", file=sys.stderr)
         else:
-            print(f"wrote {r.destination} ({', '.join(r.platforms)}, manifest {r.digest})", file=sys.stderr)
+            print(f"wrote {r.destination} ({', '.join([*r.platforms, f'manifest {r.digest}'])})", file=sys.stderr)
     if r.referrers and not args.quiet:
         print(f"with {len(r.referrers)} referrer(s) and signature(s)", file=sys.stderr)
     if r.source_digest and r.source_digest != r.digest and r.pushed is not None:
