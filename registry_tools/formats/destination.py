@@ -125,9 +125,7 @@ class ArchiveDestination:
             return actual
         except OSError as e:
             out.abort()
-            if e.filename is None:  # a write to the file: say which
-                raise OSError(e.errno, e.strerror, os.fspath(self.path)) from None
-            raise
+            raise self._named(e) from None
         except BaseException:
             out.abort()
             raise
@@ -150,12 +148,15 @@ class ArchiveDestination:
             return actual
         except OSError as e:
             target.abort()
-            if e.filename is None:
-                raise OSError(e.errno, e.strerror, os.fspath(self.path)) from None
-            raise
+            raise self._named(e) from None
         except BaseException:
             target.abort()
             raise
+
+    def _named(self, e: OSError) -> OSError:
+        """A failed write to the output (a full disk) says which output it was."""
+        assert self.path is not None
+        return e if e.filename is not None else OSError(e.errno, e.strerror, os.fspath(self.path))
 
     def _checked(self, actual: bytes) -> bytes:
         o = self.options

@@ -151,8 +151,6 @@ class _Region:
             return self.done_to
 
 
-
-
 class _OrderedHasher:
     """Hashes a file in order, following the writers: a region is hashed as far as it is written.
 

@@ -20,7 +20,7 @@ import httpx
 
 from registry_tools.errors import AuthError
 from registry_tools.model.reference import is_loopback_host
-from registry_tools.registry.transport import answered_by
+from registry_tools.registry.transport import Origin, answered_by
 
 SCOPES = "registry_tools.scopes"  # request extension: the token scopes the request needs
 REPO = "registry_tools.repo"  # request extension: the repository (for repository-scoped credentials)
@@ -245,19 +245,6 @@ class TokenCache:
     def drop(self, key: tuple[str, str, tuple[str, ...]]) -> None:
         with self._lock:
             self._tokens.pop(key, None)
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Scheme, host and port: what a credential is bound to."""
-
-    scheme: str
-    host: str
-    port: int
-
-    @classmethod
-    def of(cls, url: httpx.URL) -> "Origin":
-        return cls(url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
 
 
 TokenFetcher = Callable[[Challenge, "tuple[str, ...]", "Credential | None"], Token]

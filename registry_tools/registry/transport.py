@@ -167,9 +167,21 @@ def answered_by(resp: httpx.Response) -> httpx.URL:
     return url if isinstance(url, httpx.URL) else resp.request.url
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Scheme, host and port: what a credential is bound to."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: httpx.URL) -> "Origin":
+        return cls(url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+
+
 def same_origin(a: httpx.URL, b: httpx.URL) -> bool:
-    return (a.scheme, a.host, a.port or (443 if a.scheme == "https" else 80)) == \
-        (b.scheme, b.host, b.port or (443 if b.scheme == "https" else 80))
+    return Origin.of(a) == Origin.of(b)
 
 
 class Redirects(httpx.BaseTransport):
