@@ -5,7 +5,10 @@
    `skopeo copy --all docker://A/... docker://B/...` and by `registry-tools copy`,
    alternating, N runs each. Each copy goes to a registry B started for it alone, so
    neither tool's memory of where blobs are (skopeo's blob-info cache, our cache's
-   sources) turns uploads into mounts.
+   sources) turns uploads into mounts. A third contender, bench/bare_relay.py (raw
+   sockets, sha256, nothing else), shows the floor of a copy in Python on this machine:
+   the registries' own CPU is most of the work, and it is the same for every copier.
+   Our copy and the bare relay must both leave the index's digest unchanged (checked).
 2. 50 small images (one 3 MB layer each, the size of alpine's) pinned in a lock, mirrored by `registry-tools sync` to an empty
    registry, then synced again: the second sync must cost at most 0.1x the first.
 Prints medians, the ratios and our peak memory.
@@ -14,6 +17,7 @@ Usage: python3 bench/copy_bench.py [--runs 3] [--size-mb 1024] [--images 50] [--
 from __future__ import annotations
 
 import argparse
+import hashlib
 import resource
 import json
 import os
@@ -100,16 +104,28 @@ def rt(*args: str, cache: Path) -> list[str]:
     return [sys.executable, "-m", "registry_tools", *args, "-q", "--cache-dir", str(cache)]
 
 
+def _digest_of(host: str) -> str:
+    raw = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{host}/bench/multi:bench"],
+                         capture_output=True, check=True).stdout
+    return "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+def _check_copied(host: str, digest: str) -> None:
+    if _digest_of(host) != digest:
+        raise SystemExit(f"the copy at {host} is not the index {digest}")
+
+
 def bench_index(work: Path, runs: int, size_mb: int) -> None:
     layout = build_index(work, size_mb)
     src = LocalRegistry(work / "registry-a").start()
     try:
         subprocess.run(["skopeo", "copy", "--all", "--quiet", "--preserve-digests", "--dest-tls-verify=false",
                         f"oci:{layout}:bench", f"docker://{src.host}/bench/multi:bench"], check=True)
-        ours, theirs, rss = [], [], []
-        cpu: dict[str, list[str]] = {"skopeo": [], "ours": []}
+        src_digest = _digest_of(src.host)
+        ours, theirs, bare, rss = [], [], [], []
+        cpu: dict[str, list[str]] = {"skopeo": [], "ours": [], "bare": []}
         for run in range(runs):
-            for tool in ("skopeo", "ours"):
+            for tool in ("skopeo", "ours", "bare"):
                 dest = LocalRegistry(work / f"registry-b-{tool}-{run}").start()
                 before = (children_cpu(), cpu_of(src.proc.pid), cpu_of(dest.proc.pid))
                 try:
@@ -118,6 +134,10 @@ def bench_index(work: Path, runs: int, size_mb: int) -> None:
                                         "--dest-tls-verify=false", f"docker://{src.host}/bench/multi:bench",
                                         f"docker://{dest.host}/bench/multi:bench"])
                         theirs.append(t)
+                    elif tool == "bare":
+                        t, _ = measure([sys.executable, str(Path(__file__).with_name("bare_relay.py")),
+                                        f"{src.host}/bench/multi:bench", f"{dest.host}/bench/multi:bench"])
+                        bare.append(t)
                     else:
                         cache = work / f"cache-{run}"
                         t, peak = measure(rt("copy", f"{src.host}/bench/multi:bench",
@@ -125,18 +145,22 @@ def bench_index(work: Path, runs: int, size_mb: int) -> None:
                         ours.append(t)
                         rss.append(peak)
                         shutil.rmtree(cache, ignore_errors=True)
+                    if tool != "skopeo":
+                        _check_copied(dest.host, src_digest)
                     cpu[tool].append(f"{children_cpu() - before[0]:.1f}/{cpu_of(src.proc.pid) - before[1]:.1f}/"
                                      f"{cpu_of(dest.proc.pid) - before[2]:.1f}")
                 finally:
                     dest.stop()
                     shutil.rmtree(dest.root, ignore_errors=True)
-            print(f"run {run + 1}: skopeo {theirs[-1]:.2f}s  registry-tools {ours[-1]:.2f}s  (peak {rss[-1]} MB); "
-                  f"CPU s tool/source/destination: skopeo {cpu['skopeo'][-1]}, registry-tools {cpu['ours'][-1]}",
-                  flush=True)
+            print(f"run {run + 1}: skopeo {theirs[-1]:.2f}s  registry-tools {ours[-1]:.2f}s  (peak {rss[-1]} MB)  "
+                  f"bare relay {bare[-1]:.2f}s; CPU s tool/source/destination: skopeo {cpu['skopeo'][-1]}, "
+                  f"registry-tools {cpu['ours'][-1]}, bare relay {cpu['bare'][-1]}", flush=True)
         unique = sum(p.stat().st_size for p in (layout / "blobs/sha256").iterdir())
         print(f"index copy: {len(PLATFORMS)} platforms, {unique / 1e6:.0f} MB of blobs; skopeo {median(theirs):.2f} s, "
               f"registry-tools {median(ours):.2f} s (peak RSS {max(rss)} MB), "
               f"ratio {median(ours) / median(theirs):.3f}")
+        print(f"bare relay (bench/bare_relay.py: the floor of a copy in Python on this machine): {median(bare):.2f} s, "
+              f"ratio {median(bare) / median(theirs):.3f} of skopeo; registry-tools is {median(ours) / median(bare):.2f}x it")
     finally:
         src.stop()
 

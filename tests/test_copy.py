@@ -53,6 +53,21 @@ def test_a_second_copy_costs_one_head_and_sends_nothing(registry, target, cache_
     assert sent == [("HEAD", "/v2/again/multi/manifests/v1")]
 
 
+def test_blobs_are_sent_largest_first(registry, target, cache_dir, capsys):
+    """With one transfer at a time the order shows: the biggest blob first (the transfers of a copy
+    then end close together instead of one big blob running alone at the end)."""
+    src = f"{registry.host}/test/multi:v1"
+    sizes = {}
+    for entry in json.loads(raw_of(src))["manifests"]:
+        manifest = json.loads(raw_of(f"{registry.host}/test/multi@{entry['digest']}"))
+        sizes.update({b["digest"]: b["size"] for b in [manifest["config"], *manifest["layers"]]})
+    mark = target.log_offset()
+    assert run(capsys, "copy", src, f"{target.host}/ordered/multi:v1", "--jobs", "1")[0] == 0
+    heads = [u.rsplit("/", 1)[1] for m, u in target.requests_since(mark) if m == "HEAD" and "/blobs/" in u]
+    assert sorted(heads) == sorted(sizes) and len(set(sizes.values())) > 2
+    assert [sizes[d] for d in heads] == sorted(sizes.values(), reverse=True)
+
+
 def test_copy_streams_blobs_without_recompressing_or_caching(registry, target, facts, cache_dir, capsys):
     """The compressed bytes arrive unchanged (digests kept) and the cache keeps no layer of the copy."""
     assert run(capsys, "copy", f"{registry.host}/test/single-zstd:v1", f"{target.host}/z/img:v1")[0] == 0

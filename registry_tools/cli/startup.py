@@ -54,29 +54,77 @@ def larger_socket_reads() -> None:
 
 
 def fewer_body_copies() -> None:
-    """h11 hands out a body chunk by slicing its buffer twice (two copies of every byte of a
-    blob); when the chunk is the whole buffer, which is the rule for a body read 1 MiB at a
-    time, the buffer itself is handed out and a new one started. Same results, byte for byte
-    (tests/test_startup.py compares the two over random sequences of reads)."""
+    """A response body moves through h11 and httpcore without being copied in this process.
+
+    h11 appends every received chunk to a bytearray and hands a body chunk out as a slice
+    of it, which httpcore then turns into bytes: two copies of every byte of a blob, and
+    a third when the chunk is sent on (h11 joins what it sends). `_HeldBuffer` keeps a chunk
+    that arrives into an empty buffer as it is and, when the reader wants all of it (the
+    rule for a body read 1 MiB at a time), hands that same bytes object out: httpcore's
+    `bytes()` and h11's join of one bytes object return it unchanged. Everything else is
+    h11's own code on the same bytes (tests/test_startup.py compares the two over random
+    sequences of operations). New h11 connections use it; h11's class is left as it is."""
     try:
+        import h11._connection as connection
         from h11._receivebuffer import ReceiveBuffer
     except ImportError:  # pragma: no cover - another h11 layout: keep its default
         return
-    if getattr(ReceiveBuffer.maybe_extract_at_most, "_whole_buffer", False):
-        return
-    original = ReceiveBuffer.maybe_extract_at_most
+    if connection.ReceiveBuffer is ReceiveBuffer:
+        connection.ReceiveBuffer = held_buffer_class(ReceiveBuffer)  # type: ignore[misc]
 
-    def maybe_extract_at_most(self: Any, count: int) -> Any:
-        data = self._data
-        if data and count >= len(data):
-            self._data = bytearray()
-            self._next_line_search = 0
-            self._multiple_lines_search = 0
-            return data
-        return original(self, count)
 
-    maybe_extract_at_most._whole_buffer = True  # type: ignore[attr-defined]
-    ReceiveBuffer.maybe_extract_at_most = maybe_extract_at_most  # type: ignore[method-assign]
+def held_buffer_class(base: Any) -> Any:
+    """h11's ReceiveBuffer, holding a chunk received into an empty buffer without copying it."""
+
+    class _HeldBuffer(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__()
+            self._held: bytes | None = None  # a chunk received into the empty buffer, not yet in _data
+
+        def _settle(self) -> None:
+            if self._held is not None:
+                held, self._held = self._held, None
+                base.__iadd__(self, held)
+
+        def __iadd__(self, data: Any) -> Any:
+            if self._held is None and not self._data and type(data) is bytes and data:
+                self._held = data
+                return self
+            self._settle()
+            return base.__iadd__(self, data)
+
+        def __len__(self) -> int:
+            return len(self._data) + (len(self._held) if self._held is not None else 0)
+
+        def __bool__(self) -> bool:
+            return bool(self._data) or self._held is not None
+
+        def __bytes__(self) -> bytes:
+            self._settle()
+            return base.__bytes__(self)  # type: ignore[no-any-return]
+
+        def maybe_extract_at_most(self, count: int) -> Any:
+            held = self._held
+            if held is not None and count >= len(held):  # the whole chunk: handed out as it came
+                self._held = None
+                self._next_line_search = self._multiple_lines_search = 0
+                return held
+            self._settle()
+            return base.maybe_extract_at_most(self, count)
+
+        def maybe_extract_next_line(self) -> Any:
+            self._settle()
+            return base.maybe_extract_next_line(self)
+
+        def maybe_extract_lines(self) -> Any:
+            self._settle()
+            return base.maybe_extract_lines(self)
+
+        def is_next_line_obviously_invalid_request_line(self) -> bool:
+            self._settle()
+            return base.is_next_line_obviously_invalid_request_line(self)  # type: ignore[no-any-return]
+
+    return _HeldBuffer
 
 
 def tune() -> None:

@@ -72,7 +72,8 @@ def copy_tree(work: Workspace, dest: refs.Reference, node: ManifestNode, tags: l
     sink = RegistrySink(work, dest, origin)
     ok = False
     try:
-        for blob in node.all_blobs():
+        # Largest first: the transfers then end close together, not with one big blob alone at the end.
+        for blob in sorted(node.all_blobs(), key=lambda b: -b.size):
             sink.submit(blob)
         sink.wait()
         for child in node.below():
