@@ -57,13 +57,13 @@ def fewer_body_copies() -> None:
     """A response body moves through h11 and httpcore without being copied in this process.
 
     h11 appends every received chunk to a bytearray and hands a body chunk out as a slice
-    of it, which httpcore then turns into bytes: two copies of every byte of a blob, and
-    a third when the chunk is sent on (h11 joins what it sends). `_HeldBuffer` keeps a chunk
-    that arrives into an empty buffer as it is and, when the reader wants all of it (the
-    rule for a body read 1 MiB at a time), hands that same bytes object out: httpcore's
-    `bytes()` and h11's join of one bytes object return it unchanged. Everything else is
-    h11's own code on the same bytes (tests/test_startup.py compares the two over random
-    sequences of operations). New h11 connections use it; h11's class is left as it is."""
+    of it, which httpcore then turns into bytes: two copies of every byte of a blob.
+    `_HeldBuffer` keeps a chunk that arrives into an empty buffer as it is and, when the
+    reader wants all of it (the rule for a body read 1 MiB at a time), hands that same
+    bytes object out: httpcore's `bytes()` and h11's join when it is sent on return it
+    unchanged. Everything else is h11's own code on the same bytes (tests/test_startup.py
+    compares the two over random sequences of operations). New h11 connections use it;
+    h11's class is left as it is."""
     try:
         import h11._connection as connection
         from h11._receivebuffer import ReceiveBuffer
