@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -66,6 +67,56 @@ def test_blobs_are_sent_largest_first(registry, target, cache_dir, capsys):
     heads = [u.rsplit("/", 1)[1] for m, u in target.requests_since(mark) if m == "HEAD" and "/blobs/" in u]
     assert sorted(heads) == sorted(sizes) and len(set(sizes.values())) > 2
     assert [sizes[d] for d in heads] == sorted(sizes.values(), reverse=True)
+
+
+def test_an_indexs_manifests_are_fetched_at_once_and_kept_in_order(threaded_server, cache_dir):
+    """One round trip for all of an index's manifests, not one after another (a remote registry's
+    latency once per platform); the tree keeps the index's order whatever order they arrive in."""
+    import threading
+    import time
+
+    from werkzeug.wrappers import Response
+
+    from registry_tools.model import manifest as mf
+    from registry_tools.model import reference as refs
+    from registry_tools.model.digest import Digest
+    from registry_tools.registry.tree import read_tree
+
+    from .support import imagegen
+
+    lay = imagegen.Layout()
+    arches = ["amd64", "arm64", "ppc64le", "s390x"]
+    images = [lay.image([lay.layer({"f": arch.encode()})], arch=arch) for arch in arches]
+    index = lay.index([(img, {"os": "linux", "architecture": arch}, None) for img, arch in zip(images, arches, strict=True)])
+    state = {"now": 0, "max": 0}
+    lock = threading.Lock()
+    both_in_flight = threading.Event()
+
+    def handler(request):
+        digest = request.path.rsplit("/", 1)[1]
+        if digest != index.digest:
+            with lock:
+                state["now"] += 1
+                state["max"] = max(state["max"], state["now"])
+                if state["now"] >= 2:
+                    both_in_flight.set()
+            both_in_flight.wait(2)  # a sequential reader makes each of these wait the whole 2 s
+            position = [img.digest for img in images].index(digest)
+            time.sleep(0.05 * (len(images) - 1 - position))  # the first asked comes back last
+            with lock:
+                state["now"] -= 1
+        blob = lay.blobs[digest]
+        return Response(blob, content_type=json.loads(blob)["mediaType"])
+
+    threaded_server.expect_request(re.compile(r"^/v2/x/multi/manifests/sha256:.*")).respond_with_handler(handler)
+    threaded_server.expect_request("/v2/").respond_with_data("{}")
+    with Session(cache_dir=cache_dir) as s:
+        origin = s.source(refs.parse(f"{threaded_server.host}:{threaded_server.port}/x/multi:t"))
+        start = time.monotonic()
+        tree = read_tree(origin, mf.Descriptor("", Digest.parse(index.digest), 0))
+        took = time.monotonic() - start
+    assert state["max"] >= 2 and took < 1.5
+    assert [str(c.digest) for c in tree.children] == [img.digest for img in images]
 
 
 def test_copy_streams_blobs_without_recompressing_or_caching(registry, target, facts, cache_dir, capsys):

@@ -95,3 +95,37 @@ def test_the_command_line_stops_with_one_line_saying_when_to_retry(httpserver, c
     assert f"{host}: only 2 of 100 manifest request(s) left" in err and "Retry after the registry's window (6 h" in err
     assert cli.main(["inspect", "--raw", f"{host}/x/y:1", "--rate-limit-min", "0"]) == 0
     assert budget.gets == 1
+
+
+def test_manifest_gets_sent_at_once_do_not_spend_the_budget_past_the_minimum(threaded_server):
+    """Eight GETs at once (an index's manifests are read concurrently) with 5 left and a minimum of 3:
+    two go out, the rest stop, and the registry never counts below the minimum."""
+    budget = Budget(left=6)
+    slow = budget.handle
+
+    def handle(request: Request) -> Response:
+        time.sleep(0.2)  # all eight are asked before the first answer says what is left
+        return slow(request)
+
+    threaded_server.expect_request("/v2/").respond_with_data("{}")
+    threaded_server.expect_request("/v2/x/y/manifests/1").respond_with_handler(handle)
+    host = f"127.0.0.1:{threaded_server.port}"
+    with Session(transport=TransportOptions(rate_limit_min=3)) as s:
+        reg = s.registry(host)
+        reg.get_manifest("x/y", "1")  # 5 left
+        outcomes: list[str] = []
+
+        def get() -> None:
+            try:
+                reg.get_manifest("x/y", "1")
+                outcomes.append("sent")
+            except RateLimitLow:
+                outcomes.append("stopped")
+
+        threads = [threading.Thread(target=get) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sorted(outcomes) == ["sent"] * 2 + ["stopped"] * 6
+    assert budget.gets == 3 and budget.left == 3

@@ -16,6 +16,7 @@ import email.utils
 import logging
 import random
 import ssl
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -96,6 +97,7 @@ class RateLimit:
         self.limit: int | None = None
         self.window: int | None = None
         self.reset_at: float | None = None
+        self._lock = threading.Lock()
 
     def note(self, resp: httpx.Response) -> None:
         h = resp.headers
@@ -111,9 +113,13 @@ class RateLimit:
         self.reset_at = time.time() + reset if reset is not None else None
 
     def before(self, request: httpx.Request, cancel: Cancel) -> None:
-        if (self.remaining is None or self.minimum <= 0 or self.remaining > self.minimum
-                or request.method != "GET" or request.extensions.get(KIND) != "manifest"):
+        if self.minimum <= 0 or request.method != "GET" or request.extensions.get(KIND) != "manifest":
             return
+        with self._lock:
+            if self.remaining is None or self.remaining > self.minimum:
+                if self.remaining is not None:
+                    self.remaining -= 1  # counted now: GETs sent at once (an index's manifests) see each other
+                return
         host = request.url.netloc.decode("ascii", "replace")
         wait = self.reset_at - time.time() if self.reset_at is not None else None
         if wait is not None and wait <= self.max_pause:

@@ -14,13 +14,19 @@ __all__ = ["ManifestNode", "fetch_blobs", "platform_of", "read_tree", "subset"]
 
 
 def read_tree(source: RegistrySource, desc: mf.Descriptor, depth: int = 0) -> ManifestNode:
-    """The manifest `desc` names and everything under it, each manifest verified by digest."""
+    """The manifest `desc` names and everything under it, each manifest verified by digest. An
+    index's manifests are fetched concurrently (a round trip each, `--jobs` at a time), in order."""
     where = f"manifest {source.registry.domain}/{source.repo}@{desc.digest}"
     if depth > MAX_NESTING:
         raise ManifestError(f"{where}: indexes nested more than {MAX_NESTING} deep")
     raw, content_type = source.manifest_bytes(desc.digest, desc.size or None)
     node, below = parse_node(desc, raw, content_type, where)
-    node.children = [read_tree(source, d, depth + 1) for d in below]
+    if len(below) < 2:
+        node.children = [read_tree(source, d, depth + 1) for d in below]
+        return node
+    with source.workers.group() as group:
+        futures = [group.submit(read_tree, source, d, depth + 1) for d in below]
+    node.children = [f.result() for f in futures]
     return node
 
 
