@@ -6,6 +6,11 @@ there; `verify` accepts an image only when one of those signatures is valid for 
 its payload names this digest and this repository, and every byte read was verified
 against its digest. A tampered payload, another key, a signature for another digest and
 an unsigned image are each refused, with what was found.
+
+Only what the registry has is signed (a digest is looked up first). Reading the signatures
+already there is bounded: at most `MAX_SIGNATURES` layers, and a payload is downloaded
+only when its descriptor says it is within `MAX_PAYLOAD` (the download bounded by that
+size and verified against its digest).
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from registry_tools.fileio import AtomicFile
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model import signature as sg
-from registry_tools.model.digest import Digest
+from registry_tools.model.digest import Digest, verify_bytes
 from registry_tools.registry.destination import RegistrySink
 from registry_tools.registry.source import RegistrySource
 from registry_tools.session import Session, using
@@ -47,15 +52,16 @@ def passphrase(prompt: bool, confirm: bool = False) -> bytes:
     return first.encode()
 
 
-def generate_key(prefix: str | os.PathLike[str], secret: bytes) -> tuple[Path, Path]:
-    """PREFIX.key (mode 0600, encrypted with `secret`) and PREFIX.pub; existing files are not replaced."""
+def generate_key(prefix: str | os.PathLike[str], secret: bytes, *, pkcs8: bool = False) -> tuple[Path, Path]:
+    """PREFIX.key (mode 0600; cosign's encrypted format, or PKCS#8 PEM with `pkcs8`, encrypted with
+    `secret`) and PREFIX.pub; existing files are not replaced."""
     key_path, pub_path = Path(f"{prefix}.key"), Path(f"{prefix}.pub")
     for p in (key_path, pub_path):
         if os.path.lexists(p):
             raise UsageError(f"{p} exists; not replacing a key")
     key = sg.generate()
-    for path, data, mode in ((key_path, sg.private_pem(key, secret), 0o600),
-                             (pub_path, sg.public_pem(key.public_key()), 0o644)):
+    private = sg.pkcs8_pem(key, secret) if pkcs8 else sg.cosign_pem(key, secret)
+    for path, data, mode in ((key_path, private, 0o600), (pub_path, sg.public_pem(key.public_key()), 0o644)):
         out = AtomicFile(path)
         try:
             os.chmod(out.tmp, 0o600)
@@ -81,9 +87,15 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
 
 
 def _target(image: str, session: Session) -> tuple[refs.Reference, RegistrySource, Digest]:
+    """The repository and the digest REF names, which the registry must have: a tag is resolved,
+    a digest fetched (from the registry, not the cache) and checked."""
     ref = refs.parse_normalized(image)
     source = session.source(ref.name_only())
-    digest = Digest.parse(ref.digest) if ref.digest else source.resolve_tag(ref.tag or "latest")
+    if not ref.digest:
+        return ref, source, source.resolve_tag(ref.tag or "latest")
+    digest = Digest.parse(ref.digest)
+    raw, _ = source.registry.get_manifest(source.repo, str(digest))
+    verify_bytes(f"manifest {ref.name_only()}@{digest}", raw, digest)
     return ref, source, digest
 
 
@@ -99,22 +111,29 @@ class SignResult:
                 "signatureDigest": str(self.signature_digest), "signatures": self.signatures}
 
 
-def _existing_layers(source: RegistrySource, tag: str) -> list[dict]:
-    """The signature layers already tagged for the digest (their payloads verified into the cache)."""
+def _existing_layers(source: RegistrySource, tag: str) -> list[mf.Descriptor]:
+    """The signature layers already tagged for the digest, at most MAX_SIGNATURES; each payload whose
+    descriptor is within MAX_PAYLOAD fetched, verified, into the cache, and no other."""
     digest = source.registry.manifest_digest(source.repo, tag)
     if digest is None:
         return []
+    where = f"{source.registry.domain}/{source.repo}:{tag}"
     raw, _ = source.manifest_bytes(digest)
-    doc = mf.load_json(raw, f"signature manifest {tag}")
+    doc = mf.load_json(raw, f"signature manifest {where}")
     layers = doc.get("layers") if isinstance(doc, dict) else None
     if not isinstance(layers, list):
-        raise ManifestError(f"{source.registry.domain}/{source.repo}:{tag} is not a signature manifest")
-    out = []
-    for layer in layers:
-        desc = mf.Descriptor.from_json(layer, f"signature manifest {tag}")
-        source.fetch_blob(desc, f"signature payload {desc.digest}")
-        out.append(layer)
+        raise ManifestError(f"{where} is not a signature manifest")
+    if len(layers) > sg.MAX_SIGNATURES:
+        raise ManifestError(f"{where}: {len(layers)} signature layers, over the limit of {sg.MAX_SIGNATURES}")
+    out = [mf.Descriptor.from_json(layer, f"signature manifest {where}") for layer in layers]
+    for desc in out:
+        if desc.size <= sg.MAX_PAYLOAD:
+            source.fetch_blob(desc, f"signature payload {desc.digest}")
     return out
+
+
+def _too_large(desc: mf.Descriptor) -> str:
+    return f"{desc.digest}: a payload of {desc.size} bytes, over the limit of {sg.MAX_PAYLOAD}"
 
 
 def sign(image: str, key_file: str | os.PathLike[str], secret: bytes, *, session: Session | None = None) -> SignResult:
@@ -125,7 +144,15 @@ def sign(image: str, key_file: str | os.PathLike[str], secret: bytes, *, session
         data = sg.payload(ref.name_only().name, digest)
         layer = sg.signature_layer(data, sg.sign(key, data))
         tag = sg.signature_tag(digest)
-        layers = [x for x in _existing_layers(source, tag) if x != layer] + [layer]
+        where = f"{ref.name_only()}:{tag}"
+        existing = _existing_layers(source, tag)
+        for desc in existing:
+            if desc.size > sg.MAX_PAYLOAD:
+                raise ManifestError(f"{where}: {_too_large(desc)}; not signing beside it")
+        layers = [x for x in (d.raw for d in existing) if x != layer] + [layer]
+        if len(layers) > sg.MAX_SIGNATURES:
+            raise ManifestError(f"{where} holds {len(layers) - 1} signatures already, the limit of "
+                                f"{sg.MAX_SIGNATURES}")
         config, raw = sg.signature_manifest(layers)
         cache = session.cache
         cache.put_bytes(Digest.of_bytes(data), data)
@@ -172,14 +199,13 @@ def check_signatures(source: RegistrySource, digest: Digest, key_data: bytes, ke
         layers = _existing_layers(source, tag)
     except NotFound:
         layers = []
-    for layer in layers:
-        desc = mf.Descriptor.from_json(layer, "signature layer")
+    for desc in layers:
         signature = desc.annotations.get(sg.SIGNATURE_ANNOTATION)
         if desc.media_type != sg.PAYLOAD_TYPE or not signature:
             result.refused.append(f"{desc.digest}: not a cosign signature layer")
             continue
-        if desc.size > sg.MAX_PAYLOAD:
-            result.refused.append(f"{desc.digest}: payload too large")
+        if desc.size > sg.MAX_PAYLOAD:  # never downloaded
+            result.refused.append(_too_large(desc))
             continue
         data = source.store.cache.read_small(desc, f"signature payload {desc.digest}")
         if not sg.check(key, data, signature):

@@ -228,7 +228,7 @@ def cmd_referrers(args: argparse.Namespace) -> int:
 def cmd_generate_key(args: argparse.Namespace) -> int:
     from registry_tools.api.sign import generate_key, passphrase
 
-    key, pub = generate_key(args.prefix, passphrase(sys.stdin.isatty(), confirm=True))
+    key, pub = generate_key(args.prefix, passphrase(sys.stdin.isatty(), confirm=True), pkcs8=args.pkcs8)
     return _report(args, {"privateKey": str(key), "publicKey": str(pub)}, f"wrote {key} (mode 0600) and {pub}",
                    pub)
 

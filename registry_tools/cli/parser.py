@@ -335,10 +335,12 @@ def _referrers(sub: Any) -> None:
 
 def _generate_key(sub: Any) -> None:
     p = sub.add_parser("generate-key", help="make an ECDSA P-256 key pair for sign and verify",
-                       description="Write PREFIX.key (PKCS#8 PEM, mode 0600, encrypted with the passphrase from "
-                                   "COSIGN_PASSWORD or asked twice on the terminal; empty: not encrypted) and "
-                                   "PREFIX.pub. Existing files are never replaced.")
+                       description="Write PREFIX.key (mode 0600; cosign's ENCRYPTED COSIGN PRIVATE KEY, which cosign "
+                                   "and skopeo --sign-by-sigstore-private-key sign with) under the passphrase from "
+                                   "COSIGN_PASSWORD or asked twice, and PREFIX.pub. Existing files are never replaced.")
     p.add_argument("prefix", nargs="?", default="cosign", metavar="PREFIX", help="default: cosign")
+    p.add_argument("--pkcs8", action="store_true", help="write PKCS#8 PEM instead (an empty passphrase: not "
+                   "encrypted); sign reads it, cosign and skopeo do not")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the result")
 
@@ -348,9 +350,10 @@ def _sign(sub: Any) -> None:
                        description="Sign the manifest REF names: a simple-signing payload naming the repository "
                                    "and the digest, signed with ECDSA P-256 (deterministic, RFC 6979), added to the "
                                    "signature manifest tagged sha256-<hex>.sig beside it (signatures there are "
-                                   "kept). The passphrase: COSIGN_PASSWORD, else asked on the terminal.")
+                                   "kept). REF must name a manifest the registry has. The passphrase: "
+                                   "COSIGN_PASSWORD, else asked on the terminal.")
     p.add_argument("image", metavar="REF")
-    p.add_argument("--key", required=True, metavar="KEY", help="the private key (ours, or cosign's with PyNaCl)")
+    p.add_argument("--key", required=True, metavar="KEY", help="the private key (cosign's, or PKCS#8 PEM)")
     _add_common(p)
 
 
@@ -358,7 +361,8 @@ def _verify(sub: Any) -> None:
     p = sub.add_parser("verify", help="check an image's cosign signatures against a public key",
                        description="Exit 0 only if a signature tagged sha256-<hex>.sig for the digest REF names is "
                                    "valid for KEY and its payload names that digest and repository; else one line "
-                                   "saying what was found, exit 1.")
+                                   "saying what was found, exit 1. A signature manifest of more than 64 layers is "
+                                   "refused, and a payload over 64 KiB is never downloaded.")
     p.add_argument("image", metavar="REF")
     p.add_argument("--key", required=True, metavar="KEY.pub", help="the public key (PEM)")
     _add_common(p)

@@ -7,21 +7,27 @@ JSON naming the repository and the manifest digest; both live in the manifest ta
 Signing is deterministic (RFC 6979), so signing the same digest with the same key gives
 the same signature and the same signature manifest.
 
-Keys: ours are PKCS#8 PEM, the private key encrypted with the passphrase (and written
-mode 0600); cosign's `ENCRYPTED COSIGN PRIVATE KEY` (scrypt, then NaCl secretbox) is
-read too where PyNaCl is installed. Public keys are PEM SubjectPublicKeyInfo, as cosign's.
+Keys: cosign's `ENCRYPTED COSIGN PRIVATE KEY` (the PKCS#8 DER of the key, sealed with NaCl
+secretbox under a key scrypt derives from the passphrase, N=32768 r=8 p=1, as cosign and
+skopeo 1.9 write and read it), written by default and read with cosign 2's label `ENCRYPTED
+SIGSTORE PRIVATE KEY` too; PKCS#8 PEM (OpenSSL's), encrypted or not, on request and read.
+Public keys are PEM SubjectPublicKeyInfo, as cosign's.
 """
 from __future__ import annotations
 
 import base64
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+import nacl.exceptions
+import nacl.secret
+import nacl.utils
 
 from registry_tools.errors import UsageError
 from registry_tools.model import manifest as mf
@@ -31,7 +37,11 @@ PAYLOAD_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 SIGNATURE_TYPE = "cosign container image signature"
 COSIGN_PEM = "ENCRYPTED COSIGN PRIVATE KEY"
-MAX_PAYLOAD = 64 << 10
+SIGSTORE_PEM = "ENCRYPTED SIGSTORE PRIVATE KEY"  # cosign 2's label for the same format
+SCRYPT = {"N": 32768, "r": 8, "p": 1}  # what cosign writes
+MAX_PAYLOAD = 64 << 10  # bytes of one signature payload
+MAX_SIGNATURES = 64  # layers of one signature manifest
+_PEM_LABEL = re.compile(rb"^-----BEGIN ([A-Z0-9 ]+)-----\r?$", re.MULTILINE)
 
 
 class KeyError_(UsageError):
@@ -46,10 +56,34 @@ def generate() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def private_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes) -> bytes:
+def cosign_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes) -> bytes:
+    """cosign's encrypted key: the PKCS#8 DER in a NaCl secretbox (random nonce) under the key scrypt
+    derives from the passphrase and a random salt; always encrypted (with an empty passphrase too)."""
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    salt = nacl.utils.random(32)
+    box = nacl.secret.SecretBox(_scrypt(passphrase, salt, SCRYPT["N"], SCRYPT["r"], SCRYPT["p"])).encrypt(der)
+    doc = {"kdf": {"name": "scrypt", "params": SCRYPT, "salt": _b64(salt)},
+           "cipher": {"name": "nacl/secretbox", "nonce": _b64(box.nonce)},
+           "ciphertext": _b64(box.ciphertext)}
+    body = _b64(json.dumps(doc, separators=(",", ":")).encode())
+    lines = "".join(body[i:i + 64] + "\n" for i in range(0, len(body), 64))
+    return f"-----BEGIN {COSIGN_PEM}-----\n{lines}-----END {COSIGN_PEM}-----\n".encode()
+
+
+def pkcs8_pem(key: ec.EllipticCurvePrivateKey, passphrase: bytes) -> bytes:
+    """PKCS#8 PEM, encrypted with the passphrase (not encrypted when it is empty)."""
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption())
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _scrypt(passphrase: bytes, salt: bytes, n: int, r: int, p: int) -> bytes:
+    return hashlib.scrypt(passphrase, salt=salt, n=n, r=r, p=p, dklen=32, maxmem=256 << 20)
 
 
 def public_pem(key: ec.EllipticCurvePublicKey) -> bytes:
@@ -64,28 +98,33 @@ def _p256(key: Any, where: str) -> Any:
 
 
 def load_private(data: bytes, passphrase: bytes, where: str) -> ec.EllipticCurvePrivateKey:
-    """Our PKCS#8 PEM (encrypted or not) or cosign's encrypted key."""
-    if COSIGN_PEM.encode() in data:
+    """cosign's encrypted key or a PKCS#8 (or SEC 1) PEM: told apart by the PEM label, never by
+    the text of an error."""
+    label = _PEM_LABEL.search(data)
+    kind = label.group(1).decode() if label else ""
+    if kind in (COSIGN_PEM, SIGSTORE_PEM):
         return _p256(_load_cosign(data, passphrase, where), where)
+    if not kind.endswith("PRIVATE KEY"):
+        raise KeyError_(f"{where}: not a PEM private key")
+    encrypted = kind == "ENCRYPTED PRIVATE KEY" or b"Proc-Type: 4,ENCRYPTED" in data
+    if encrypted and not passphrase:
+        raise KeyError_(f"{where}: the key is encrypted: give its passphrase (COSIGN_PASSWORD)")
+    if passphrase and not encrypted:
+        raise KeyError_(f"{where}: the key is not encrypted; give no passphrase")
     try:
         key = serialization.load_pem_private_key(data, passphrase or None)
-    except TypeError:  # encrypted, but no passphrase given (or the other way round)
-        raise KeyError_(f"{where}: the key is encrypted: give its passphrase (COSIGN_PASSWORD)"
-                        if not passphrase else f"{where}: the key is not encrypted; give no passphrase") from None
-    except ValueError as e:
-        bad = "bad decrypt" in str(e).lower() or "incorrect password" in str(e).lower()
-        raise KeyError_(f"{where}: wrong passphrase" if bad else f"{where}: not a PEM private key") from None
+    except (TypeError, ValueError):
+        # PKCS#8 encryption has no integrity check: a wrong passphrase can decrypt to bytes that only
+        # fail to parse, so for an encrypted key any failure is a wrong passphrase (or damage).
+        raise KeyError_(f"{where}: wrong passphrase (or a damaged key)" if encrypted
+                        else f"{where}: not a PEM private key") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise KeyError_(f"{where}: not an ECDSA key")
     return _p256(key, where)
 
 
 def _load_cosign(data: bytes, passphrase: bytes, where: str) -> Any:
-    try:
-        import nacl.exceptions
-        import nacl.secret
-    except ImportError:
-        raise KeyError_(f"{where}: a cosign key; reading it needs PyNaCl (pip install pynacl)") from None
+    """scrypt, then NaCl secretbox, whose authenticator tells a wrong passphrase every time."""
     try:
         body = b"".join(line for line in data.strip().splitlines() if not line.startswith(b"-----"))
         doc = json.loads(base64.b64decode(body))
@@ -95,14 +134,13 @@ def _load_cosign(data: bytes, passphrase: bytes, where: str) -> Any:
         p = kdf["params"]
         if not (isinstance(p["N"], int) and 2 <= p["N"] <= 1 << 20 and 0 < p["r"] <= 16 and 0 < p["p"] <= 16):
             raise KeyError_(f"{where}: a cosign key with scrypt parameters out of range")
-        secret = hashlib.scrypt(passphrase, salt=base64.b64decode(kdf["salt"]), n=p["N"], r=p["r"], p=p["p"],
-                                dklen=32, maxmem=256 << 20)
+        secret = _scrypt(passphrase, base64.b64decode(kdf["salt"]), p["N"], p["r"], p["p"])
         der = nacl.secret.SecretBox(secret).decrypt(base64.b64decode(doc["ciphertext"]),
                                                      base64.b64decode(cipher["nonce"]))
-    except nacl.exceptions.CryptoError:
-        raise KeyError_(f"{where}: wrong passphrase") from None
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError) as e:  # PyNaCl's ValueError (a bad nonce's length) too
         raise KeyError_(f"{where}: not a cosign key ({type(e).__name__})") from None
+    except nacl.exceptions.CryptoError:  # the authenticator did not match
+        raise KeyError_(f"{where}: wrong passphrase") from None
     try:
         return serialization.load_der_private_key(der, None)
     except ValueError:
