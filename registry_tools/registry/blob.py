@@ -17,8 +17,10 @@ from registry_tools.registry.transport import reason
 
 log = logging.getLogger("registry_tools.blob")
 
-SLACK = 1 << 20  # bytes past the announced size the transport lets through, so the reader names the overrun
 CHUNK = 1 << 20  # handed on a megabyte at a time: fewer, larger steps for hashing, caching and decompressing
+# Bytes past the announced size the transport lets through, so the reader names the overrun: a read
+# gathers up to CHUNK (and holds one network chunk more) before the reader sees any of it.
+SLACK = 2 * CHUNK
 
 
 class BlobStream:
