@@ -316,3 +316,90 @@ def test_cookies_a_registry_sets_are_neither_kept_nor_sent():
     r.request("GET", "x/y", "/v2/x/y/tags/list")
     r.request("GET", "x/y", "/v2/x/y/tags/list")
     assert len(wire.seen) >= 3 and all("cookie" not in q.headers for q in wire.seen)
+
+
+# -- tag lists: bounded as a whole, no page read twice, only tag names ---------------------------
+
+def endless_tags(tags_of: Callable[[int], list[str]], give_up: int,
+                 link: Callable[[int], str] = lambda page: f"/v2/x/y/tags/list?n=1000&page={page + 1}"
+                 ) -> tuple[Wire, list[int]]:
+    """A registry whose tag list goes on: page i holds tags_of(i) and links to link(i), until
+    `give_up` pages (far past where a client should have stopped)."""
+    pages: list[int] = []
+
+    def reg(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200, content=b"{}")
+        page = int(req.url.params.get("page", "0"))
+        pages.append(page)
+        headers = {"Link": f'<{link(page)}>; rel="next"'} if len(pages) < give_up else {}
+        return httpx.Response(200, json={"name": "x/y", "tags": tags_of(page)}, headers=headers)
+
+    return Wire({"reg.example": reg}), pages
+
+
+def test_a_tag_list_that_never_ends_stops_at_100000_tags():
+    from registry_tools.registry.repository import all_tags
+
+    wire, pages = endless_tags(lambda page: [f"t{page}-{i}" for i in range(1000)], give_up=150)
+    with pytest.raises(RegistryError, match="goes past 100,000 tags"):
+        all_tags(registry(wire, creds=False), "x/y")
+    assert len(pages) == 101
+
+
+def test_a_tag_list_that_never_ends_stops_at_32_mib_with_memory_bounded():
+    """Each page is one body's worth (under the 4 MiB bound) of names that are not tags: before,
+    every one was kept (1.2 GB after 108 pages)."""
+    import tracemalloc
+
+    from registry_tools.registry.repository import all_tags
+
+    huge = "x" * (3 << 20)
+    wire, pages = endless_tags(lambda page: [f"v{page}", huge + str(page)], give_up=40)
+    tracemalloc.start()
+    try:
+        with pytest.raises(RegistryError, match="goes past 32 MiB"):
+            all_tags(registry(wire, creds=False), "x/y")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(pages) <= 11 and peak < 64 << 20, (len(pages), peak)
+
+
+@pytest.mark.parametrize("cycle", [1, 3])
+def test_a_tag_list_whose_pages_go_round_in_a_circle_is_refused_at_the_first_repeat(cycle):
+    """A page linking to itself (cycle 1) was followed 10,000 times; a page already read is never
+    asked for again."""
+    from registry_tools.registry.repository import all_tags
+
+    def link(page: int) -> str:
+        after = (page + 1) % cycle
+        return "/v2/x/y/tags/list?n=1000" + (f"&page={after}" if after else "")
+
+    wire, pages = endless_tags(lambda page: [f"t{page}"], give_up=50, link=link)
+    with pytest.raises(RegistryError, match="next page is one already read"):
+        all_tags(registry(wire, creds=False), "x/y", page_size=1000)
+    assert pages == list(range(cycle))
+
+
+HOSTILE_TAGS = ["v1", "evil\x1b[2J\x1b]0;owned\x07", "forged\nregistry-tools: all good", "a" * 129, "-dash",
+                "v1\n", "", 42, None, "v2.0_rc-1"]
+
+
+def test_tag_names_from_the_registry_are_tags_or_left_out(httpserver, cache_dir, capsys, caplog):
+    """Only the distribution spec's tag grammar reaches stdout (text and --json); the rest is
+    left out with one warning line, escaped."""
+    import logging
+
+    from .helpers import run
+
+    httpserver.expect_request("/v2/").respond_with_data("{}")
+    httpserver.expect_request("/v2/x/y/tags/list").respond_with_json({"name": "x/y", "tags": HOSTILE_TAGS})
+    host = f"127.0.0.1:{httpserver.port}"
+    with caplog.at_level(logging.WARNING, logger="registry_tools.repository"):
+        code, out, err = run(capsys, "tags", f"{host}/x/y")
+    assert code == 0 and out == "v1\nv2.0_rc-1\n", (out, err)
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "registry_tools.repository"]
+    assert "left out 8" in warning and "\n" not in warning and "\x1b" not in warning and "\x07" not in warning
+    code, out, _ = run(capsys, "tags", f"{host}/x/y", "--json")
+    assert code == 0 and json.loads(out) == ["v1", "v2.0_rc-1"]

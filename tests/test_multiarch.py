@@ -458,6 +458,61 @@ def test_index_create_reads_platforms_from_configs_and_copies_images_in(registry
     assert code == 0 and out.strip() == doc["digest"]
 
 
+def hostile_image(tmp_path, host: str, repo: str, **config_fields: str) -> str:
+    """An image whose config says what a broken or hostile builder wrote there, pushed with skopeo
+    (which copies it as it is); its reference by digest."""
+    import gzip
+    import io
+    import tarfile
+
+    layout = tmp_path / f"hostile-{len(list(tmp_path.glob('hostile-*')))}"
+    (layout / "blobs" / "sha256").mkdir(parents=True)
+
+    def put(data: bytes, media_type: str) -> dict:
+        digest = hashlib.sha256(data).hexdigest()
+        (layout / "blobs" / "sha256" / digest).write_bytes(data)
+        return {"mediaType": media_type, "digest": f"sha256:{digest}", "size": len(data)}
+
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        info = tarfile.TarInfo("hello.txt")
+        info.size = 6
+        tf.addfile(info, io.BytesIO(b"hello\n"))
+    layer = put(gzip.compress(tar.getvalue(), mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip")
+    config = {"architecture": "amd64", "os": "linux", **config_fields,
+              "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(tar.getvalue()).hexdigest()]}}
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": put(json.dumps(config).encode(), "application/vnd.oci.image.config.v1+json"),
+                "layers": [layer]}
+    entry = put(json.dumps(manifest).encode(), manifest["mediaType"])
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {**entry, "annotations": {"org.opencontainers.image.ref.name": "x"}}]}))
+    (layout / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:x",
+                    f"docker://{host}/{repo}"], check=True, capture_output=True)
+    return f"{host}/{repo.split(':')[0]}@{entry['digest']}"
+
+
+@pytest.mark.parametrize("field,value", [("architecture", "amd64/../../x"), ("os", "linux\nregistry-tools: ok"),
+                                         ("variant", "v8\x1b[2J\x1b]0;owned\x07"), ("os.version", "10.0\r1"),
+                                         ("architecture", "a" * 65)])
+def test_index_create_refuses_a_member_whose_config_names_no_valid_platform(registry, target, facts, cache_dir,
+                                                                           tmp_path, capsys, field, value):
+    """The platform is copied from the config into the pushed index and the summary line: it must
+    be a platform value (one rule, model.platform's), else one line naming the image, nothing pushed."""
+    bad = hostile_image(tmp_path, target.host, "src/bad:1", **{field: value})
+    good = f"{registry.host}/test/multi@{facts['multi']['platforms']['linux/arm64/v8']}"
+    mark = target.log_offset()
+    code, out, err = run(capsys, "index", "create", f"{target.host}/made/app:1", good, bad)
+    assert code == 1 and out == "", err
+    assert len(err.strip().splitlines()) == 1 and bad in err and field in err
+    assert "\x1b" not in err and "\r" not in err and "\x07" not in err  # quoted, escaped
+    assert not [p for m, p in target.requests_since(mark) if m in ("PUT", "POST", "PATCH")]  # nothing pushed
+    # the same image read any other way: the same rule
+    code, _, err = run(capsys, "inspect", bad)
+    assert code == 1 and len(err.strip().splitlines()) == 1 and field in err
+
+
 def test_index_add_and_remove_in_a_registry_keep_the_other_entries(registry, target, facts, cache_dir, capsys):
     plats = facts["multi"]["platforms"]
     dest = f"{target.host}/edit/app:1"

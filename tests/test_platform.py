@@ -179,3 +179,52 @@ def test_cross_arch_only_when_asked():
     with pytest.raises(PlatformNotFound):
         pf.choose(es, pf.parse("linux/amd64"))
     assert pf.choose(es, pf.parse("linux/amd64"), cross_arch=True) == 1
+
+
+# --- one rule for every platform read from outside -----------------------------------------------
+
+HOSTILE = [("architecture", "amd64/../../x"), ("os", "linux\nregistry-tools: done"), ("variant", "v7\x1b[2J"),
+           ("architecture", "a" * 65), ("os", "linux "), ("os.version", "10.0\x00"), ("variant", ["v7"]),
+           ("os.features", ["win32k\n"]), ("os.features", "win32k"), ("variant", ".."), ("os", "-linux")]
+
+
+@pytest.mark.parametrize("key,value", HOSTILE, ids=repr)
+def test_a_platform_value_outside_the_grammar_is_refused_wherever_it_is_read(key, value):
+    """Index entries, image configs, build specs and specifiers: one rule (model.platform.check_fields)."""
+    from registry_tools.errors import ManifestError
+    from registry_tools.model import manifest as mf
+
+    entry = {"mediaType": mf.OCI_MANIFEST, "digest": "sha256:" + "a" * 64, "size": 1,
+             "platform": {"os": "linux", "architecture": "amd64", key: value}}
+    index = json.dumps({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": [entry]}).encode()
+    with pytest.raises(ManifestError, match=f"index entry 0 .*platform field {key}") as e:
+        mf.parse(index, where="index")
+    assert "\n" not in str(e.value) and "\x1b" not in str(e.value)
+    config = json.dumps({"os": "linux", "architecture": "amd64", key: value}).encode()
+    with pytest.raises(ManifestError, match=f"config of x: image config: platform field {key}"):
+        mf.parse_config(config, "config of x")
+    if key in ("os", "architecture", "variant") and isinstance(value, str):
+        fields = {"os": "linux", "architecture": "amd64", "variant": "", key: value}
+        with pytest.raises(InvalidPlatform, match=f"build spec: platform field {key}"):
+            pf.declared(fields["os"], fields["architecture"], fields["variant"], True)
+        with pytest.raises(InvalidPlatform):
+            pf.parse(pf.format_platform(pf.Platform(fields["os"], fields["architecture"], fields["variant"] or "v1")))
+
+
+@pytest.mark.parametrize("text", ["linux/amd64\n", "linux\n", "windows(10.0%0A)/amd64", "linux(+a%1B)/amd64",
+                                  "linux/" + "a" * 65])
+def test_a_specifier_with_a_control_character_or_too_long_is_refused(text):
+    with pytest.raises(InvalidPlatform):
+        pf.parse(text)
+
+
+def test_real_platform_values_pass_the_rule():
+    from registry_tools.model import manifest as mf
+
+    for p in ({"os": "windows", "architecture": "amd64", "os.version": "10.0.17763.5458", "os.features": ["win32k"]},
+              {"os": "linux", "architecture": "arm64", "variant": "v8.2"}, {"os": "unknown", "architecture": "unknown"},
+              {"os": "linux", "architecture": "mips64p32le"}, {"os": "Linux", "architecture": "x86_64"},
+              {"os": "windows", "architecture": "amd64", "os.version": "1.0(beta)+a/b"}, {"os": "", "architecture": None}):
+        pf.check_fields(p, "test", mf.ManifestError)
+        config = mf.parse_config(json.dumps(p).encode())
+        assert pf.Platform.from_json(config) == pf.Platform.from_json(p)

@@ -168,6 +168,45 @@ def test_hostile_referrers_answers_are_refused_or_skipped(httpserver, registry, 
     assert "its subject is not" in caplog.text and "skipping entry" in caplog.text
 
 
+def test_an_answer_of_the_referrers_api_naming_another_subject_is_skipped(httpserver, registry, facts, cache_dir,
+                                                                           tmp_path, capsys, caplog):
+    """The API's answer is checked as the fallback tag's entries are: each entry's manifest, fetched
+    by digest and verified, must name the subject asked about."""
+    oci = OciRegistry(httpserver)
+    subject = seed(registry, oci.host, facts, capsys)
+    amd64 = facts["multi"]["platforms"]["linux/amd64"]
+    assert run(capsys, "copy", f"{registry.host}/test/multi@{amd64}", f"{oci.host}/app/img:amd64")[0] == 0
+    sbom, report = files(tmp_path)
+    code, out, err = run(capsys, "attach", f"{oci.host}/app/img:amd64", "--artifact-type", SPDX, str(sbom), "--json")
+    assert code == 0, err
+    foreign = json.loads(out)["digest"]  # an SBOM of the amd64 image, not of `subject`
+    code, out, err = run(capsys, "attach", f"{oci.host}/app/img:1", "--artifact-type", SPDX, str(report), "--json")
+    ours = json.loads(out)["digest"]
+    size = {d: len(oci.manifests[("app/img", d)][0]) for d in (foreign, ours)}
+    entry = {"mediaType": "application/vnd.oci.image.manifest.v1+json", "artifactType": SPDX}
+    oci.referrers_override[subject] = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+            {**entry, "digest": foreign, "size": size[foreign]},
+            {**entry, "digest": ours, "size": size[ours] + 7},  # a forged size
+            {**entry, "digest": "sha256:" + "0" * 64, "size": 10},  # nothing there
+            {**entry, "digest": ours, "size": size[ours]}]}).encode()
+    with caplog.at_level(logging.WARNING, logger="registry_tools.referrers"):
+        code, out, err = run(capsys, "referrers", f"{oci.host}/app/img@{subject}", "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert listed["via"] == "api" and [d["digest"] for d in listed["referrers"]] == [ours]
+    assert f"skipping entry {foreign}: its subject is not {subject}" in caplog.text
+    assert caplog.text.count("skipping entry") == 3
+    # a copy with --referrers carries only what refers to the image
+    other = LocalRegistry(tmp_path / "other").start()
+    try:
+        code, out, err = run(capsys, "copy", f"{oci.host}/app/img:1", f"{other.host}/c/img:1", "--referrers", "--json")
+        assert code == 0, err
+        assert json.loads(out)["referrers"] == [ours]
+    finally:
+        other.stop()
+
+
 def test_copy_referrers_carries_artifacts_recursively_and_cosign_tags(httpserver, registry, target, facts, cache_dir,
                                                                      tmp_path, capsys, monkeypatch):
     subject = seed(registry, target.host, facts, capsys)

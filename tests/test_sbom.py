@@ -120,3 +120,36 @@ def test_a_bad_nar_hash_in_the_graph_names_the_path(tmp_path, cache_dir, capsys,
     (tmp_path / "graph.json").write_text(json.dumps(graph))
     code, _, err = run(capsys, "build", str(spec), "--oci", str(tmp_path / "l"))
     assert code == 2 and "narHash" in err and graph[0]["path"] in err
+
+
+def test_spdx_ids_are_unique_by_construction(tmp_path, cache_dir, capsys):
+    """Two store paths sharing a hash part, and parts that were one ID once their characters were
+    replaced (`a_b`, `a+b`, `a-b`; `3…_`, `3…+`): each package its own SPDXID, validated, the same
+    on every run."""
+    shared, other = "1" * 32, "2" * 32
+    names = [f"{shared}-foo-1.0", f"{shared}-bar-2.0", f"{other}-a_b", f"{other}-a+b", f"{other}-a-b",
+             f"{other}-x.y", f"{'3' * 31}_-c", f"{'3' * 31}+-c"]
+    graph = []
+    for i, base in enumerate(names):
+        (tmp_path / "store" / base).mkdir(parents=True)
+        (tmp_path / "store" / base / "file").write_bytes(base.encode())
+        refs = [f"/nix/store/{names[i + 1]}"] if i + 1 < len(names) else []
+        graph.append({"path": f"/nix/store/{base}", "references": refs,
+                      "narHash": "sha256:" + nix32_encode(nar_sha256(str(tmp_path / "store" / base)))})
+    (tmp_path / "graph.json").write_text(json.dumps(graph))
+    spec = {"name": "example/ids", "tag": "1", "closure": {"graph": "graph.json", "realStoreDir": "store"},
+            "architecture": "amd64"}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    for out in ("a.json", "b.json"):
+        code, _, err = run(capsys, "build", str(tmp_path / "spec.json"), "--oci", str(tmp_path / f"l-{out}"),
+                           "--sbom", str(tmp_path / out))
+        assert code == 0, err
+    doc = validate(tmp_path / "a.json")
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    ids = {p["comment"].split()[3]: p["SPDXID"] for p in doc["packages"] if p["SPDXID"] != "SPDXRef-Image"}
+    assert sorted(ids) == sorted(f"/nix/store/{n}" for n in names)
+    assert len(set(ids.values())) == len(names)
+    assert ids[f"/nix/store/{shared}-foo-1.0"] == f"SPDXRef-StorePath-{shared}-foo-1..0"
+    deps = {(r["spdxElementId"], r["relatedSpdxElement"]) for r in doc["relationships"]
+            if r["relationshipType"] == "DEPENDS_ON"}
+    assert deps == {(ids[f"/nix/store/{a}"], ids[f"/nix/store/{b}"]) for a, b in zip(names, names[1:], strict=False)}

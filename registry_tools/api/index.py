@@ -77,9 +77,9 @@ def _member(text: str, session: Session) -> _Member:
     config = tree.blobs[0]
     entry: dict[str, Any] = {"mediaType": tree.media_type, "digest": str(digest), "size": len(tree.raw)}
     if config.media_type in IMAGE_CONFIGS:
+        # parse_config holds its os, architecture, variant, os.version and os.features to the platform rule
         cfg = mf.parse_config(origin.blob_bytes(config, f"config of {text}"), f"config of {text}")
-        p = Platform(str(cfg.get("os") or ""), str(cfg.get("architecture") or ""), str(cfg.get("variant") or ""),
-                     str(cfg.get("os.version") or ""))
+        p = Platform.from_json(cfg)
         if not p.os or not p.architecture:
             raise UsageError(f"{text}: its config names no os and architecture; an index entry needs them")
         entry["platform"] = p.to_json()

@@ -26,7 +26,18 @@ def split_name(name: str) -> tuple[str, str]:
     return (name[:m.start()], name[m.end():]) if m else (name, "")
 
 
-def _spdx_id(text: str) -> str:
+def _id_part(text: str) -> str:
+    """`text` in SPDX's ID alphabet ([A-Za-z0-9.-]), one to one: letters, digits and `-` as they
+    are, `.` doubled, any other byte (of its UTF-8) as `.` and two hex digits. Distinct texts give
+    distinct IDs, so no two packages can share one."""
+    out = []
+    for byte in text.encode("utf-8", "surrogatepass"):
+        c = chr(byte)
+        out.append(c if c.isascii() and (c.isalnum() or c == "-") else ".." if c == "." else f".{byte:02x}")
+    return "".join(out)
+
+
+def _uri_part(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.-]", "-", text)
 
 
@@ -44,10 +55,12 @@ def spdx_document(spec: BuildSpec, tag: str) -> bytes:
     ids: dict[str, str] = {}
     store = spec.closure.store_dir if spec.closure else "/nix/store"
     for path in graph.paths:
-        base = path[len(store) + 1:] if path.startswith(store + "/") else path.rsplit("/", 1)[-1]
-        digest_part, _, name = base.partition("-")
+        in_store = path.startswith(store + "/")
+        base = path[len(store) + 1:] if in_store else path.rsplit("/", 1)[-1]
+        _, _, name = base.partition("-")
         pname, version = split_name(name or base)
-        ids[path] = f"SPDXRef-StorePath-{_spdx_id(digest_part)}"
+        # from the whole path (its name in the store, else all of it), so two paths never share an ID
+        ids[path] = f"SPDXRef-StorePath-{_id_part(base)}" if in_store else f"SPDXRef-GraphPath-{_id_part(path)}"
         pkg: dict[str, Any] = {"SPDXID": ids[path], "name": pname or base, "downloadLocation": "NOASSERTION",
                                "filesAnalyzed": False, "comment": f"Nix store path {path}"}
         if version:
@@ -75,7 +88,7 @@ def spdx_document(spec: BuildSpec, tag: str) -> bytes:
     content = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
     doc = {"spdxVersion": "SPDX-2.3", "dataLicense": "CC0-1.0", "SPDXID": "SPDXRef-DOCUMENT",
            "name": f"{spec.name}:{tag}",
-           "documentNamespace": f"https://spdx.org/spdxdocs/registry-tools/{_spdx_id(spec.name)}-{content}",
+           "documentNamespace": f"https://spdx.org/spdxdocs/registry-tools/{_uri_part(spec.name)}-{content}",
            "creationInfo": {"created": spec.created.split(".")[0].rstrip("Z") + "Z",
                             "creators": [f"Tool: registry-tools-{__version__}"]},
            **body}

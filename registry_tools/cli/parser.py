@@ -369,7 +369,8 @@ def _verify(sub: Any) -> None:
 
 
 def _tags(sub: Any) -> None:
-    p = sub.add_parser("tags", help="list a repository's tags (every page)")
+    p = sub.add_parser("tags", help="list a repository's tags (every page)", description="Bounded: past 100,000 "
+                       "tags, 32 MiB, 10,000 pages or a page read twice, one line and exit 1. Non-tags: left out.")
     p.add_argument("image", metavar="REPOSITORY")
     _add_common(p)
 

@@ -9,8 +9,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from registry_tools.model.digest import Digest
 from registry_tools.errors import InvalidDigest, ManifestError
+from registry_tools.model.digest import Digest
+from registry_tools.model.platform.values import check_fields
 
 MAX_MANIFEST_SIZE = 4 * 1024 * 1024
 MAX_DEPTH = 64  # JSON nesting: real documents use under ten levels
@@ -55,12 +56,7 @@ def _platform(value: Any, where: str) -> dict[str, Any] | None:
         return None
     if not isinstance(value, dict):
         raise ManifestError(f"{where}: platform must be an object")
-    for key in ("os", "architecture", "variant", "os.version"):
-        if key in value and not isinstance(value[key], str):
-            raise ManifestError(f"{where}: platform.{key} must be a string")
-    features = value.get("os.features")
-    if features is not None and (not isinstance(features, list) or not all(isinstance(f, str) for f in features)):
-        raise ManifestError(f"{where}: platform.os.features must be a list of strings")
+    check_fields(value, where, ManifestError)
     return value
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -259,9 +255,8 @@ def is_layer_type(media_type: str) -> bool:
 
 
 CONFIG_FIELDS: dict[str, type | tuple[type, ...]] = {  # the fields we read, and their JSON types
-    "os": str, "architecture": str, "variant": str, "created": str, "config": dict,
-    "rootfs": dict, "history": list, "os.version": str,
-}
+    "created": str, "config": dict, "rootfs": dict, "history": list,
+}  # and the platform's, checked by model.platform's one rule
 RUN_CONFIG_FIELDS: dict[str, type] = {"Env": list, "Cmd": list, "Entrypoint": list, "Labels": dict}
 
 
@@ -273,6 +268,7 @@ def parse_config(raw: bytes, where: str = "config") -> dict[str, Any]:
     for key, kind in CONFIG_FIELDS.items():
         if obj.get(key) is not None and not isinstance(obj[key], kind):
             raise ManifestError(f"{where}: image config field {key!r} has the wrong type")
+    check_fields(obj, f"{where}: image config", ManifestError)
     run = obj.get("config") or {}
     for key, kind in RUN_CONFIG_FIELDS.items():
         if run.get(key) is not None and not isinstance(run[key], kind):

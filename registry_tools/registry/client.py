@@ -317,7 +317,7 @@ class Registry:
         """The repository's tags (one page, up to `limit`); NotFound if the repository is unknown."""
         from registry_tools.registry.repository import tag_page
 
-        return tag_page(self, repo, f"/v2/{repo}/tags/list?n={limit}")[0]
+        return tag_page(self, repo, f"/v2/{repo}/tags/list?n={limit}")
 
     def manifest_digest(self, repo: str, ref: str) -> Digest | None:
         """What a tag or digest points to now (None if nothing), by HEAD."""

@@ -4,28 +4,32 @@ An OCI 1.1 registry answers `GET /v2/<name>/referrers/<digest>` with an index of
 says, with an `OCI-Subject` header on the PUT, that it keeps that index itself. Where the
 API is missing (distribution 2.8, most registries before 2024), writers keep the same
 index under the fallback tag `sha256-<hex>` of the subject, and readers read it there.
-The fallback is untrusted like everything read: what the tag names must be an index,
-and an entry is listed only once its own manifest, fetched by digest and verified, has
-that `subject` (on some registries the tag resolves to the image itself, oras#2148).
+Both answers are untrusted like everything read: what the tag names must be an index (on
+some registries the tag resolves to the image itself, oras#2148), and an entry, from the
+API or the tag alike, is listed only once its own manifest, fetched by digest and
+verified, has that `subject`.
 """
 from __future__ import annotations
 
+import itertools
 import logging
-from urllib.parse import quote
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
+
+import httpx
 
 from registry_tools.errors import ManifestError, NotFound, RegistryError, VerificationError, printable
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Digest
 from registry_tools.registry.client import Registry
-from registry_tools.registry.repository import next_page
+from registry_tools.registry.repository import linked_pages
 from registry_tools.registry.source import RegistrySource
 
 log = logging.getLogger("registry_tools.referrers")
 
 NO_API = (404, 405, 400)
-MAX_PAGES = 1000  # what registries without the referrers API answer its URL with
+MAX_PAGES = 1000  # of one subject's referrers list
 
 
 def fallback_tag(digest: Digest) -> str:
@@ -84,23 +88,24 @@ def list_referrers(source: RegistrySource, subject: Digest, artifact_type: str |
     where = f"referrers of {reg.domain}/{repo}@{subject}"
     query = f"?artifactType={quote(artifact_type, safe='')}" if artifact_type else ""
     path = f"/v2/{repo}/referrers/{subject}{query}"
-    resp = reg.request("GET", repo, path, headers={"Accept": mf.OCI_INDEX}, kind="referrers",
-                       limit=mf.MAX_MANIFEST_SIZE)
-    if resp.status_code == 200:
-        found = Referrers(subject, _index_entries(resp.content, where), "api")
-        for _ in range(MAX_PAGES):  # the API's pages (Link: <…>; rel="next"), on its own origin
-            nxt = next_page(reg, resp, repo, f"/v2/{repo}/referrers/", "referrers list")
-            if nxt is None:
-                break
-            resp = reg.request("GET", repo, nxt, headers={"Accept": mf.OCI_INDEX}, kind="referrers",
-                               limit=mf.MAX_MANIFEST_SIZE)
-            reg.check(resp, where, repo)
-            found.descriptors += _index_entries(resp.content, where)
-    elif resp.status_code in NO_API:
+
+    def fetch(page: str) -> httpx.Response:
+        return reg.request("GET", repo, page, headers={"Accept": mf.OCI_INDEX}, kind="referrers",
+                           limit=mf.MAX_MANIFEST_SIZE)
+
+    # the API's pages (Link: <…>; rel="next"), bounded as every paged list is
+    pages = linked_pages(reg, repo, path, f"/v2/{repo}/referrers/", "referrers list", fetch, MAX_PAGES)
+    first = next(pages)
+    if first.status_code in NO_API:
         found = Referrers(subject, _from_fallback(source, subject, where), "tag")
     else:
-        reg.check(resp, where, repo)
-        raise RegistryError(f"{where}: unexpected HTTP {resp.status_code}", resp.status_code)
+        listed: list[mf.Descriptor] = []
+        for resp in itertools.chain([first], pages):
+            reg.check(resp, where, repo)
+            if resp.status_code != 200:
+                raise RegistryError(f"{where}: unexpected HTTP {resp.status_code}", resp.status_code)
+            listed += _index_entries(resp.content, where)
+        found = Referrers(subject, _with_subject(source, subject, listed, where), "api")
     if artifact_type:  # a registry may ignore the filter (it says so with OCI-Filters-Applied)
         found.descriptors = [d for d in found.descriptors if _artifact_type(d) == artifact_type]
     return found
@@ -118,6 +123,14 @@ def _from_fallback(source: RegistrySource, subject: Digest, where: str) -> list[
     except ManifestError as e:
         log.warning("%s; ignoring the tag", printable(str(e)))  # e.g. a registry resolving the tag to the image itself
         return []
+    return _with_subject(source, subject, entries, where)
+
+
+def _with_subject(source: RegistrySource, subject: Digest, entries: list[mf.Descriptor],
+                  where: str) -> list[mf.Descriptor]:
+    """The entries whose manifest, fetched by digest and verified, names `subject` as its subject;
+    the others skipped, logged. What the API answers and what the fallback tag holds alike."""
+    reg, repo = source.registry, source.repo
     out = []
     for d in entries:
         try:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Callable, Mapping, cast
 from urllib.parse import unquote
 
-from registry_tools.errors import InvalidPlatform, UsageError
+from registry_tools.errors import InvalidPlatform, RegistryToolsError, UsageError
 
 KNOWN_OS = {
     "aix", "android", "darwin", "dragonfly", "freebsd", "hurd", "illumos", "ios", "js",
@@ -22,7 +22,13 @@ KNOWN_ARCH = {
     "loong64", "mips", "mipsle", "mips64", "mips64le", "mips64p32", "mips64p32le", "ppc",
     "riscv", "riscv64", "s390", "s390x", "sparc", "sparc64", "wasm",
 }
-_SPECIFIER = re.compile(r"^[A-Za-z0-9_.-]+$")
+MAX_VALUE = 64
+# os, architecture and variant: what a platform specifier can name, from a letter or digit on (so
+# never a `/`, `..`, a space or a control character); os.version and os.features: visible ASCII
+# (format_all escapes `%+()/`).
+_VALUE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,%d}" % (MAX_VALUE - 1), re.ASCII)
+_OPTION = re.compile(r"[!-~]{1,%d}" % MAX_VALUE, re.ASCII)
+VALUE_GRAMMAR = f"a letter or digit, then letters, digits, '_', '.' and '-', at most {MAX_VALUE}"
 ZSTD_ANNOTATION = "io.github.containers.compression.zstd"
 ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
 LTSC2022_BUILD = 20348
@@ -37,11 +43,12 @@ class Platform:
     os_features: tuple[str, ...] = field(default=())
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> "Platform":
+    def from_json(cls, obj: Mapping[str, Any]) -> "Platform":
+        """An index entry's platform, or an image config's (both checked by `check_fields` first)."""
         return cls(
-            os=str(obj.get("os", "")),
-            architecture=str(obj.get("architecture", "")),
-            variant=str(obj.get("variant", "") or ""),
+            os=str(obj.get("os") or ""),
+            architecture=str(obj.get("architecture") or ""),
+            variant=str(obj.get("variant") or ""),
             os_version=str(obj.get("os.version", "") or ""),
             os_features=tuple(obj.get("os.features", ()) or ()),
         )
@@ -62,6 +69,34 @@ class Platform:
 
     def __str__(self) -> str:
         return format_platform(self)
+
+
+def check_fields(obj: Mapping[str, Any], where: str, error: Callable[[str], RegistryToolsError]) -> None:
+    """The one rule for a platform read from outside (an index entry's platform, an image config, a
+    build spec): os, architecture and variant are a letter or digit, then letters, digits, `_`, `.`
+    and `-`; os.version and each of os.features visible ASCII; each at most MAX_VALUE characters. Null or ""
+    is absent. Anything else is `error`, naming `where`, the field and (quoted) its value."""
+    for key in ("os", "architecture", "variant", "os.version"):
+        _check_value(key, obj.get(key), _OPTION if key == "os.version" else _VALUE, where, error)
+    features = obj.get("os.features")
+    if features is None:
+        return
+    if not isinstance(features, list):
+        raise error(f"{where}: platform field os.features must be a list of strings")
+    for feature in features:
+        _check_value("os.features", feature, _OPTION, where, error)
+
+
+def _check_value(key: str, value: Any, grammar: re.Pattern[str], where: str,
+                 error: Callable[[str], RegistryToolsError]) -> None:
+    if value is None or value == "":
+        return
+    if not isinstance(value, str):
+        raise error(f"{where}: platform field {key} must be a string")
+    if not grammar.fullmatch(value):
+        rule = VALUE_GRAMMAR if grammar is _VALUE else f"visible ASCII, at most {MAX_VALUE}"
+        shown = repr(value[:MAX_VALUE]) + ("…" if len(value) > MAX_VALUE else "")
+        raise error(f"{where}: platform field {key} {shown} is not a platform value ({rule})")
 
 
 def normalize_os(os_name: str) -> str:
@@ -141,9 +176,10 @@ def parse(specifier: str) -> Platform:
         if not options.endswith(")"):
             raise bad
         os_version, features = _parse_os_options(options[:-1])
-    for part in [os_part] + parts[1:]:
-        if not _SPECIFIER.match(part):
-            raise bad
+    if not all(_VALUE.fullmatch(part) for part in [os_part] + parts[1:]):
+        raise bad
+    if not all(_OPTION.fullmatch(option) for option in (os_version, *features) if option):
+        raise bad
     if len(parts) == 1:
         os_name = normalize_os(os_part)
         host = host_platform()
@@ -235,6 +271,7 @@ def pin_fields(p: Platform) -> tuple[str, str, str]:
 
 def declared(os_name: str, arch: str, variant: str, variant_given: bool) -> Platform:
     """The platform a build declares in its config (arm defaults to v7; arm64's v8 only if given)."""
+    check_fields({"os": os_name, "architecture": arch, "variant": variant}, "build spec", InvalidPlatform)
     a, v = normalize_arch(arch, variant)
     if a == "arm" and not variant:
         v = "v7"
