@@ -7,6 +7,7 @@ import pytest
 
 from registry_tools.builder.base import from_docker_archive
 from registry_tools.errors import ManifestError, UsageError
+from registry_tools.model.digest import Digest
 from registry_tools.session import Session
 
 from .helpers import CORPUS
@@ -101,3 +102,69 @@ def test_a_gzipped_archive_works_as_base(tmp_path, cache_dir):
     with Session() as s:
         base = from_docker_archive(tmp_path / "img.tar.gz", None, s)
     assert len(base.layers) == len(base.config["rootfs"]["diff_ids"]) == 1
+
+
+def _damaged_gzip(raw: bytes, damage: str) -> bytes:
+    import gzip
+    data = bytearray(gzip.compress(raw, mtime=0))
+    if damage == "deflate":  # the compressed stream itself
+        for i in range(20, 40):
+            data[i] ^= 0xFF
+    elif damage == "crc":  # the trailer's checksum
+        data[-6] ^= 0xFF
+    else:  # cut short
+        del data[len(data) // 2:]
+    return bytes(data)
+
+
+def _archive_with_layer(path, layer: bytes, diff_id: str) -> None:
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    _archive(path, {"manifest.json": json.dumps([{"Config": "config.json", "RepoTags": ["x:1"],
+                                                  "Layers": ["layer.tar.gz"]}]).encode(),
+                    "config.json": config, "layer.tar.gz": layer})
+
+
+def _layer_tar() -> tuple[bytes, str]:
+    import hashlib
+    import io
+    import os
+    import tarfile
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        data = os.urandom(200_000)
+        info = tarfile.TarInfo("etc/data")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    raw = buf.getvalue()
+    return raw, "sha256:" + hashlib.sha256(raw).hexdigest()
+
+
+@pytest.mark.parametrize("damage", ["deflate", "crc", "truncated"])
+def test_a_damaged_gzip_layer_is_a_layer_format_error_naming_the_layer(tmp_path, cache_dir, damage):
+    from registry_tools.errors import LayerFormatError
+    raw, diff_id = _layer_tar()
+    _archive_with_layer(tmp_path / "bad.tar", _damaged_gzip(raw, damage), diff_id)
+    with Session() as s:
+        with pytest.raises(LayerFormatError, match=r"bad\.tar: layer layer\.tar\.gz: damaged gzip data \(.+\)$"):
+            from_docker_archive(tmp_path / "bad.tar", None, s)
+        assert not s.cache.has(Digest.parse(diff_id))  # nothing half-written into the cache
+
+
+def test_a_build_from_an_archive_with_a_damaged_gzip_layer_ends_in_one_line(tmp_path):
+    """The build's fromImage reads the archive's layers: damage there is one line, not a traceback."""
+    import subprocess
+    import sys
+    raw, diff_id = _layer_tar()
+    _archive_with_layer(tmp_path / "bad.tar", _damaged_gzip(raw, "deflate"), diff_id)
+    (tmp_path / "root" / "etc").mkdir(parents=True)
+    (tmp_path / "root" / "etc" / "motd").write_text("hello\n")
+    (tmp_path / "spec.json").write_text(json.dumps({"name": "x", "tag": "1", "fromImage": str(tmp_path / "bad.tar"),
+                                                    "contents": ["root"]}))
+    res = subprocess.run([sys.executable, "-m", "registry_tools", "build", str(tmp_path / "spec.json"),
+                          "-o", str(tmp_path / "out.tar"), "--cache-dir", str(tmp_path / "cache")],
+                         capture_output=True, text=True, timeout=120)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert len(lines) == 1 and "bad.tar: layer layer.tar.gz: damaged gzip data" in lines[0], res.stderr
+    assert not (tmp_path / "out.tar").exists()

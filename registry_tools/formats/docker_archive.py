@@ -161,7 +161,7 @@ def read_docker_archive(path: Path, name: str | None, cache: BlobCache, where: s
         for layer_name, diff in zip(entry["Layers"], ids, strict=True):
             if not cache.has(diff):
                 # Stored uncompressed, under its diff_id: checked while it is copied in.
-                stream, _ = decompressed(open_member(tf, layer_name, where))
+                stream, _ = decompressed(open_member(tf, layer_name, where), f"{where}: layer {layer_name}")
                 with cache.writer(diff) as out:
                     VerifyingReader(stream, diff, None, f"{where}: layer {layer_name} (diff_id)", tee=out).drain()
             size = cache.path(diff).stat().st_size

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import BinaryIO, cast
 
+import gzip
 import hashlib
 from typing import Any, Callable
 
 import zstandard
 from isal import igzip, isal_zlib
+from isal.igzip_lib import IsalError
 
-from registry_tools.errors import UsageError
+from registry_tools.errors import LayerFormatError, UsageError
 
 from registry_tools.model.digest import Readable, ReaderBase
 
@@ -60,17 +62,47 @@ def _read_head(raw: Readable, n: int = 4) -> bytes:
     return head
 
 
-def decompressed(raw: Readable) -> tuple[Readable, str]:
-    """A reader of the uncompressed tar stream, and the compression that was found."""
+# What the decompressors raise on bytes that are not their format: a damaged deflate stream
+# (isal's error is no OSError), a bad header or CRC, a stream cut short, a damaged zstd frame.
+# Whatever the reader beneath raises (a VerificationError, an OSError of the file) is not among them.
+_DAMAGED: tuple[type[Exception], ...] = (cast("type[Exception]", IsalError), gzip.BadGzipFile, EOFError,
+                                         zstandard.ZstdError)
+
+
+class _Decompressing(ReaderBase):
+    """A decompressor's output; compressed bytes it cannot read are a LayerFormatError, so every
+    reader of a layer (pull, a build's fromImage, a push of an archive, export) ends in one line."""
+
+    def __init__(self, inner: Any, kind: str, what: str):
+        self._inner = inner
+        self._kind = kind
+        self._what = what
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return cast(bytes, self._inner.read(n))
+        except _DAMAGED as e:
+            detail = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+            where = f"{self._what}: " if self._what else ""
+            raise LayerFormatError(f"{where}damaged {self._kind} data ({detail})") from None
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def decompressed(raw: Readable, what: str = "") -> tuple[Readable, str]:
+    """A reader of the uncompressed tar stream, and the compression that was found.
+
+    Damaged compressed data raises LayerFormatError, its message led by `what` (the layer)."""
     head = _read_head(raw)
     kind = sniff(head)
     stream = _Prefixed(head, raw)
     if kind == "gzip":
-        return igzip.GzipFile(fileobj=stream, mode="rb"), kind  # type: ignore[arg-type]
+        return _Decompressing(igzip.GzipFile(fileobj=stream, mode="rb"), kind, what), kind  # type: ignore[arg-type]
     if kind == "zstd":
         reader = zstandard.ZstdDecompressor().stream_reader(
             cast(BinaryIO, stream), read_size=READ_SIZE, read_across_frames=True)
-        return reader, kind
+        return _Decompressing(reader, kind, what), kind
     return stream, kind
 
 

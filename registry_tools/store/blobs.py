@@ -9,10 +9,9 @@ tar we can read: that is the image's fault, a LayerFormatError.
 from __future__ import annotations
 
 import os
-from typing import Callable, cast
+from typing import Callable
 
 import zstandard
-from isal.igzip_lib import IsalError
 
 from registry_tools.cancel import Cancel
 from registry_tools.errors import CacheDamaged, LayerFormatError, VerificationError
@@ -23,9 +22,9 @@ from registry_tools.model.image import Layer
 from registry_tools.store.cache import BlobCache
 
 Write = Callable[[bytes], object]
-# What the decompressors raise on bytes that are not their format (isal's error is no OSError).
-DECOMPRESS_ERRORS: tuple[type[Exception], ...] = (
-    OSError, EOFError, ValueError, zstandard.ZstdError, cast("type[Exception]", IsalError))
+# What reading a layer's tar raises when the blob (or the cache file) is not what it should be:
+# damaged compressed data (the decompressing reader's LayerFormatError), a file that cannot be read.
+DECOMPRESS_ERRORS: tuple[type[Exception], ...] = (OSError, ValueError, LayerFormatError)
 READ_ERRORS: tuple[type[Exception], ...] = (VerificationError, *DECOMPRESS_ERRORS)
 
 
