@@ -190,3 +190,20 @@ def test_loopback(host, loop):
 @pytest.mark.parametrize("case", CASES["FamiliarMatch"], ids=lambda c: f'{c["pattern"]}~{c["reference"]}')
 def test_familiar_match(case):
     assert refs.familiar_match(case["pattern"], case["reference"]) == case["expected"]
+
+
+@pytest.mark.parametrize("pattern", ["[z-a]", "[]", "[^]", "[a", "[a-]", "[-a]", "foo\\", "x/[b-a]*"])
+def test_a_bad_pattern_is_bad_input_named_in_one_line(pattern):
+    """Not a regex error escaping as a traceback: bad input (exit 2), one line that names the pattern."""
+    with pytest.raises(InvalidReference) as caught:
+        refs.familiar_match(pattern, "example.com/foo/bar:1")
+    assert caught.value.exit_code == 2
+    assert str(caught.value).startswith(f"bad pattern {pattern!r}: ") and "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("pattern,reference,expected", [
+    ("foo/ba[a-r]", "foo/bar", True), ("foo/ba[^a-q]", "foo/bar", True), ("foo/ba[^r]", "foo/bar", False),
+    ("foo/ba[\\r]", "foo/bar", True), ("foo/ba\\r", "foo/bar", True), ("foo/[a-f]*", "foo/bar:1", True),
+])
+def test_pattern_classes_and_escapes_as_go_reads_them(pattern, reference, expected):
+    assert refs.familiar_match(pattern, reference) == expected

@@ -172,7 +172,26 @@ def parse_any(text: str) -> Reference | Digest:
 
 
 def _go_path_pattern(pattern: str) -> "re.Pattern[str]":
-    """Go's path.Match syntax as a regex: `*` and `?` never cross '/', `[…]` classes, `\\` escapes."""
+    """Go's path.Match syntax as a regex: `*` and `?` never cross '/', `[…]` classes of characters
+    and ranges (`^` negates), `\\` escapes.
+
+    A pattern Go refuses (ErrBadPattern: an unterminated or empty class, a class item that starts
+    with `-` or `]`, a trailing backslash) is an InvalidReference naming it; so is a range whose
+    ends are reversed (`[z-a]`), which Go accepts but which can match nothing: surely a mistake.
+    """
+    def bad(why: str) -> InvalidReference:
+        return InvalidReference(f"bad pattern {pattern!r}: {why}")
+
+    def char(i: int) -> tuple[str, int]:
+        """One character of a class (Go's getEsc), and where the class goes on after it."""
+        if i >= len(pattern) or pattern[i] in "-]":
+            raise bad("a character class must list characters or ranges and end in ']'")
+        if pattern[i] == "\\":
+            i += 1
+        if i + 1 >= len(pattern):
+            raise bad("unterminated character class")
+        return pattern[i], i + 1
+
     out, i = [], 0
     while i < len(pattern):
         c = pattern[i]
@@ -180,18 +199,26 @@ def _go_path_pattern(pattern: str) -> "re.Pattern[str]":
             out.append("[^/]*")
         elif c == "?":
             out.append("[^/]")
-        elif c == "\\" and i + 1 < len(pattern):
+        elif c == "\\":
+            if i + 1 >= len(pattern):
+                raise bad("it ends in an escaping backslash")
             i += 1
             out.append(re.escape(pattern[i]))
         elif c == "[":
-            j = pattern.find("]", i + 1)
-            if j < 0:
-                raise InvalidReference(f"bad pattern {pattern!r}: unterminated character class")
-            body = pattern[i + 1:j]
-            neg = body.startswith("^")
-            body = body[1:] if neg else body
-            out.append("[" + ("^" if neg else "") + body.replace("\\", "\\\\") + "]")
-            i = j
+            i += 1
+            negated = i < len(pattern) and pattern[i] == "^"
+            if negated:
+                i += 1
+            items: list[str] = []
+            while not (items and pattern[i] == "]"):  # char() leaves i inside the pattern
+                lo, i = char(i)
+                hi = lo
+                if pattern[i] == "-":
+                    hi, i = char(i + 1)
+                if lo > hi:
+                    raise bad(f"the range {lo}-{hi} is reversed, so it matches nothing")
+                items.append(re.escape(lo) + ("-" + re.escape(hi) if hi != lo else ""))
+            out.append("[" + ("^" if negated else "") + "".join(items) + "]")
         else:
             out.append(re.escape(c))
         i += 1
