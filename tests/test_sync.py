@@ -75,6 +75,29 @@ def test_dry_run_sends_nothing(registry, target, tmp_path, cache_dir, capsys):
     assert target.requests_since(mark_target) == [] and registry.requests_since(mark) == []
 
 
+def test_dry_run_json_is_one_document_of_the_sync_schema(registry, target, tmp_path, cache_dir, capsys):
+    import jsonschema
+
+    from .helpers import ROOT
+    _, lock = make_lock(capsys, tmp_path, [f"{registry.host}/test/multi:v1 linux/arm64",
+                                           f"{registry.host}/test/single-gzip:v1"])
+    pins = json.loads(lock.read_text())["images"]
+    mark, mark_target = registry.log_offset(), target.log_offset()
+    code, out, err = run(capsys, "sync", str(lock), "--to", f"{target.host}/m", "--dry-run", "--json")
+    assert code == 0, err
+    doc = json.loads(out)  # one document, nothing else on stdout
+    schema = json.loads((ROOT / "schemas" / "cli-output.schema.json").read_text())
+    jsonschema.validate(doc, {**schema, "$ref": "#/$defs/sync"})
+    assert doc == {"dryRun": True, "images": [
+        {"source": f"{pin['imageName']}@{pin['imageDigest']}",
+         "destination": pin["imageName"].replace(registry.host, f"{target.host}/m"), "tags": ["v1"]}
+        for pin in pins]}
+    assert target.requests_since(mark_target) == [] and registry.requests_since(mark) == []
+    with pytest.raises(jsonschema.ValidationError):  # a dry run's images say nothing of what was sent
+        jsonschema.validate({"dryRun": True, "images": [{**doc["images"][0], "upToDate": True}]},
+                            {**schema, "$ref": "#/$defs/sync"})
+
+
 def test_keep_going_finishes_then_reports_every_failure(registry, target, tmp_path, cache_dir, capsys):
     _, lock = make_lock(capsys, tmp_path, [f"{registry.host}/test/single-gzip:v1", f"{registry.host}/test/single-none:v1"])
     doc = json.loads(lock.read_text())

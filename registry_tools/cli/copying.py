@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from registry_tools.cli.commands import lock_lines, note, session_of
+
+if TYPE_CHECKING:
+    from registry_tools.api.sync import SyncItem
 
 
 def _dump(obj: object) -> None:
@@ -52,6 +56,11 @@ def cmd_copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sync_image(item: SyncItem) -> dict[str, object]:
+    """An image of `sync --json`: what is copied where (the `sync` schema's images)."""
+    return {"source": f"{item.source.name}@{item.digest}", "destination": item.dest.name, "tags": item.tags}
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     from registry_tools.api.lock import lock_text, read_lock, write_lock
     from registry_tools.api.sync import mirror_lock, plan, sync
@@ -61,10 +70,11 @@ def cmd_sync(args: argparse.Namespace) -> int:
     items = plan(entries, args.to)
     new_lock = lock_text(mirror_lock(entries, args.to))
     if args.dry_run:
-        for item in items:
-            print(f"would copy {item.describe()}", file=sys.stderr if not args.json else sys.stdout)
         if args.json:
+            _dump({"dryRun": True, "images": [_sync_image(i) for i in items]})
             return 0
+        for item in items:
+            print(f"would copy {item.describe()}", file=sys.stderr)
         print(f"{len(items)} image(s) to check; nothing sent", file=sys.stderr)
         return 0
     progress = SyncProgress(len(items), quiet=args.quiet)
@@ -92,8 +102,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         lines = ", ".join(str(e.line) for e in item.entries)
         print(f"registry-tools: {args.lock}:{lines}: {item.describe()}: {item.error}", file=sys.stderr)
     if args.json:
-        _dump({"images": [{"source": f"{i.source.name}@{i.digest}", "destination": i.dest.name, "tags": i.tags,
-                           "upToDate": i.up_to_date, "error": str(i.error) if i.error else None,
+        _dump({"images": [{**_sync_image(i), "upToDate": i.up_to_date, "error": str(i.error) if i.error else None,
                            "blobsUploaded": len(i.pushed.uploaded) if i.pushed else 0,
                            "bytesSent": i.pushed.bytes_uploaded if i.pushed else 0} for i in items]})
     if failed:
