@@ -403,3 +403,51 @@ def test_tag_names_from_the_registry_are_tags_or_left_out(httpserver, cache_dir,
     assert "left out 8" in warning and "\n" not in warning and "\x1b" not in warning and "\x07" not in warning
     code, out, _ = run(capsys, "tags", f"{host}/x/y", "--json")
     assert code == 0 and json.loads(out) == ["v1", "v2.0_rc-1"]
+
+
+# -- a Docker-Content-Digest that is no digest: the registry's failure (exit 1), not bad usage (2) --------
+
+HOSTILE_DIGESTS = ["sha256:evil", "md5:0123", "sha256:" + "A" * 64, "\x1b[2Jsha256:" + "a" * 64, "x" * 5000]
+
+
+def manifest_host(dcd: str) -> Wire:
+    """A registry that has every manifest asked for and names it by `dcd`."""
+    def reg(req: httpx.Request) -> httpx.Response:
+        if req.url.path == "/v2/":
+            return httpx.Response(200, content=b"{}")
+        return httpx.Response(201 if req.method == "PUT" else 200, headers={"Docker-Content-Digest": dcd})
+    return Wire({"reg.example": reg})
+
+
+@pytest.mark.parametrize("dcd", HOSTILE_DIGESTS, ids=range(len(HOSTILE_DIGESTS)))
+def test_a_hostile_docker_content_digest_is_a_failure_to_act_on(dcd):
+    from registry_tools.errors import VerificationError
+
+    r = registry(manifest_host(dcd), creds=False)
+    for ask in (lambda: r.manifest_digest("x/y", "v1"),  # the one a push, copy, sync or tag acts on
+                lambda: r.put_manifest("x/y", "v1", b"{}", "application/vnd.oci.image.manifest.v1+json")):
+        with pytest.raises(VerificationError) as caught:
+            ask()
+        message = str(caught.value)
+        assert caught.value.exit_code == 1 and "Docker-Content-Digest" in message and "x/y" in message
+        assert "\x1b" not in message and "\n" not in message and len(message) < 400
+
+
+@pytest.mark.parametrize("dcd", HOSTILE_DIGESTS, ids=range(len(HOSTILE_DIGESTS)))
+def test_a_hostile_docker_content_digest_in_a_tag_head_claims_nothing(dcd):
+    """A tag's HEAD is a hint only (the GET's bytes decide): a header that is no digest claims nothing."""
+    r = registry(manifest_host(dcd), creds=False)
+    assert r.head_manifest("x/y", "v1")[0] is None
+
+
+def test_a_hostile_docker_content_digest_exits_1_in_one_escaped_line(httpserver, cache_dir, capsys):
+    """`tag` acts on what the registry says the tag names: a header that is no digest stops it, exit 1."""
+    from .helpers import run
+
+    httpserver.expect_request("/v2/").respond_with_data("{}")
+    httpserver.expect_request("/v2/x/y/manifests/v2", method="HEAD").respond_with_data(
+        "", headers={"Docker-Content-Digest": "sha256:evil\x1b[2J"})
+    code, out, err = run(capsys, "tag", f"127.0.0.1:{httpserver.port}/x/y@sha256:{'a' * 64}", "v2")
+    lines = err.strip().splitlines()
+    assert code == 1 and out == "" and len(lines) == 1, err
+    assert "Docker-Content-Digest" in lines[0] and "\\x1b[2J" in lines[0] and "\x1b" not in err

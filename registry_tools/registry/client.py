@@ -17,8 +17,8 @@ import httpx
 
 from registry_tools import __version__
 from registry_tools.cancel import Cancel
-from registry_tools.errors import AuthError, DigestMismatch, Interrupted, ManifestError, NetworkError, NotFound
-from registry_tools.errors import RegistryError
+from registry_tools.errors import AuthError, DigestMismatch, Interrupted, InvalidDigest, ManifestError, NetworkError
+from registry_tools.errors import NotFound, RegistryError, VerificationError
 from registry_tools.model.digest import Digest
 from registry_tools.model.manifest import ACCEPT, MAX_MANIFEST_SIZE, load_json
 from registry_tools.model.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, is_loopback_host
@@ -306,11 +306,11 @@ class Registry:
         if resp.status_code >= 400:  # 403 too: Artifactory's answer for a manifest it does not have
             # A HEAD answer has no body to say why; the caller's GET will get the registry's reason.
             return None, "", None
-        dcd, size = resp.headers.get("docker-content-digest"), resp.headers.get("content-length")
+        size = resp.headers.get("content-length")
         try:
-            digest = Digest.parse(dcd) if dcd else None
-        except ValueError:
-            digest = None
+            digest = announced_digest(resp, f"{self.domain}/{repo}:{ref}")
+        except VerificationError:
+            digest = None  # a claim only (the bytes decide): one that is no digest claims nothing
         return digest, resp.headers.get("content-type", ""), int(size) if size and size.isdigit() else None
 
     def list_tags(self, repo: str, limit: int = 1000) -> list[str]:
@@ -327,8 +327,8 @@ class Registry:
             return None
         self.check(resp, f"{self.domain}/{repo}:{ref}", repo)
         # a manifest found by its digest is that digest, header or not
-        got = resp.headers.get("docker-content-digest") or (ref if ref.startswith("sha256:") else None)
-        return Digest.parse(got) if got else None
+        got = announced_digest(resp, f"{self.domain}/{repo}:{ref}")
+        return got or (Digest.parse(ref) if ref.startswith("sha256:") else None)
 
     def put_manifest(self, repo: str, ref: str, raw: bytes, media_type: str) -> Digest:
         return self.put_manifest_answer(repo, ref, raw, media_type)[0]
@@ -372,9 +372,22 @@ def probe_scheme(reg: "Registry") -> str:
         raise NetworkError(f"cannot reach registry {reg.host}: {reason(e)}") from None
 
 
+def announced_digest(resp: httpx.Response, what: str) -> Digest | None:
+    """The answer's Docker-Content-Digest, if it has one. A header that is no digest is the
+    registry's failure (a VerificationError, exit 1), never the user's bad input."""
+    got = resp.headers.get("docker-content-digest")
+    if not got:
+        return None
+    try:
+        return Digest.parse(got)
+    except InvalidDigest:
+        raise VerificationError(f"{what}: the registry's Docker-Content-Digest {got[:100]!r} is not a digest "
+                                "(sha256:<64 hex digits>)") from None
+
+
 def returned_digest(resp: httpx.Response, digest: Digest, what: str) -> Digest:
     """The registry's Docker-Content-Digest must name what we sent."""
-    got = resp.headers.get("docker-content-digest")
-    if got and got != str(digest):
-        raise DigestMismatch(f"{what}: the registry stored", str(digest), got)
+    got = announced_digest(resp, what)
+    if got is not None and got != digest:
+        raise DigestMismatch(f"{what}: the registry stored", str(digest), str(got))
     return digest
