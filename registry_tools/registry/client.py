@@ -26,6 +26,7 @@ from pathlib import Path
 
 from registry_tools.registry import auth, network
 from registry_tools.registry.tokens import TokenClient
+from registry_tools.registry.sockets import abortable
 from registry_tools.registry.transport import (KIND, LIMIT, REDIRECTS, RETRY, Client, RateLimit,
                                                RegistryTransport, RetryPolicy, read_body, reason, safe_url)
 
@@ -98,9 +99,9 @@ class SchemeTransport(httpx.BaseTransport):
 
     def _make(self, verify: ssl.SSLContext, proxy: str | None) -> httpx.HTTPTransport:
         n = self.options.max_connections
-        return httpx.HTTPTransport(verify=verify, retries=0, trust_env=False,
-                                   proxy=network.proxy_of(proxy) if proxy else None,
-                                   limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+        return abortable(httpx.HTTPTransport(verify=verify, retries=0, trust_env=False,
+                                             proxy=network.proxy_of(proxy) if proxy else None,
+                                             limits=httpx.Limits(max_connections=n, max_keepalive_connections=n)))
 
     def _route(self, url: httpx.URL) -> httpx.HTTPTransport:
         proxy = self.proxies.for_url(url)

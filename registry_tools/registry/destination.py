@@ -103,7 +103,9 @@ class RegistrySink:
         self.work.progress.say(f"{kind} {desc.digest} ({desc.size / 1e6:.1f} MB)")
 
     def _push_blob(self, desc: mf.Descriptor) -> None:
-        with self.work.workers.transfer():  # one limit for the whole operation, downloads and uploads alike
+        # One limit for the whole operation, downloads and uploads alike; the requests stop with the
+        # push (one blocked on the wire, say a body the registry stopped reading, is cut off).
+        with self.work.workers.transfer(), self._cancel.scope():
             self._push_blob_now(desc)
 
     def _push_blob_now(self, desc: mf.Descriptor) -> None:

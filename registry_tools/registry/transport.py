@@ -9,6 +9,11 @@ size). Under it, `Redirects` follows redirects hop by hop, each hop a request of
 that keeps `Authorization` only on the origin (scheme, host and port) it was set for; the
 URL that finally answered is in the response's extensions (`answered_by`), so the auth
 above answers a 401 only from its own registry.
+
+Cancellation reaches a request blocked on the wire too (an upload whose body the registry
+stopped reading, an answer that never comes): each request is watched (`sockets.Watch`),
+and its socket is shut down when the operation is cancelled or the part of it the request's
+thread works for (`Cancel.scope`) stops.
 """
 from __future__ import annotations
 
@@ -20,13 +25,15 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
 
 import httpx
 
+from registry_tools import cancel as cancellation
 from registry_tools.cancel import Cancel
-from registry_tools.errors import RateLimitLow, ResponseTooLarge
+from registry_tools.errors import Interrupted, RateLimitLow, ResponseTooLarge
+from registry_tools.registry.sockets import Watch, watching
 
 log = logging.getLogger("registry_tools.transport")
 
@@ -141,24 +148,35 @@ class RateLimit:
 
 
 class BoundedStream(httpx.SyncByteStream):
-    """A response body that raises ResponseTooLarge past `limit` bytes."""
+    """A response body that raises ResponseTooLarge past `limit` bytes; `done` runs when it is closed."""
 
-    def __init__(self, inner: httpx.SyncByteStream, limit: int, request: httpx.Request, kind: str):
+    def __init__(self, inner: httpx.SyncByteStream, limit: int, request: httpx.Request, kind: str,
+                 cancel: Cancel | None = None, done: Callable[[], None] | None = None):
         self._inner = inner
         self._limit = limit
         self._request = request
         self._kind = kind
+        self._cancel = cancel
+        self._done = done
 
     def __iter__(self) -> Iterator[bytes]:
         seen = 0
-        for chunk in self._inner:
-            seen += len(chunk)
-            if seen > self._limit:
-                what = f"{self._request.method} {safe_url(str(self._request.url))} ({self._kind})"
-                raise ResponseTooLarge(f"{what}: the response body is over {self._limit} bytes; refused")
-            yield chunk
+        try:
+            for chunk in self._inner:
+                seen += len(chunk)
+                if seen > self._limit:
+                    what = f"{self._request.method} {safe_url(str(self._request.url))} ({self._kind})"
+                    raise ResponseTooLarge(f"{what}: the response body is over {self._limit} bytes; refused")
+                yield chunk
+        except httpx.TransportError:
+            if self._cancel is not None and self._cancel.is_set():  # cut off by the cancellation
+                raise Interrupted(self._cancel.reason) from None
+            raise
 
     def close(self) -> None:
+        if self._done is not None:  # before the connection can go back to the pool
+            self._done()
+            self._done = None
         self._inner.close()
 
 
@@ -266,41 +284,53 @@ class RegistryTransport(httpx.BaseTransport):
         may_retry = request.extensions.get(RETRY, True) and _replayable(request)
         attempts = self.policy.attempts if may_retry else 1
         deadline = time.monotonic() + self.policy.max_total
+        part = cancellation.current()  # the part of the operation this thread works for, if it says
+        cancel = part or self.cancel
         attempt = 0
         while True:
-            self.cancel.check()
-            self.rate.before(request, self.cancel)
+            self.cancel.check()  # nothing new once the operation is over
+            self.rate.before(request, cancel)
             self.stats[f"{request.method} {kind}"] += 1
+            watch = Watch(self.cancel, part)
             try:
-                resp = self.inner.handle_request(request)
+                with watching(watch):
+                    resp = self.inner.handle_request(request)
                 self.rate.note(resp)
             except httpx.TransportError:
+                watch.end()
+                if cancel.is_set():  # cut off on the wire by the cancellation
+                    raise Interrupted(cancel.reason) from None
                 if attempt + 1 >= attempts or time.monotonic() > deadline:
                     raise
-                self._pause(request, attempt, None, "connection failed")
+                self._pause(request, cancel, attempt, None, "connection failed")
                 attempt += 1
                 continue
+            except BaseException:
+                watch.end()
+                raise
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("%s %s -> %d", request.method, safe_url(str(request.url)), resp.status_code)
             if resp.status_code in RETRY_STATUS and attempt + 1 < attempts:
                 wait = self.policy.delay(attempt, retry_after(resp))
                 if time.monotonic() + wait <= deadline:
+                    watch.end()
                     resp.close()
-                    self._pause(request, attempt, wait, f"HTTP {resp.status_code}")
+                    self._pause(request, cancel, attempt, wait, f"HTTP {resp.status_code}")
                     attempt += 1
                     continue
-            return self._bounded(request, resp, kind)
+            return self._bounded(request, resp, kind, cancel, watch.end)
 
-    def _pause(self, request: httpx.Request, attempt: int, wait: float | None, why: str) -> None:
+    def _pause(self, request: httpx.Request, cancel: Cancel, attempt: int, wait: float | None, why: str) -> None:
         delay = self.policy.delay(attempt) if wait is None else wait
         log.info("%s %s: %s, retrying in %.1fs", request.method, safe_url(str(request.url)), why, delay)
-        self.cancel.sleep(delay)
+        cancel.sleep(delay)
 
-    def _bounded(self, request: httpx.Request, resp: httpx.Response, kind: str) -> httpx.Response:
+    def _bounded(self, request: httpx.Request, resp: httpx.Response, kind: str, cancel: Cancel,
+                 done: Callable[[], None]) -> httpx.Response:
         limit = int(request.extensions.get(LIMIT, MAX_BODY))
         stream = resp.stream
         assert isinstance(stream, httpx.SyncByteStream)
-        resp.stream = BoundedStream(stream, limit, request, kind)
+        resp.stream = BoundedStream(stream, limit, request, kind, cancel, done)
         return resp
 
     def close(self) -> None:
