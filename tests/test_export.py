@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import subprocess
 import tarfile
@@ -48,12 +49,15 @@ def whiteout_image(path) -> None:
                        entry("bin/alias", tarfile.SYMTYPE, 0o777, link="tool"),
                        entry("bin/hard", tarfile.LNKTYPE, 0o755, link="bin/tool"),
                        entry("var", tarfile.DIRTYPE, 0o755), entry("var/gone", tarfile.DIRTYPE, 0o755),
-                       entry("var/gone/file", data=b"x")])
+                       entry("var/gone/file", data=b"x"), entry("lib", tarfile.DIRTYPE, 0o755),
+                       entry("lib/removed", data=b"removed\n"), entry("lib/stays", tarfile.LNKTYPE, link="lib/removed"),
+                       entry("lib/replaced", data=b"first\n"), entry("lib/old", tarfile.LNKTYPE, link="lib/replaced")])
     top = layer(lay, [entry("etc", tarfile.DIRTYPE, 0o755), entry("etc/.wh.a"), entry("etc/b", data=b"b v2\n"),
                       entry("opt", tarfile.DIRTYPE, 0o755), entry("opt/x", tarfile.DIRTYPE, 0o755),
                       entry("opt/x/.wh..wh..opq"), entry("opt/x/new", data=b"new\n"),
                       entry("var", tarfile.DIRTYPE, 0o755), entry("var/.wh.gone"),
-                      entry("etc/c", data=b"c\n", mode=0o640, uid=1000, gid=1000)])
+                      entry("etc/c", data=b"c\n", mode=0o640, uid=1000, gid=1000), entry("lib/.wh.removed"),
+                      entry("lib/replaced", data=b"second\n")])
     lay.tag(lay.image([base, top]), "v1")
     lay.write(path)
 
@@ -90,6 +94,11 @@ def test_export_applies_whiteouts_and_matches_podman_export(tmp_path, cache_dir,
     assert ours["etc/b"][5] == hashlib.sha256(b"b v2\n").hexdigest()
     assert ours["etc/keep"][1:4] == (0o600, 33, 44) and ours["bin/alias"][:1] == ("sym",)
     assert ours["bin/hard"][0] == "hard" and ours["bin/hard"][4] == "bin/tool"
+    # a hard link whose name went (a whiteout) or got new content (a later layer) keeps the file it
+    # was made to, as the merged filesystem shows it: never a link to a name the output lacks
+    assert "lib/removed" not in ours and ours["lib/stays"][::5] == ("file", hashlib.sha256(b"removed\n").hexdigest())
+    assert ours["lib/old"][5] == hashlib.sha256(b"first\n").hexdigest()
+    assert ours["lib/replaced"][5] == hashlib.sha256(b"second\n").hexdigest()
     # deterministic: again, from an empty cache, the same bytes and hash
     shutil.rmtree(cache_dir)
     code, again, _ = run(capsys, "export", f"oci:{layout}:v1", "-o", str(tmp_path / "again.tar"), "--json")
@@ -133,3 +142,73 @@ def test_export_from_a_registry_needs_a_digest(registry, facts, cache_dir, tmp_p
                          "--platform", "linux/arm64", "-o", str(tmp_path / "x.tar"))
     assert code == 0, err
     assert tarfile.open(tmp_path / "x.tar").getnames()
+
+
+def held_under_links(tar_path) -> list[str]:
+    """Entries whose path passes through a symbolic link of the same tar, and hard links to names
+    that are not (yet) in it: what extractors misread."""
+    links: set[str] = set()
+    seen: set[str] = set()
+    bad = []
+    with tarfile.open(tar_path) as tf:
+        for m in tf:
+            name = m.name.lstrip("./").rstrip("/")
+            parts = name.split("/")
+            if any("/".join(parts[:i]) in links for i in range(1, len(parts))):
+                bad.append(name)
+            if m.islnk() and m.linkname.lstrip("./") not in seen:
+                bad.append(f"{name} -> {m.linkname}")
+            (links.add if m.issym() else links.discard)(name)
+            seen.add(name)
+    return bad
+
+
+@pytest.fixture
+def outside():
+    where = tempfile.mkdtemp(prefix="rt-outside-", dir="/tmp")
+    yield where
+    shutil.rmtree(where)
+
+
+def test_an_entry_under_a_lower_layers_symlink_replaces_the_link(tmp_path, cache_dir, capsys, outside):
+    """`evil -> /elsewhere`, then `evil/cron.d/job` in a later layer: the output has a directory
+    evil holding cron.d/job, as podman's overlay storage shows it, so extracting it writes
+    nothing elsewhere. Under a link of its own layer (podman would follow it) it is refused."""
+    first = [entry("etc", tarfile.DIRTYPE, 0o755), entry("evil", tarfile.SYMTYPE, 0o777, link=outside)]
+    second = [entry("evil/cron.d", tarfile.DIRTYPE, 0o755), entry("evil/cron.d/job", data=b"job\n"),
+              entry("etc/x", tarfile.SYMTYPE, 0o777, link="../evil")]
+    for name, layers in (("later", [first, second]), ("same", [first + second])):
+        lay = imagegen.Layout()
+        lay.tag(lay.image([layer(lay, e) for e in layers]), "v1")
+        lay.write(tmp_path / name)
+        code, _, err = run(capsys, "export", f"oci:{tmp_path / name}:v1", "-o", str(tmp_path / f"{name}.tar"))
+        if name == "same":
+            assert code == 1 and "'evil/cron.d'" in err and "same layer" in err
+            assert len(err.strip().splitlines()) == 1
+            assert not (tmp_path / "same.tar").exists()
+            continue
+        assert code == 0, err
+        out = tmp_path / "later.tar"
+        assert held_under_links(out) == []
+        ours = listing(out)
+        assert "evil" not in ours and ours["evil/cron.d"][0] == "dir"
+        assert ours["evil/cron.d/job"][5] == hashlib.sha256(b"job\n").hexdigest()
+        (tmp_path / "x").mkdir()
+        subprocess.run(["tar", "-xf", str(out), "-C", str(tmp_path / "x")], check=True)
+        assert os.listdir(outside) == [] and (tmp_path / "x/evil/cron.d/job").read_text() == "job\n"
+
+
+@pytest.mark.parametrize("entries", [
+    [[entry("a", tarfile.LNKTYPE, link="nowhere")]],
+    [[entry("t", data=b"t")], [entry(".wh.t"), entry("a", tarfile.LNKTYPE, link="t")]],
+    [[entry("d", tarfile.DIRTYPE, 0o755), entry("a", tarfile.LNKTYPE, link="d")]],
+    [[entry("s", tarfile.SYMTYPE, link="d"), entry("d", tarfile.DIRTYPE, 0o755), entry("d/t", data=b"t"),
+      entry("a", tarfile.LNKTYPE, link="s/t")]],
+], ids=["absent", "whited-out", "directory", "through-a-symlink"])
+def test_a_hard_link_to_a_name_the_image_does_not_hold_is_refused(tmp_path, cache_dir, capsys, entries):
+    lay = imagegen.Layout()
+    lay.tag(lay.image([layer(lay, e) for e in entries]), "v1")
+    lay.write(tmp_path / "layout")
+    code, _, err = run(capsys, "export", f"oci:{tmp_path / 'layout'}:v1", "-o", str(tmp_path / "out.tar"))
+    assert code == 1 and "hard link" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out.tar").exists()

@@ -1,17 +1,22 @@
-"""runAsRoot without a VM: the script runs as root in a chroot of the image's tree; what it changed
-is one more layer, deletions as whiteouts that podman honours."""
+"""runAsRoot without a VM: the script runs as root of its own user, mount, PID, IPC, UTS and network
+namespaces, pivoted into the image's tree; what it changed is one more layer, deletions as whiteouts
+that podman honours. extraCommands and fakeRootCommands run as root are contained the same way."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
+import socket
 import subprocess
+import sys
 import tarfile
 import tempfile
 
 import pytest
 
 from .helpers import run
+from .support import imagegen
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 # Debian's busybox-static has no adduser/addgroup: the same, by appending to the files
@@ -30,9 +35,10 @@ def base_layout(tmp_path, cache_dir, capsys):
     root = tmp_path / "base-root"
     (root / "bin").mkdir(parents=True)
     shutil.copy(BUSYBOX, root / "bin" / "busybox")
-    for applet in ("sh", "mkdir", "chown", "rm", "echo", "cat", "ls"):
+    for applet in ("sh", "mkdir", "chown", "rm", "echo", "cat", "ls", "mount", "hostname", "test"):
         os.symlink("busybox", root / "bin" / applet)
     (root / "etc").mkdir()
+    (root / "proc").mkdir()
     (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc" / "group").write_text("root:x:0:\n")
     (root / "etc" / "to-delete").write_text("bye\n")
@@ -98,3 +104,146 @@ def test_a_failing_script_is_one_line(base_layout, tmp_path, cache_dir, capsys):
     (tmp_path / "spec.json").write_text(json.dumps({"name": "x/y", "tag": "1", "shadowSetup": True}))
     code, _, err = run(capsys, "build", str(tmp_path / "spec.json"), "--oci", str(tmp_path / "l2"))
     assert code == 2 and "shadowSetup" in err
+
+
+def script_layer(tmp_path, capsys, spec: dict) -> dict[str, bytes]:
+    """Build `spec` over the base image; the files of its last layer (the runAsRoot layer)."""
+    spec = {"name": "x/y", "tag": "1", "architecture": "amd64", "fromImage": "base", **spec}
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    code, _, err = run(capsys, "build", str(tmp_path / "spec.json"), "--oci", str(tmp_path / "layout"))
+    assert code == 0, err
+    with tarfile.open(layers(tmp_path / "layout")[-1]) as tf:
+        return {m.name: tf.extractfile(m).read() for m in tf if m.isreg()}
+
+
+@pytest.fixture
+def outside():
+    """A directory of the build host that anyone may enter (so only containment keeps commands out)."""
+    where = tempfile.mkdtemp(prefix="rt-host-", dir="/tmp")
+    os.chmod(where, 0o755)
+    yield where
+    shutil.rmtree(where)
+
+
+def host_file(where: str, mode: int = 0o644) -> str:
+    """A file of the build host the commands must not reach."""
+    path = os.path.join(where, "file")
+    with open(path, "w") as f:
+        f.write("untouched\n")
+    os.chmod(path, mode)
+    return path
+
+
+def test_the_script_cannot_reach_the_host_its_processes_network_or_hostname(base_layout, tmp_path, cache_dir,
+                                                                            capsys, outside):
+    """Real root in a chroot can mount proc and write the host's files through /proc/1/root; in
+    its own namespaces the script sees its own processes, no network and its own hostname."""
+    target = host_file(outside)
+    hostname = socket.gethostname()
+    script = f"""
+mkdir -p /out
+mount -t proc proc /proc 2>/out/mount || true
+for pid in 1 $PPID; do echo escaped 2>>/out/write >/proc/$pid/root{target} || true; done
+ls /proc > /out/proc
+cat /proc/net/dev > /out/net
+hostname confined-by-a-test 2>/out/hostname-error || true
+hostname > /out/hostname
+"""
+    try:
+        files = script_layer(tmp_path, capsys, {"runAsRoot": script})
+    finally:
+        changed = socket.gethostname() != hostname
+        if changed:
+            socket.sethostname(hostname)
+    assert not changed, "the script renamed the build host"
+    assert open(target).read() == "untouched\n"
+    assert files["out/hostname"] == b"confined-by-a-test\n"
+    pids = [n for n in files["out/proc"].decode().split() if n.isdigit()]
+    assert len(pids) <= 3 and "1" in pids, pids  # the script's shell (pid 1) and `ls`
+    interfaces = [line.split(":")[0].strip() for line in files["out/net"].decode().splitlines()[2:]]
+    assert interfaces == ["lo"]
+
+
+def tar_layer(lay: imagegen.Layout, members: list[tuple[str, bytes, bytes, str]]):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for name, kind, data, link in members:
+            info = tarfile.TarInfo(name)
+            info.type, info.size, info.linkname = kind, len(data), link
+            info.mode = 0o755 if kind != tarfile.REGTYPE or name == "bin/busybox" else 0o644
+            tf.addfile(info, io.BytesIO(data))
+    raw = buf.getvalue()
+    return lay.add(imagegen.Blob(imagegen.LAYER_TYPES["gzip"], imagegen.compress(raw, "gzip"))), imagegen.sha(raw)
+
+
+@pytest.mark.parametrize("same_layer", [False, True], ids=["later-layer", "same-layer"])
+def test_an_entry_under_a_symlink_in_the_base_image(tmp_path, cache_dir, capsys, outside, same_layer):
+    """`evil -> /outside`, then `evil/cron.d/job` in a later layer: the script's tree has a
+    directory evil, as podman's overlay storage shows it; in the same layer, one line. Never a
+    write through the link, never a traceback (as before)."""
+    lay = imagegen.Layout()
+    busybox = open(BUSYBOX, "rb").read()
+    first = [("bin", tarfile.DIRTYPE, b"", ""), ("bin/busybox", tarfile.REGTYPE, busybox, ""),
+             ("bin/sh", tarfile.SYMTYPE, b"", "busybox"), ("bin/cat", tarfile.SYMTYPE, b"", "busybox"),
+             ("bin/test", tarfile.SYMTYPE, b"", "busybox"), ("evil", tarfile.SYMTYPE, b"", outside)]
+    second = [("evil/cron.d", tarfile.DIRTYPE, b"", ""), ("evil/cron.d/job", tarfile.REGTYPE, b"job\n", "")]
+    layers = [first + second] if same_layer else [first, second]
+    lay.tag(lay.image([tar_layer(lay, members) for members in layers]), "1")
+    lay.write(tmp_path / "base")
+    script = "test -d /evil && ! test -L /evil && cat /evil/cron.d/job > /seen && echo mine > /evil/cron.d/job"
+    if same_layer:
+        (tmp_path / "spec.json").write_text(json.dumps({"name": "x/y", "tag": "1", "architecture": "amd64",
+                                                        "fromImage": "base", "runAsRoot": script}))
+        code, _, err = run(capsys, "build", str(tmp_path / "spec.json"), "--oci", str(tmp_path / "layout"))
+        assert code == 1 and "'evil/cron.d'" in err and len(err.strip().splitlines()) == 1, err
+    else:
+        files = script_layer(tmp_path, capsys, {"runAsRoot": script})
+        assert files["seen"] == b"job\n" and files["evil/cron.d/job"] == b"mine\n"
+    assert os.listdir(outside) == []
+
+
+@pytest.mark.parametrize("key", ["runAsRoot", "extraCommands"])
+def test_a_kernel_that_refuses_namespaces_is_one_line_not_a_chroot(base_layout, tmp_path, cache_dir, key):
+    """With no user namespaces left to make (a user namespace whose limit is 0), runAsRoot, and
+    extraCommands run as root, refuse in one line instead of running unconfined (a bare chroot)."""
+    (tmp_path / "spec.json").write_text(json.dumps({"name": "x/y", "tag": "1", "architecture": "amd64",
+                                                    "fromImage": "base", key: "mkdir ran"}))
+    command = [sys.executable, "-m", "registry_tools", "build", str(tmp_path / "spec.json"), "--oci",
+               str(tmp_path / "layout")]
+    res = subprocess.run(["unshare", "--user", "--map-root-user", "sh", "-c",
+                          'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"', "-", *command],
+                         capture_output=True, text=True, env=dict(os.environ, REGISTRY_TOOLS_CACHE=str(cache_dir)),
+                         timeout=120)
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert res.returncode == 1 and len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert key in lines[0] and "namespaces" in lines[0] and "max_user_namespaces" in lines[0]
+    assert "chroot" in lines[0] if key == "runAsRoot" else "run as root" in lines[0]
+    assert not (tmp_path / "layout").exists()
+
+
+def test_extra_and_fake_root_commands_run_as_root_are_contained(tmp_path, cache_dir, capsys, outside):
+    """Run as root, extraCommands and fakeRootCommands see the host read-only (even a file anyone
+    may write), their own processes and no network; the layer's root is theirs to write."""
+    if os.geteuid() != 0:
+        pytest.skip("this machine is not root: the commands run as the user, as in nixpkgs")
+    target = host_file(outside, mode=0o666)
+    extra = (f"echo escaped 2>/dev/null > {target} || true; mkdir -p out; ls /proc > out/proc; "
+             "cat /proc/net/dev > out/net; echo made > out/made")
+    fake = f"echo escaped 2>/dev/null > {target} || true; chown 7:8 out/made; hostname x 2>/dev/null || true"
+    hostname = socket.gethostname()
+    (tmp_path / "spec.json").write_text(json.dumps({"name": "x/y", "tag": "1", "architecture": "amd64",
+                                                    "extraCommands": extra, "fakeRootCommands": fake}))
+    try:
+        code, _, err = run(capsys, "build", str(tmp_path / "spec.json"), "--oci", str(tmp_path / "layout"))
+    finally:
+        changed = socket.gethostname() != hostname
+        if changed:
+            socket.sethostname(hostname)
+    assert code == 0, err
+    assert not changed and open(target).read() == "untouched\n"
+    with tarfile.open(layers(tmp_path / "layout")[-1]) as tf:
+        members = {m.name: m for m in tf}
+        files = {n: tf.extractfile(m).read().decode() for n, m in members.items() if m.isreg()}
+    assert (members["out/made"].uid, members["out/made"].gid) == (7, 8) and files["out/made"] == "made\n"
+    assert len([n for n in files["out/proc"].split() if n.isdigit()]) <= 4
+    assert [line.split(":")[0].strip() for line in files["out/net"].splitlines()[2:]] == ["lo"]

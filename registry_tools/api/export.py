@@ -1,9 +1,10 @@
 """export: an image's root filesystem as one tar (dockerTools.exportImage, `podman export`).
 
 Any source `copy` reads (a registry reference pinned by digest, a docker-archive, an
-oci-archive, an OCI layout) through the copy engine, then the layers applied in order,
-whiteouts and opaque directories honoured (formats.rootfs). The output's bytes depend on
-the image alone; its sha256 is printed like a pull's.
+oci-archive, an OCI layout) through the copy engine, then the layers applied in order to the
+model of formats.rootfs (whiteouts and opaque directories honoured, nothing left under a
+symbolic link, hard links only to what the output holds). The output's bytes depend on the
+image alone; its sha256 is printed like a pull's.
 """
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from registry_tools.builder import confinement
 from registry_tools.builder.base import BaseImage, load_base
 from registry_tools.builder.closure import Graph, auto_layers, parse_graph, popularity_layers
 from registry_tools.builder.pack import Entry, Owner, collect, owned, tar_size, with_parents
@@ -191,7 +192,7 @@ def _final_layer(spec: BuildSpec, owner: Owner, plan: Plan) -> LayerPlan:
     for tree in spec.contents:
         _merge_tree(tree, root, root, spec.keep_contents_dirlinks)
     if spec.extra_commands:
-        _run(["sh", "-ec", spec.extra_commands], root, "extraCommands")
+        _run(["sh", "-ec", spec.extra_commands], root, "extraCommands", confined=True)
     # contents are copied with their times kept: with no commands run, the same contents give the
     # same key (the layer is found in the cache, not packed again; the platforms of a build share it)
     commands = bool(spec.extra_commands or spec.fake_root_commands)
@@ -211,7 +212,7 @@ def _final_layer(spec: BuildSpec, owner: Owner, plan: Plan) -> LayerPlan:
             command = ["fakechroot", "chroot", str(root), "/bin/sh", "-ec", spec.fake_root_commands]
         else:
             command = ["sh", "-ec", spec.fake_root_commands]
-        _run(["fakeroot", "-s", str(state), "--", *command], root, "fakeRootCommands")
+        _run(["fakeroot", "-s", str(state), "--", *command], root, "fakeRootCommands", confined=True)
         listing = _run(["fakeroot", "-i", str(state), "--", sys.executable, "-c", _LIST_OWNERS, str(root)],
                        root, "fakeroot listing")
         made = with_parents(collect(str(root), "/", inodes=commands))  # what the commands made too
@@ -295,13 +296,19 @@ print(json.dumps(out))
 """
 
 
-def _run(cmd: list[str], cwd: Path, what: str) -> str:
+def _run(cmd: list[str], root: Path, what: str, confined: bool = False) -> str:
+    """A command in `root`. extraCommands and fakeRootCommands run as root are `confined` as runAsRoot
+    is (builder.confinement): the host read-only, the work directory (root's parent) theirs."""
     env = dict(os.environ, LC_ALL="C", TZ="UTC")
 
     def pre() -> None:
         os.umask(0o022)  # files the commands make get the same modes whatever the caller's umask
 
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, preexec_fn=pre)
+    if confined and os.geteuid() == 0:
+        confinement.lend(root.parent, confinement.ids(), what)
+        res = confinement.run("host", root.parent, cmd, env, what, cwd=root.name)  # umask 022 too
+    else:
+        res = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, preexec_fn=pre)
     if res.returncode != 0:
         detail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit status {res.returncode}"]
         raise BuildError(f"{what} failed: {detail[0]}")

@@ -1,24 +1,30 @@
-"""runAsRoot without a VM: the script runs as root in a chroot of the image's tree, and what it
-changed becomes one more layer.
+"""runAsRoot without a VM: the script runs as root of its own user, mount, PID, IPC, UTS and
+network namespaces, pivoted into the image's tree (builder.confinement), and what it changed
+becomes one more layer.
 
-The tree is the base image's layers applied in order (whiteouts honoured) and then every
-layer this build packs; the script runs in a chroot of it as root (real root where the
-build runs as root, else root of a user namespace, `unshare --user --map-root-user`). A
-snapshot of the tree before and after gives the layer: every path added or changed (with
-its directories, as they are), and a whiteout for every path removed. Like every other
-layer it is written with the spec's fixed time and sorted names.
+The tree is the base image's layers and then every layer this build packs, applied by the
+same model as `export` (formats.rootfs: whiteouts honoured, nothing under a symbolic link, hard
+links to what the tree holds), written into a directory; devices and FIFOs are left out (root
+of a user namespace cannot make them). A snapshot of the tree before and after gives the layer:
+every path added or changed (with its directories, as they are), and a whiteout for every path
+removed, owners as the script saw them. Like every other layer it is written with the spec's
+fixed time and sorted names.
 """
 from __future__ import annotations
 
 import os
 import shutil
 import stat
-import subprocess
 import tarfile
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
+from typing import IO, Iterator
 
+from registry_tools.builder import confinement
 from registry_tools.builder.pack import Entry, Owner
 from registry_tools.errors import RegistryToolsError
+from registry_tools.formats.rootfs import LayerSource, Members, apply_layers, tar_layers
 from registry_tools.store.cache import BlobCache
 
 # nixpkgs' dockerTools.shadowSetup, in POSIX sh: the files shadow-utils needs to add users
@@ -42,44 +48,89 @@ fi
 """
 
 Facts = tuple[str, int, int, int, int, int, int, str]  # kind, mode, uid, gid, size, mtime_ns, inode, link
+TYPES = {"dir": tarfile.DIRTYPE, "file": tarfile.REGTYPE, "symlink": tarfile.SYMTYPE}
 
 
 class RunAsRootError(RegistryToolsError):
     pass
 
 
-def extract(tar_path: Path, root: Path) -> None:
-    """A flattened root filesystem (already checked by formats.rootfs) into `root`, owners kept."""
-    with tarfile.open(tar_path) as tf:
-        tf.extractall(root, filter="tar", numeric_owner=True)
+def packed_layer(entries: list[Entry], owner: Owner, where: str) -> LayerSource:
+    """A layer this build packs, as the tar members it will hold."""
+    @contextmanager
+    def members() -> Iterator[Members]:
+        yield ((_header(e, owner), partial(_read, e.source or os.devnull)) for e in entries)
+
+    return LayerSource(where, members)
 
 
-def materialize(entries: list[Entry], owner: Owner, root: Path) -> None:
-    """A layer this build packs, written into the tree as it will be in the image."""
-    for e in entries:
-        path = root / e.name
-        o = e.owner or owner
-        if e.kind == "dir":
-            if path.is_symlink() or (path.exists() and not path.is_dir()):
-                path.unlink()
-            path.mkdir(parents=True, exist_ok=True)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if path.is_symlink() or path.exists():
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink()
-            if e.kind == "symlink":
-                os.symlink(e.link, path)
-            else:
-                shutil.copyfile(e.source, path)  # type: ignore[arg-type]
-        if e.kind != "symlink":
-            os.chmod(path, e.mode)
-        os.lchown(path, o.uid, o.gid)
+def _read(path: str) -> IO[bytes]:
+    return open(path, "rb")
 
 
-def snapshot(root: Path) -> dict[str, Facts]:
+def _header(e: Entry, owner: Owner) -> tarfile.TarInfo:
+    o = e.owner or owner
+    info = tarfile.TarInfo(e.name)
+    info.type, info.mode, info.linkname = TYPES[e.kind], e.mode, e.link
+    info.size = e.size if e.kind == "file" else 0
+    info.uid, info.gid = o.uid, o.gid
+    return info
+
+
+class TreeWriter:
+    """The entries of applied layers (formats.rootfs: nothing under a symbolic link, a hard link
+    after the file it names) written under `root`, owners kept where this process may set them."""
+
+    def __init__(self, root: Path):
+        self.root = str(root)
+        self.dirs: dict[str, int] = {}  # modes set last, so the tree stays writable while it is made
+        self.left_out: set[str] = set()
+        self.owners = os.geteuid() == 0
+        self._dir(self.root, 0o755, 0, 0)
+
+    def add(self, info: tarfile.TarInfo, data: IO[bytes] | None) -> None:
+        path = os.path.join(self.root, info.name)
+        parts = info.name.split("/")
+        for i in range(1, len(parts)):  # directories no entry declared: root's, mode 0755
+            parent = os.path.join(self.root, *parts[:i])
+            if parent not in self.dirs:
+                self._dir(parent, 0o755, 0, 0)
+        if info.isdir():
+            self._dir(path, info.mode, info.uid, info.gid)
+        elif info.isreg():
+            assert data is not None
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            with open(fd, "wb") as f:
+                shutil.copyfileobj(data, f, 1 << 20)
+            self._own(path, info.uid, info.gid)
+            os.chmod(path, info.mode)
+        elif info.issym():
+            os.symlink(info.linkname, path)
+            self._own(path, info.uid, info.gid)
+        elif info.islnk() and info.linkname not in self.left_out:
+            os.link(os.path.join(self.root, info.linkname), path, follow_symlinks=False)
+        else:  # devices and FIFOs: root of a user namespace could not make them
+            self.left_out.add(info.name)
+
+    def _dir(self, path: str, mode: int, uid: int, gid: int) -> None:
+        if path not in self.dirs and path != self.root:
+            os.mkdir(path, 0o700)
+        self._own(path, uid, gid)
+        self.dirs[path] = mode
+
+    def _own(self, path: str, uid: int, gid: int) -> None:
+        if self.owners:
+            try:
+                os.lchown(path, uid, gid)
+            except OSError:  # an id this user namespace does not map: the path stays root's, as unpacked
+                pass
+
+    def finish(self) -> None:
+        for path in sorted(self.dirs, key=lambda p: -p.count("/")):
+            os.chmod(path, self.dirs[path])
+
+
+def snapshot(root: Path, ids: confinement.Ids) -> dict[str, Facts]:
     out: dict[str, Facts] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         for name in dirnames + filenames:
@@ -87,21 +138,18 @@ def snapshot(root: Path) -> dict[str, Facts]:
             st = os.lstat(p)
             kind = ("dir" if stat.S_ISDIR(st.st_mode) else "symlink" if stat.S_ISLNK(st.st_mode)
                     else "file" if stat.S_ISREG(st.st_mode) else "other")
-            out[os.path.relpath(p, root)] = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size,
+            uid, gid = ids.inside(st.st_uid, st.st_gid)
+            out[os.path.relpath(p, root)] = (kind, stat.S_IMODE(st.st_mode), uid, gid, st.st_size,
                                              st.st_mtime_ns, st.st_ino, os.readlink(p) if kind == "symlink" else "")
     return out
 
 
 def run_script(root: Path, script: str) -> None:
-    chroot = shutil.which("chroot") or "/usr/sbin/chroot"
-    command = [chroot, str(root), "/bin/sh", "-ec", script]
-    if os.geteuid() != 0:
-        command = ["unshare", "--user", "--map-root-user", *command]
     if not os.path.lexists(root / "bin" / "sh"):
         raise RunAsRootError("runAsRoot runs its script with the image's /bin/sh: the base image or the contents "
                              "must provide it")
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root", "LC_ALL": "C", "TZ": "UTC"}
-    res = subprocess.run(command, env=env, capture_output=True, text=True)
+    res = confinement.run("image", root, ["/bin/sh", "-ec", script], env, "runAsRoot")
     if res.returncode != 0:
         detail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit status {res.returncode}"]
         raise RunAsRootError(f"runAsRoot failed: {detail[0]}")
@@ -145,18 +193,16 @@ def changes(root: Path, before: dict[str, Facts], after: dict[str, Facts]) -> li
 def run_as_root(script: str, base_layers: list, packed: list[tuple[list[Entry], Owner]], cache: BlobCache,
                 workdir: Path) -> list[Entry]:
     """The entries of the layer `script` makes over the base layers and this build's layers."""
-    from registry_tools.formats.rootfs import write_rootfs
-
     root = workdir / "run-as-root"
     root.mkdir()
-    if base_layers:
-        tar_path = workdir / "base-rootfs.tar"
-        with open(tar_path, "wb") as f:
-            write_rootfs(base_layers, cache, f)
-        extract(tar_path, root)
-        tar_path.unlink()
-    for entries, owner in packed:
-        materialize(entries, owner, root)
-    before = snapshot(root)
+    sources = tar_layers(base_layers, cache)
+    for n, (entries, owner) in enumerate(packed):
+        sources.append(packed_layer(entries, owner, f"this build's layer {n + 1}"))
+    writer = TreeWriter(root)
+    apply_layers(sources, writer.add)
+    writer.finish()
+    ids = confinement.ids()
+    confinement.lend(root, ids, "runAsRoot")
+    before = snapshot(root, ids)
     run_script(root, script)
-    return changes(root, before, snapshot(root))
+    return changes(root, before, snapshot(root, ids))
