@@ -19,8 +19,7 @@ let
       filter = p: t: !(builtins.elem (baseNameOf p) [ ".git" "__pycache__" "result" ]);
     };
     build-system = [ py.setuptools ];
-    dependencies = with py; [ httpx isal zstandard cryptography certifi rich argcomplete ];
-    optional-dependencies.cosign-keys = [ py.pynacl ];
+    dependencies = with py; [ httpx isal zstandard cryptography certifi rich argcomplete pynacl ];
     doCheck = false; # the suite needs registries, skopeo and podman: run it with ./scripts/test
     meta.mainProgram = "registry-tools";
   };

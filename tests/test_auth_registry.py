@@ -315,3 +315,20 @@ def test_secrets_never_printed(token_setup, facts, clean_env):
     assert len(server.issued) > n_issued
     for secret in secrets:
         assert secret not in outputs
+
+
+def test_verify_needs_only_read_access(token_setup, facts, clean_env, capsys, monkeypatch):
+    """verify reads: a user who may only pull verifies a signature (and asks for no push scope)."""
+    reg, server, _ = token_setup
+    monkeypatch.setenv("COSIGN_PASSWORD", "verify-test")
+    key = clean_env / "release"
+    assert cli.main(["generate-key", str(key), "-q"]) == 0
+    ref = f"{reg.host}/private/app@{digest_of(facts)}"
+    assert cli.main(["sign", ref, "--key", f"{key}.key", "--creds", f"alice:{ALICE_PW}", "-q"]) == 0
+    capsys.readouterr()
+    server.requests.clear()
+    code = cli.main(["verify", ref, "--key", f"{key}.pub", "--creds", f"reader:{READER_PW}"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    scopes = [s for r in server.requests for s in r["scopes"]]
+    assert scopes and all("push" not in s for s in scopes), scopes

@@ -207,3 +207,24 @@ def test_a_bad_pattern_is_bad_input_named_in_one_line(pattern):
 ])
 def test_pattern_classes_and_escapes_as_go_reads_them(pattern, reference, expected):
     assert refs.familiar_match(pattern, reference) == expected
+
+
+@pytest.mark.parametrize("text", ["alpine\n", "alpine:1\n", "example.com/app:v1\n", "example.com\n/app",
+                                  "alpine@sha256:" + "a" * 64 + "\n"])
+def test_a_trailing_line_break_is_no_part_of_a_reference(text):
+    """`$` in a Python pattern matches before a final newline; every anchor of the grammar is the end of the text."""
+    with pytest.raises(InvalidReference):
+        refs.parse_normalized(text)
+
+
+def test_a_tag_or_digest_with_a_line_break_is_refused():
+    assert not refs.TAG_RE.match("v1\n") and refs.TAG_RE.match("v1")
+    with pytest.raises(InvalidDigest):
+        Digest.parse("sha256:" + "a" * 64 + "\n")
+
+
+def test_the_cli_refuses_a_tag_ending_in_a_line_break(capsys, tmp_path):
+    from .helpers import run
+
+    code, _, err = run(capsys, "copy", "oci:" + str(tmp_path / "x"), "localhost:5000/a/b", "--tag", "v1\n")
+    assert code == 2 and "not a valid tag" in err and err.count("\n") == 1

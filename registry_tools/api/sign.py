@@ -111,10 +111,11 @@ class SignResult:
                 "signatureDigest": str(self.signature_digest), "signatures": self.signatures}
 
 
-def _existing_layers(source: RegistrySource, tag: str) -> list[mf.Descriptor]:
+def _existing_layers(source: RegistrySource, tag: str, actions: str) -> list[mf.Descriptor]:
     """The signature layers already tagged for the digest, at most MAX_SIGNATURES; each payload whose
-    descriptor is within MAX_PAYLOAD fetched, verified, into the cache, and no other."""
-    digest = source.registry.manifest_digest(source.repo, tag)
+    descriptor is within MAX_PAYLOAD fetched, verified, into the cache, and no other. `actions`: the
+    token scope asked for ("pull" to verify: read-only credentials suffice)."""
+    digest = source.registry.manifest_digest(source.repo, tag, actions)
     if digest is None:
         return []
     where = f"{source.registry.domain}/{source.repo}:{tag}"
@@ -145,7 +146,7 @@ def sign(image: str, key_file: str | os.PathLike[str], secret: bytes, *, session
         layer = sg.signature_layer(data, sg.sign(key, data))
         tag = sg.signature_tag(digest)
         where = f"{ref.name_only()}:{tag}"
-        existing = _existing_layers(source, tag)
+        existing = _existing_layers(source, tag, "pull,push")
         for desc in existing:
             if desc.size > sg.MAX_PAYLOAD:
                 raise ManifestError(f"{where}: {_too_large(desc)}; not signing beside it")
@@ -196,7 +197,7 @@ def check_signatures(source: RegistrySource, digest: Digest, key_data: bytes, ke
     result = VerifyResult(f"{repository}@{digest}", digest)
     tag = sg.signature_tag(digest)
     try:
-        layers = _existing_layers(source, tag)
+        layers = _existing_layers(source, tag, "pull")
     except NotFound:
         layers = []
     for desc in layers:

@@ -214,7 +214,7 @@ def _copy_info(m: tarfile.TarInfo, path: str, link_to: str) -> tarfile.TarInfo:
 def _members(layer: Layer, cache: BlobCache, where: str) -> Iterator[Members]:
     """The layer's tar, its compressed bytes verified against the digest and its tar against the diff_id."""
     with cache.open(layer.descriptor, where) as raw:
-        stream, _ = decompressed(raw)
+        stream, _ = decompressed(raw, where)
         tar_reader = VerifyingReader(stream, layer.diff_id, layer.size, f"{where} (uncompressed)")
         with tarfile.open(fileobj=tar_reader, mode="r|") as tf:  # type: ignore[call-overload]
             yield ((m, partial(_content, tf, m)) for m in tf)

@@ -46,8 +46,8 @@ class Writable(Protocol):
     def write(self, data: bytes, /) -> int: ...
 
 
-_ALGORITHM = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*$")
-_ENCODED = re.compile(r"^[a-zA-Z0-9=_-]+$")
+_ALGORITHM = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*\Z")
+_ENCODED = re.compile(r"^[a-zA-Z0-9=_-]+\Z")
 _HEX_LEN = {"sha256": 64}
 # Recognised by the OCI spec but not something we can verify; refused rather than trusted.
 _KNOWN_UNSUPPORTED = {"sha384", "sha512"}

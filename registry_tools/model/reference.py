@@ -25,12 +25,12 @@ _PATH_COMPONENT = _ALNUM + r"(?:" + _SEPARATOR + _ALNUM + r")*"
 _REMOTE_NAME = _PATH_COMPONENT + r"(?:/" + _PATH_COMPONENT + r")*"
 _NAME = r"(?:" + _DOMAIN_AND_PORT + r"/)?" + _REMOTE_NAME
 
-DOMAIN_RE = re.compile(r"^" + _DOMAIN_AND_PORT + r"$", re.ASCII)
-ANCHORED_NAME_RE = re.compile(r"^(?:(" + _DOMAIN_AND_PORT + r")/)?(" + _REMOTE_NAME + r")$", re.ASCII)
-REFERENCE_RE = re.compile(r"^(" + _NAME + r")(?::(" + _TAG + r"))?(?:@(" + _DIGEST + r"))?$", re.ASCII)
-TAG_RE = re.compile(r"^" + _TAG + r"$", re.ASCII)
-DIGEST_RE = re.compile(r"^" + _DIGEST + r"$", re.ASCII)
-IDENTIFIER_RE = re.compile(r"^[a-f0-9]{64}$")
+DOMAIN_RE = re.compile(r"^" + _DOMAIN_AND_PORT + r"\Z", re.ASCII)
+ANCHORED_NAME_RE = re.compile(r"^(?:(" + _DOMAIN_AND_PORT + r")/)?(" + _REMOTE_NAME + r")\Z", re.ASCII)
+REFERENCE_RE = re.compile(r"^(" + _NAME + r")(?::(" + _TAG + r"))?(?:@(" + _DIGEST + r"))?\Z", re.ASCII)
+TAG_RE = re.compile(r"^" + _TAG + r"\Z", re.ASCII)
+DIGEST_RE = re.compile(r"^" + _DIGEST + r"\Z", re.ASCII)
+IDENTIFIER_RE = re.compile(r"^[a-f0-9]{64}\Z")
 
 NAME_TOTAL_LENGTH_MAX = 255
 DEFAULT_DOMAIN = "docker.io"
@@ -222,7 +222,7 @@ def _go_path_pattern(pattern: str) -> "re.Pattern[str]":
         else:
             out.append(re.escape(c))
         i += 1
-    return re.compile("^" + "".join(out) + "$")
+    return re.compile("^" + "".join(out) + r"\Z")
 
 
 def familiar_match(pattern: str, text: str) -> bool:
