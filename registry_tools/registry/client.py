@@ -321,8 +321,7 @@ class Registry:
         return tag_page(self, repo, f"/v2/{repo}/tags/list?n={limit}")
 
     def manifest_digest(self, repo: str, ref: str, actions: str = "pull,push") -> Digest | None:
-        """What a tag or digest points to now (None if nothing), by HEAD; `actions`: the token scope
-        (a destination's, by default; "pull" where only reading follows)."""
+        """What a tag or digest points to now (None if nothing), by HEAD, with the scope `actions`."""
         resp = self.request("HEAD", repo, f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT},
                             actions=actions, kind="manifest-head")
         if resp.status_code in (404, 403):  # 403: Artifactory's "not here" (go-containerregistry#1691)
