@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -165,11 +166,16 @@ hostname > /out/hostname
 
 
 def tar_layer(lay: imagegen.Layout, members: list[tuple[str, bytes, bytes, str]]):
+    """A layer of (name, type, data, link) members; a character device's link is its "major,minor"."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for name, kind, data, link in members:
             info = tarfile.TarInfo(name)
-            info.type, info.size, info.linkname = kind, len(data), link
+            info.type, info.size = kind, len(data)
+            if kind == tarfile.CHRTYPE:
+                info.devmajor, info.devminor = (int(n) for n in link.split(","))
+            else:
+                info.linkname = link
             info.mode = 0o755 if kind != tarfile.REGTYPE or name == "bin/busybox" else 0o644
             tf.addfile(info, io.BytesIO(data))
     raw = buf.getvalue()
@@ -247,3 +253,119 @@ def test_extra_and_fake_root_commands_run_as_root_are_contained(tmp_path, cache_
     assert (members["out/made"].uid, members["out/made"].gid) == (7, 8) and files["out/made"] == "made\n"
     assert len([n for n in files["out/proc"].split() if n.isdigit()]) <= 4
     assert [line.split(":")[0].strip() for line in files["out/net"].splitlines()[2:]] == ["lo"]
+
+
+# what a script does with /dev, and what it reads there: written under /out
+DEV_SCRIPT = """
+mkdir /out
+echo discarded > /dev/null
+test -z "$(cat /dev/null)"
+busybox head -c 16 /dev/urandom > /out/urandom
+busybox head -c 16 /dev/zero > /out/zero
+if echo x 2>/dev/null > /dev/full; then echo wrote > /out/full; fi
+echo shared > /dev/shm/x && cat /dev/shm/x > /out/shm
+echo through-fd > /dev/fd/1
+echo through-stdout > /dev/stdout && echo through-stderr > /dev/stderr && cat /dev/stdin
+test -c /dev/null && test -c /dev/random && test -L /dev/stdin
+"""
+
+
+def dev_base(tmp_path, image_dev: bool) -> None:
+    """A busybox base image; with `image_dev`, its /dev holds a console device and a file."""
+    lay = imagegen.Layout()
+    members = [("bin", tarfile.DIRTYPE, b"", ""), ("bin/busybox", tarfile.REGTYPE, open(BUSYBOX, "rb").read(), ""),
+               *((f"bin/{a}", tarfile.SYMTYPE, b"", "busybox") for a in ("sh", "cat", "echo", "test", "mkdir"))]
+    if image_dev:
+        members += [("dev", tarfile.DIRTYPE, b"", ""), ("dev/console", tarfile.CHRTYPE, b"", "5,1"),
+                    ("dev/marker", tarfile.REGTYPE, b"the image's\n", "")]
+    lay.tag(lay.image([tar_layer(lay, members)]), "1")
+    lay.write(tmp_path / "base")
+
+
+@pytest.mark.parametrize("image_dev", [False, True], ids=["no-dev", "image-dev"])
+def test_the_script_has_a_minimal_dev_that_the_layer_never_holds(tmp_path, cache_dir, capsys, image_dev):
+    """/dev is the runtime's, as podman's: null, zero, full, random, urandom, fd, std*, shm work;
+    nothing written there reaches the layer (nor under it, once unmounted), and the image's own
+    /dev stays as the image had it."""
+    if os.geteuid() != 0:
+        pytest.skip("this machine is not root")
+    dev_base(tmp_path, image_dev)
+    script = DEV_SCRIPT + ("rm -f /dev/console /dev/marker\necho mine > /dev/marker\n" if image_dev else "")
+    script += "busybox umount -l /dev\necho under-the-mount > /dev/marker\n"  # the image's /dev, still not the layer's
+    (tmp_path / "spec.json").write_text(json.dumps({"name": "x/y", "tag": "1", "architecture": "amd64",
+                                                    "fromImage": "base", "runAsRoot": script}))
+    code, _, err = run(capsys, "build", str(tmp_path / "spec.json"), "--oci", str(tmp_path / "layout"))
+    assert code == 0, err
+    with tarfile.open(layers(tmp_path / "layout")[-1]) as tf:
+        members = {m.name: m for m in tf}
+        files = {n: tf.extractfile(m).read() for n, m in members.items() if m.isreg()}
+    assert [n for n in members if n == "dev" or n.startswith("dev/")] == []
+    assert len(files["out/urandom"]) == 16 and files["out/zero"] == bytes(16)
+    assert "out/full" not in files and files["out/shm"] == b"shared\n"
+    code, _, err = run(capsys, "export", f"oci:{tmp_path / 'layout'}:1", "-o", str(tmp_path / "fs.tar"))
+    assert code == 0, err
+    with tarfile.open(tmp_path / "fs.tar") as tf:
+        dev = {m.name: m for m in tf if m.name.startswith("dev")}
+        marker = tf.extractfile(dev["dev/marker"]).read() if "dev/marker" in dev else None
+    if not image_dev:
+        assert dev == {}
+    else:
+        assert sorted(dev) == ["dev", "dev/console", "dev/marker"] and marker == b"the image's\n"
+        assert dev["dev/console"].ischr() and (dev["dev/console"].devmajor, dev["dev/console"].devminor) == (5, 1)
+
+
+def test_extra_commands_run_as_root_have_the_same_minimal_dev(tmp_path, cache_dir, capsys):
+    """Over the host read-only, the commands' /dev is their own too (as in nixpkgs' sandbox): the
+    harmless devices, a writable /dev/shm, none of the host's other devices."""
+    if os.geteuid() != 0:
+        pytest.skip("this machine is not root: the commands run as the user, as in nixpkgs")
+    extra = ("mkdir out; echo discarded > /dev/null; head -c 16 /dev/zero > out/zero; "
+             "echo shared > /dev/shm/x; cat /dev/shm/x > out/shm; ls /dev > out/dev")
+    (tmp_path / "spec.json").write_text(json.dumps({"name": "x/y", "tag": "1", "architecture": "amd64",
+                                                    "extraCommands": extra}))
+    code, _, err = run(capsys, "build", str(tmp_path / "spec.json"), "--oci", str(tmp_path / "layout"))
+    assert code == 0, err
+    with tarfile.open(layers(tmp_path / "layout")[-1]) as tf:
+        files = {m.name: tf.extractfile(m).read() for m in tf if m.isreg()}
+    assert files["out/zero"] == bytes(16) and files["out/shm"] == b"shared\n"
+    assert set(files["out/dev"].decode().split()) - {"tty"} == {"fd", "full", "null", "random", "shm", "stderr",
+                                                                "stdin", "stdout", "urandom", "zero"}
+
+
+def test_an_image_whose_dev_is_no_directory_is_one_line(tmp_path, cache_dir, capsys, outside):
+    """The minimal /dev is mounted on the image's /dev: a link there (to the host's `outside`) is
+    refused in one line, never followed."""
+    if os.geteuid() != 0:
+        pytest.skip("this machine is not root")
+    lay = imagegen.Layout()
+    members = [("bin", tarfile.DIRTYPE, b"", ""), ("bin/busybox", tarfile.REGTYPE, open(BUSYBOX, "rb").read(), ""),
+               ("bin/sh", tarfile.SYMTYPE, b"", "busybox"), ("dev", tarfile.SYMTYPE, b"", outside)]
+    lay.tag(lay.image([tar_layer(lay, members)]), "1")
+    lay.write(tmp_path / "base")
+    (tmp_path / "spec.json").write_text(json.dumps({"name": "x/y", "tag": "1", "architecture": "amd64",
+                                                    "fromImage": "base", "runAsRoot": "echo x > /dev/null"}))
+    code, _, err = run(capsys, "build", str(tmp_path / "spec.json"), "--oci", str(tmp_path / "layout"))
+    assert code == 1 and len(err.strip().splitlines()) == 1 and "/dev is not a directory" in err, err
+    assert os.listdir(outside) == []
+
+
+@pytest.mark.parametrize("key", ["runAsRoot", "extraCommands"])
+def test_dev_tty_is_not_the_terminal_of_the_build(base_layout, tmp_path, cache_dir, key):
+    """Run from a terminal, the build's commands still have no controlling terminal (a session
+    of their own, as a container has without -t): /dev/tty cannot reach the user's terminal."""
+    if os.geteuid() != 0:
+        pytest.skip("this machine is not root")
+    if shutil.which("script") is None:
+        pytest.fail("util-linux's script is missing: run `bash .ci/run`")
+    commands = "mkdir out; if echo reached-the-terminal 2>/dev/null > /dev/tty; then echo yes > out/tty; fi"
+    (tmp_path / "spec.json").write_text(json.dumps({"name": "x/y", "tag": "1", "architecture": "amd64",
+                                                    "fromImage": "base", key: commands}))
+    command = shlex.join([sys.executable, "-m", "registry_tools", "build", str(tmp_path / "spec.json"), "--oci",
+                          str(tmp_path / "layout")])
+    res = subprocess.run(["script", "-qec", command, "/dev/null"], capture_output=True, text=True, timeout=120,
+                         stdin=subprocess.DEVNULL, env=dict(os.environ, REGISTRY_TOOLS_CACHE=str(cache_dir)))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "reached-the-terminal" not in res.stdout
+    with tarfile.open(layers(tmp_path / "layout")[-1]) as tf:
+        names = tf.getnames()
+    assert "out" in names and "out/tty" not in names

@@ -4,10 +4,15 @@ chroot, which does not contain root. Where the kernel refuses those namespaces, 
 does not run: one line says why.
 
 - `image`: runAsRoot. The image's tree becomes `/` (pivot_root, the host's mounts detached),
-  with a fresh /proc; nothing of the host is reachable.
+  with a fresh /proc; nothing of the host is reachable but a few harmless devices.
 - `host`: extraCommands and fakeRootCommands run as root. They use the host's tools, as in
   nixpkgs' build sandbox, so they see the host's files, every mount read-only, with a fresh
   /proc; the build's work directory is theirs to write, and their TMPDIR.
+
+In both, /dev is the command's own, as a container runtime (podman) and nixpkgs' sandbox give
+it: a tmpfs with the host's null, zero, full, random, urandom and tty bound in, fd and
+std{in,out,err} links and a tmpfs at /dev/shm. It hides whatever the image's (or the host's)
+/dev holds, and what the command writes there is gone with it.
 
 Root inside holds no capability outside. When the build runs as real root, root inside is an
 unprivileged range of ids outside (`ROOT_IDS`, 65536 of them, so image id i is held as
@@ -29,6 +34,7 @@ from registry_tools.errors import RegistryToolsError
 ROOT_IDS = 0x7FFF0000  # the top 65536 ids below 2**31, used by no distribution's users
 COUNT = 65536
 CONFINER = Path(__file__).with_name("confiner.py")
+MOUNTED = ("proc", "dev")  # what the confiner mounts in the image's tree
 ONLY = {"image": "{} runs only in new user, mount and PID namespaces (a bare chroot does not contain root)",
         "host": "{}, run as root, run only in new user, mount and PID namespaces (run as another user, they "
                 "run as that user)"}
@@ -96,15 +102,18 @@ def lend(tree: Path, ids: Ids, what: str) -> None:
 def run(mode: str, directory: Path, argv: list[str], env: dict[str, str], what: str,
         cwd: str = ".") -> subprocess.CompletedProcess[str]:
     """`argv` confined (`mode` "image" or "host", around `directory`); its output captured."""
-    proc = directory / "proc"
-    made_proc = mode == "image" and not os.path.lexists(proc)
-    if made_proc:
-        proc.mkdir()  # where /proc is mounted; gone again after
-    elif mode == "image" and (proc.is_symlink() or not proc.is_dir()):
-        raise ConfinementError(f"{what}: the image's /proc is not a directory")
+    i = ids()
+    made: list[Path] = []  # where /proc and /dev are mounted, where the image lacks them; gone after
+    for name in MOUNTED if mode == "image" else ():
+        at = directory / name
+        if not os.path.lexists(at):
+            at.mkdir()
+            made.append(at)
+            os.chown(at, i.uid, i.gid)
+        elif at.is_symlink() or not at.is_dir():
+            raise ConfinementError(f"{what}: the image's /{name} is not a directory")
     if mode == "host":
         env = dict(env, TMPDIR=str(directory))  # the host's /tmp is read-only
-    i = ids()
     read, write = os.pipe()
     try:
         try:
@@ -116,11 +125,11 @@ def run(mode: str, directory: Path, argv: list[str], env: dict[str, str], what: 
         refused = os.read(read, 4096).decode(errors="replace")
     finally:
         os.close(read)
-        if made_proc:
+        for at in made:
             try:
-                proc.rmdir()
+                at.rmdir()
             except OSError:
-                pass  # the command left something there: it is part of what it made
+                pass  # the command unmounted it and left something there
     if refused:
         raise ConfinementError(f"{ONLY[mode].format(what)}, and {_why(refused)}")
     return res

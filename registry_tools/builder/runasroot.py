@@ -8,7 +8,9 @@ links to what the tree holds), written into a directory; devices and FIFOs are l
 of a user namespace cannot make them). A snapshot of the tree before and after gives the layer:
 every path added or changed (with its directories, as they are), and a whiteout for every path
 removed, owners as the script saw them. Like every other layer it is written with the spec's
-fixed time and sorted names.
+fixed time and sorted names. /dev is the runtime's, not the image's (as in podman): the script
+sees its own minimal /dev, and the layer holds nothing under /dev, so an image's own /dev
+entries stay as its layers have them.
 """
 from __future__ import annotations
 
@@ -133,6 +135,9 @@ class TreeWriter:
 def snapshot(root: Path, ids: confinement.Ids) -> dict[str, Facts]:
     out: dict[str, Facts] = {}
     for dirpath, dirnames, filenames in os.walk(root):
+        if dirpath == str(root):  # the runtime's /dev, never the layer's
+            dirnames[:] = [n for n in dirnames if n != "dev"]
+            filenames = [n for n in filenames if n != "dev"]
         for name in dirnames + filenames:
             p = os.path.join(dirpath, name)
             st = os.lstat(p)
