@@ -1,21 +1,29 @@
-"""The copy engine: any source to any destination, and what every copy shares.
+"""The copy engine: any source to any destination, one image or a whole tree, and what every
+copy shares.
 
 Every operation is a copy from a source (a registry, an OCI layout or oci-archive, a
-docker-archive, the builder) to a destination (a registry, an archive, a layout, a
-stream, a hash). `copy` resolves the image at the source, lets the source make its
-layers available in the verified store (in the background where that overlaps with
-writing), and hands both to the destination; if a blob in the cache turns out damaged
-it is evicted and the copy runs once more. How a copy reports progress is here too.
+docker-archive, the builder) to a destination (a registry, an archive, a layout, podman's
+storage, a stream, a hash), through optional transforms (an edited config, layers added,
+the layers flattened, another base). A destination says what it needs of the layers
+(`Need`): a registry reads each blob from where it already is (a HEAD, a mount, or bytes
+streamed from the source registry), an archive wants them in the verified cache. `copy`
+moves one image, `copy_tree` an index and everything it names; both repair a damaged
+cache entry once, here and nowhere else, and both ask a transform for the blobs it does
+not touch only where the destination lacks them. How a copy reports progress is here too.
 """
 from __future__ import annotations
 
+import enum
 import logging
-from contextlib import AbstractContextManager
-from typing import Callable, Protocol, TypeVar
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass
+from typing import Callable, Generic, Protocol, Sequence, TypeVar
 
 from registry_tools.errors import CacheDamaged
 from registry_tools.model.digest import Digest
-from registry_tools.model.image import Image, Layer, LayerSupply
+from registry_tools.model.image import BlobOrigin, Image, Layer, LayerSupply
+from registry_tools.model.platform import Platform
+from registry_tools.model.tree import ManifestNode
 from registry_tools.store.cache import BlobCache
 
 log = logging.getLogger("registry_tools.engine")
@@ -25,30 +33,140 @@ T = TypeVar("T")
 R = TypeVar("R", covariant=True)
 
 
+class Need(enum.IntEnum):
+    """What a destination needs of an image's layers before it writes them."""
+
+    RELAY = 0  # nothing: it reads each blob from the supply's origin (a registry HEADs, mounts or streams it)
+    STREAM = 1  # each in the verified cache as it lands (a docker-archive decompresses them as they come)
+    MEASURED = 2  # all in the cache, diff_id checked, before the first byte is written (layouts, export)
+
+
 class Source(Protocol):
-    def open(self, measure: bool) -> AbstractContextManager[LayerSupply]:
-        """Resolve the image and start making its layers available (measured too, when
-        `measure`); leaving the block early stops what is still running."""
+    def open(self, need: Need) -> AbstractContextManager[LayerSupply]:
+        """Resolve the image and start making its layers available as `need` says; leaving the
+        block early stops what is still running."""
         ...
+
+
+class TreeSource(Protocol):
+    """An index (or a single image) and everything it names, read whole."""
+
+    def digest(self) -> Digest:
+        """What the source names (a tag resolved), before anything else is read."""
+        ...
+
+    def read(self, platforms: Sequence[Platform], shallow: bool = False) -> ManifestNode:
+        """Every manifest, verified (blobs not yet); with `platforms`, a new index of exactly those;
+        `shallow`: the top manifest alone, the entries under it known by their descriptors."""
+        ...
+
+    def blobs(self, tree: ManifestNode, need: Need) -> BlobOrigin:
+        """Where the tree's blobs are read from: left where they are (RELAY), or each verified into
+        the cache (and every image layer's diff_id checked, MEASURED)."""
+        ...
+
+
+class HeldTree:
+    """A tree already in hand (built, or edited) as a tree source; its blobs read from `origin`."""
+
+    def __init__(self, tree: ManifestNode, origin: BlobOrigin):
+        self.tree = tree
+        self.origin = origin
+
+    def digest(self) -> Digest:
+        return self.tree.digest
+
+    def read(self, platforms: Sequence[Platform] = (), shallow: bool = False) -> ManifestNode:
+        return self.tree
+
+    def blobs(self, tree: ManifestNode, need: Need) -> BlobOrigin:
+        return self.origin
 
 
 class Destination(Protocol[R]):
     @property
-    def streams_layers(self) -> bool:
-        """True: takes each layer as it lands; False: wants them all, measured, first."""
+    def need(self) -> Need:
+        ...
+
+    def holds(self, digest: Digest) -> R | None:
+        """What to report if the destination names `digest` already (one HEAD per tag for a
+        registry), else None: a file destination is always written."""
         ...
 
     def write(self, supply: LayerSupply) -> R:
-        """Write the image; nothing is visible at the destination unless this returns."""
+        """Write one image; nothing is visible at the destination unless this returns."""
+        ...
+
+    def write_tree(self, tree: ManifestNode, blobs: BlobOrigin) -> R:
+        """Write a tree: every blob, the manifests children before parents, the top one named."""
         ...
 
 
-def copy(source: Source, destination: Destination[T], cache: BlobCache) -> tuple[Image, T]:
-    """Copy one image from `source` to `destination`; returns the image and what the destination says."""
+class Transform(Protocol):
+    """An edit of an image on its way: lazy, so the blobs it does not touch are never read."""
+
+    needs_content: bool  # it reads the layers' bytes (flatten): they come into the cache first
+
+    def __call__(self, supply: LayerSupply, stack: ExitStack) -> LayerSupply:
+        """The edited image's supply; what it opens (another image's layers) it leaves to `stack`."""
+        ...
+
+
+def _need(destination: Destination[object], transforms: Sequence[Transform]) -> Need:
+    if any(t.needs_content for t in transforms):
+        return max(destination.need, Need.MEASURED)
+    return destination.need
+
+
+def copy(source: Source, destination: Destination[T], cache: BlobCache,
+         transforms: Sequence[Transform] = ()) -> tuple[Image, T]:
+    """Copy one image from `source` through `transforms` to `destination`; returns the image
+    written and what the destination says."""
+    need = _need(destination, transforms)
+
     def run() -> tuple[Image, T]:
-        with source.open(measure=not destination.streams_layers) as supply:
+        with ExitStack() as stack:
+            supply = stack.enter_context(source.open(need))
+            for transform in transforms:
+                supply = transform(supply, stack)
             result = destination.write(supply)
             return supply.image(), result
+    return repairing(cache, run)
+
+
+@dataclass
+class TreeCopy(Generic[T]):
+    """What a tree copy did: the tree written (None when the destination held it already)."""
+
+    source_digest: Digest
+    tree: ManifestNode | None
+    result: T
+    up_to_date: bool
+
+
+TreeEdit = Callable[[ManifestNode, TreeSource, BlobOrigin, ExitStack], tuple[ManifestNode, BlobOrigin]]
+
+
+def copy_tree(source: TreeSource, destination: Destination[T], cache: BlobCache,
+              platforms: Sequence[Platform] = (), edit: TreeEdit | None = None,
+              need: Need | None = None) -> TreeCopy[T]:
+    """Copy the tree `source` names (or the new index of `platforms`), edited by `edit` (each image
+    through its transforms: transforms.each_image), to `destination`. What the destination holds
+    already costs one HEAD per tag and nothing is read."""
+    need = destination.need if need is None else max(need, destination.need)
+
+    def run() -> TreeCopy[T]:
+        digest = source.digest()
+        if not platforms and edit is None and (there := destination.holds(digest)) is not None:
+            return TreeCopy(digest, None, there, True)
+        tree = source.read(platforms)
+        if platforms and edit is None and (there := destination.holds(tree.digest)) is not None:
+            return TreeCopy(digest, tree, there, True)
+        blobs = source.blobs(tree, need)
+        with ExitStack() as stack:
+            if edit is not None:
+                tree, blobs = edit(tree, source, blobs, stack)
+            return TreeCopy(digest, tree, destination.write_tree(tree, blobs), False)
     return repairing(cache, run)
 
 

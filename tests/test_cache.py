@@ -7,7 +7,7 @@ import time
 from registry_tools import cli
 from registry_tools.store.cache import BlobCache
 from registry_tools.model.digest import Digest
-from registry_tools.api.pull import pull_image
+from registry_tools.api.pull import PullOptions, pull_image
 
 
 def test_prune_least_recently_used_first(tmp_path):
@@ -29,12 +29,12 @@ def test_prune_least_recently_used_first(tmp_path):
 
 def test_pull_after_prune_fetches_again(registry, facts, cache_dir, tmp_path, capsys):
     ref = f"{registry.host}/test/single-gzip@{facts['single-gzip']['manifest']}"
-    a = pull_image(ref, tmp_path / "a.tar")
+    a = pull_image(PullOptions(ref, tmp_path / "a.tar"))
     assert cli.main(["cache", "prune", "--max-size", "0"]) == 0
     assert cli.main(["cache", "info"]) == 0
     assert " 0 blobs" in capsys.readouterr().out
     mark = registry.log_offset()
-    b = pull_image(ref, tmp_path / "b.tar")
+    b = pull_image(PullOptions(ref, tmp_path / "b.tar"))
     assert a.sha256 == b.sha256
     assert sum(1 for m, u in registry.requests_since(mark) if "/blobs/" in u) == 3
 

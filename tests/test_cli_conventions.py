@@ -187,7 +187,7 @@ def test_a_commands_own_parser_reads_help_and_errors_as_the_whole_one(capsys):
     """main builds only the parser of the command named (start-up time); nothing a user sees differs."""
     import contextlib
 
-    from registry_tools.cli.parser import _COMMANDS, build_parser
+    from registry_tools.cli.parser import TABLE, build_parser
 
     def seen(parser, words):
         with contextlib.suppress(SystemExit):
@@ -195,6 +195,6 @@ def test_a_commands_own_parser_reads_help_and_errors_as_the_whole_one(capsys):
         out = capsys.readouterr()
         return out.out, out.err
 
-    for name in _COMMANDS:
+    for name in TABLE:
         for words in ([name, "--help"], [name], [name, "--no-such-option"]):
             assert seen(build_parser(name), words) == seen(build_parser(), words), words

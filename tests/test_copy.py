@@ -11,7 +11,8 @@ import tempfile
 import pytest
 
 from registry_tools import cli
-from registry_tools.api.copy import copy, endpoint, parse_platforms
+from registry_tools import endpoint as endpoints
+from registry_tools.api.copy import CopyOptions, copy, parse_platforms
 from registry_tools.api.tags import list_tags, tag
 from registry_tools.errors import DigestMismatch, PlatformNotFound, RegistryError, UsageError
 from registry_tools.session import Session
@@ -174,8 +175,8 @@ def test_podman_pulls_the_copied_subset(registry, target, facts, cache_dir, caps
 def test_a_platform_the_index_lacks_lists_what_it_offers_and_writes_nothing(registry, target, cache_dir):
     mark = target.log_offset()
     with Session() as s, pytest.raises(PlatformNotFound, match="linux/arm64/v8.*linux/arm/v6"):
-        copy(f"{registry.host}/test/multi:v1", f"{target.host}/none/multi:v1", platforms=parse_platforms(
-            ["linux/s390x"]), session=s)
+        copy(CopyOptions(f"{registry.host}/test/multi:v1", f"{target.host}/none/multi:v1",
+                         platforms=parse_platforms(["linux/s390x"])), s)
     assert target.requests_since(mark) == []
 
 
@@ -197,17 +198,18 @@ def test_blobs_the_destination_has_are_skipped_and_more_tags_are_added(registry,
 @pytest.mark.parametrize("dest", ["foo", "library/foo:1", "not a ref!"])
 def test_a_destination_that_is_not_a_registry_or_path_is_refused(dest):
     with pytest.raises(UsageError, match="destination"):
-        endpoint(dest, "destination")
+        endpoints.parse(dest, "destination")
 
 
 def test_skopeo_transport_prefixes(tmp_path):
-    assert endpoint("docker://localhost:5000/a/b:1", "destination").ref.tag == "1"
-    assert endpoint("docker://alpine", "destination").ref.name == "docker.io/library/alpine"
-    e = endpoint(f"oci:{tmp_path}/lay:v1", "destination")
-    assert (e.kind, e.path, e.name) == ("oci", tmp_path / "lay", "v1")
-    e = endpoint(f"docker-archive:{tmp_path}/x.tar:my/img:2", "destination")
-    assert (e.kind, e.path, e.name) == ("docker-archive", tmp_path / "x.tar", "my/img:2")
-    assert endpoint(f"oci-archive:{tmp_path}/x.tar", "destination").kind == "oci-archive"
+    assert endpoints.parse("docker://localhost:5000/a/b:1", "destination").repository.tag == "1"
+    assert endpoints.parse("docker://alpine", "destination").repository.name == "docker.io/library/alpine"
+    e = endpoints.parse(f"oci:{tmp_path}/lay:v1", "destination")
+    assert (e.scheme, e.path, e.name) == ("oci:", tmp_path / "lay", "v1")
+    e = endpoints.parse(f"docker-archive:{tmp_path}/x.tar:my/img:2", "destination")
+    assert (e.scheme, e.path, e.name) == ("docker-archive:", tmp_path / "x.tar", "my/img:2")
+    assert endpoints.parse(f"oci-archive:{tmp_path}/x.tar", "destination").scheme == "oci-archive:"
+    assert endpoints.parse("podman:localhost/app:1", "destination").scheme == "podman:"
 
 
 def test_copy_to_files_and_back(registry, target, facts, tmp_path, cache_dir, capsys):
@@ -234,7 +236,7 @@ def test_a_blob_damaged_at_the_source_is_never_committed(own_registry, target, f
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with Session() as s, pytest.raises(DigestMismatch):
-        copy(f"{own_registry.host}/test/single-gzip:v1", f"{target.host}/bad/img:v1", session=s)
+        copy(CopyOptions(f"{own_registry.host}/test/single-gzip:v1", f"{target.host}/bad/img:v1"), s)
     assert not any(m == "PUT" and "/manifests/" in u for m, u in target.requests_since(0))
     r = subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{target.host}/bad/img:v1"],
                        capture_output=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from registry_tools.api.push import destination as registry_destination
+from registry_tools import endpoint
 from registry_tools.builder.image import BuiltImage
 from registry_tools.builder.spec import parse_spec
 from registry_tools.engine import copy
@@ -31,7 +31,7 @@ from registry_tools.formats.oci_layout import LayoutImage
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
 from registry_tools.model.platform import Choice, host_platform
-from registry_tools.registry.source import RegistryImage
+from registry_tools.registry.remote import RegistryImage
 from registry_tools.session import Session
 
 from .helpers import IMAGES
@@ -115,7 +115,7 @@ def test_every_source_into_every_destination(name, source, dest, inputs, registr
         out = tmp_path / "out"
         pushed = f"{registry.host}/matrix/{name}-{source.replace('.', '-')}:{dest}"
         if dest == "registry":
-            target = registry_destination(pushed, session)
+            target = endpoint.parse(pushed, "destination").destination(session, endpoint.Writing())
         else:
             fmt = {"stream": "docker-archive", "hash": "docker-archive"}.get(dest, dest)
             output = {"stream": io.BytesIO(), "hash": None}.get(dest, out)

@@ -5,12 +5,17 @@ import json
 
 import pytest
 
-from registry_tools.builder.base import from_docker_archive
+from registry_tools.formats.docker_archive import read_docker_archive
 from registry_tools.errors import ManifestError, UsageError
 from registry_tools.model.digest import Digest
 from registry_tools.session import Session
 
 from .helpers import CORPUS
+
+
+def from_docker_archive(path, name, session):
+    """The archive's image as the reader gives it: config and layers, stored under their diff_ids."""
+    return read_docker_archive(path, name, session.cache, f"fromImage {path}")
 
 FIX = CORPUS / "docker-archive" / "fixtures"
 FACTS = json.loads((CORPUS / "docker-archive" / "fixtures_facts.json").read_text())

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from registry_tools import cli
-from registry_tools.api.pull import pull_image
+from registry_tools.api.pull import PullOptions, pull_image
 from registry_tools.errors import DigestMismatch, ManifestError, SizeMismatch
 
 from .support import imagegen
@@ -62,7 +62,7 @@ def test_corrupted_blob(own_registry, facts, cache_dir, dest, capsys):
     assert_untouched(dest)
     assert not cached(cache_dir, layer)  # a bad blob never enters the cache
     with pytest.raises(DigestMismatch):
-        pull_image(ref, dest)
+        pull_image(PullOptions(ref, dest))
 
 
 def test_truncated_blob(own_registry, facts, cache_dir, dest, capsys):
@@ -76,7 +76,7 @@ def test_truncated_blob(own_registry, facts, cache_dir, dest, capsys):
     assert_untouched(dest)
     assert not cached(cache_dir, layer)
     with pytest.raises(SizeMismatch):
-        pull_image(ref, dest)
+        pull_image(PullOptions(ref, dest))
 
 
 def test_manifest_bytes_differ_from_digest(own_registry, facts, cache_dir, dest, capsys):
@@ -101,7 +101,7 @@ def test_child_manifest_bytes_differ(own_registry, facts, cache_dir, dest):
     assert len(bumped) == len(m.group(1))
     path.write_bytes(raw[:m.start(1)] + bumped + raw[m.end(1):])
     with pytest.raises(DigestMismatch):
-        pull_image(f"{own_registry.host}/test/multi@{facts['multi']['index']}", dest, platform="linux/arm/v6")
+        pull_image(PullOptions(f"{own_registry.host}/test/multi@{facts['multi']['index']}", dest, platform="linux/arm/v6"))
     assert_untouched(dest)
 
 
@@ -112,7 +112,7 @@ def test_config_with_wrong_diff_id_is_caught(httpserver, tmp_path, cache_dir, de
     img = lay.image([(layer, "sha256:" + "0" * 64)])
     serve_layout(httpserver, lay)
     with pytest.raises(DigestMismatch, match="diff_id"):
-        pull_image(f"{httpserver.host}:{httpserver.port}/x/y@{img.digest}", dest)
+        pull_image(PullOptions(f"{httpserver.host}:{httpserver.port}/x/y@{img.digest}", dest))
     assert_untouched(dest)
 
 
@@ -123,7 +123,7 @@ def test_oversized_manifest_is_refused(httpserver, cache_dir, dest):
     httpserver.expect_request(f"/v2/x/y/manifests/{digest}").respond_with_data(
         big, content_type="application/vnd.oci.image.index.v1+json")
     with pytest.raises(ManifestError, match="limit"):
-        pull_image(f"{httpserver.host}:{httpserver.port}/x/y@{digest}", dest)
+        pull_image(PullOptions(f"{httpserver.host}:{httpserver.port}/x/y@{digest}", dest))
     assert_untouched(dest)
 
 
@@ -195,7 +195,7 @@ def test_layers_whose_size_record_misleads(httpserver, tmp_path, cache_dir, kind
     img = lay.image([(layer, imagegen.sha(raw))])
     serve_layout(httpserver, lay)
     out_path = tmp_path / "img.tar"
-    r = pull_image(f"{httpserver.host}:{httpserver.port}/x/y@{img.digest}", out_path)
+    r = pull_image(PullOptions(f"{httpserver.host}:{httpserver.port}/x/y@{img.digest}", out_path))
     with tarfile.open(out_path) as tf:
         (name,) = json.load(tf.extractfile("manifest.json"))[0]["Layers"]
         assert tf.extractfile(name).read() == raw

@@ -17,7 +17,7 @@ import pytest
 
 from registry_tools import cli
 from registry_tools.model.digest import nix32_encode, sri
-from registry_tools.api.pull import pull_image
+from registry_tools.api.pull import PullOptions, pull_image
 from registry_tools.session import Session
 
 from .helpers import CORPUS
@@ -50,8 +50,7 @@ def image_ref(registry, facts, name: str) -> str:
 
 def golden_pull(registry, facts, name, out, plat="linux/amd64", fmt="docker-archive", **kw):
     """A pull whose output does not depend on the test registry's port: the final name is fixed."""
-    return pull_image(image_ref(registry, facts, name), out, platform=plat, format=fmt,
-                      final_image_name="example.com/golden", final_image_tag="pinned", **kw)
+    return pull_image(PullOptions(image_ref(registry, facts, name), out, platform=plat, format=fmt, final_image_name="example.com/golden", final_image_tag="pinned", **kw))
 
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, umask: int | None = None):
@@ -83,11 +82,11 @@ def test_each_platform_of_an_index(registry, facts, cache_dir, tmp_path, plat):
 
 
 def test_os_arch_variant_flags_match_platform_flag(registry, facts, cache_dir, tmp_path):
-    a = pull_image(image_ref(registry, facts, "multi"), tmp_path / "a.tar", os="linux", arch="arm", variant="v6")
-    b = pull_image(image_ref(registry, facts, "multi"), tmp_path / "b.tar", platform="linux/arm/v6")
+    a = pull_image(PullOptions(image_ref(registry, facts, "multi"), tmp_path / "a.tar", os="linux", arch="arm", variant="v6"))
+    b = pull_image(PullOptions(image_ref(registry, facts, "multi"), tmp_path / "b.tar", platform="linux/arm/v6"))
     assert a.sha256 == b.sha256
     assert str(a.manifest_digest) == facts["multi"]["platforms"]["linux/arm/v6"]
-    c = pull_image(image_ref(registry, facts, "multi"), tmp_path / "c.tar", arch="aarch64")
+    c = pull_image(PullOptions(image_ref(registry, facts, "multi"), tmp_path / "c.tar", arch="aarch64"))
     assert str(c.manifest_digest) == facts["multi"]["platforms"]["linux/arm64/v8"]
 
 
@@ -104,12 +103,12 @@ def test_no_matching_platform_lists_offers(registry, facts, cache_dir, tmp_path,
 
 def test_attestation_entry_never_chosen(registry, facts, cache_dir, tmp_path):
     with pytest.raises(Exception) as e:
-        pull_image(image_ref(registry, facts, "multi"), tmp_path / "x.tar", platform="unknown/unknown")
+        pull_image(PullOptions(image_ref(registry, facts, "multi"), tmp_path / "x.tar", platform="unknown/unknown"))
     assert "no image for platform" in str(e.value)
 
 
 def test_arm_v8_falls_back_to_v7(registry, facts, cache_dir, tmp_path):
-    r = pull_image(image_ref(registry, facts, "multi"), tmp_path / "x.tar", platform="linux/arm/v8")
+    r = pull_image(PullOptions(image_ref(registry, facts, "multi"), tmp_path / "x.tar", platform="linux/arm/v8"))
     assert str(r.manifest_digest) == facts["multi"]["platforms"]["linux/arm/v7"]
 
 
@@ -130,7 +129,7 @@ def test_layer_compressions(registry, facts, cache_dir, tmp_path, name):
         config = tf.extractfile(manifest[0]["Config"]).read()
         assert hashlib.sha256(config).hexdigest() + ".json" == manifest[0]["Config"]
         assert manifest[0]["RepoTags"] == ["example.com/golden:pinned"]
-    plain = pull_image(image_ref(registry, facts, name), tmp_path / "plain.tar")
+    plain = pull_image(PullOptions(image_ref(registry, facts, name), tmp_path / "plain.tar"))
     with tarfile.open(tmp_path / "plain.tar") as tf:  # by default: the name as typed, tag latest
         assert json.load(tf.extractfile("manifest.json"))[0]["RepoTags"] == [f"{registry.host}/test/{name}:latest"]
     assert plain.final_image_name == f"{registry.host}/test/{name}"
@@ -138,8 +137,7 @@ def test_layer_compressions(registry, facts, cache_dir, tmp_path, name):
 
 def test_docker_archive_entries_are_fixed(registry, facts, cache_dir, tmp_path):
     out = tmp_path / "img.tar"
-    pull_image(image_ref(registry, facts, "multi"), out, platform="linux/amd64",
-               final_image_name="example/app", final_image_tag="1.0")
+    pull_image(PullOptions(image_ref(registry, facts, "multi"), out, platform="linux/amd64", final_image_name="example/app", final_image_tag="1.0"))
     with tarfile.open(out) as tf:
         members = tf.getmembers()
         for m in members:
@@ -160,7 +158,7 @@ def _validator():
 
 def test_oci_layout_validates_and_reads_with_skopeo(registry, facts, cache_dir, tmp_path):
     out = tmp_path / "layout"
-    pull_image(image_ref(registry, facts, "multi"), out, format="oci", platform="linux/arm64/v8")
+    pull_image(PullOptions(image_ref(registry, facts, "multi"), out, format="oci", platform="linux/arm64/v8"))
     v = _validator()
     index = json.loads((out / "index.json").read_text())
     v.validator_for("application/vnd.oci.image.index.v1+json").validate(index)
@@ -206,7 +204,7 @@ def test_oci_archive_reads_with_skopeo(registry, facts, cache_dir, tmp_path):
 
 def test_docker_archive_reads_with_skopeo(registry, facts, cache_dir, tmp_path):
     out = tmp_path / "img.tar"
-    pull_image(image_ref(registry, facts, "multi"), out, platform="linux/arm/v7")
+    pull_image(PullOptions(image_ref(registry, facts, "multi"), out, platform="linux/arm/v7"))
     info = json.loads(subprocess.run(["skopeo", "inspect", f"docker-archive:{out}"], capture_output=True,
                                      check=True).stdout)
     assert info["Architecture"] == "arm"
@@ -218,8 +216,7 @@ def test_podman_loads(registry, facts, cache_dir, tmp_path, fmt, name, request):
     if not any(os.access(os.path.join(p, "podman"), os.X_OK) for p in os.environ["PATH"].split(":")):
         pytest.fail("podman is missing: run `bash .ci/run` or install Debian's podman", pytrace=False)
     out = tmp_path / name
-    pull_image(image_ref(registry, facts, "multi"), out, format=fmt, platform="linux/amd64",
-               final_image_name="example.com/app", final_image_tag="pinned")
+    pull_image(PullOptions(image_ref(registry, facts, "multi"), out, format=fmt, platform="linux/amd64", final_image_name="example.com/app", final_image_tag="pinned"))
     store = Path(tempfile.mkdtemp(prefix="rt-podman-", dir="/tmp"))  # podman wants a short runroot
     request.addfinalizer(lambda: shutil.rmtree(store, ignore_errors=True))
     base = ["podman", "--storage-driver", "vfs", "--root", str(store / "root"), "--runroot", str(store / "run")]
@@ -318,25 +315,25 @@ def test_bad_input_is_a_usage_error(args, capsys, cache_dir):
 def test_second_pull_downloads_nothing(registry, facts, cache_dir, tmp_path):
     ref = image_ref(registry, facts, "multi")
     before = registry.log_offset()
-    first = pull_image(ref, tmp_path / "a.tar", platform="linux/arm/v7")
+    first = pull_image(PullOptions(ref, tmp_path / "a.tar", platform="linux/arm/v7"))
     requests = registry.requests_since(before)
     assert sum(1 for m, u in requests if "/blobs/" in u) == 3  # config and two layers
     mark = registry.log_offset()
-    second = pull_image(ref, tmp_path / "b.tar", platform="linux/arm/v7")
+    second = pull_image(PullOptions(ref, tmp_path / "b.tar", platform="linux/arm/v7"))
     assert registry.requests_since(mark) == []  # not one request: manifests and blobs are cached
     assert first.sha256 == second.sha256
     # Another platform shares one layer with it: only the others are fetched.
     mark = registry.log_offset()
-    pull_image(ref, tmp_path / "c.tar", platform="linux/arm/v6")
+    pull_image(PullOptions(ref, tmp_path / "c.tar", platform="linux/arm/v6"))
     blob_gets = [u for m, u in registry.requests_since(mark) if "/blobs/" in u and m == "GET"]
     assert len(blob_gets) == 2  # config and the platform's own layer; the shared layer came from the cache
 
 
 def test_same_output_with_a_warm_and_a_cold_cache(registry, facts, tmp_path):
     ref = image_ref(registry, facts, "multi")
-    a = pull_image(ref, tmp_path / "a.tar", platform="linux/amd64", session=Session(cache_dir=str(tmp_path / "c1")))
-    b = pull_image(ref, tmp_path / "b.tar", platform="linux/amd64", session=Session(cache_dir=str(tmp_path / "c1")))
-    c = pull_image(ref, tmp_path / "c.tar", platform="linux/amd64", session=Session(cache_dir=str(tmp_path / "c2")))
+    a = pull_image(PullOptions(ref, tmp_path / "a.tar", platform="linux/amd64"), Session(cache_dir=str(tmp_path / "c1")))
+    b = pull_image(PullOptions(ref, tmp_path / "b.tar", platform="linux/amd64"), Session(cache_dir=str(tmp_path / "c1")))
+    c = pull_image(PullOptions(ref, tmp_path / "c.tar", platform="linux/amd64"), Session(cache_dir=str(tmp_path / "c2")))
     assert a.sha256 == b.sha256 == c.sha256
 
 

@@ -12,8 +12,9 @@ import pytest
 from werkzeug.wrappers import Request, Response
 
 from registry_tools import cli
-from registry_tools.api.push import RegistrySink
+from registry_tools.registry.sink import RegistrySink
 from registry_tools.builder.image import BuiltImage
+from registry_tools.engine import Need
 from registry_tools.engine import Progress
 from registry_tools.model import reference as refs
 from registry_tools.model.image import Layer
@@ -184,7 +185,7 @@ def test_registry_down_mid_push_then_retry_sends_only_what_is_missing(work, tmp_
     reg = LocalRegistry(tmp_path / "flaky").start()
     spec = spec_of(work)
     try:
-        with Session() as s, BuiltImage(spec, s).open(measure=True) as built:
+        with Session() as s, BuiltImage(spec, s).open(Need.MEASURED) as built:
             image = built.image()
             sink = RegistrySink(s, refs.parse_normalized(f"{reg.host}/flaky/app:1"))
             for layer in image.layers[:2]:  # part of the push lands...

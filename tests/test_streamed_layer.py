@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from registry_tools.api.pull import pull_image
+from registry_tools.api.pull import PullOptions, pull_image
 from registry_tools.errors import DigestMismatch
 from registry_tools.registry.client import RetryPolicy, TransportOptions
 from registry_tools.registry.source import STREAM_FROM
@@ -58,9 +58,9 @@ def dest(tmp_path) -> Path:
 def test_a_dominant_layer_streams_and_gives_the_same_archive(httpserver, tmp_path, dest):
     lay, layers = image()
     fake = FakeRegistry(httpserver, layers=layers, lay=lay)
-    streamed = pull_image(fake.ref, dest, session=session(tmp_path, "cold"))
+    streamed = pull_image(PullOptions(fake.ref, dest), session(tmp_path, "cold"))
     assert tail_requests(fake), "the size record was not asked for: the layer did not stream"
-    cached = pull_image(fake.ref, tmp_path / "again.tar", session=session(tmp_path, "cold"))  # from the cache
+    cached = pull_image(PullOptions(fake.ref, tmp_path / "again.tar"), session(tmp_path, "cold"))  # from the cache
     assert streamed.sha256 == cached.sha256
     assert dest.read_bytes() == (tmp_path / "again.tar").read_bytes()
 
@@ -70,7 +70,7 @@ def test_damage_in_a_streamed_layer_is_caught(httpserver, tmp_path, dest):
     fake = FakeRegistry(httpserver, layers=layers, lay=lay)
     fake.faults[fake.blob_path(fake.big)] = ["wrong-bytes"] * 6  # the trailer (a wrong record) and the body
     with pytest.raises(DigestMismatch):
-        pull_image(fake.ref, dest, session=session(tmp_path, "c"))
+        pull_image(PullOptions(fake.ref, dest), session(tmp_path, "c"))
     assert dest.read_bytes() == b"previous contents"
     assert not (tmp_path / "c" / "blobs" / "sha256" / fake.big.digest.split(":")[1]).exists()
     assert sorted(p.name for p in dest.parent.iterdir() if p.name != "c") == [dest.name]
@@ -79,9 +79,9 @@ def test_damage_in_a_streamed_layer_is_caught(httpserver, tmp_path, dest):
 def test_a_wrong_size_record_falls_back_to_exact_sizes(httpserver, tmp_path, dest):
     lay, layers = image(multi_member=True)
     fake = FakeRegistry(httpserver, layers=layers, lay=lay)
-    result = pull_image(fake.ref, dest, session=session(tmp_path, "c"))
+    result = pull_image(PullOptions(fake.ref, dest), session(tmp_path, "c"))
     assert tail_requests(fake)
-    again = pull_image(fake.ref, tmp_path / "again.tar", session=session(tmp_path, "c"))
+    again = pull_image(PullOptions(fake.ref, tmp_path / "again.tar"), session(tmp_path, "c"))
     assert result.sha256 == again.sha256
 
 
@@ -89,6 +89,6 @@ def test_a_cut_in_a_streamed_layer_resumes(httpserver, tmp_path, dest):
     lay, layers = image()
     fake = FakeRegistry(httpserver, layers=layers, lay=lay)
     fake.faults[fake.blob_path(fake.big)] = ["reset", "reset"]  # the trailer request or the body, in any order
-    result = pull_image(fake.ref, dest, session=session(tmp_path, "c"))
-    reference = pull_image(fake.ref, None, session=session(tmp_path, "fresh"))
+    result = pull_image(PullOptions(fake.ref, dest), session(tmp_path, "c"))
+    reference = pull_image(PullOptions(fake.ref, None), session(tmp_path, "fresh"))
     assert result.sha256 == reference.sha256

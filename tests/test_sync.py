@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from registry_tools.api.pull import pull_image
+from registry_tools.api.pull import PullOptions, pull_image
 
 from .helpers import run
 
@@ -45,9 +45,7 @@ def test_sync_mirrors_the_pins_and_the_mirror_lock_pulls_the_same_hashes(registr
     monkeypatch.setenv("REGISTRY_TOOLS_CACHE", str(tmp_path / "fresh-cache"))
     mark = registry.log_offset()
     for new in mirrored:
-        pull_image(f"{new['imageName']}@{new['imageDigest']}", tmp_path / "out.tar", hash=new["hash"],
-                   final_image_name=new["finalImageName"], final_image_tag=new["finalImageTag"],
-                   os=new["os"], arch=new["arch"], variant=new.get("variant"))
+        pull_image(PullOptions(f"{new['imageName']}@{new['imageDigest']}", tmp_path / "out.tar", hash=new["hash"], final_image_name=new["finalImageName"], final_image_tag=new["finalImageTag"], os=new["os"], arch=new["arch"], variant=new.get("variant")))
     assert registry.requests_since(mark) == []  # read from the mirror alone
 
 

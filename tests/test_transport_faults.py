@@ -11,7 +11,7 @@ from werkzeug.wrappers import Request, Response
 
 from registry_tools.registry.client import RetryPolicy, TransportOptions
 from registry_tools.errors import AuthError, DigestMismatch, NetworkError, SizeMismatch
-from registry_tools.api.pull import pull_image
+from registry_tools.api.pull import PullOptions, pull_image
 from registry_tools.session import Session
 
 from .support.fakeregistry import TOKEN, FakeRegistry
@@ -40,9 +40,9 @@ def untouched(dest: Path) -> None:
 
 
 def ok(fake: FakeRegistry, dest: Path, tmp_path: Path) -> None:
-    r = pull_image(fake.ref, dest, session=session(tmp_path))
+    r = pull_image(PullOptions(fake.ref, dest), session(tmp_path))
     assert dest.read_bytes() != b"previous contents"
-    reference = pull_image(fake.ref, None, session=Session(cache_dir=str(tmp_path / "fresh")))
+    reference = pull_image(PullOptions(fake.ref, None), Session(cache_dir=str(tmp_path / "fresh")))
     assert r.sha256 == reference.sha256  # the same verified output as with no fault at all
 
 
@@ -68,7 +68,7 @@ def test_retries_are_bounded(fake, dest, tmp_path):
     fake.faults[fake.blob_path(fake.big)] = ["500"] * 50
     t = time.monotonic()
     with pytest.raises(Exception) as e:
-        pull_image(fake.ref, dest, session=session(tmp_path, attempts=3))
+        pull_image(PullOptions(fake.ref, dest), session(tmp_path, attempts=3))
     assert "500" in str(e.value) or "HTTP 500" in str(e.value)
     assert len(gets(fake, fake.blob_path(fake.big))) == 3
     assert time.monotonic() - t < 10
@@ -86,14 +86,14 @@ def test_connection_reset_mid_blob_resumes_with_range(fake, dest, tmp_path):
 def test_resets_every_time_fail_clearly(fake, dest, tmp_path):
     fake.faults[fake.blob_path(fake.big)] = ["reset"] * 50
     with pytest.raises(NetworkError, match="resume"):
-        pull_image(fake.ref, dest, session=session(tmp_path, attempts=3))
+        pull_image(PullOptions(fake.ref, dest), session(tmp_path, attempts=3))
     untouched(dest)
 
 
 def test_truncated_blob(fake, dest, tmp_path):
     fake.faults[fake.blob_path(fake.big)] = ["truncate"]
     with pytest.raises(SizeMismatch):
-        pull_image(fake.ref, dest, session=session(tmp_path))
+        pull_image(PullOptions(fake.ref, dest), session(tmp_path))
     untouched(dest)
     assert not (tmp_path / "cache" / "blobs" / "sha256" / fake.big.digest.split(":")[1]).exists()
 
@@ -101,14 +101,14 @@ def test_truncated_blob(fake, dest, tmp_path):
 def test_blob_with_wrong_bytes(fake, dest, tmp_path):
     fake.faults[fake.blob_path(fake.big)] = ["wrong-bytes"]
     with pytest.raises(DigestMismatch):
-        pull_image(fake.ref, dest, session=session(tmp_path))
+        pull_image(PullOptions(fake.ref, dest), session(tmp_path))
     untouched(dest)
 
 
 def test_manifest_with_wrong_bytes(fake, dest, tmp_path):
     fake.faults[f"/v2/x/y/manifests/{fake.image.digest}"] = ["wrong-bytes"]
     with pytest.raises(Exception) as e:
-        pull_image(fake.ref, dest, session=session(tmp_path))
+        pull_image(PullOptions(fake.ref, dest), session(tmp_path))
     assert "digest mismatch" in str(e.value) or "not valid JSON" in str(e.value)
     untouched(dest)
 
@@ -117,7 +117,7 @@ def test_stalled_server_times_out(fake, dest, tmp_path):
     fake.faults[fake.blob_path(fake.big)] = ["stall"] * 10
     t = time.monotonic()
     with pytest.raises(NetworkError):
-        pull_image(fake.ref, dest, session=session(tmp_path, attempts=2))
+        pull_image(PullOptions(fake.ref, dest), session(tmp_path, attempts=2))
     assert time.monotonic() - t < 12
     untouched(dest)
 
@@ -151,5 +151,5 @@ def test_token_endpoint_down(httpserver, dest, tmp_path):
     from .support.registry import free_port
     fake = FakeRegistry(httpserver, bearer=True, realm=f"http://127.0.0.1:{free_port()}/token")
     with pytest.raises(AuthError, match="token server"):
-        pull_image(fake.ref, dest, session=session(tmp_path, attempts=2))
+        pull_image(PullOptions(fake.ref, dest), session(tmp_path, attempts=2))
     untouched(dest)

@@ -19,7 +19,7 @@ from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
 from registry_tools.model.manifest import canonical_json
-from registry_tools.registry.destination import RegistrySink
+from registry_tools.registry.sink import RegistrySink
 from registry_tools.registry.referrers import Referrers, list_referrers, put_referrer
 from registry_tools.registry.source import RegistrySource
 from registry_tools.session import Session, using

@@ -9,22 +9,24 @@ next platform's HEAD finds it there).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable
+from typing import IO, Any, Callable
 
 from registry_tools.builder.image import BuiltImage, RemoteLayers, default_tag, stream_docker_archive
 from registry_tools.builder.plan import plan_build
 from registry_tools.builder.multispec import MultiSpec
 from registry_tools.builder.spec import BuildSpec
-from registry_tools.engine import copy, repairing
+from registry_tools import endpoint
+from registry_tools.engine import HeldTree, Need, copy, copy_tree, repairing
 from registry_tools.errors import UsageError
-from registry_tools.fileio import AtomicFile, check_destination, check_layout_destination
-from registry_tools.formats.destination import ArchiveDestination, ArchiveOptions
+from registry_tools.fileio import replacing
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Digest
-from registry_tools.model.image import Image, Layer, LayerSupply
+from registry_tools.model.image import BlobOrigin, Layer, LayerSupply
 from registry_tools.model.tree import ManifestNode, index_node, node_of_image, platform_of
-from registry_tools.session import Session
+from registry_tools.session import Session, using
+from registry_tools.store.origin import CachedBlobs
 
 BUILD_FORMATS = ("docker-archive", "oci-archive")
 
@@ -69,60 +71,46 @@ def build(spec: BuildSpec | MultiSpec, *, output: str | os.PathLike[str] | None 
         raise UsageError("build needs exactly one output: a docker-archive file, an OCI layout or a stream")
     if format not in BUILD_FORMATS:
         raise UsageError(f"build writes a {' or an '.join(BUILD_FORMATS)} file (or --oci DIR), not {format!r}")
-    if output is not None:
-        check_destination(output)
-    if oci is not None:
-        check_layout_destination(oci)
+    out = endpoint.output(oci, "oci") if oci is not None else endpoint.output(output, format) if output else None
+    if out is not None:
+        out.check()
     if stream is not None:
         spec = single_platform(spec, "--stream", "docker-archive")
     elif output is not None and format == "docker-archive":
         spec = single_platform(spec, str(output), format)
-    own = session is None
-    session = session or Session()
-    try:
+    with using(session) as s:
         if isinstance(spec, MultiSpec):
-            fmt, where = ("oci", oci) if oci is not None else (format, output)
-            assert where is not None
-            return repairing(session.cache, lambda: _build_index_files(spec, session, fmt, where))
-        if oci is not None:
-            return _build_layout(spec, session, oci, "oci")
+            assert out is not None
+            return _build_index_files(spec, s, out)
         if stream is not None:  # bytes already sent cannot be taken back: no second run
-            return _build_stream(spec, session, stream)
+            return _build_stream(spec, s, stream)
+        assert out is not None and output is not None or oci is not None
+        if oci is not None or format == "oci-archive":
+            assert out is not None
+            return _build_layout(spec, s, out)
         assert output is not None
-        if format == "oci-archive":
-            return _build_layout(spec, session, output, "oci-archive")
-        return repairing(session.cache, lambda: _build_archive(spec, session, output))
-    finally:
-        if own:
-            session.close()
+        return repairing(s.cache, lambda: _build_archive(spec, s, output))
 
 
-def _build_layout(spec: BuildSpec, session: Session, where: str | os.PathLike[str], fmt: str) -> BuildResult:
+def _writing(spec: BuildSpec | MultiSpec) -> endpoint.Writing:
+    return endpoint.Writing(spec.name, spec.tag or "", tag_of=lambda image: spec.tag or default_tag(image.config_raw))
+
+
+def _build_layout(spec: BuildSpec, session: Session, out: endpoint.FileEndpoint) -> BuildResult:
     """The built image through the copy engine into an OCI layout or oci-archive (layers compressed,
     in the cache)."""
-    def tag_of(image: Image) -> str:
-        return spec.tag or default_tag(image.config_raw)
-
     source = BuiltImage(spec, session, jobs=max(2, session.concurrency // 2))
-    destination = ArchiveDestination(session.store, ArchiveOptions(fmt, spec.name, spec.tag or ""), where, tag_of,
-                                     workers=session.workers)
-    image, _ = copy(source, destination, session.cache)
-    return BuildResult(spec.name, tag_of(image), image.config_digest, image.manifest_descriptor.digest,
-                       len(image.layers))
+    image, _ = copy(source, out.destination(session, _writing(spec)), session.cache)
+    return BuildResult(spec.name, spec.tag or default_tag(image.config_raw), image.config_digest,
+                       image.manifest_descriptor.digest, len(image.layers))
 
 
 def _build_archive(spec: BuildSpec, session: Session, output: str | os.PathLike[str]) -> BuildResult:
-    out = AtomicFile(output)
-    try:
-        result = _build_stream(spec, session, out.file)
-        out.commit()
-        return result
-    except BaseException:
-        out.abort()
-        raise
+    with replacing(Path(output)) as f:
+        return _build_stream(spec, session, f)
 
 
-def _build_stream(spec: BuildSpec, session: Session, stream: BinaryIO) -> BuildResult:
+def _build_stream(spec: BuildSpec, session: Session, stream: IO[bytes]) -> BuildResult:
     """streamLayeredImage: an uncompressed docker-archive, each layer packed straight into it."""
     plan = plan_build(spec, session)
     try:
@@ -140,12 +128,18 @@ def _build_stream(spec: BuildSpec, session: Session, stream: BinaryIO) -> BuildR
 class _Stored:
     """A destination that only waits for the image: its blobs are in the cache."""
 
-    streams_layers = True
+    need = Need.STREAM
+
+    def holds(self, digest: Digest) -> None:
+        return None
 
     def write(self, supply: LayerSupply) -> None:
         for _ in supply.ready():
             pass
         supply.image()
+
+    def write_tree(self, tree: ManifestNode, blobs: BlobOrigin) -> None:
+        return None
 
 
 def build_images(multi: MultiSpec, session: Session, destination: Callable[[BuildSpec], Any] = lambda _: _Stored(),
@@ -170,12 +164,11 @@ def index_result(multi: MultiSpec, tree: ManifestNode, tag: str, packed: list[La
                             len(packed), sum(layer.descriptor.size for layer in packed))
 
 
-def _build_index_files(multi: MultiSpec, session: Session, fmt: str,
-                       where: str | os.PathLike[str]) -> IndexBuildResult:
+def _build_index_files(multi: MultiSpec, session: Session, out: endpoint.FileEndpoint) -> IndexBuildResult:
     tree, packed, _ = build_images(multi, session)
     tag = multi.tag or default_tag(tree.raw)
-    ArchiveDestination(session.store, ArchiveOptions(fmt, multi.name, tag), where,
-                       workers=session.workers).write_tree(tree)
+    destination = out.destination(session, endpoint.Writing(multi.name, tag))
+    copy_tree(HeldTree(tree, CachedBlobs(session.cache)), destination, session.cache)
     return index_result(multi, tree, tag, packed)
 
 
@@ -183,10 +176,5 @@ def write_sbom(spec: BuildSpec, tag: str, path: str | os.PathLike[str]) -> None:
     """The build's SPDX 2.3 SBOM (builder.sbom) at `path`, written beside it and renamed."""
     from registry_tools.builder.sbom import spdx_document
 
-    out = AtomicFile(path)
-    try:
-        out.file.write(spdx_document(spec, tag))
-        out.commit()
-    except BaseException:
-        out.abort()
-        raise
+    with replacing(Path(path)) as f:
+        f.write(spdx_document(spec, tag))

@@ -9,15 +9,15 @@ import json
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from registry_tools import endpoint
+from registry_tools.api.options import Platforms, check_all_format, check_final_names, split_name
+from registry_tools.engine import copy, copy_tree
+from registry_tools.errors import RegistryToolsError, UsageError
+from registry_tools.formats import FORMATS
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest, sri
-from registry_tools.errors import RegistryToolsError, UsageError
-from registry_tools.model.platform import Choice, Platform, pin_fields, requested
-from registry_tools.api.pull import FORMATS, check_final_names, split_name, whole_index, write_whole
-from registry_tools.engine import copy
-from registry_tools.formats.destination import ArchiveDestination, ArchiveOptions
-from registry_tools.registry.source import RegistryImage
-from registry_tools.session import Session
+from registry_tools.model.platform import Platform, pin_fields
+from registry_tools.session import Session, using
 
 
 @dataclass(frozen=True)
@@ -75,64 +75,72 @@ def nix_string(value: str) -> str:
     return f'"{escaped}"'
 
 
-def prefetch(
-    image: str,
-    tag_or_digest: str | None = None,
-    *,
-    platform: str | Platform | None = None,
-    os: str | None = None,
-    arch: str | None = None,
-    variant: str | None = None,
-    final_image_name: str | None = None,
-    final_image_tag: str | None = None,
-    format: str = "docker-archive",
-    session: Session | None = None,
-    cross_arch: bool = False,
-    all_platforms: bool = False,
-) -> Pin:
-    """Resolve IMAGE[:TAG|@DIGEST] (or IMAGE plus TAG or DIGEST) and compute its pin;
-    `all_platforms` (or platform "all"): the pin of the whole index as `pull --all` writes it."""
-    if format not in FORMATS:
-        raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    whole = whole_index(platform, all_platforms, format, os, arch, variant)
-    platform = None if whole else platform
-    typed_name, typed_tag, typed_digest = split_name(image)
-    if tag_or_digest:
+@dataclass(frozen=True)
+class PrefetchOptions:
+    """What `registry-tools prefetch` takes: IMAGE[:TAG|@DIGEST] (or IMAGE plus TAG or DIGEST),
+    and the options `pull` takes that change its output."""
+
+    image: str
+    tag_or_digest: str | None = None
+    platform: str | Platform | None = None
+    os: str | None = None
+    arch: str | None = None
+    variant: str | None = None
+    cross_arch: bool = False
+    all_platforms: bool = False  # or platform "all": the pin of the whole index as `pull --all` writes it
+    final_image_name: str | None = None
+    final_image_tag: str | None = None
+    format: str = "docker-archive"
+
+    @property
+    def platforms(self) -> Platforms:
+        return Platforms(self.platform, self.os, self.arch, self.variant, self.cross_arch, self.all_platforms)
+
+
+def _reference(o: PrefetchOptions) -> tuple[refs.Reference, str, str, str]:
+    """The repository, and the name, tag and digest as typed."""
+    typed_name, typed_tag, typed_digest = split_name(o.image)
+    if o.tag_or_digest:
         if typed_tag or typed_digest:
-            raise UsageError(f"{image} already names a tag or digest; drop the extra {tag_or_digest!r}")
-        if tag_or_digest.startswith("sha256:") or ":" in tag_or_digest:
-            typed_digest = tag_or_digest
+            raise UsageError(f"{o.image} already names a tag or digest; drop the extra {o.tag_or_digest!r}")
+        if o.tag_or_digest.startswith("sha256:") or ":" in o.tag_or_digest:
+            typed_digest = o.tag_or_digest
         else:
-            typed_tag = tag_or_digest
+            typed_tag = o.tag_or_digest
     ref = refs.parse_normalized(typed_name)
     if ref.tag or ref.digest:
         raise UsageError(f"invalid image name {typed_name!r}")
     if typed_digest:
         Digest.parse(typed_digest)
-    if typed_tag:
-        ref = ref.with_tag(typed_tag)
-    choice = Choice(requested(platform, os, arch, variant), cross_arch, bool(platform or os or arch or variant))
-    final_name = final_image_name or typed_name
-    final_tag = final_image_tag or typed_tag or "latest"
+    return ref, typed_name, typed_tag, typed_digest
+
+
+def prefetch(options: PrefetchOptions, session: Session | None = None) -> Pin:
+    """Resolve the image and compute its pin: what `pull` writes, hashed, and nothing written."""
+    o = options
+    if o.format not in FORMATS:
+        raise UsageError(f"unknown format {o.format!r}; choose one of {', '.join(FORMATS)}")
+    whole = o.platforms.whole()
+    if whole:
+        check_all_format(o.format)
+    ref, typed_name, typed_tag, typed_digest = _reference(o)
+    final_name = o.final_image_name or typed_name
+    final_tag = o.final_image_tag or typed_tag or "latest"
     check_final_names(final_name, final_tag)
-    own = session is None
-    session = session or Session()
-    try:
-        source = session.source(ref)
+    with using(session) as s:
+        source = s.source(ref)
         digest = Digest.parse(typed_digest) if typed_digest else source.resolve_tag(typed_tag or "latest")
-        destination = ArchiveDestination(session.store, ArchiveOptions(format, final_name, final_tag), None,
-                                         workers=session.workers)
+        pinned = endpoint.pinned_reference(f"{ref.name}@{digest}")
+        destination = endpoint.output(None, o.format).destination(s, endpoint.Writing(final_name, final_tag))
         if whole:
-            tree, sha = write_whole(source, digest, destination, session)
-            return Pin(ref.name, digest, sha, final_name, final_tag, "", "", "", tree.digest, format, True)
-        pinned = RegistryImage(source, digest, choice)
-        image_, sha = copy(pinned, destination, session.cache)
-    finally:
-        if own:
-            session.close()
+            done = copy_tree(pinned.tree(s), destination, s.cache)
+            assert done.tree is not None
+            return Pin(ref.name, digest, done.result, final_name, final_tag, "", "", "", done.tree.digest, o.format,
+                       True)
+        image_, sha = copy(pinned.image(s, o.platforms.choice()), destination, s.cache)
     os_, arch_, variant_ = pin_fields(image_.chosen_platform)
     return Pin(ref.name, digest, sha, final_name, final_tag, os_, arch_, variant_,
-               image_.manifest_descriptor.digest, format)
+               image_.manifest_descriptor.digest, o.format)
 
 
 # --- many images at once: a lock file ----------------------------------------------------
@@ -167,7 +175,7 @@ def prefetch_many(lines: Iterable[LockLine], *, session: Session, jobs: int = 4,
 
     def one(item: LockLine) -> Pin | RegistryToolsError:
         try:
-            return prefetch(item.reference, platform=item.platform, format=format, session=session)
+            return prefetch(PrefetchOptions(item.reference, platform=item.platform, format=format), session)
         except RegistryToolsError as e:
             return e
 

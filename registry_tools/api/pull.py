@@ -1,28 +1,50 @@
 """pull: an image pinned by digest, verified end to end, written as an archive or layout.
 
 The output's bytes are a function of (manifest digest, platform, final name and tag,
-format) alone; its sha256 is what users pin, so this module writes nothing that depends
-on time, the host or the order in which downloads finish.
+format) alone; its sha256 is what users pin, so nothing written depends on time, the
+host or the order in which downloads finish. A pull is a copy: the pinned reference's
+image (or, with `--all`, its whole tree) into the output's endpoint.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from os import PathLike
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from registry_tools.engine import copy, repairing
-from registry_tools.errors import InvalidReference, UsageError
-from registry_tools.fileio import check_destination, check_layout_destination
+from registry_tools import endpoint
+from registry_tools.api.options import Platforms, check_all_format, check_final_names, parse_image
+from registry_tools.engine import copy, copy_tree
+from registry_tools.errors import UsageError
 from registry_tools.formats import FORMATS
-from registry_tools.formats.destination import ArchiveDestination, ArchiveOptions
-from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest, nix32_encode, parse_output_hash, sri
-from registry_tools.model.platform import Choice, Platform, requested
-from registry_tools.model import manifest as mf
-from registry_tools.model.tree import ManifestNode, image_platforms
-from registry_tools.registry.source import RegistryImage, RegistrySource
-from registry_tools.registry.tree import fetch_blobs, read_tree
-from registry_tools.session import Session
+from registry_tools.model.platform import Platform
+from registry_tools.model.tree import image_platforms
+from registry_tools.session import Session, using
+
+
+@dataclass(frozen=True)
+class PullOptions:
+    """What `registry-tools pull` takes (`output` None: compute the output's hash only)."""
+
+    image: str
+    output: str | PathLike[str] | None
+    digest: str | None = None
+    format: str = "docker-archive"
+    platform: str | Platform | None = None
+    os: str | None = None
+    arch: str | None = None
+    variant: str | None = None
+    cross_arch: bool = False
+    all_platforms: bool = False  # or platform "all": the whole index, as an OCI layout or oci-archive
+    final_image_name: str | None = None
+    final_image_tag: str = "latest"
+    hash: str | None = None  # the output's sha256 as pinned (SRI, hex or Nix base32)
+    verify_key: str | PathLike[str] | None = None  # a cosign public key the image must be signed by
+    platforms: Platforms = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "platforms", Platforms(self.platform, self.os, self.arch, self.variant,
+                                                        self.cross_arch, self.all_platforms))
 
 
 @dataclass(frozen=True)
@@ -52,143 +74,43 @@ class PullResult:
         return nix32_encode(self.sha256)
 
 
-def split_name(image: str) -> tuple[str, str, str]:
-    """(name as typed, tag, digest) of a user's image argument."""
-    name, _, digest = image.partition("@")
-    tag = ""
-    slash = name.rfind("/")
-    colon = name.rfind(":")
-    if colon > slash:
-        name, tag = name[:colon], name[colon + 1:]
-    return name, tag, digest
-
-
-def parse_image(image: str, digest: str | None) -> tuple[refs.Reference, str]:
-    """Normalised reference (with the pinned digest) and the name as the user typed it."""
-    ref = refs.parse_normalized(image)
-    typed_name = split_name(image)[0]
-    if digest:
-        Digest.parse(digest)
-        if ref.digest and ref.digest != digest:
-            raise UsageError(f"{image} names digest {ref.digest} but --digest says {digest}")
-        ref = ref.with_digest(digest)
-    return ref, typed_name
-
-
-def check_final_names(name: str, tag: str) -> None:
-    try:
-        r = refs.parse_normalized(name)
-    except InvalidReference as e:
-        raise UsageError(f"invalid final image name {name!r}: {e}") from None
-    if r.tag or r.digest:
-        raise UsageError(f"final image name {name!r} must not carry a tag or digest; use --final-image-tag")
-    if not refs.TAG_RE.match(tag):
-        raise UsageError(f"invalid final image tag {tag!r}")
-
-
-ALL = "all"
-
-
-def wants_all(platform: str | Platform | None, all_platforms: bool) -> bool:
-    """`--all` or `--platform all`: the whole index."""
-    return all_platforms or (isinstance(platform, str) and platform.strip().lower() == ALL)
-
-
-def check_all_format(format: str) -> None:
-    if format == "docker-archive":
-        raise UsageError("a docker-archive holds one platform: pull every platform (--all) with --format oci or "
-                         "--format oci-archive, or choose one with --platform")
-
-
-def whole_index(platform: str | Platform | None, all_platforms: bool, format: str, *others: str | None) -> bool:
-    """Whether the whole index is asked for (`--all` or `--platform all`), checked against the
-    format and the other platform options."""
-    if not wants_all(platform, all_platforms):
-        return False
-    check_all_format(format)
-    if any(others) or (platform is not None and not (isinstance(platform, str) and platform.strip().lower() == ALL)):
-        raise UsageError("--all takes every platform: drop --platform/--os/--arch/--variant")
-    return True
-
-
-def write_whole(source: RegistrySource, digest: Digest, destination: ArchiveDestination,
-                session: Session) -> tuple[ManifestNode, bytes]:
-    """The tree `digest` names (an index and every manifest and blob under it), verified into the
-    cache, then written; a damaged cached blob is fetched again once."""
-    def run() -> tuple[ManifestNode, bytes]:
-        tree = read_tree(source, mf.Descriptor("", digest, 0))
-        fetch_blobs(source, tree)
-        return tree, destination.write_tree(tree)
-    return repairing(session.cache, run)
-
-
-def _pinned(image: str, digest: str | None) -> tuple[refs.Reference, str]:
-    ref, typed_name = parse_image(image, digest)
-    if not ref.digest:
-        raise UsageError(f"{image} is not pinned: give --digest or IMAGE@sha256:…; "
-                         f"run `registry-tools prefetch {image}` to get the digest")
-    return ref, typed_name
-
-
-def _check_signature(session: Session, ref: refs.Reference, key: str | os.PathLike[str]) -> None:
+def _check_signature(session: Session, source: endpoint.RegistryEndpoint, key: str | PathLike[str]) -> None:
     from registry_tools.api.sign import check_signatures, key_bytes
 
+    ref = source.ref
     check_signatures(session.source(ref.name_only()), Digest.parse(ref.digest), key_bytes(key), str(key))
 
 
-def pull_image(
-    image: str,
-    output: str | os.PathLike[str] | None,
-    *,
-    digest: str | None = None,
-    format: str = "docker-archive",
-    platform: str | Platform | None = None,
-    os: str | None = None,
-    arch: str | None = None,
-    variant: str | None = None,
-    final_image_name: str | None = None,
-    final_image_tag: str = "latest",
-    hash: str | None = None,
-    session: Session | None = None,
-    cross_arch: bool = False,
-    all_platforms: bool = False,
-    verify_key: str | os.PathLike[str] | None = None,
-) -> PullResult:
-    """Pull IMAGE pinned by digest into `output` (None: compute the output's hash only);
-    `all_platforms` (or platform "all"): the whole index, as an OCI layout or oci-archive."""
-    if format not in FORMATS:
-        raise UsageError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    whole = whole_index(platform, all_platforms, format, os, arch, variant)
-    platform = None if whole else platform
-    ref, typed_name = _pinned(image, digest)
-    expected = parse_output_hash(hash) if hash is not None else None
-    final_name = final_image_name or typed_name
-    check_final_names(final_name, final_image_tag)
-    choice = Choice(requested(platform, os, arch, variant), cross_arch, bool(platform or os or arch or variant))
-    if output is not None:
-        (check_layout_destination if format == "oci" else check_destination)(output)
-    own = session is None
-    session = session or Session()
-    try:
-        if verify_key is not None:  # before anything is fetched or written
-            _check_signature(session, ref, verify_key)
-        options = ArchiveOptions(format, final_name, final_image_tag, expected, hash or "")
-        destination = ArchiveDestination(session.store, options, output, workers=session.workers)
+def pull_image(options: PullOptions, session: Session | None = None) -> PullResult:
+    """Pull the image `options` pins into its output (or only compute the output's hash)."""
+    o = options
+    if o.format not in FORMATS:
+        raise UsageError(f"unknown format {o.format!r}; choose one of {', '.join(FORMATS)}")
+    whole = o.platforms.whole()
+    if whole:
+        check_all_format(o.format)
+    ref, typed_name = parse_image(o.image, o.digest)
+    if not ref.digest:
+        raise UsageError(f"{o.image} is not pinned: give --digest or IMAGE@sha256:…; "
+                         f"run `registry-tools prefetch {o.image}` to get the digest")
+    final_name = o.final_image_name or typed_name
+    check_final_names(final_name, o.final_image_tag)
+    source = endpoint.pinned_reference(str(ref))
+    expected = parse_output_hash(o.hash) if o.hash is not None else None
+    writing = endpoint.Writing(final_name, o.final_image_tag, expected=expected, expected_text=o.hash or "")
+    output = endpoint.output(o.output, o.format)
+    output.check()
+    with using(session) as s:
+        if o.verify_key is not None:  # before anything is fetched or written
+            _check_signature(s, source, o.verify_key)
+        destination = output.destination(s, writing)
+
+        def result(manifest: Digest, platform: Platform, sha: bytes, platforms: tuple[str, ...] = ()) -> PullResult:
+            return PullResult(ref.name, Digest.parse(ref.digest), manifest, platform, final_name, o.final_image_tag,
+                              o.format, sha, Path(o.output) if o.output is not None else None, whole, platforms)
         if whole:
-            tree, actual = write_whole(session.source(ref), Digest.parse(ref.digest), destination, session)
-            return PullResult(
-                image_name=ref.name, image_digest=Digest.parse(ref.digest), manifest_digest=tree.digest,
-                platform=Platform("", ""), final_image_name=final_name, final_image_tag=final_image_tag,
-                format=format, sha256=actual, output=Path(output) if output is not None else None,
-                all_platforms=True, platforms=tuple(image_platforms(tree)))
-        source = RegistryImage(session.source(ref), Digest.parse(ref.digest), choice)
-        resolved, actual = copy(source, destination, session.cache)
-    finally:
-        if own:
-            session.close()
-    return PullResult(
-        image_name=ref.name, image_digest=Digest.parse(ref.digest),
-        manifest_digest=resolved.manifest_descriptor.digest, platform=resolved.platform,
-        final_image_name=final_name, final_image_tag=final_image_tag, format=format,
-        sha256=actual, output=Path(output) if output is not None else None,
-    )
+            done = copy_tree(source.tree(s), destination, s.cache)
+            assert done.tree is not None
+            return result(done.tree.digest, Platform("", ""), done.result, tuple(image_platforms(done.tree)))
+        image, sha = copy(source.image(s, o.platforms.choice()), destination, s.cache)
+        return result(image.manifest_descriptor.digest, image.platform, sha)

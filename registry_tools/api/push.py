@@ -1,47 +1,47 @@
 """push: built images, archives and layouts straight to a registry; no tarball in between.
 
-A registry is a destination like any other (registry.destination): this module only
-picks the source (an OCI layout directory or oci-archive, a docker-archive, or a build
-spec) and the tag, and runs the copy. A layout that names an index is pushed whole.
+A push is a copy whose destination is a registry: the source endpoint's tree (an index
+with everything under it, or one image) through the engine's tree writer. A build goes
+the same way, its layers uploaded as each is packed.
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
-from registry_tools.builder.image import BuiltImage, RemoteLayers, default_tag
+from registry_tools import endpoint
 from registry_tools.api.build import IndexBuildResult, build_images, index_result
+from registry_tools.builder.image import BuiltImage, RemoteLayers, default_tag
 from registry_tools.builder.multispec import MultiSpec
 from registry_tools.builder.spec import BuildSpec
-from registry_tools.engine import copy, repairing
+from registry_tools.engine import HeldTree, copy, copy_tree
 from registry_tools.errors import UsageError
-from registry_tools.formats.docker_archive import DockerArchiveImage, is_docker_archive
-from registry_tools.formats.oci_layout import LayoutImage, LayoutReader
-from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.image import Image
-from registry_tools.model.tree import annotated
-from registry_tools.registry.destination import PushResult, RegistryDestination, RegistrySink
-from registry_tools.registry.mirror import copy_tree, known_layers
-from registry_tools.registry.relay import CachedBlobs
-from registry_tools.session import Session
+from registry_tools.model.tree import ManifestNode, shallow
+from registry_tools.registry.destination import RegistryDestination
+from registry_tools.registry.mirror import known_layers
+from registry_tools.registry.sink import PushResult
+from registry_tools.session import Session, using
+from registry_tools.store.origin import CachedBlobs
 
 
-def destination(dest: str, session: Session, tag: str | None = None) -> RegistryDestination:
-    """REGISTRY/REPOSITORY[:TAG] as a destination; `tag` applies when the reference names none."""
-    ref = refs.parse_normalized(dest)
-    if ref.digest:
+def registry_target(dest: str) -> refs.Reference:
+    """DEST of a push: a registry repository and tag, named as every command that writes to a
+    registry names it (a host, or docker:// for Docker Hub)."""
+    target = endpoint.parse(dest, "destination")
+    if target.repository is None:
+        raise UsageError(f"{dest} is not a registry reference: push writes to a registry (copy writes files)")
+    if target.repository.digest:
         raise UsageError(f"push destination {dest} names a digest; give a tag (or none, for latest)")
-    return RegistryDestination(session, ref, ref.tag or tag)
+    return target.repository
 
 
 def build_and_push(spec: BuildSpec, dest: str, session: Session) -> tuple[PushResult, Image]:
     """Uploads start as soon as each layer is packed: both cores compress while the network sends.
     The tag: the destination's, else the spec's, else a hash of the image's config."""
-    target = destination(dest, session, spec.tag)
-    target.tag_of = lambda image: default_tag(image.config_raw)
+    ref = registry_target(dest)
+    tag = ref.tag or spec.tag
+    target = RegistryDestination(session, ref, [tag] if tag else [], lambda image: default_tag(image.config_raw))
     # what the registry holds under that tag already, by layer input key: an empty cache packs only the rest
-    remote = RemoteLayers(lambda: known_layers(session, target.ref, target.tag))
+    remote = RemoteLayers(lambda: known_layers(session, ref, tag))
     image, result = copy(BuiltImage(spec, session, jobs=2, remote=remote), target, session.cache)
     return result, image
 
@@ -49,20 +49,15 @@ def build_and_push(spec: BuildSpec, dest: str, session: Session) -> tuple[PushRe
 def build_and_push_index(multi: MultiSpec, dest: str, session: Session) -> tuple[PushResult, IndexBuildResult]:
     """Each platform pushed by digest as it is built (uploads start as layers are packed; a layer
     another platform pushed already is found by its HEAD), then the index and its tag."""
-    ref = refs.parse_normalized(dest)
-    if ref.digest:
-        raise UsageError(f"push destination {dest} names a digest; give a tag (or none)")
+    ref = registry_target(dest)
     remote = RemoteLayers(lambda: known_layers(session, ref, ref.tag or multi.tag))
-    tree, packed, pushed = build_images(multi, session, lambda _: RegistryDestination(session, ref, None,
-                                                                                       by_digest=True), remote)
+    tree, packed, pushed = build_images(multi, session, lambda _: RegistryDestination(session, ref.name_only()),
+                                        remote)
     tag = ref.tag or multi.tag or default_tag(tree.raw)
-    sink = RegistrySink(session, ref)
-    try:
-        sink.result.digest = sink.put_manifest(tree.raw, tree.media_type, tag)
-    finally:
-        sink.close(True)
-    total = sink.result
-    total.reference = f"{ref.name}:{tag}"
+    index = ManifestNode(tree.descriptor, tree.raw, tree.media_type, [], [shallow(c.descriptor) for c in tree.children],
+                         tree.doc)  # each image is there already: the index alone goes now
+    total = copy_tree(HeldTree(index, CachedBlobs(session.cache)), RegistryDestination(session, ref, [tag]),
+                      session.cache).result
     for r in pushed:
         total.uploaded += r.uploaded
         total.mounted += r.mounted
@@ -72,54 +67,16 @@ def build_and_push_index(multi: MultiSpec, dest: str, session: Session) -> tuple
     return total, index_result(multi, tree, tag, packed)
 
 
-def _push_index(layout: LayoutReader, desc: mf.Descriptor, target: RegistryDestination,
-                session: Session) -> PushResult | None:
-    """A layout entry that is an index: the whole tree (every image, nested index and attestation it
-    names, each verified into the cache), then the index and its tag (None: not an index)."""
-    doc = layout.document(desc, session.cache)
-    if not isinstance(doc, mf.Index):
-        return None
-    tree = annotated(layout.tree(desc, session.cache), target.annotations)
-    tag = target.tag or "latest"
-    return copy_tree(session, target.ref.name_only(), tree, [tag], CachedBlobs(session.cache))
-
-
-def _push_once(path: Path, name: str | None, dest: str, session: Session,
-               annotations: dict[str, str]) -> PushResult:
-    where = f"push source {path}"
-    target = destination(dest, session)
-    target.annotations = annotations
-    if path.is_file() and is_docker_archive(path, where):
-        return copy(DockerArchiveImage(path, session.store, name, where=where), target, session.cache)[1]
-    with LayoutReader(path, where) as layout:
-        entries = layout.entries(name)
-        if len(entries) != 1:
-            raise UsageError(f"{where}: holds {len(entries)} images" +
-                             ("; name one as SOURCE:TAG" if len(entries) > 1 else ""))
-        pushed = _push_index(layout, entries[0], target, session)
-    if pushed is not None:
-        return pushed
-    return copy(LayoutImage(path, session.store, name, where=where), target, session.cache)[1]
-
-
 def push(source: str, dest: str, session: Session | None = None,
          annotations: dict[str, str] | None = None) -> PushResult:
-    """`registry-tools push SOURCE DEST`: SOURCE is a layout dir (optionally DIR:TAG) or an archive;
-    `annotations` are added to the manifest (or index) pushed, which makes it a new one."""
-    own = session is None
-    session = session or Session()
-    try:
-        name = None
-        if not os.path.exists(source) and ":" in source:
-            source, _, name = source.rpartition(":")
-        path = Path(source)
-        if not path.exists():
-            raise UsageError(f"push source {source} does not exist")
-        # A blob found damaged in the cache is imported again from the source on the second run.
-        return repairing(session.cache, lambda: _push_once(path, name, dest, session, dict(annotations or {})))
-    finally:
-        if own:
-            session.close()
+    """`registry-tools push SOURCE DEST`: SOURCE any source endpoint (a layout dir, DIR:TAG, an
+    archive; an index is pushed whole); `annotations` are added to the manifest (or index) pushed,
+    which makes it a new one. The tag: DEST's, else latest."""
+    src = endpoint.parse(source, "source")
+    ref = registry_target(dest)
+    with using(session) as s:
+        target = RegistryDestination(s, ref, [ref.tag or "latest"], annotations=annotations)
+        return copy_tree(src.tree(s), target, s.cache).result
 
 
-__all__ = ["PushResult", "RegistrySink", "build_and_push", "destination", "push"]
+__all__ = ["PushResult", "build_and_push", "push", "registry_target"]

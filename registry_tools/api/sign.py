@@ -25,7 +25,7 @@ from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model import signature as sg
 from registry_tools.model.digest import Digest, verify_bytes
-from registry_tools.registry.destination import RegistrySink
+from registry_tools.registry.sink import RegistrySink
 from registry_tools.registry.source import RegistrySource
 from registry_tools.session import Session, using
 

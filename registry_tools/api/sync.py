@@ -13,12 +13,14 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from registry_tools.api.lock import LockEntry
-from registry_tools.engine import Progress
+from registry_tools.engine import Progress, copy_tree
 from registry_tools.errors import InvalidReference, RateLimitLow, RegistryToolsError, UsageError
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
-from registry_tools.registry.destination import PushResult
-from registry_tools.registry.mirror import replicate
+from registry_tools.registry.destination import RegistryDestination
+from registry_tools.registry.remote import RegistryTree
+from registry_tools.registry.sink import PushResult
+from registry_tools.registry.source import RegistrySource
 from registry_tools.session import Session
 
 log = logging.getLogger("registry_tools.sync")
@@ -92,9 +94,12 @@ def mirror_lock(entries: list[LockEntry], to: str) -> list[LockEntry]:
 
 def copy_item(item: SyncItem, session: Session, progress: Progress) -> None:
     """One image: a HEAD per tag (or one by digest) when it is there already, else the whole tree."""
-    r = replicate(session, session.source(item.source), item.digest, item.dest, item.tags, progress)
-    item.up_to_date = r.up_to_date
-    item.pushed = None if r.up_to_date else r.pushed
+    source = RegistrySource(session.registry(item.source.domain), item.source.path, session.store, session.workers,
+                            progress)
+    done = copy_tree(RegistryTree(source, None, item.digest),
+                     RegistryDestination(session, item.dest, item.tags, progress=progress), session.cache)
+    item.up_to_date = done.up_to_date
+    item.pushed = None if done.up_to_date else done.result
 
 
 def sync(items: list[SyncItem], session: Session, *, jobs: int = 4, keep_going: bool = False,

@@ -28,6 +28,7 @@ from registry_tools.model import manifest as mf
 from registry_tools.model.manifest import canonical_json
 from registry_tools.session import Session
 from registry_tools.store.layers import assemble, compress_layer, known_layer, make_layer
+from registry_tools.store.origin import CachedBlobs
 
 Write = Callable[[bytes], object]
 
@@ -167,7 +168,8 @@ class BuiltImage:
         self.remote = remote or RemoteLayers(dict)
         self.packed: list[Layer] = []  # the layers the last run packed (the others were in the cache)
 
-    def open(self, measure: bool) -> "BuildSupply":
+    def open(self, need: object = None) -> "BuildSupply":
+        """Layers are packed into the cache, whatever the destination needs."""
         supply = BuildSupply(plan_build(self.spec, self.session), self.session, self.jobs, self.remote)
         self.packed = supply.packed
         return supply
@@ -214,6 +216,10 @@ class BuildSupply:
 
     def count(self) -> int:
         return len(self._futures)
+
+    @property
+    def origin(self) -> CachedBlobs:
+        return CachedBlobs(self.session.cache)
 
     def layer(self, i: int) -> Layer:
         return self._group.wait_for(self._futures[i])  # a failure elsewhere surfaces at once

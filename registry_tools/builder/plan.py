@@ -87,7 +87,7 @@ def _input_key(plan_entries: list[Entry], owner: Owner, mtime: int) -> str:
 
 def plan_build(spec: BuildSpec, session: Session) -> Plan:
     """The layers to pack; a failure while planning leaves no temporary files behind."""
-    base = load_base(spec.from_image, spec.platform, session) if spec.from_image else None
+    base = load_base(spec.from_image, spec.platform, spec.compressor, session) if spec.from_image else None
     plan = Plan(spec, base)
     try:
         return _plan(spec, plan, session)

@@ -45,9 +45,9 @@ class ClosureInput:
 
 @dataclass(frozen=True)
 class FromImage:
-    kind: str  # "docker-archive", "oci", "registry"
-    location: str
-    name: str | None = None  # which image of a multi-image archive / layout
+    """The base image as a source endpoint: a path (PATH[:NAME]) or a pinned reference."""
+
+    endpoint: str
 
 
 @dataclass
@@ -156,12 +156,10 @@ def _base_image(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datet
                 name_in = f"{name_in}:{tag}"
             else:
                 raise _bad("fromImageTag", "a pinned reference names its image already")
-        if path.is_dir():
-            spec.from_image = FromImage("oci", str(path), name_in)
-        elif path.is_file():
-            spec.from_image = FromImage("docker-archive", str(path), name_in)
+        if path.exists():
+            spec.from_image = FromImage(f"{path}:{name_in}" if name_in else str(path))
         elif "@sha256:" in loc:
-            spec.from_image = FromImage("registry", loc, name_in)
+            spec.from_image = FromImage(loc)
         else:
             raise _bad("fromImage", f"{loc!r} is neither an existing archive or layout "
                                     "nor a pinned reference (IMAGE@sha256:…)")

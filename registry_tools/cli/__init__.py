@@ -8,7 +8,6 @@ import sys
 from typing import NoReturn, Sequence
 
 from registry_tools.cli import startup
-from registry_tools.cli.commands import COMMANDS
 from registry_tools.cli.parser import build_parser
 from registry_tools.errors import RegistryToolsError
 
@@ -56,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("httpx", "httpcore", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return COMMANDS[args.command](args)
+        return args.run(args)
     except KeyboardInterrupt:
         print("registry-tools: interrupted; the destination was left untouched", file=sys.stderr)
         if argv is None:

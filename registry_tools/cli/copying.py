@@ -1,40 +1,50 @@
-"""The commands that move and manage images in registries: copy, sync, tags, tag, delete,
-and prefetch's lock checks."""
+"""copy, sync and push: images between registries, archives and layouts."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from registry_tools.cli.commands import lock_lines, note, session_of
+from registry_tools.cli.common import dump, report_push, session_of
+from registry_tools.cli.options import add_common, complete_platforms
 
 if TYPE_CHECKING:
     from registry_tools.api.sync import SyncItem
 
 
-def _dump(obj: object) -> None:
-    print(json.dumps(obj, indent=2))
-
-
-def _report(args: argparse.Namespace, doc: object, summary: str, result: object) -> int:
-    """`--json`: the document; else the summary on stderr (not with -q) and the result on stdout."""
-    if args.json:
-        _dump(doc)
-    else:
-        note(args, summary)
-        print(result)
-    return 0
+def _copy(sub: Any) -> None:
+    p = sub.add_parser(
+        "copy", help="copy an image between registries, archives and layouts (whole indexes)",
+        description="Copy SRC to DEST. Each is a registry reference (docker://REF or REF; a DEST must name "
+                    "its registry), or oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], "
+                    "or an existing path. Between registries the whole index is copied, its digest kept; "
+                    "blobs go straight from one registry to the other, unchanged and verified. The tag at "
+                    "DEST: DEST's own, else SRC's, else none (by digest only), plus every --tag.")
+    p.add_argument("source", metavar="SRC")
+    p.add_argument("dest", metavar="DEST")
+    complete_platforms(p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT],...",
+                   help="copy only these platforms of an index, as a new index of exactly them (repeatable "
+                        "or comma-separated); to a file: the one platform to write"))
+    p.add_argument("--all", action="store_true", help="copy every platform of an index (the default)")
+    p.add_argument("--tag", action="append", default=[], metavar="TAG", help="one more tag at DEST (repeatable)")
+    p.add_argument("--src-creds", metavar="USER:PASSWORD", help="credentials for SRC's repository (skopeo's flag)")
+    p.add_argument("--dest-creds", metavar="USER:PASSWORD",
+                   help="credentials for DEST's repository (skopeo's flag); with these, --creds is refused")
+    p.add_argument("--referrers", action="store_true",
+                   help="between registries: also copy everything that refers to the image (signatures, SBOMs, "
+                        "attestations; recursively) and cosign's sha256-<hex>.sig/.att/.sbom tags")
+    p.add_argument("--allow-cross-arch", action="store_true", help=argparse.SUPPRESS)
+    add_common(p)
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
-    from registry_tools.api.copy import copy, parse_platforms
+    from registry_tools.api.copy import CopyOptions, copy, parse_platforms
 
     with session_of(args) as session:
-        r = copy(args.source, args.dest, platforms=parse_platforms(args.platform), tags=args.tag, session=session,
-                 cross_arch=args.allow_cross_arch, referrers=args.referrers)
+        r = copy(CopyOptions(args.source, args.dest, parse_platforms(args.platform), args.all, args.tag,
+                             cross_arch=args.allow_cross_arch, referrers=args.referrers), session)
     if args.json:
-        _dump(r.to_json())
+        dump(r.to_json())
         return 0
     p = r.pushed
     if not args.quiet:
@@ -56,9 +66,20 @@ def cmd_copy(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sync_image(item: SyncItem) -> dict[str, object]:
-    """An image of `sync --json`: what is copied where (the `sync` schema's images)."""
-    return {"source": f"{item.source.name}@{item.digest}", "destination": item.dest.name, "tags": item.tags}
+def _sync(sub: Any) -> None:
+    p = sub.add_parser(
+        "sync", help="mirror every image a lock pins to another registry, and write the mirror's lock",
+        description="Copy exactly the digests LOCK pins (whole indexes) to REGISTRY[/PREFIX], keeping each "
+                    "repository path under it (docker.io/library/alpine -> REGISTRY/PREFIX/library/alpine), "
+                    "tagged as each entry's reference. The mirror's lock (the same pins, imageName changed; "
+                    "every hash stays valid) goes to stdout or -o. An image already mirrored costs one HEAD.")
+    p.add_argument("lock", metavar="LOCK", help="a JSON lock (prefetch --from FILE --json)")
+    p.add_argument("--to", required=True, metavar="REGISTRY[/PREFIX]", help="where to mirror to")
+    p.add_argument("-o", "--output", metavar="FILE", help="write the mirror's lock here (default: stdout)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
+    p.add_argument("--keep-going", action="store_true",
+                   help="on a failure, go on with the other images, then report every failure (exit non-zero)")
+    add_common(p)
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -71,7 +92,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     new_lock = lock_text(mirror_lock(entries, args.to))
     if args.dry_run:
         if args.json:
-            _dump({"dryRun": True, "images": [_sync_image(i) for i in items]})
+            dump({"dryRun": True, "images": [_sync_image(i) for i in items]})
             return 0
         for item in items:
             print(f"would copy {item.describe()}", file=sys.stderr)
@@ -102,7 +123,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         lines = ", ".join(str(e.line) for e in item.entries)
         print(f"registry-tools: {args.lock}:{lines}: {item.describe()}: {item.error}", file=sys.stderr)
     if args.json:
-        _dump({"images": [{**_sync_image(i), "upToDate": i.up_to_date, "error": str(i.error) if i.error else None,
+        dump({"images": [{**_sync_image(i), "upToDate": i.up_to_date, "error": str(i.error) if i.error else None,
                            "blobsUploaded": len(i.pushed.uploaded) if i.pushed else 0,
                            "bytesSent": i.pushed.bytes_uploaded if i.pushed else 0} for i in items]})
     if failed:
@@ -115,157 +136,30 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_prefetch_drift(args: argparse.Namespace) -> int:
-    from registry_tools.api.drift import check, update
-    from registry_tools.api.lock import lock_text, read_lock, write_lock
-
-    lines, source = lock_lines(args)
-    lock_path = args.check or args.update
-    entries = read_lock(lock_path)
-    with session_of(args) as session:
-        drifts = check(lines, entries, session, jobs=args.jobs)
-        if args.check:
-            for d in drifts:
-                print(f"{source}:{d.line.line}: {d.describe()}")
-            if not drifts:
-                print(f"{lock_path} is current: every tag resolves to the digest it pins", file=sys.stderr)
-            return 1 if drifts else 0
-        new_entries, failed = update(lines, entries, drifts, session, jobs=args.jobs, format=args.format)
-    for line, err in failed:
-        print(f"registry-tools: {source}:{line.line}: {line.reference}: {err}", file=sys.stderr)
-    if failed:
-        print(f"registry-tools: {len(failed)} image(s) failed; {lock_path} left as it was", file=sys.stderr)
-        return max(e.exit_code for _, e in failed)
-    for d in drifts:
-        print(f"updated {source}:{d.line.line}: {d.describe()}", file=sys.stderr)
-    write_lock(lock_path, lock_text(new_entries))
-    if not drifts:
-        print(f"{lock_path} is current; rewritten unchanged", file=sys.stderr)
-    return 0
+def _push(sub: Any) -> None:
+    p = sub.add_parser("push", help="push a docker-archive, oci-archive or OCI layout to a registry")
+    p.add_argument("source", help="an OCI layout directory (DIR or DIR:TAG), an oci-archive or a docker-archive")
+    p.add_argument("dest", help="REGISTRY/REPOSITORY[:TAG]")
+    p.add_argument("--annotation", action="append", metavar="KEY=VALUE",
+                   help="an annotation on the manifest (or index) pushed, which makes it a new one (repeatable; "
+                        "OCI manifests only; nothing is filled from the clock)")
+    add_common(p)
 
 
-def cmd_tags(args: argparse.Namespace) -> int:
-    from registry_tools.api.tags import list_tags
-
-    with session_of(args) as session:
-        tags = list_tags(args.image, session)
-    if args.json:
-        _dump(tags)
-    else:
-        for t in tags:
-            print(t)
-    return 0
-
-
-def cmd_tag(args: argparse.Namespace) -> int:
-    from registry_tools.api.tags import tag
-
-    with session_of(args) as session:
-        r = tag(args.image, args.new_tag, session)
-    if args.json:
-        _dump({"reference": r.reference, "digest": str(r.digest), "changed": r.changed})
-        return 0
-    if not args.quiet and not r.changed:
-        print(f"{r.reference} already names {r.digest}; nothing written", file=sys.stderr)
-    print(f"{r.reference}@{r.digest}")
-    return 0
-
-
-def cmd_delete(args: argparse.Namespace) -> int:
-    from registry_tools.api.tags import delete
-
-    with session_of(args) as session:
-        digest = delete(args.image, session)
-    if args.json:
-        _dump({"deleted": str(digest), "reference": args.image})
-    elif not args.quiet:
-        print(f"deleted {args.image}", file=sys.stderr)
-    return 0
-
-
-__all__ = ["cmd_copy", "cmd_delete", "cmd_prefetch_drift", "cmd_sync", "cmd_tag", "cmd_tags"]
-
-
-def cmd_index(args: argparse.Namespace) -> int:
-    from registry_tools.api import index
-    from registry_tools.api.copy import parse_platforms
-
-    with session_of(args) as session:
-        if args.index_action == "create":
-            r = index.create(args.dest, args.images, annotations=index.parse_annotations(args.annotation),
-                             session=session)
-        elif args.index_action == "add":
-            r = index.add(args.target, args.images, annotations=index.parse_annotations(args.annotation),
-                          session=session)
-        else:
-            r = index.remove(args.target, parse_platforms(args.platform), session=session)
-    change = {"create": "", "add": "replaced", "remove": "removed"}[args.index_action]
-    what = f"; {change} {', '.join(r.replaced)}" if r.replaced else ""
-    return _report(args, r.to_json(), f"{r.target}: an index of {r.entries} entries ({', '.join(r.platforms)})"
-                                      f"{what}; {r.copied} image(s) copied in", r.digest)
-
-
-def cmd_attach(args: argparse.Namespace) -> int:
-    from registry_tools.api.artifacts import attach
+def cmd_push(args: argparse.Namespace) -> int:
     from registry_tools.api.index import parse_annotations
+    from registry_tools.api.push import push
 
+    annotations = parse_annotations(args.annotation)
     with session_of(args) as session:
-        r = attach(args.image, args.artifact_type, args.files, annotations=parse_annotations(args.annotation),
-                   session=session)
-    return _report(args, r.to_json(), f"attached {r.files} file(s) to {r.subject} as {r.artifact_type}",
-                   r.reference)
-
-
-def cmd_referrers(args: argparse.Namespace) -> int:
-    from registry_tools.api.artifacts import referrers
-    from registry_tools.errors import printable
-
-    with session_of(args) as session:
-        r = referrers(args.image, artifact_type=args.artifact_type, session=session)
-    if args.json:
-        _dump({"subject": str(r.subject), "via": r.via, "referrers": [d.raw for d in r.descriptors]})
-        return 0
-    if not args.quiet:
-        how = "the referrers API" if r.via == "api" else "the fallback tag"
-        print(f"{len(r.descriptors)} referrer(s) of {r.subject} (from {how})", file=sys.stderr)
-    for d in r.descriptors:
-        kind = d.raw.get("artifactType") if isinstance(d.raw.get("artifactType"), str) else d.media_type
-        print(f"{d.digest} {printable(str(kind))} {d.size}")
+        result = push(args.source, args.dest, session, annotations)
+    report_push(args, result)
     return 0
 
 
-def cmd_generate_key(args: argparse.Namespace) -> int:
-    from registry_tools.api.sign import generate_key, passphrase
-
-    key, pub = generate_key(args.prefix, passphrase(sys.stdin.isatty(), confirm=True), pkcs8=args.pkcs8)
-    return _report(args, {"privateKey": str(key), "publicKey": str(pub)}, f"wrote {key} (mode 0600) and {pub}",
-                   pub)
+def _sync_image(item: SyncItem) -> dict[str, object]:
+    """An image of `sync --json`: what is copied where (the `sync` schema's images)."""
+    return {"source": f"{item.source.name}@{item.digest}", "destination": item.dest.name, "tags": item.tags}
 
 
-def cmd_sign(args: argparse.Namespace) -> int:
-    from registry_tools.api.sign import passphrase, sign
-
-    secret = passphrase(sys.stdin.isatty())
-    with session_of(args) as session:
-        r = sign(args.image, args.key, secret, session=session)
-    return _report(args, r.to_json(), f"signed {r.reference}: {r.signatures} signature(s) in {r.signature_digest}",
-                   r.signature_digest)
-
-
-def cmd_verify(args: argparse.Namespace) -> int:
-    from registry_tools.api.sign import verify
-
-    with session_of(args) as session:
-        r = verify(args.image, args.key, session=session)
-    return _report(args, r.to_json(), f"{r.reference}: {r.verified} valid signature(s) by {args.key}",
-                   r.digest)
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from registry_tools.api.export import export
-
-    with session_of(args) as session:
-        r = export(args.source, args.output, platform=args.platform, session=session)
-    return _report(args, r.to_json(),
-                   f"wrote {r.output} ({r.entries} entries, {r.platform}, manifest {r.manifest_digest})",
-                   r.to_json()["hash"])
+COMMANDS = {"copy": (_copy, cmd_copy), "sync": (_sync, cmd_sync), "push": (_push, cmd_push)}

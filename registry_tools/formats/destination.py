@@ -20,10 +20,11 @@ from registry_tools.fileio import AtomicDir, AtomicFile, PipelinedHashWriter
 from registry_tools.formats import FORMATS
 from registry_tools.formats.docker_archive import image_entries
 from registry_tools.formats.nar import nar_sha256
-from registry_tools.formats.oci_layout import oci_archive_entries, write_layout
+from registry_tools.engine import Need
+from registry_tools.formats.oci_layout import oci_archive_entries, tag_in_layout, write_layout
 from registry_tools.formats.tar import Entry, write_positional, write_stream
-from registry_tools.model.digest import sri
-from registry_tools.model.image import Image, LayerSupply
+from registry_tools.model.digest import Digest, sri
+from registry_tools.model.image import BlobOrigin, Image, LayerSupply
 from registry_tools.model.tree import ManifestNode
 from registry_tools.store.blobs import BlobStore, SizeRecordWrong
 from registry_tools.workers import Workers
@@ -38,6 +39,7 @@ class ArchiveOptions:
     final_tag: str
     expected: bytes | None = None  # the sha256 the user pinned (checked before anything is written)
     expected_text: str = ""  # that hash as the user wrote it, for the message
+    keep_others: bool = False  # an OCI layout: add to what is there (other tags kept) instead of replacing it
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -60,9 +62,12 @@ class ArchiveDestination:
         self.tag_of = tag_of
 
     @property
-    def streams_layers(self) -> bool:
+    def need(self) -> Need:
         """A docker-archive takes each layer as its download lands (the others need them all first)."""
-        return self.options.format == "docker-archive"
+        return Need.STREAM if self.options.format == "docker-archive" else Need.MEASURED
+
+    def holds(self, digest: Digest) -> None:
+        return None  # a file is written whole, every time
 
     def write(self, supply: LayerSupply) -> bytes:
         """Fetch (through `supply`) and write, overlapping the two where the format allows.
@@ -73,7 +78,7 @@ class ArchiveDestination:
         exact sizes are measured and the output is written again.
         """
         image = supply.image()
-        if self.streams_layers:
+        if self.need is Need.STREAM:
             try:
                 return self._write(image, supply)
             except SizeRecordWrong:
@@ -82,15 +87,21 @@ class ArchiveDestination:
                          supply.measured(), image.index_digest)
         return self._write(measured, None)
 
-    def write_tree(self, node: ManifestNode) -> bytes:
-        """A whole tree (an index and every image under it, its blobs in the cache) as an OCI
-        layout or oci-archive; a docker-archive holds one image, so it refuses."""
+    def write_tree(self, node: ManifestNode, blobs: BlobOrigin | None = None) -> bytes | None:
+        """A whole tree (an index and every image under it, its blobs in the cache: `blobs` is the
+        cache) as an OCI layout or oci-archive; a docker-archive holds one image, so it refuses.
+        Added to an existing layout (`keep_others`), it returns None: there is no hash to pin."""
         o = self.options
         if o.format == "docker-archive":
             raise UsageError("a docker-archive holds one platform: write the whole index with --format oci or "
                              "oci-archive, or choose one platform")
         if not o.final_tag:
             raise UsageError("name the tag to record in the layout")
+        if o.format == "oci" and o.keep_others:
+            if self.path is None:
+                raise UsageError("an OCI layout to add to is a directory")
+            tag_in_layout(Path(self.path), node, self.store, o.final_tag, o.final_name)
+            return None
         if o.format == "oci":
             return self._layout(node, o)
         return self._emit(oci_archive_entries(node, o.final_name, o.final_tag))

@@ -15,8 +15,9 @@ import tarfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import IO, Any, Callable, Iterable, Iterator, Sequence
 
+from registry_tools.engine import Need
 from registry_tools.errors import ManifestError, UsageError
 from registry_tools.formats.tar import Entry, file
 from registry_tools.model.manifest import canonical_json
@@ -24,10 +25,13 @@ from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.compression import decompressed
 from registry_tools.model.digest import Digest, VerifyingReader
-from registry_tools.model.image import Image, Layer, LayerSupply
+from registry_tools.model.image import BlobOrigin, Image, Layer, LayerSupply
+from registry_tools.model.platform import Platform
+from registry_tools.model.tree import ManifestNode, node_of_image
 from registry_tools.store.blobs import BlobStore, SizeRecordWrong
 from registry_tools.store.cache import BlobCache
 from registry_tools.store.layers import LocalLayers, assemble, compress_layer
+from registry_tools.store.origin import CachedBlobs
 
 
 @dataclass(frozen=True)
@@ -229,10 +233,38 @@ class DockerArchiveImage:
         self.compressor = compressor
         self.where = where or str(path)
 
-    def open(self, measure: bool) -> LocalLayers:
+    def open(self, need: object = None) -> LocalLayers:
+        """The blobs are verified into the cache as the image is opened, whatever the destination needs."""
+        return LocalLayers(self.image(), self.store)
+
+    def image(self) -> Image:
+        """The archive's image, its layers compressed into the cache, under a new OCI manifest."""
         cache = self.store.cache
         archive = read_docker_archive(self.path, self.name, cache, self.where)
         layers = [compress_layer(layer, self.compressor, self.store) for layer in archive.layers]
         platform = {k: archive.config[k] for k in ("os", "architecture", "variant") if archive.config.get(k)}
-        image = assemble(archive.config, archive.config_raw, layers, platform or None, cache)
-        return LocalLayers(image, self.store)
+        return assemble(archive.config, archive.config_raw, layers, platform or None, cache)
+
+
+class DockerArchiveTree:
+    """A docker-archive's image as a tree of one manifest (it holds no index)."""
+
+    def __init__(self, image: DockerArchiveImage):
+        self._source = image
+        self._tree: ManifestNode | None = None
+
+    def _read(self) -> ManifestNode:
+        if self._tree is None:
+            self._tree = node_of_image(self._source.image())
+        return self._tree
+
+    def digest(self) -> Digest:
+        return self._read().digest
+
+    def read(self, platforms: Sequence[Platform], shallow: bool = False) -> ManifestNode:
+        if platforms:
+            raise UsageError(f"{self._source.where} holds one image, not an index: --platform picks from an index")
+        return self._read()
+
+    def blobs(self, tree: ManifestNode, need: Need) -> BlobOrigin:
+        return CachedBlobs(self._source.store.cache)  # every layer was verified against its diff_id as it came in

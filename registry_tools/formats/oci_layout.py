@@ -9,18 +9,22 @@ import json
 import os
 import tarfile
 from pathlib import Path
-from typing import IO, Iterator, Union
+from typing import IO, Iterator, Sequence, Union
 
+from registry_tools.engine import Need
 from registry_tools.errors import ManifestError, UsageError
 from registry_tools.fileio import AtomicFile
 from registry_tools.formats.tar import Entry, directory, file
 from registry_tools.model import manifest as mf
-from registry_tools.model.image import Image, Layer
-from registry_tools.model.tree import MAX_NESTING, ManifestNode, node_of_image, parse_node
+from registry_tools.model.digest import Digest
+from registry_tools.model.image import BlobOrigin, Image, Layer
+from registry_tools.model.tree import MAX_NESTING, ManifestNode, node_of_image, parse_node, subset
+from registry_tools.model.tree import shallow as shallow_node
 from registry_tools.store.blobs import BlobStore
 from registry_tools.store.cache import BlobCache
-from registry_tools.store.layers import LocalLayers
-from registry_tools.model.platform import Platform, choose_in_index
+from registry_tools.store.layers import LocalLayers, measure_tree
+from registry_tools.store.origin import CachedBlobs
+from registry_tools.model.platform import Choice, Platform, choose_in_index
 
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -182,6 +186,16 @@ class LayoutReader:
             raise ManifestError(f"{self.where}: has no file {name}")
         return f
 
+    def entry(self, name: str | None, several_by_platform: bool = False) -> mf.Descriptor:
+        """The one entry tagged `name` (or the only entry); several: refused unless
+        `several_by_platform` (the caller chooses among them), then the first."""
+        entries = self.entries(name)
+        if not entries:
+            raise UsageError(f"{self.where}: no image" + (f" named {name!r}" if name else ""))
+        if len(entries) > 1 and not several_by_platform:
+            raise UsageError(f"{self.where}: holds {len(entries)} images; name one as SOURCE:TAG")
+        return entries[0]
+
     def entries(self, name: str | None = None) -> list[mf.Descriptor]:
         """index.json's entries (those tagged `name`, when given), type-checked."""
         with self.open("index.json") as f:
@@ -207,16 +221,17 @@ class LayoutReader:
         raw = cache.read_small(desc, f"{self.where}: manifest {desc.digest}")
         return mf.parse(raw, desc.media_type, f"{self.where}: manifest {desc.digest}")
 
-    def tree(self, desc: mf.Descriptor, cache: BlobCache, blobs: bool = True, depth: int = 0) -> ManifestNode:
+    def tree(self, desc: mf.Descriptor, cache: BlobCache, blobs: bool = True, depth: int = 0,
+             shallow: bool = False) -> ManifestNode:
         """The manifest `desc` names and everything under it, each manifest (and, with `blobs`,
-        each blob) verified into the cache."""
+        each blob) verified into the cache; `shallow`: its entries known by their descriptors."""
         where = f"{self.where}: manifest {desc.digest}"
         if depth > MAX_NESTING:
             raise ManifestError(f"{where}: indexes nested more than {MAX_NESTING} deep")
         self.import_blob(desc, cache)
         raw = cache.read_small(desc, where)
         node, below = parse_node(desc, raw, desc.media_type, where)
-        node.children = [self.tree(d, cache, blobs, depth + 1) for d in below]
+        node.children = [shallow_node(d) if shallow else self.tree(d, cache, blobs, depth + 1) for d in below]
         if blobs:
             for b in node.blobs:
                 self.import_blob(b, cache)
@@ -251,32 +266,64 @@ class LayoutReader:
 class LayoutImage:
     """One image of an OCI layout directory or an oci-archive, as a copy source.
 
-    `name` picks the entry tagged so; from an index (or several entries), `platform`
-    picks the image. Blobs are verified into the cache as the image is opened.
+    `name` picks the entry tagged so; from an index (or several entries) the platform `choice`
+    names picks the image (no choice: the entry must be one image). Blobs are verified into the
+    cache as the image is opened.
     """
 
-    def __init__(self, path: Path, store: BlobStore, name: str | None = None, platform: Platform | None = None,
+    def __init__(self, path: Path, store: BlobStore, name: str | None = None, choice: Choice | None = None,
                  where: str = ""):
         self.path = path
         self.store = store
         self.name = name
-        self.platform = platform
+        self.choice = choice
         self.where = where or str(path)
 
-    def open(self, measure: bool) -> LocalLayers:
+    def open(self, need: object = None) -> LocalLayers:
+        """The blobs are verified into the cache as the image is opened, whatever the destination needs."""
         cache = self.store.cache
+        choice = self.choice
         with LayoutReader(self.path, self.where) as layout:
+            desc = layout.entry(self.name, several_by_platform=choice is not None)
             entries = layout.entries(self.name)
-            if not entries:
-                raise UsageError(f"{self.where}: no image" + (f" named {self.name!r}" if self.name else ""))
-            desc = entries[0]
             if len(entries) > 1:
-                if self.platform is None:
-                    raise UsageError(f"{self.where}: holds {len(entries)} images; name one as SOURCE:TAG")
-                desc = entries[choose_in_index({"manifests": [d.raw for d in entries]}, self.platform)]
+                assert choice is not None
+                desc = entries[choose_in_index({"manifests": [d.raw for d in entries]}, choice.wanted,
+                                               cross_arch=choice.cross_arch)]
             doc = layout.document(desc, cache)
             if isinstance(doc, mf.Index):
-                if self.platform is None:
+                if choice is None:
                     raise UsageError(f"{self.where}: names an index; choose a platform")
-                desc = doc.manifests[choose_in_index(doc.choice_view(), self.platform)]
+                desc = doc.manifests[choose_in_index(doc.choice_view(), choice.wanted, cross_arch=choice.cross_arch)]
             return LocalLayers(layout.image(desc, cache), self.store)
+
+
+class LayoutTree:
+    """What an entry of an OCI layout or oci-archive names (an index and everything under it, or
+    one image), as a tree source; every blob verified into the cache."""
+
+    def __init__(self, path: Path, store: BlobStore, name: str | None = None, where: str = ""):
+        self.path = path
+        self.store = store
+        self.name = name
+        self.where = where or str(path)
+
+    def _desc(self, layout: "LayoutReader") -> mf.Descriptor:
+        return layout.entry(self.name)
+
+    def digest(self) -> Digest:
+        with LayoutReader(self.path, self.where) as layout:
+            return self._desc(layout).digest
+
+    def read(self, platforms: Sequence[Platform], shallow: bool = False) -> ManifestNode:
+        with LayoutReader(self.path, self.where) as layout:
+            tree = layout.tree(self._desc(layout), self.store.cache, blobs=False, shallow=shallow)
+        return subset(tree, list(platforms)) if platforms else tree
+
+    def blobs(self, tree: ManifestNode, need: Need) -> BlobOrigin:
+        with LayoutReader(self.path, self.where) as layout:
+            for b in tree.all_blobs():
+                layout.import_blob(b, self.store.cache)
+        if need is Need.MEASURED:
+            measure_tree(tree, self.store)
+        return CachedBlobs(self.store.cache)

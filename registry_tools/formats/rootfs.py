@@ -32,11 +32,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import IO, Callable, ContextManager, Iterable, Iterator, Sequence
 
-from registry_tools.errors import LayerFormatError
+from registry_tools.engine import Need
+from registry_tools.errors import LayerFormatError, UsageError
 from registry_tools.model.compression import decompressed
-from registry_tools.model.digest import VerifyingReader
+from registry_tools.model.digest import Digest, VerifyingReader
 from registry_tools.fileio import AtomicFile
-from registry_tools.model.image import Image, Layer, LayerSupply
+from registry_tools.model.image import BlobOrigin, Image, Layer, LayerSupply
+from registry_tools.model.tree import ManifestNode
 from registry_tools.store.cache import BlobCache
 
 WHITEOUT = ".wh."
@@ -264,11 +266,18 @@ class RootfsDestination:
     """The root filesystem of an image as a tar file, written beside `path` and renamed;
     `write` returns (sha256 of the tar, entries)."""
 
-    streams_layers = False  # every layer must be in the cache, verified, before the first pass
+    need = Need.MEASURED  # every layer must be in the cache, verified, before the first pass
 
     def __init__(self, cache: BlobCache, path: str | os.PathLike[str]):
         self.cache = cache
         self.path = path
+
+    def holds(self, digest: Digest) -> None:
+        return None
+
+    def write_tree(self, tree: ManifestNode, blobs: BlobOrigin) -> tuple[bytes, int]:
+        raise UsageError(f"{tree.digest} is an index: a root filesystem is one image's; choose its platform "
+                         "(--platform)")
 
     def write(self, supply: LayerSupply) -> tuple[bytes, int]:
         image = supply.image()

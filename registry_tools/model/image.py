@@ -7,11 +7,13 @@ is its manifest and config, verbatim, and its layers in order.
 """
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol
 
 from registry_tools.model import manifest as mf
-from registry_tools.model.digest import Digest, ReadableFile
+from registry_tools.model.digest import Digest, Readable, ReadableFile
 from registry_tools.model.platform import Platform
 
 
@@ -55,6 +57,23 @@ class Image:
 
 
 
+class BlobOrigin(Protocol):
+    """Where a destination reads the blobs it must write: the verified cache, or a registry the
+    bytes stream from (a copy between registries stores nothing on the way)."""
+
+    def open(self, desc: mf.Descriptor) -> AbstractContextManager[Readable]:
+        """The blob's bytes from the start, verified (size and digest) by the time they end."""
+        ...
+
+    def local(self, desc: mf.Descriptor) -> Path:
+        """A verified copy on disk (for the chunked upload, which sends ranges)."""
+        ...
+
+    def mounts(self, desc: mf.Descriptor, domain: str) -> list[str]:
+        """Repositories of registry `domain` known to hold the blob (to mount it from)."""
+        ...
+
+
 class LayerSupply(Protocol):
     """How a source makes an image's layers available, verified, in the store.
 
@@ -85,4 +104,10 @@ class LayerSupply(Protocol):
 
     def measured(self) -> list[Layer]:
         """Every layer, stored, its diff_id checked and its size measured."""
+        ...
+
+    @property
+    def origin(self) -> BlobOrigin:
+        """Where the image's blobs are read from (the cache, unless the layers were left where
+        they are for a registry destination to relay)."""
         ...

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Iterator
 from registry_tools.errors import ManifestError, PlatformNotFound, UsageError
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Digest
-from registry_tools.model.image import Image
+from registry_tools.model.image import Image, Layer
 from registry_tools.model.platform import Platform
 from registry_tools.model.platform.choose import Matcher, is_attestation, offered_platforms
 from registry_tools.model.platform.values import format_platform
@@ -113,6 +113,30 @@ def shallow(desc: mf.Descriptor) -> ManifestNode:
 def platform_of(node: ManifestNode) -> str:
     p = node.descriptor.platform
     return format_platform(Platform.from_json(p)) if p else ""
+
+
+IMAGE_CONFIGS = (mf.OCI_CONFIG, mf.DOCKER_CONFIG)
+
+
+def is_image(node: ManifestNode) -> bool:
+    """A manifest of an image (an image config, layers of layer types), not an index or an artifact."""
+    if node.is_index or not node.blobs or node.blobs[0].media_type not in IMAGE_CONFIGS:
+        return False
+    return all(mf.is_layer_type(b.media_type) for b in node.blobs[1:])
+
+
+def image_of(node: ManifestNode, config_raw: bytes) -> Image:
+    """The image an image manifest of a tree names, given its config's bytes (verified by the caller)."""
+    where = f"manifest {node.digest}"
+    doc = mf.parse(node.raw, node.media_type, where)
+    if not isinstance(doc, mf.ImageManifest) or not is_image(node):
+        raise ManifestError(f"{where} is not an image")
+    config = mf.parse_config(config_raw, f"config {doc.config.digest}")
+    ids = mf.diff_ids(config, f"config {doc.config.digest}")
+    if len(ids) != len(doc.layers):
+        raise ManifestError(f"{where}: {len(doc.layers)} layers but {len(ids)} diff_ids")
+    layers = [Layer(d, diff) for d, diff in zip(doc.layers, ids, strict=True)]
+    return Image(doc, node.descriptor, config_raw, config, layers)
 
 
 def node_of_image(image: Image) -> ManifestNode:

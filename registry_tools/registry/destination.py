@@ -1,204 +1,95 @@
-"""A registry repository as a copy destination: blobs first, then manifests, then the tag.
+"""A registry repository as a copy destination: one image or a whole tree.
 
-Blobs are pushed concurrently under the operation's one transfer limit, each as soon as
-the source has it: a HEAD skips what is there, a mount borrows what another repository
-of the same registry holds, everything else is uploaded (POST, one PATCH, PUT). Then the
-manifests by digest, the index, and last the tag. A push that fails part-way can be run
-again: what landed is found by its HEAD and not sent twice.
+Blobs first (each from its origin: skipped after a HEAD, mounted from another repository
+of the same registry, or uploaded), then the manifests children before parents, byte
+for byte so every digest is kept, then the tags. What the destination holds already
+costs one HEAD: when every tag asked for (or, with no tag, the digest) names the tree's
+digest, nothing else is sent, because a registry accepts a manifest only once everything
+it names is there, and this module pushes children before their parents.
 """
 from __future__ import annotations
 
-import logging
-import threading
-from concurrent.futures import Future
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Sequence
 
-import httpx
-
-from registry_tools.engine import Progress
-from registry_tools.errors import NetworkError, RegistryError
+from registry_tools.engine import Need, Progress
+from registry_tools.errors import UsageError
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
-from registry_tools.model.compression import READ_SIZE
 from registry_tools.model.digest import Digest
-from registry_tools.model.image import Image, LayerSupply
-from registry_tools.registry import upload
-from registry_tools.registry.client import Registry
-from registry_tools.registry.relay import BlobOrigin, CachedBlobs
-from registry_tools.registry.source import RegistrySource
-from registry_tools.store.cache import BlobCache
-from registry_tools.workers import Workers
-
-log = logging.getLogger("registry_tools.push")
+from registry_tools.model.image import BlobOrigin, Image, LayerSupply
+from registry_tools.model.tree import ManifestNode, annotated
+from registry_tools.registry.sink import PushResult, RegistrySink, Workspace
 
 
-class Workspace(Protocol):
-    """What a push needs of its session: registries, the cache, progress and its workers."""
-
-    cache: BlobCache
-    progress: Progress
-    workers: Workers
-
-    def registry(self, domain: str) -> Registry: ...
-
-    def source(self, ref: refs.Reference) -> RegistrySource: ...
+def already_there(work: Workspace, dest: refs.Reference, digest: Digest, tags: Sequence[str]) -> bool:
+    """One HEAD per tag (or one by digest): does the destination name this digest already?"""
+    reg = work.registry(dest.domain)
+    for ref in tags or [str(digest)]:
+        if reg.manifest_digest(dest.path, ref) != digest:
+            return False
+    return True
 
 
-@dataclass
-class PushResult:
-    reference: str
-    digest: Digest | None = None  # the manifest (or index) the tag names, once pushed
-    uploaded: list[Digest] = field(default_factory=list)
-    mounted: list[Digest] = field(default_factory=list)
-    present: list[Digest] = field(default_factory=list)
-    manifests_put: int = 0
-    bytes_uploaded: int = 0
-
-
-class RegistrySink:
-    """One repository of one registry, taking blobs (from the cache) and manifests."""
-
-    def __init__(self, work: Workspace, dest: refs.Reference, origin: BlobOrigin | None = None):
-        """`origin`: where blobs are read from (default: the cache)."""
-        self.work = work
-        self.cache = work.cache
-        self.origin: BlobOrigin = origin or CachedBlobs(work.cache)
-        self.registry = work.registry(dest.domain)
-        self.repo = dest.path
-        self.result = PushResult(str(dest))
-        self._lock = threading.Lock()
-        self._group = work.workers.group()
-        self._futures: dict[Digest, Future[None]] = {}
-        self._cancel = self.registry.cancel.child()  # set when the push fails: running uploads stop too
-
-    def submit(self, desc: mf.Descriptor) -> None:
-        """Start pushing a blob that is in the cache (each digest once)."""
-        with self._lock:
-            if desc.digest not in self._futures:
-                self._futures[desc.digest] = self._group.submit(self._push_blob, desc)
-
-    def wait(self) -> None:
-        self._group.join()
-
-    def close(self, ok: bool) -> None:
-        """After a failure, stop what is still running (between chunks, before a retry) and wait
-        for it: nothing keeps uploading once the push has raised."""
-        if not ok:
-            self._cancel.set("push stopped")
-            self._group.drain()
-        else:
-            self._group.join()
-
-    def _check_cancelled(self) -> None:
-        self._cancel.check()
-
-    def _note(self, kind: str, desc: mf.Descriptor) -> None:
-        with self._lock:
-            getattr(self.result, kind).append(desc.digest)
-            if kind == "uploaded":
-                self.result.bytes_uploaded += desc.size
-        self.cache.add_source(desc.digest, self.registry.domain, self.repo)
-        self.work.progress.say(f"{kind} {desc.digest} ({desc.size / 1e6:.1f} MB)")
-
-    def _push_blob(self, desc: mf.Descriptor) -> None:
-        # One limit for the whole operation, downloads and uploads alike; the requests stop with the
-        # push (one blocked on the wire, say a body the registry stopped reading, is cut off).
-        with self.work.workers.transfer(), self._cancel.scope():
-            self._push_blob_now(desc)
-
-    def _push_blob_now(self, desc: mf.Descriptor) -> None:
-        reg, repo = self.registry, self.repo
-        if upload.blob_exists(reg, repo, desc.digest, desc.size):
-            return self._note("present", desc)
-        mount_from = next((r for r in self.origin.mounts(desc, reg.domain) if r != repo), None)
-        policy = reg.retry
-        for attempt in range(policy.attempts):
-            self._check_cancelled()
-            try:
-                mounted, location, min_chunk = upload.start_upload(reg, repo, desc.digest, mount_from)
-                if mounted:
-                    return self._note("mounted", desc)
-                mount_from = None  # refused once: upload (the session it opened is used right away)
-                try:
-                    upload.upload(reg, repo, location, desc.digest, desc.size, self._chunks(desc), min_chunk)
-                except Exception:
-                    upload.cancel(reg, repo, location)  # the failed session is freed, not left to expire
-                    raise
-                return self._note("uploaded", desc)
-            except (NetworkError, httpx.TransportError, RegistryError) as e:
-                status = getattr(e, "status", None)
-                if isinstance(e, RegistryError) and status is not None and status < 500 and status not in (408, 429):
-                    raise
-                if attempt + 1 >= policy.attempts:
-                    raise NetworkError(f"upload of {desc.digest} to {reg.domain}/{repo} failed: {e}; "
-                                       "run the push again: what landed will not be sent twice") from None
-                log.info("upload of %s failed (%s); retrying", desc.digest, e)
-                self._cancel.sleep(policy.delay(attempt))
-                if upload.blob_exists(reg, repo, desc.digest, desc.size):  # it landed after all
-                    return self._note("uploaded", desc)
-
-    def _chunks(self, desc: mf.Descriptor) -> Callable[[int, int], Iterator[bytes]]:
-        """The blob's bytes from start to end: the whole blob through the origin's verifying
-        reader; a range (the chunked fallback) from a copy verified whole first."""
-        def read(start: int, end: int) -> Iterator[bytes]:
-            if (start, end) != (0, desc.size):
-                yield from _range(self.origin.local(desc), desc, start, end, self._check_cancelled)
-                return
-            with self.origin.open(desc) as reader:
-                while chunk := reader.read(READ_SIZE):
-                    self._check_cancelled()
-                    yield chunk
-        return read
-
-    def put_manifest(self, raw: bytes, media_type: str, tag: str | None) -> Digest:
-        """By digest (unless there already), then the tag (unless it already points here)."""
-        digest = Digest.of_bytes(raw)
-        reg, repo = self.registry, self.repo
-        if tag and reg.manifest_digest(repo, tag) == digest:
-            return digest
-        if reg.manifest_digest(repo, str(digest)) is None:
-            reg.put_manifest(repo, str(digest), raw, media_type)
-            self.result.manifests_put += 1
-        if tag:
-            reg.put_manifest(repo, tag, raw, media_type)
-            self.result.manifests_put += 1
-        return digest
-
-
-def _range(path: Path, desc: mf.Descriptor, start: int, end: int, check: Callable[[], None]) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        f.seek(start)
-        left = end - start
-        while left > 0:
-            check()
-            chunk = f.read(min(READ_SIZE, left))
-            if not chunk:
-                raise NetworkError(f"blob {desc.digest} in the cache is shorter than {end} bytes")
-            left -= len(chunk)
-            yield chunk
+def copy_tree(work: Workspace, dest: refs.Reference, node: ManifestNode, tags: Sequence[str],
+              origin: BlobOrigin) -> PushResult:
+    """Push `node` and everything under it to `dest` (by digest, then each of `tags`); a node
+    known by its descriptor alone (an entry of an index that is there already) is not pushed."""
+    sink = RegistrySink(work, dest, origin)
+    ok = False
+    try:
+        # Largest first: the transfers then end close together, not with one big blob alone at the end.
+        for blob in sorted(node.all_blobs(), key=lambda b: -b.size):
+            sink.submit(blob)
+        sink.wait()
+        for child in node.below():
+            if child.raw:
+                sink.put_manifest(child.raw, child.media_type, None)
+        sink.put_manifest(node.raw, node.media_type, None)
+        for tag in tags:
+            sink.put_manifest(node.raw, node.media_type, tag)
+        sink.result.digest = node.digest
+        sink.result.reference = f"{dest.name}:{tags[0]}" if tags else f"{dest.name}@{node.digest}"
+        ok = True
+        return sink.result
+    finally:
+        sink.close(ok)
 
 
 class RegistryDestination:
-    """A repository and tag as a copy destination; `write` returns what was pushed."""
+    """A repository as a copy destination; `write` and `write_tree` return what was pushed.
 
-    streams_layers = True
+    `ref` names the repository, and may name the digest the copy must have. `tags`: the tags to
+    point at what is written (none: by digest alone, unless `tag_of` names one from the image).
+    `annotations` are added to the manifest (or index) written, which makes it a new one.
+    """
 
-    def __init__(self, work: Workspace, ref: refs.Reference, tag: str | None,
-                 tag_of: Callable[[Image], str] | None = None, by_digest: bool = False):
-        """`tag` None: `tag_of(image)` names it once the image is known (else latest); `by_digest`:
-        no tag at all (an image an index will name)."""
+    need = Need.RELAY
+
+    def __init__(self, work: Workspace, ref: refs.Reference, tags: Sequence[str] = (),
+                 tag_of: Callable[[Image], str] | None = None, annotations: dict[str, str] | None = None,
+                 progress: Progress | None = None):
+        """`progress`: where a tree's transfer is reported (default: the operation's)."""
         self.work = work
+        self.progress = progress or work.progress
         self.ref = ref
-        self.tag = tag
+        self.name = ref.name_only()
+        self.tags = list(tags)
         self.tag_of = tag_of
-        self.by_digest = by_digest
-        self.annotations: dict[str, str] = {}  # added to the manifest (or index) pushed: a new digest
+        self.annotations = dict(annotations or {})
+
+    def _reference(self, tags: Sequence[str], digest: Digest) -> str:
+        return f"{self.name.name}:{tags[0]}" if tags else f"{self.name.name}@{digest}"
+
+    def holds(self, digest: Digest) -> PushResult | None:
+        if self.annotations or (self.ref.digest and self.ref.digest != str(digest)):
+            return None
+        if not already_there(self.work, self.name, digest, self.tags):
+            return None
+        return PushResult(self._reference(self.tags, digest), digest)
 
     def write(self, supply: LayerSupply) -> PushResult:
         """Each layer's upload starts as soon as the source has it; the manifest once all landed."""
-        sink = RegistrySink(self.work, self.ref)
+        sink = RegistrySink(self.work, self.name, supply.origin)
         ok = False
         try:
             for i in supply.ready():
@@ -206,14 +97,29 @@ class RegistryDestination:
             image = supply.image()
             sink.submit(image.manifest.config)
             sink.wait()
-            tag = None if self.by_digest else self.tag or (self.tag_of(image) if self.tag_of else "latest")
-            sink.result.digest = sink.put_manifest(self._annotated(image.manifest.raw, image.manifest.media_type),
-                                                   image.manifest.media_type, tag)
-            sink.result.reference = f"{self.ref.name}:{tag}" if tag else f"{self.ref.name}@{sink.result.digest}"
+            raw, media_type = image.manifest.raw, image.manifest.media_type
+            if self.annotations:
+                raw = mf.with_annotations(raw, media_type, self.annotations)
+            self._check_digest(Digest.of_bytes(raw))
+            tags = self.tags or ([self.tag_of(image)] if self.tag_of else [])
+            for tag in tags or [None]:  # type: ignore[list-item]  # by digest, then each tag
+                sink.result.digest = sink.put_manifest(raw, media_type, tag)
+            assert sink.result.digest is not None
+            sink.result.reference = self._reference(tags, sink.result.digest)
             ok = True
             return sink.result
         finally:
             sink.close(ok)
 
-    def _annotated(self, raw: bytes, media_type: str) -> bytes:
-        return mf.with_annotations(raw, media_type, self.annotations) if self.annotations else raw
+    def write_tree(self, tree: ManifestNode, blobs: BlobOrigin) -> PushResult:
+        tree = annotated(tree, self.annotations)
+        self._check_digest(tree.digest)
+        progress = self.progress
+        progress.start(tree.size, len(tree.all_blobs()))
+        pushed = copy_tree(self.work, self.name, tree, self.tags, blobs)
+        progress.finish()
+        return pushed
+
+    def _check_digest(self, digest: Digest) -> None:
+        if self.ref.digest and self.ref.digest != str(digest):
+            raise UsageError(f"destination {self.ref} names digest {self.ref.digest}, but the copy is {digest}")

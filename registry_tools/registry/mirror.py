@@ -1,92 +1,28 @@
-"""A whole manifest tree into a registry repository: blobs, then manifests, then the tags.
+"""What a mirror of a tree takes along, and what a push can learn from what is there.
 
-What the destination holds already costs one HEAD: when every tag asked for (or, with no
-tag, the top manifest's digest) already names the tree's digest, nothing else is sent,
-because a registry accepts a manifest only once everything it names is there, and this
-module pushes children before their parents. Otherwise each blob is skipped after a
-HEAD, mounted from another repository of the same registry, or streamed from its origin.
+`copy_referrers`: everything that refers to a copied tree (signatures, SBOMs,
+attestations, recursively) and cosign's legacy tags, each through the copy engine.
+`known_layers`: the layers an image at the destination holds, by their input keys, so a
+push from an empty cache need not pack them again.
 """
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from typing import Sequence
 
-from registry_tools.engine import Progress
-from registry_tools.errors import RegistryToolsError, UsageError
+from registry_tools.engine import Progress, copy_tree as engine_copy_tree
+from registry_tools.errors import RegistryToolsError
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
 from registry_tools.model.image import LAYER_KEY, Layer
-from registry_tools.model.platform import Platform
 from registry_tools.registry import upload
-from registry_tools.registry.destination import PushResult, RegistrySink, Workspace
+from registry_tools.registry.destination import RegistryDestination, copy_tree
 from registry_tools.registry.referrers import entry_of, fallback_tag, list_referrers, update_fallback
-from registry_tools.registry.relay import BlobOrigin, RelayedBlobs
+from registry_tools.registry.relay import RelayedBlobs
+from registry_tools.registry.remote import RegistryTree
+from registry_tools.registry.sink import Workspace
 from registry_tools.registry.source import RegistrySource
-from registry_tools.registry.tree import ManifestNode, read_tree, subset
-
-
-def already_there(work: Workspace, dest: refs.Reference, digest: Digest, tags: list[str]) -> bool:
-    """One HEAD per tag (or one by digest): does the destination name this tree already?"""
-    reg = work.registry(dest.domain)
-    for ref in tags or [str(digest)]:
-        if reg.manifest_digest(dest.path, ref) != digest:
-            return False
-    return True
-
-
-@dataclass
-class Replica:
-    """What a copy between registries did: the tree (None when one HEAD showed it was there)."""
-
-    tree: ManifestNode | None
-    pushed: PushResult
-    up_to_date: bool
-
-
-def replicate(work: Workspace, origin: RegistrySource, digest: Digest, dest: refs.Reference, tags: list[str],
-              progress: Progress, platforms: Sequence[Platform] = ()) -> Replica:
-    """The tree `digest` names in `origin` (or the subset for `platforms`) into `dest`, tagged;
-    blobs streamed from the origin. `dest` naming a digest: the copy must have that digest."""
-    target = dest.name_only()
-    if not platforms and not (dest.digest and dest.digest != str(digest)) and \
-            already_there(work, target, digest, tags):  # one HEAD, nothing read
-        return Replica(None, PushResult(f"{target.name}@{digest}", digest), True)
-    tree = read_tree(origin, mf.Descriptor("", digest, 0))
-    if platforms:
-        tree = subset(tree, list(platforms))
-    if dest.digest and dest.digest != str(tree.digest):
-        raise UsageError(f"destination {dest} names digest {dest.digest}, but the copy is {tree.digest}")
-    if platforms and already_there(work, target, tree.digest, tags):
-        return Replica(tree, PushResult(f"{target.name}@{tree.digest}", tree.digest), True)
-    progress.start(tree.size, len(tree.all_blobs()))
-    pushed = copy_tree(work, target, tree, tags, RelayedBlobs(origin, progress))
-    progress.finish()
-    return Replica(tree, pushed, False)
-
-
-def copy_tree(work: Workspace, dest: refs.Reference, node: ManifestNode, tags: list[str],
-              origin: BlobOrigin) -> PushResult:
-    """Push `node` and everything under it to `dest` (by digest, then each of `tags`)."""
-    sink = RegistrySink(work, dest, origin)
-    ok = False
-    try:
-        # Largest first: the transfers then end close together, not with one big blob alone at the end.
-        for blob in sorted(node.all_blobs(), key=lambda b: -b.size):
-            sink.submit(blob)
-        sink.wait()
-        for child in node.below():
-            sink.put_manifest(child.raw, child.media_type, None)
-        sink.put_manifest(node.raw, node.media_type, None)
-        for tag in tags:
-            sink.put_manifest(node.raw, node.media_type, tag)
-        sink.result.digest = node.digest
-        sink.result.reference = f"{dest.name}:{tags[0]}" if tags else f"{dest.name}@{node.digest}"
-        ok = True
-        return sink.result
-    finally:
-        sink.close(ok)
+from registry_tools.registry.tree import ManifestNode, read_tree
 
 
 log = logging.getLogger("registry_tools.mirror")
@@ -108,7 +44,8 @@ def copy_referrers(work: Workspace, origin: RegistrySource, dest: refs.Reference
         for tag in (fallback_tag(subject) + s for s in COSIGN_SUFFIXES):
             digest = origin.registry.manifest_digest(origin.repo, tag)
             if digest is not None:
-                replicate(work, origin, digest, target, [tag], progress)
+                engine_copy_tree(RegistryTree(origin, None, digest), RegistryDestination(work, target, [tag]),
+                                 work.cache)
                 if digest not in copied:
                     copied.append(digest)
         new = []

@@ -1,57 +1,22 @@
-"""Where a push takes a blob's bytes from: the cache, or another registry, streamed.
+"""Blobs streamed from a source repository to a destination, verified as they pass.
 
-A destination repository reads each blob it must upload from a `BlobOrigin`. The cache
-is the origin of pushes from archives, layouts and builds; a source repository is the
-origin of a copy between registries, whose blobs go from one registry to the other
-unchanged (never recompressed, never stored on the way) through the verifying reader:
+The origin of a copy between registries: each blob goes from one registry to the other
+unchanged (never recompressed, never stored on the way) through the verifying reader, so
 a blob whose bytes are not what its digest names fails before its upload is committed.
+A blob in the same registry is mounted from the source repository instead.
 """
 from __future__ import annotations
 
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Iterator
 
 from registry_tools.engine import Progress
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Readable, VerifyingReader
 from registry_tools.registry.blob import BlobStream
 from registry_tools.registry.source import RegistrySource
-from registry_tools.store.cache import BlobCache
-
-
-class BlobOrigin(Protocol):
-    def open(self, desc: mf.Descriptor) -> AbstractContextManager[Readable]:
-        """The blob's bytes from the start, verified (size and digest) by the time they end."""
-        ...
-
-    def local(self, desc: mf.Descriptor) -> Path:
-        """A verified copy on disk (for the chunked upload, which sends ranges)."""
-        ...
-
-    def mounts(self, desc: mf.Descriptor, domain: str) -> list[str]:
-        """Repositories of registry `domain` known to hold the blob (to mount it from)."""
-        ...
-
-
-class CachedBlobs:
-    """Blobs from the verified cache (what a source put there)."""
-
-    def __init__(self, cache: BlobCache):
-        self.cache = cache
-
-    @contextmanager
-    def open(self, desc: mf.Descriptor) -> Iterator[Readable]:
-        with self.cache.open(desc) as reader:
-            yield reader
-
-    def local(self, desc: mf.Descriptor) -> Path:
-        with self.cache.open(desc) as reader:
-            reader.drain()  # every byte checked before any range of it is sent
-        return self.cache.path(desc.digest)
-
-    def mounts(self, desc: mf.Descriptor, domain: str) -> list[str]:
-        return [repo for d, repo in self.cache.sources(desc.digest) if d == domain]
+from registry_tools.store.origin import CachedBlobs
 
 
 class _Counting:

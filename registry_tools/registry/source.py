@@ -24,6 +24,7 @@ from registry_tools.registry.blob import BlobStream
 from registry_tools.registry.client import Registry
 from registry_tools.store.blobs import BlobStore
 from registry_tools.store.landing import Landing
+from registry_tools.store.origin import CachedBlobs
 from registry_tools.workers import Workers
 
 log = logging.getLogger("registry_tools.source")
@@ -194,18 +195,6 @@ class RegistrySource:
             image.layers = fetch.measured()
 
 
-class RegistryImage:
-    """One image of a repository, pinned by digest (a platform chosen from an index): a copy source."""
-
-    def __init__(self, source: RegistrySource, digest: Digest, choice: Choice):
-        self.source = source
-        self.digest = digest
-        self.choice = choice
-
-    def open(self, measure: bool) -> "LayerFetch":
-        return LayerFetch(self.source, self.source.resolve(self.digest, self.choice), measure)
-
-
 class LayerFetch:
     """Layer downloads running in the background, handed out in image order as they land.
 
@@ -240,6 +229,10 @@ class LayerFetch:
 
     def count(self) -> int:
         return len(self.image_.layers)
+
+    @property
+    def origin(self) -> CachedBlobs:
+        return CachedBlobs(self.source.store.cache)
 
     def _what(self, i: int) -> str:
         return f"layer {i + 1}/{len(self.image_.layers)} {self.image_.layers[i].descriptor.digest}"

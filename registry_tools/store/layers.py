@@ -17,9 +17,11 @@ from registry_tools.model import manifest as mf
 from registry_tools.model.compression import Compressor
 from registry_tools.model.manifest import canonical_json
 from registry_tools.model.digest import Digest
-from registry_tools.model.image import Image, Layer
+from registry_tools.model.image import BlobOrigin, Image, Layer
+from registry_tools.model.tree import ManifestNode, image_of, is_image
 from registry_tools.store.blobs import BlobStore
 from registry_tools.store.cache import BlobCache
+from registry_tools.store.origin import CachedBlobs
 
 MEDIA_TYPES = {"gz": mf.OCI_LAYER_GZIP, "zstd": mf.OCI_LAYER_ZSTD, "none": mf.OCI_LAYER}
 CACHE_FORMAT = 1  # bump when packing changes, so old cache entries are not reused
@@ -93,13 +95,33 @@ def assemble(config: dict[str, Any], config_raw: bytes, layers: list[Layer], pla
     return Image(doc, desc, config_raw, config, layers)
 
 
-class LocalLayers:
-    """The layer supply of an image whose blobs are in the cache already (a layout, an archive)."""
+def measure_tree(tree: ManifestNode, store: BlobStore, cancel: Cancel | None = None) -> None:
+    """Every image layer of a tree whose blobs are in the cache checked against its diff_id (and
+    measured, once: the facts are remembered). Artifacts and attestations carry no layer tars."""
+    for node in [*tree.below(), tree]:
+        if not is_image(node):
+            continue
+        config = node.blobs[0]
+        image = image_of(node, store.cache.read_small(config, f"config {config.digest}"))
+        n = len(image.layers)
+        for i, layer in enumerate(image.layers):
+            store.measure(layer, f"{node.digest} layer {i + 1}/{n} {layer.descriptor.digest}", cancel)
 
-    def __init__(self, image: Image, store: BlobStore, cancel: Cancel | None = None):
+
+class LocalLayers:
+    """The layer supply of an image whose layers need no waiting: blobs in the cache already (a
+    layout, an archive), or left where they are for a registry destination to read from `origin`."""
+
+    def __init__(self, image: Image, store: BlobStore, cancel: Cancel | None = None,
+                 origin: BlobOrigin | None = None):
         self._image = image
         self._store = store
         self._cancel = cancel
+        self._origin = origin or CachedBlobs(store.cache)
+
+    @property
+    def origin(self) -> BlobOrigin:
+        return self._origin
 
     def image(self) -> Image:
         return self._image

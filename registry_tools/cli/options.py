@@ -1,0 +1,86 @@
+"""The parser's shared pieces: the parser class, value types and the option groups."""
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any, NoReturn
+
+from registry_tools.cli.help import suggestion
+
+
+class Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No abbreviated long options: `pull --all` must not be read as --allow-cross-arch.
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:  # exit 2 with one line, as bad usage must
+        self.exit(2, f"{self.prog}: error: {suggestion(message)}\n")
+
+
+def boolean(text: str) -> bool:
+    t = text.lower()
+    if t in ("true", "1", "yes", "on"):
+        return True
+    if t in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def days(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of days, got {text!r}")
+    return value
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("registry and cache")
+    g.add_argument("--tls-verify", type=boolean, default=True, metavar="BOOL",
+                   help="verify TLS certificates (default true)")
+    g.add_argument("--insecure", action="store_true", help="same as --tls-verify=false")
+    g.add_argument("--ca-file", help="CA bundle to trust (default: SSL_CERT_FILE or the system's)")
+    g.add_argument("--cert-dir", help="certificates for the registry, as skopeo's: *.crt (CAs), and a *.cert with "
+                                      "its *.key (a client certificate for mutual TLS); per-host ones are also read "
+                                      "from /etc/docker/certs.d/HOST:PORT/ and /etc/containers/certs.d/HOST:PORT/")
+    g.add_argument("--proxy", metavar="URL",
+                   help="an HTTP(S) proxy for every request (default: https_proxy, http_proxy, all_proxy and "
+                        "no_proxy from the environment, upper or lower case)")
+    g.add_argument("--cache-dir", help="blob cache (default: $REGISTRY_TOOLS_CACHE or ~/.cache/registry-tools)")
+    g.add_argument("--jobs", type=int, default=4,
+                   help="blob downloads and uploads at once, whatever part of the operation makes them, and images "
+                        "at once for a lock file or a sync (default 4)")
+    g.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry (else the auth files)")
+    g.add_argument("--authfile", help="auth file to read credentials from (default: the usual ones)")
+    g.add_argument("--rate-limit-min", type=int, default=3, metavar="N",
+                   help="stop (or wait, when the reset is near) before a registry's announced rate limit "
+                        "(RateLimit-Remaining) falls to N manifest requests (default 3; 0: never)")
+    g.add_argument("--json", action="store_true",
+                   help="print the result as one JSON document on stdout (keys in the README; errors stay one "
+                        "line on stderr)")
+    g.add_argument("--quiet", "-q", action="store_true", help="print only the result")
+    g.add_argument("--verbose", "-v", action="store_true",
+                   help="a line per request, layer and blob on stderr (never secrets)")
+
+
+PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm64/v8", "linux/arm/v7", "linux/arm/v6", "linux/386",
+             "linux/ppc64le", "linux/s390x", "linux/riscv64", "windows/amd64")
+
+
+def complete_platforms(action: argparse.Action) -> argparse.Action:
+    action.completer = lambda **_: PLATFORMS  # type: ignore[attr-defined]
+    return action
+
+
+def add_platform(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("platform (for a multi-arch image)")
+    complete_platforms(g.add_argument("--platform", help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8 (pull and "
+                                                          "prefetch: all, for the whole index)"))
+    g.add_argument("--os", help="operating system (default linux)")
+    g.add_argument("--arch", help="CPU architecture (default: this machine's)")
+    g.add_argument("--variant", help="CPU variant, e.g. v7")
+    g.add_argument("--allow-cross-arch", action="store_true",
+                   help="let amd64 fall back to 386 and arm64 to arm when the index has no exact match")

@@ -1,0 +1,180 @@
+"""What a push sends to one repository: blobs (each once, concurrently), then manifests.
+
+Blobs are pushed under the operation's one transfer limit, each as soon as the source
+has it: a HEAD skips what is there, a mount borrows what another repository of the same
+registry holds, everything else is uploaded (POST, one PATCH, PUT) from the blob's
+origin. Manifests go by digest, then under their tags. A push that fails part-way can be
+run again: what landed is found by its HEAD and not sent twice.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+import httpx
+
+from registry_tools.engine import Progress
+from registry_tools.errors import NetworkError, RegistryError
+from registry_tools.model import manifest as mf
+from registry_tools.model import reference as refs
+from registry_tools.model.compression import READ_SIZE
+from registry_tools.model.digest import Digest
+from registry_tools.model.image import BlobOrigin
+from registry_tools.registry import upload
+from registry_tools.registry.client import Registry
+from registry_tools.registry.source import RegistrySource
+from registry_tools.store.cache import BlobCache
+from registry_tools.store.origin import CachedBlobs
+from registry_tools.workers import Workers
+
+log = logging.getLogger("registry_tools.push")
+
+
+class Workspace(Protocol):
+    """What a push needs of its session: registries, the cache, progress and its workers."""
+
+    cache: BlobCache
+    progress: Progress
+    workers: Workers
+
+    def registry(self, domain: str) -> Registry: ...
+
+    def source(self, ref: refs.Reference) -> RegistrySource: ...
+
+
+@dataclass
+class PushResult:
+    reference: str
+    digest: Digest | None = None  # the manifest (or index) the tag names, once pushed
+    uploaded: list[Digest] = field(default_factory=list)
+    mounted: list[Digest] = field(default_factory=list)
+    present: list[Digest] = field(default_factory=list)
+    manifests_put: int = 0
+    bytes_uploaded: int = 0
+
+
+class RegistrySink:
+    """One repository of one registry, taking blobs (from the cache) and manifests."""
+
+    def __init__(self, work: Workspace, dest: refs.Reference, origin: BlobOrigin | None = None):
+        """`origin`: where blobs are read from (default: the cache)."""
+        self.work = work
+        self.cache = work.cache
+        self.origin: BlobOrigin = origin or CachedBlobs(work.cache)
+        self.registry = work.registry(dest.domain)
+        self.repo = dest.path
+        self.result = PushResult(str(dest))
+        self._lock = threading.Lock()
+        self._group = work.workers.group()
+        self._futures: dict[Digest, Future[None]] = {}
+        self._cancel = self.registry.cancel.child()  # set when the push fails: running uploads stop too
+
+    def submit(self, desc: mf.Descriptor) -> None:
+        """Start pushing a blob that is in the cache (each digest once)."""
+        with self._lock:
+            if desc.digest not in self._futures:
+                self._futures[desc.digest] = self._group.submit(self._push_blob, desc)
+
+    def wait(self) -> None:
+        self._group.join()
+
+    def close(self, ok: bool) -> None:
+        """After a failure, stop what is still running (between chunks, before a retry) and wait
+        for it: nothing keeps uploading once the push has raised."""
+        if not ok:
+            self._cancel.set("push stopped")
+            self._group.drain()
+        else:
+            self._group.join()
+
+    def _check_cancelled(self) -> None:
+        self._cancel.check()
+
+    def _note(self, kind: str, desc: mf.Descriptor) -> None:
+        with self._lock:
+            getattr(self.result, kind).append(desc.digest)
+            if kind == "uploaded":
+                self.result.bytes_uploaded += desc.size
+        self.cache.add_source(desc.digest, self.registry.domain, self.repo)
+        self.work.progress.say(f"{kind} {desc.digest} ({desc.size / 1e6:.1f} MB)")
+
+    def _push_blob(self, desc: mf.Descriptor) -> None:
+        # One limit for the whole operation, downloads and uploads alike; the requests stop with the
+        # push (one blocked on the wire, say a body the registry stopped reading, is cut off).
+        with self.work.workers.transfer(), self._cancel.scope():
+            self._push_blob_now(desc)
+
+    def _push_blob_now(self, desc: mf.Descriptor) -> None:
+        reg, repo = self.registry, self.repo
+        if upload.blob_exists(reg, repo, desc.digest, desc.size):
+            return self._note("present", desc)
+        mount_from = next((r for r in self.origin.mounts(desc, reg.domain) if r != repo), None)
+        policy = reg.retry
+        for attempt in range(policy.attempts):
+            self._check_cancelled()
+            try:
+                mounted, location, min_chunk = upload.start_upload(reg, repo, desc.digest, mount_from)
+                if mounted:
+                    return self._note("mounted", desc)
+                mount_from = None  # refused once: upload (the session it opened is used right away)
+                try:
+                    upload.upload(reg, repo, location, desc.digest, desc.size, self._chunks(desc), min_chunk)
+                except Exception:
+                    upload.cancel(reg, repo, location)  # the failed session is freed, not left to expire
+                    raise
+                return self._note("uploaded", desc)
+            except (NetworkError, httpx.TransportError, RegistryError) as e:
+                status = getattr(e, "status", None)
+                if isinstance(e, RegistryError) and status is not None and status < 500 and status not in (408, 429):
+                    raise
+                if attempt + 1 >= policy.attempts:
+                    raise NetworkError(f"upload of {desc.digest} to {reg.domain}/{repo} failed: {e}; "
+                                       "run the push again: what landed will not be sent twice") from None
+                log.info("upload of %s failed (%s); retrying", desc.digest, e)
+                self._cancel.sleep(policy.delay(attempt))
+                if upload.blob_exists(reg, repo, desc.digest, desc.size):  # it landed after all
+                    return self._note("uploaded", desc)
+
+    def _chunks(self, desc: mf.Descriptor) -> Callable[[int, int], Iterator[bytes]]:
+        """The blob's bytes from start to end: the whole blob through the origin's verifying
+        reader; a range (the chunked fallback) from a copy verified whole first."""
+        def read(start: int, end: int) -> Iterator[bytes]:
+            if (start, end) != (0, desc.size):
+                yield from _range(self.origin.local(desc), desc, start, end, self._check_cancelled)
+                return
+            with self.origin.open(desc) as reader:
+                while chunk := reader.read(READ_SIZE):
+                    self._check_cancelled()
+                    yield chunk
+        return read
+
+    def put_manifest(self, raw: bytes, media_type: str, tag: str | None) -> Digest:
+        """By digest (unless there already), then the tag (unless it already points here)."""
+        digest = Digest.of_bytes(raw)
+        reg, repo = self.registry, self.repo
+        if tag and reg.manifest_digest(repo, tag) == digest:
+            return digest
+        if reg.manifest_digest(repo, str(digest)) is None:
+            reg.put_manifest(repo, str(digest), raw, media_type)
+            self.result.manifests_put += 1
+        if tag:
+            reg.put_manifest(repo, tag, raw, media_type)
+            self.result.manifests_put += 1
+        return digest
+
+
+def _range(path: Path, desc: mf.Descriptor, start: int, end: int, check: Callable[[], None]) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        f.seek(start)
+        left = end - start
+        while left > 0:
+            check()
+            chunk = f.read(min(READ_SIZE, left))
+            if not chunk:
+                raise NetworkError(f"blob {desc.digest} in the cache is shorter than {end} bytes")
+            left -= len(chunk)
+            yield chunk
