@@ -275,7 +275,7 @@ def test_a_failed_upload_session_is_cancelled(registry, oci, cache_dir, tmp_path
     for the registry to expire."""
     from registry_tools.api.push import push
     from registry_tools.errors import NetworkError
-    from registry_tools.registry.transport import RetryPolicy
+    from registry_tools.registry.pacing import RetryPolicy
     from registry_tools.session import Session
 
     layout = tmp_path / "layout"

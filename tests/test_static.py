@@ -51,3 +51,109 @@ def test_one_worker_pool_per_operation():
     makers = [str(p.relative_to(ROOT)) for p in sorted((ROOT / "registry_tools").rglob("*.py"))
               if "ThreadPoolExecutor" in p.read_text() or "ProcessPoolExecutor" in p.read_text()]
     assert makers == ["registry_tools/workers.py"]
+
+
+def _package_cycles() -> list[list[str]]:
+    """Groups of modules of one package that import each other in a loop (grimp's graph of the
+    package's own imports; strongly connected components of more than one module)."""
+    import grimp
+
+    graph = grimp.build_graph("registry_tools")
+    modules = sorted(graph.modules)
+    edges = {m: {i for i in graph.find_modules_directly_imported_by(m)
+                 if i.rpartition(".")[0] == m.rpartition(".")[0]} for m in modules}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(m: str) -> None:  # Tarjan's algorithm
+        index[m] = low[m] = len(index)
+        stack.append(m)
+        for n in edges[m]:
+            if n not in index:
+                visit(n)
+                low[m] = min(low[m], low[n])
+            elif n in stack:
+                low[m] = min(low[m], index[n])
+        if low[m] == index[m]:
+            group = []
+            while True:
+                n = stack.pop()
+                group.append(n)
+                if n == m:
+                    break
+            if len(group) > 1:
+                found.append(sorted(group))
+    for m in modules:
+        if m not in index:
+            visit(m)
+    return found
+
+
+def test_no_module_imports_its_own_package_in_a_loop():
+    """Inside every package, modules import each other without cycles (the CLI's command modules
+    and the registry's client, tokens and repository once did)."""
+    assert _package_cycles() == []
+
+
+ENDPOINT_CLASSES = {"Endpoint", "RegistryEndpoint", "FileEndpoint", "LayoutEndpoint", "OciArchiveEndpoint",
+                    "DockerArchiveEndpoint", "PodmanEndpoint"}
+TRANSPORT_WORDS = {"docker://", "oci:", "oci-archive:", "docker-archive:", "podman:", "registry", "oci",
+                   "oci-archive", "docker-archive", "podman"}
+
+
+def kind_switches(source: str) -> list[str]:
+    """Where code asks which kind an endpoint is: isinstance with an endpoint class, a `.scheme` or
+    `.kind` compared with a transport's name, or a transport prefix tested with startswith."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "isinstance" and len(node.args) == 2:
+            names = {getattr(n, "attr", getattr(n, "id", None)) for n in ast.walk(node.args[1])}
+            if names & ENDPOINT_CLASSES:
+                found.append(f"line {node.lineno}: isinstance with an endpoint class")
+        if isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            asks = [n.attr for n in sides if isinstance(n, ast.Attribute) and n.attr in ("scheme", "kind")]
+            words = [n for n in ast.walk(node) if isinstance(n, ast.Constant) and n.value in TRANSPORT_WORDS]
+            if asks and words:
+                found.append(f"line {node.lineno}: .{asks[0]} compared with a transport name")
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "startswith" and any(
+                isinstance(a, ast.Constant) and a.value in TRANSPORT_WORDS and str(a.value).endswith((":", "//"))
+                for a in node.args):
+            found.append(f"line {node.lineno}: startswith a transport prefix")
+    return found
+
+
+def test_no_module_but_the_endpoint_table_switches_on_the_kind_of_an_endpoint():
+    """An endpoint is parsed once (registry_tools/endpoint.py) and asked what it can do; no other
+    module asks which kind it is."""
+    assert kind_switches("if isinstance(e, endpoint.LayoutEndpoint): pass") and \
+        kind_switches("if e.scheme == 'oci:': pass") and kind_switches("text.startswith('oci-archive:')") and \
+        kind_switches("ok = src.kind in ('registry', 'oci')")
+    offenders = {}
+    for path in sorted((ROOT / "registry_tools").rglob("*.py")):
+        if path.name == "endpoint.py":
+            continue
+        found = kind_switches(path.read_text())
+        if found:
+            offenders[str(path.relative_to(ROOT))] = found
+    assert offenders == {}
+
+
+def test_no_public_function_takes_more_than_six_parameters():
+    """Options are one typed value per operation (go-containerregistry's remote.Option is the model)."""
+    import ast
+
+    wide = []
+    for path in sorted((ROOT / "registry_tools").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                a = node.args
+                params = [x for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+                n = len(params) + (a.vararg is not None) + (a.kwarg is not None)
+                if n > 6:
+                    wide.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {n}")
+    assert wide == []

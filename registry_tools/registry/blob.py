@@ -13,7 +13,6 @@ import httpx
 from registry_tools.errors import NetworkError
 from registry_tools.model.digest import Digest
 from registry_tools.registry.client import Registry
-from registry_tools.registry.transport import reason
 
 log = logging.getLogger("registry_tools.blob")
 
@@ -68,7 +67,7 @@ class BlobStream:
         while skip:
             try:
                 chunk = next(self._it, b"")
-            except httpx.TransportError as e:
+            except NetworkError as e:  # the connection broke (the transport says so in the project's terms)
                 self._reconnect(e)
                 return
             if not chunk:
@@ -95,7 +94,7 @@ class BlobStream:
             self._reg.cancel.check()
             try:
                 chunk = next(self._it, None)
-            except httpx.TransportError as e:
+            except NetworkError as e:
                 self._buf = b"".join(parts)  # kept: the resume starts after it
                 self._reconnect(e)
                 parts = [self._buf] if self._buf else []
@@ -117,9 +116,9 @@ class BlobStream:
     def _reconnect(self, err: Exception) -> None:
         self.close()
         if self._resumes >= self._reg.retry.attempts:
-            raise NetworkError(f"{self._what}: download kept failing after {self._resumes} resumes: {reason(err)}")
+            raise NetworkError(f"{self._what}: download kept failing after {self._resumes} resumes: {_why(err)}")
         self._resumes += 1
-        log.info("%s: connection broke at byte %d (%s); resuming", self._what, self._offset, reason(err))
+        log.info("%s: connection broke at byte %d (%s); resuming", self._what, self._offset, _why(err))
         self._reg.cancel.sleep(self._reg.retry.delay(self._resumes - 1))
         self._open(self._offset + len(self._buf))  # from the first byte not yet received
 
@@ -133,3 +132,8 @@ class BlobStream:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _why(err: Exception) -> str:
+    """The reason a NetworkError gives, without the request it names."""
+    return str(err).split(" failed: ", 1)[-1]

@@ -11,14 +11,14 @@ import os
 import ssl
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 
 from registry_tools import __version__
 from registry_tools.cancel import Cancel
 from registry_tools.errors import AuthError, DigestMismatch, Interrupted, InvalidDigest, ManifestError, NetworkError
-from registry_tools.errors import NotFound, RegistryError, VerificationError
+from registry_tools.errors import NotFound, RegistryError, ResponseTooLarge, VerificationError
 from registry_tools.model.digest import Digest
 from registry_tools.model.manifest import ACCEPT, MAX_MANIFEST_SIZE, load_json
 from registry_tools.model.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, is_loopback_host
@@ -27,8 +27,10 @@ from pathlib import Path
 from registry_tools.registry import auth, network
 from registry_tools.registry.tokens import TokenClient
 from registry_tools.registry.sockets import abortable
-from registry_tools.registry.transport import (KIND, LIMIT, REDIRECTS, RETRY, Client, RateLimit,
-                                               RegistryTransport, RetryPolicy, read_body, reason, safe_url)
+from registry_tools.registry.pacing import KIND, RateLimit, RetryPolicy
+from registry_tools.registry.transport import LIMIT, REDIRECTS, RETRY, Client, RegistryTransport, read_body
+
+__all__ = ["Registry", "RetryPolicy", "TransportOptions"]
 
 log = logging.getLogger("registry_tools.client")
 
@@ -144,6 +146,19 @@ def error_detail(resp: httpx.Response) -> tuple[str, str | None]:
     return (f"HTTP {resp.status_code}", None)
 
 
+class Ask(TypedDict, total=False):
+    """How to make a registry request (every key optional)."""
+
+    actions: str  # the repository scope's actions (default "pull")
+    headers: dict[str, str] | None
+    kind: str  # what the request is for: stats and log lines (default "api")
+    content: Any  # the body: bytes or an iterator of chunks
+    stream: bool  # leave the body to read (default: read it, bounded)
+    extra_scopes: tuple[str, ...]  # more token scopes (a mount's source repository)
+    retry: bool  # False: one attempt only (the caller retries a larger unit)
+    limit: int | None  # the most body bytes to accept (default: a manifest's)
+
+
 class Registry:
     """A connection to one registry host, shared by every repository on it."""
 
@@ -162,7 +177,7 @@ class Registry:
         self._probing = threading.Lock()
         self._closed = False
         self._http: httpx.Client | None = None
-        self.tokens = TokenClient(self)
+        self.tokens = TokenClient(self.host, lambda: self.http)
         self.auth = auth.RegistryAuth(self._origin, self.credential, self.tokens.fetch)
         self._transport: RegistryTransport | None = None
         self._inner = transport
@@ -219,30 +234,22 @@ class Registry:
 
     # -- requests ------------------------------------------------------------------------
 
-    def request(self, method: str, repo: str, path: str, *, actions: str = "pull",
-                headers: dict[str, str] | None = None, kind: str = "api", content: Any = None,
-                stream: bool = False, extra_scopes: tuple[str, ...] = (), retry: bool = True,
-                limit: int | None = None) -> httpx.Response:
-        """A request within one repository's scope, authenticated as the registry asks.
-
-        `path` is absolute on the registry, or a full URL (an upload Location). The body
-        is bounded by `limit` (default: the size of a manifest).
-        """
+    def request(self, method: str, repo: str, path: str, **ask: Unpack[Ask]) -> httpx.Response:
+        """A request within one repository's scope, authenticated as the registry asks (`Ask`
+        says how). `path` is absolute on the registry, or a full URL (an upload Location)."""
         url = self.base_url() + path if path.startswith("/") else path
-        scopes = ((f"repository:{repo}:{actions}",) if repo else ()) + extra_scopes
-        ext: dict[str, Any] = {KIND: kind, RETRY: retry, auth.SCOPES: scopes, auth.REPO: repo}
-        if limit is not None:
-            ext[LIMIT] = limit
-        try:
-            req = self.http.build_request(method, url, headers=headers, content=content, extensions=ext)
-            resp = self.http.send(req, stream=True)
-            if not stream:
-                read_body(resp)
-            return resp
-        except httpx.TooManyRedirects:
-            raise RegistryError(f"{method} {safe_url(url)}: too many redirects") from None
-        except httpx.TransportError as e:
-            raise NetworkError(f"{method} {safe_url(url)} failed: {reason(e)}") from None
+        actions = ask.get("actions", "pull")
+        scopes = ((f"repository:{repo}:{actions}",) if repo else ()) + ask.get("extra_scopes", ())
+        ext: dict[str, Any] = {KIND: ask.get("kind", "api"), RETRY: ask.get("retry", True), auth.SCOPES: scopes,
+                               auth.REPO: repo}
+        if ask.get("limit") is not None:
+            ext[LIMIT] = ask["limit"]
+        req = self.http.build_request(method, url, headers=ask.get("headers"), content=ask.get("content"),
+                                      extensions=ext)
+        resp = self.http.send(req, stream=True)
+        if not ask.get("stream", False):
+            read_body(resp)
+        return resp
 
     def check(self, resp: httpx.Response, what: str, repo: str = "") -> None:
         """Raise the typed error for a failed answer (reading its bounded body for the reason)."""
@@ -290,10 +297,8 @@ class Registry:
                 raise ManifestError(f"{what}: manifest of {length} bytes is over the {MAX_MANIFEST_SIZE} byte limit")
             try:
                 raw = read_body(resp)
-            except RegistryError:
+            except ResponseTooLarge:
                 raise ManifestError(f"{what}: manifest is over the {MAX_MANIFEST_SIZE} byte limit") from None
-        except httpx.TransportError as e:
-            raise NetworkError(f"{what}: connection failed while reading the manifest: {reason(e)}") from None
         finally:
             resp.close()
         return raw, resp.headers.get("content-type", "")
@@ -313,12 +318,6 @@ class Registry:
         except VerificationError:
             digest = None  # a claim only (the bytes decide): one that is no digest claims nothing
         return digest, resp.headers.get("content-type", ""), int(size) if size and size.isdigit() else None
-
-    def list_tags(self, repo: str, limit: int = 1000) -> list[str]:
-        """The repository's tags (one page, up to `limit`); NotFound if the repository is unknown."""
-        from registry_tools.registry.repository import tag_page
-
-        return tag_page(self, repo, f"/v2/{repo}/tags/list?n={limit}")
 
     def manifest_digest(self, repo: str, ref: str, actions: str = "pull,push") -> Digest | None:
         """What a tag or digest points to now (None if nothing), by HEAD, with the scope `actions`."""
@@ -364,13 +363,13 @@ def probe_scheme(reg: "Registry") -> str:
             resp = ask(f"http://{reg.host}/v2/")
             if resp.status_code != 400 and resp.status_code < 500:
                 return "http"
-        except httpx.TransportError:
+        except NetworkError:
             pass
     try:
         ask(f"https://{reg.host}/v2/")
         return "https"
-    except httpx.TransportError as e:
-        raise NetworkError(f"cannot reach registry {reg.host}: {reason(e)}") from None
+    except NetworkError as e:
+        raise NetworkError(f"cannot reach registry {reg.host}: {str(e).split(' failed: ', 1)[-1]}") from None
 
 
 def announced_digest(resp: httpx.Response, what: str) -> Digest | None:

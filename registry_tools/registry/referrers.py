@@ -23,7 +23,7 @@ from registry_tools.errors import ManifestError, NotFound, RegistryError, Verifi
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Digest
 from registry_tools.registry.client import Registry
-from registry_tools.registry.repository import linked_pages
+from registry_tools.registry.repository import Listing, linked_pages
 from registry_tools.registry.source import RegistrySource
 
 log = logging.getLogger("registry_tools.referrers")
@@ -94,7 +94,7 @@ def list_referrers(source: RegistrySource, subject: Digest, artifact_type: str |
                            limit=mf.MAX_MANIFEST_SIZE)
 
     # the API's pages (Link: <…>; rel="next"), bounded as every paged list is
-    pages = linked_pages(reg, repo, path, f"/v2/{repo}/referrers/", "referrers list", fetch, MAX_PAGES)
+    pages = linked_pages(reg, repo, Listing(path, f"/v2/{repo}/referrers/", "referrers list", fetch, MAX_PAGES))
     first = next(pages)
     if first.status_code in NO_API:
         found = Referrers(subject, _from_fallback(source, subject, where), "tag")

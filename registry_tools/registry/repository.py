@@ -7,6 +7,7 @@ round in a circle, ends in one clear error instead of unbounded memory and reque
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import httpx
@@ -25,12 +26,25 @@ MAX_LIST_BYTES = 32 << 20  # the bodies (and next-page URLs) of one paged list, 
 MAX_PAGES = 10_000
 
 
-def linked_pages(reg: Registry, repo: str, path: str, prefix: str, what: str,
-                 fetch: Callable[[str], httpx.Response], max_pages: int = MAX_PAGES) -> Iterator[httpx.Response]:
-    """Each page of a list the registry splits with `Link: <…>; rel="next"`, the first at `path`:
-    a next page only on the registry's own origin and under `prefix` (`next_page`), never a page
-    already read (pages that go round in a circle are refused: what they hold past the circle
-    cannot be known), at most `max_pages` pages and MAX_LIST_BYTES in all."""
+@dataclass(frozen=True)
+class Listing:
+    """A list a registry splits into pages: where it starts, the path every page must be under,
+    what it is called in messages, how each page is asked for, and how many pages it may take."""
+
+    path: str
+    prefix: str
+    what: str
+    fetch: Callable[[str], httpx.Response]
+    max_pages: int = MAX_PAGES
+
+
+def linked_pages(reg: Registry, repo: str, listing: Listing) -> Iterator[httpx.Response]:
+    """Each page of a list the registry splits with `Link: <…>; rel="next"`, the first at its path:
+    a next page only on the registry's own origin and under the listing's prefix (`next_page`),
+    never a page already read (pages that go round in a circle are refused: what they hold past
+    the circle cannot be known), at most its `max_pages` pages and MAX_LIST_BYTES in all."""
+    path, prefix, what, fetch, max_pages = (listing.path, listing.prefix, listing.what, listing.fetch,
+                                            listing.max_pages)
     where = f"{reg.domain}/{repo}: the {what}"
     seen: set[str] = set()
     total = 0
@@ -54,8 +68,8 @@ def all_tags(reg: Registry, repo: str, page_size: int = 1000) -> list[str]:
     """Every tag, following the registry's Link pages (bounded as `linked_pages` says), at most
     MAX_TAGS of them."""
     out: list[str] = []
-    pages = linked_pages(reg, repo, f"/v2/{repo}/tags/list?n={page_size}", f"/v2/{repo}/tags/list", "tag list",
-                         lambda path: reg.request("GET", repo, path, kind="tags"))
+    pages = linked_pages(reg, repo, Listing(f"/v2/{repo}/tags/list?n={page_size}", f"/v2/{repo}/tags/list",
+                                            "tag list", lambda path: reg.request("GET", repo, path, kind="tags")))
     for resp in pages:
         out += _tags_of(reg, repo, resp)
         if len(out) > MAX_TAGS:

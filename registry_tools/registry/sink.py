@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
-import httpx
 
 from registry_tools.engine import Progress
 from registry_tools.errors import NetworkError, RegistryError
@@ -122,12 +121,12 @@ class RegistrySink:
                     return self._note("mounted", desc)
                 mount_from = None  # refused once: upload (the session it opened is used right away)
                 try:
-                    upload.upload(reg, repo, location, desc.digest, desc.size, self._chunks(desc), min_chunk)
+                    upload.upload(reg, repo, location, desc, self._chunks(desc), min_chunk)
                 except Exception:
                     upload.cancel(reg, repo, location)  # the failed session is freed, not left to expire
                     raise
                 return self._note("uploaded", desc)
-            except (NetworkError, httpx.TransportError, RegistryError) as e:
+            except (NetworkError, RegistryError) as e:
                 status = getattr(e, "status", None)
                 if isinstance(e, RegistryError) and status is not None and status < 500 and status not in (408, 429):
                     raise

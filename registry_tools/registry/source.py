@@ -22,6 +22,7 @@ from registry_tools.model.image import Image, Layer
 from registry_tools.model.platform import Choice, Matcher, Platform, choose, choose_in_index
 from registry_tools.registry.blob import BlobStream
 from registry_tools.registry.client import Registry
+from registry_tools.registry.repository import tag_page
 from registry_tools.store.blobs import BlobStore
 from registry_tools.store.landing import Landing
 from registry_tools.store.origin import CachedBlobs
@@ -78,7 +79,7 @@ class RegistrySource:
             raw, _ = self.registry.get_manifest(self.repo, tag)
         except NotFound:
             # Say whether the repository or only the tag is missing, and what exists.
-            tags = self.registry.list_tags(self.repo)
+            tags = tag_page(self.registry, self.repo, f"/v2/{self.repo}/tags/list?n=1000")
             listing = ", ".join(sorted(tags)[:20]) + (" …" if len(tags) > 20 else "") if tags else "none"
             raise NotFound(f"{self.registry.domain}/{self.repo}: no tag {tag!r}; its tags: {listing}", 404,
                            "MANIFEST_UNKNOWN") from None

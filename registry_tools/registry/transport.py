@@ -17,13 +17,11 @@ thread works for (`Cancel.scope`) stops.
 """
 from __future__ import annotations
 
-import email.utils
 import logging
-import random
 import ssl
-import threading
 import time
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 from urllib.parse import urlsplit
@@ -32,7 +30,8 @@ import httpx
 
 from registry_tools import cancel as cancellation
 from registry_tools.cancel import Cancel
-from registry_tools.errors import Interrupted, RateLimitLow, ResponseTooLarge
+from registry_tools.errors import Interrupted, NetworkError, RegistryError, ResponseTooLarge
+from registry_tools.registry.pacing import KIND, RateLimit, RetryPolicy, retry_after
 from registry_tools.registry.sockets import Watch, watching
 
 log = logging.getLogger("registry_tools.transport")
@@ -40,7 +39,6 @@ log = logging.getLogger("registry_tools.transport")
 RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 MAX_BODY = 4 * 1024 * 1024 + 65536  # manifests, tokens, tag pages, error bodies
 # Request extensions this transport reads (httpx passes them through to us untouched).
-KIND = "registry_tools.kind"  # what the request is for: stats and log lines
 LIMIT = "registry_tools.limit"  # the most body bytes to accept
 RETRY = "registry_tools.retry"  # False: one attempt only (the caller retries a larger unit)
 REDIRECTS = "registry_tools.redirects"  # how many redirects to follow (0: the caller sees the 3xx)
@@ -51,100 +49,20 @@ _HOP_HEADERS = {"host", "content-length", "transfer-encoding"}  # set again for 
 _CREDENTIAL_HEADERS = {"authorization", "cookie", "proxy-authorization"}
 
 
-@dataclass
-class RetryPolicy:
-    attempts: int = 5
-    base_delay: float = 0.25
-    max_delay: float = 8.0
-    max_total: float = 120.0  # seconds a single request may spend retrying
-    max_retry_after: float = 60.0
-
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_retry_after)
-        return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** attempt)))
-
-
-def retry_after(resp: httpx.Response) -> float | None:
-    value = resp.headers.get("retry-after")
-    if not value:
-        return None
+@contextmanager
+def project_errors(request: httpx.Request, cancel: Cancel | None) -> Iterator[None]:
+    """httpx's transport errors as the project's, here and nowhere else (httpx's own
+    `map_exceptions` does the same for httpcore's): a connection cut by the cancellation is
+    `Interrupted`; a redirect loop a `RegistryError`; any other failure on the wire a
+    `NetworkError` naming the request (never its query string, where pre-signed URLs keep secrets)."""
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
-
-
-def _leading_int(value: str | None) -> int | None:
-    """`76;w=21600` -> 76 (Docker Hub's form); None when absent or not a number."""
-    head = (value or "").split(";", 1)[0].split(",", 1)[0].strip()
-    return int(head) if head.isdigit() else None
-
-
-class RateLimit:
-    """A registry's announced request budget (`RateLimit-Remaining`, Docker Hub's
-    `ratelimit-remaining: 76;w=21600`), read from every response.
-
-    Docker Hub counts manifest GETs only, so those are what is held back: when `minimum`
-    or fewer remain, a manifest GET waits for the window to reset when the registry says
-    that comes within `max_pause` seconds, and otherwise stops with RateLimitLow saying
-    when to retry, instead of spending the rest of the budget into HTTP 429s.
-    HEADs and blob transfers go on (a check that a mirror is complete needs no GET).
-    """
-
-    def __init__(self, minimum: int = 3, max_pause: float = 60.0):
-        self.minimum = minimum
-        self.max_pause = max_pause
-        self.remaining: int | None = None
-        self.limit: int | None = None
-        self.window: int | None = None
-        self.reset_at: float | None = None
-        self._lock = threading.Lock()
-
-    def note(self, resp: httpx.Response) -> None:
-        h = resp.headers
-        remaining = _leading_int(h.get("ratelimit-remaining"))
-        if remaining is None:
-            return
-        self.remaining = remaining
-        self.limit = _leading_int(h.get("ratelimit-limit"))
-        policy = h.get("ratelimit-remaining", "") + ";" + h.get("ratelimit-limit", "")
-        window = next((p.strip()[2:] for p in policy.split(";") if p.strip().startswith("w=")), "")
-        self.window = int(window) if window.isdigit() else None
-        reset = _leading_int(h.get("ratelimit-reset"))
-        self.reset_at = time.time() + reset if reset is not None else None
-
-    def before(self, request: httpx.Request, cancel: Cancel) -> None:
-        if self.minimum <= 0 or request.method != "GET" or request.extensions.get(KIND) != "manifest":
-            return
-        with self._lock:
-            if self.remaining is None or self.remaining > self.minimum:
-                if self.remaining is not None:
-                    self.remaining -= 1  # counted now: GETs sent at once (an index's manifests) see each other
-                return
-        host = request.url.netloc.decode("ascii", "replace")
-        wait = self.reset_at - time.time() if self.reset_at is not None else None
-        if wait is not None and wait <= self.max_pause:
-            log.warning("%s: %d request(s) left in its rate limit; waiting %.0f s for it to reset",
-                        host, self.remaining, max(wait, 0))
-            cancel.sleep(max(wait, 0) + 1)
-            self.remaining = None
-            return
-        if self.reset_at is not None:
-            when = time.strftime("%H:%M UTC", time.gmtime(self.reset_at))
-        elif self.window:
-            when = f"the registry's window ({self.window // 3600} h {self.window % 3600 // 60} min) has passed"
-        else:
-            when = "the registry's rate-limit window has passed"
-        limit = f" of {self.limit}" if self.limit is not None else ""
-        raise RateLimitLow(f"{host}: only {self.remaining}{limit} manifest request(s) left in its rate limit "
-                           f"(--rate-limit-min {self.minimum}); stopped before it answers 429. "
-                           f"Retry after {when}, or log in for a larger limit")
+        yield
+    except httpx.TooManyRedirects:
+        raise RegistryError(f"{request.method} {safe_url(str(request.url))}: too many redirects") from None
+    except httpx.TransportError as e:
+        if cancel is not None and cancel.is_set():  # cut off on the wire by the cancellation
+            raise Interrupted(cancel.reason) from None
+        raise NetworkError(f"{request.method} {safe_url(str(request.url))} failed: {reason(e)}") from None
 
 
 class BoundedStream(httpx.SyncByteStream):
@@ -161,17 +79,13 @@ class BoundedStream(httpx.SyncByteStream):
 
     def __iter__(self) -> Iterator[bytes]:
         seen = 0
-        try:
+        with project_errors(self._request, self._cancel):
             for chunk in self._inner:
                 seen += len(chunk)
                 if seen > self._limit:
                     what = f"{self._request.method} {safe_url(str(self._request.url))} ({self._kind})"
                     raise ResponseTooLarge(f"{what}: the response body is over {self._limit} bytes; refused")
                 yield chunk
-        except httpx.TransportError:
-            if self._cancel is not None and self._cancel.is_set():  # cut off by the cancellation
-                raise Interrupted(self._cancel.reason) from None
-            raise
 
     def close(self) -> None:
         if self._done is not None:  # before the connection can go back to the pool
@@ -279,12 +193,16 @@ class RegistryTransport(httpx.BaseTransport):
         self.stats: Counter[str] = Counter()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        part = cancellation.current()  # the part of the operation this thread works for, if it says
+        with project_errors(request, part or self.cancel):
+            return self._send(request, part)
+
+    def _send(self, request: httpx.Request, part: Cancel | None) -> httpx.Response:
         request.extensions["timeout"] = self.timeout
         kind = str(request.extensions.get(KIND, "api"))
         may_retry = request.extensions.get(RETRY, True) and _replayable(request)
         attempts = self.policy.attempts if may_retry else 1
         deadline = time.monotonic() + self.policy.max_total
-        part = cancellation.current()  # the part of the operation this thread works for, if it says
         cancel = part or self.cancel
         attempt = 0
         while True:
@@ -298,9 +216,7 @@ class RegistryTransport(httpx.BaseTransport):
                 self.rate.note(resp)
             except httpx.TransportError:
                 watch.end()
-                if cancel.is_set():  # cut off on the wire by the cancellation
-                    raise Interrupted(cancel.reason) from None
-                if attempt + 1 >= attempts or time.monotonic() > deadline:
+                if cancel.is_set() or attempt + 1 >= attempts or time.monotonic() > deadline:
                     raise
                 self._pause(request, cancel, attempt, None, "connection failed")
                 attempt += 1

@@ -13,6 +13,7 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 
 from registry_tools.errors import RegistryError, RegistryToolsError
+from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Digest
 from registry_tools.registry.client import Registry, returned_digest
 from registry_tools.registry.transport import answered_by
@@ -72,9 +73,9 @@ def location(reg: Registry, resp: httpx.Response) -> str:
     return url
 
 
-def upload(reg: Registry, repo: str, where: str, digest: Digest, size: int, chunks: Chunks,
-           min_chunk: int = 0) -> Digest:
+def upload(reg: Registry, repo: str, where: str, desc: mf.Descriptor, chunks: Chunks, min_chunk: int = 0) -> Digest:
     """PATCH the blob (in one piece, or in chunks if the registry refuses that), then PUT."""
+    digest, size = desc.digest, desc.size
     what = f"upload of {digest} to {reg.domain}/{repo}"
     resp = reg.request("PATCH", repo, where, actions="pull,push", kind="upload",
                        headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
