@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from registry_tools.errors import ManifestError, NotFound, UsageError, VerificationError
-from registry_tools.fileio import AtomicFile
+from registry_tools.fileio import replacing
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model import signature as sg
@@ -62,14 +62,8 @@ def generate_key(prefix: str | os.PathLike[str], secret: bytes, *, pkcs8: bool =
     key = sg.generate()
     private = sg.pkcs8_pem(key, secret) if pkcs8 else sg.cosign_pem(key, secret)
     for path, data, mode in ((key_path, private, 0o600), (pub_path, sg.public_pem(key.public_key()), 0o644)):
-        out = AtomicFile(path)
-        try:
-            os.chmod(out.tmp, 0o600)
-            out.file.write(data)
-            out.commit(mode)
-        except BaseException:
-            out.abort()
-            raise
+        with replacing(path, mode) as f:  # made 0600 (mkstemp), given its mode once whole
+            f.write(data)
     return key_path, pub_path
 
 

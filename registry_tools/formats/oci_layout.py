@@ -13,7 +13,7 @@ from typing import IO, Iterator, Sequence, Union
 
 from registry_tools.engine import Need
 from registry_tools.errors import ManifestError, UsageError
-from registry_tools.fileio import AtomicFile
+from registry_tools.fileio import replacing
 from registry_tools.formats.tar import Entry, directory, file
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Digest
@@ -140,13 +140,8 @@ def tag_in_layout(root: Path, node: ManifestNode, store: BlobStore, tag: str, im
     write_blobs(blob_dir, blobs, store)
     (entry,) = json.loads(docs["index.json"])["manifests"]
     index = {"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": entries + [entry]}
-    out = AtomicFile(root / "index.json")
-    try:
-        out.file.write(_json(index))
-        out.commit(0o444)
-    except BaseException:
-        out.abort()
-        raise
+    with replacing(root / "index.json", 0o444) as f:
+        f.write(_json(index))
 
 
 # --- reading: a layout directory or an oci-archive, through one opener ----------------------
