@@ -107,8 +107,9 @@ class Transform(Protocol):
 
     needs_content: bool  # it reads the layers' bytes (flatten): they come into the cache first
 
-    def __call__(self, supply: LayerSupply, stack: ExitStack) -> LayerSupply:
-        """The edited image's supply; what it opens (another image's layers) it leaves to `stack`."""
+    def __call__(self, supply: LayerSupply, stack: ExitStack, need: Need) -> LayerSupply:
+        """The edited image's supply; what it opens (another image's layers, as `need` says the
+        destination needs them) it leaves to `stack`."""
         ...
 
 
@@ -128,7 +129,7 @@ def copy(source: Source, destination: Destination[T], cache: BlobCache,
         with ExitStack() as stack:
             supply = stack.enter_context(source.open(need))
             for transform in transforms:
-                supply = transform(supply, stack)
+                supply = transform(supply, stack, need)
             result = destination.write(supply)
             return supply.image(), result
     return repairing(cache, run)
@@ -144,7 +145,7 @@ class TreeCopy(Generic[T]):
     up_to_date: bool
 
 
-TreeEdit = Callable[[ManifestNode, TreeSource, BlobOrigin, ExitStack], tuple[ManifestNode, BlobOrigin]]
+TreeEdit = Callable[[ManifestNode, TreeSource, BlobOrigin, ExitStack, Need], tuple[ManifestNode, BlobOrigin]]
 
 
 def copy_tree(source: TreeSource, destination: Destination[T], cache: BlobCache,
@@ -165,7 +166,7 @@ def copy_tree(source: TreeSource, destination: Destination[T], cache: BlobCache,
         blobs = source.blobs(tree, need)
         with ExitStack() as stack:
             if edit is not None:
-                tree, blobs = edit(tree, source, blobs, stack)
+                tree, blobs = edit(tree, source, blobs, stack, need)
             return TreeCopy(digest, tree, destination.write_tree(tree, blobs), False)
     return repairing(cache, run)
 

@@ -16,7 +16,7 @@ from functools import partial
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any, Callable, Iterator
 
-from registry_tools.builder.base import BaseImage
+from registry_tools.builder.base import BaseImage, base_annotations
 from registry_tools.builder.pack import PackError, write_tar
 from registry_tools.builder.plan import LayerPlan, Plan, plan_build
 from registry_tools.builder.spec import BuildSpec
@@ -247,7 +247,7 @@ class BuildSupply:
             config = image_config(spec, plan.base, [layer.diff_id for layer in layers],
                                   [lp.comment for lp in plan.layers])
             self._image = assemble(config, canonical_json(config), layers, spec.platform.to_json(),
-                                   self.session.cache, spec.annotations)
+                                   self.session.cache, {**base_annotations(plan.base), **spec.annotations})
         return self._image
 
     def __enter__(self) -> "BuildSupply":
