@@ -37,7 +37,8 @@ ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 class Writing:
     """What a destination records and checks, besides the image: the name and tag a file records
     where the endpoint names none (the source's, or what the user asked for), the tag a registry
-    gets where the endpoint names none (None: by digest), more tags, annotations, a pinned hash."""
+    gets where the endpoint names none (None: by digest), more tags, annotations, a pinned hash,
+    and podman's own options for a podman destination (`--root`, `--storage-driver`, …)."""
 
     name: str = "localhost/image"
     tag: str | None = "latest"
@@ -47,6 +48,12 @@ class Writing:
     expected: bytes | None = None  # the sha256 a file output must have (checked before it is kept)
     expected_text: str = ""
     keep_others: bool = False  # an OCI layout: add to it (other tags kept) instead of replacing it
+    podman_args: tuple[str, ...] = ()  # podman's own options (none: REGISTRY_TOOLS_PODMAN_ARGS)
+
+    def check_podman(self) -> None:
+        """A destination other than podman's storage refuses podman's options."""
+        if self.podman_args:
+            raise UsageError("--podman-arg applies to a podman: destination")
 
 
 class Endpoint:
@@ -124,6 +131,7 @@ class RegistryEndpoint(Endpoint):
         return RegistryTree(session.source(self.ref), self.ref.tag or None, self._digest())
 
     def destination(self, session: Session, writing: Writing) -> Destination[Any]:
+        writing.check_podman()
         own = [self.ref.tag] if self.ref.tag else [] if self.ref.digest else [writing.tag] if writing.tag else []
         tags = list(dict.fromkeys(own + list(writing.more_tags)))
         return RegistryDestination(session, self.ref, tags, None if tags else writing.tag_of, writing.annotations)
@@ -171,6 +179,7 @@ class FileEndpoint(Endpoint):
     def destination(self, session: Session, writing: Writing) -> Destination[Any]:
         if writing.more_tags:
             raise UsageError("--tag applies to a registry destination")
+        writing.check_podman()
         self.check(writing.keep_others)
         return ArchiveDestination(session.store, self.options(writing), self.path, writing.tag_of,
                                   workers=session.workers)
@@ -243,6 +252,9 @@ class PodmanEndpoint(Endpoint):
 
     def __init__(self, text: str, ref: refs.Reference):
         super().__init__(text)
+        if ref.digest:
+            raise UsageError(f"{text}: podman names an image NAME[:TAG], not by digest (it takes the config's "
+                             "digest as the image ID)")
         self.ref = ref
 
     def names(self) -> tuple[str | None, str | None]:
@@ -252,7 +264,8 @@ class PodmanEndpoint(Endpoint):
         if writing.more_tags:
             raise UsageError("--tag applies to a registry destination")
         name, tag = self.names()
-        return PodmanDestination(session.store, f"{name}:{tag or writing.tag or 'latest'}", session.workers)
+        return PodmanDestination(session.store, f"{name}:{tag or writing.tag or 'latest'}", session.workers,
+                                 writing.podman_args)
 
 
 # --- the table ------------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ from registry_tools.session import Session, using
 class CopyOptions:
     """SRC and DEST as typed; the platforms to copy (none: the whole index where the destination
     holds one, else this machine's); `all`: every platform, said explicitly; more tags at a
-    registry DEST; `referrers`: what refers to the image too; `transforms`: edits on the way."""
+    registry DEST; `referrers`: what refers to the image too; `transforms`: edits on the way;
+    `podman_args`: podman's own options for a podman: DEST."""
 
     source: str
     dest: str
@@ -41,6 +42,7 @@ class CopyOptions:
     cross_arch: bool = False
     referrers: bool = False
     transforms: Sequence[Transform] = ()
+    podman_args: Sequence[str] = ()
 
 
 @dataclass
@@ -119,7 +121,8 @@ def copy(options: CopyOptions, session: Session | None = None) -> CopyResult:
     if o.referrers and (src.repository is None or dst.repository is None):
         raise UsageError("--referrers copies between registries (signatures and SBOMs live beside an image in its "
                          "repository)")
-    writing = endpoint.with_names(endpoint.Writing(tag=None, more_tags=tuple(o.tags)), src)
+    writing = endpoint.with_names(endpoint.Writing(tag=None, more_tags=tuple(o.tags),
+                                                   podman_args=tuple(o.podman_args)), src)
     tree = _whole_tree(o, dst)
     with using(session) as s:
         result = CopyResult(str(src), str(dst))

@@ -6,7 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from registry_tools.cli.common import dump, report_push, session_of
-from registry_tools.cli.options import add_common, complete_platforms
+from registry_tools.cli.options import add_common, add_podman, complete_platforms
 
 if TYPE_CHECKING:
     from registry_tools.api.sync import SyncItem
@@ -17,7 +17,8 @@ def _copy(sub: Any) -> None:
         "copy", help="copy an image between registries, archives and layouts (whole indexes)",
         description="Copy SRC to DEST. Each is a registry reference (docker://REF or REF; a DEST must name "
                     "its registry), or oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], "
-                    "or an existing path. Between registries the whole index is copied, its digest kept; "
+                    "or an existing path; a DEST may be podman:NAME[:TAG] (loaded into podman's storage). "
+                    "Between registries the whole index is copied, its digest kept; "
                     "blobs go straight from one registry to the other, unchanged and verified. The tag at "
                     "DEST: DEST's own, else SRC's, else none (by digest only), plus every --tag.")
     p.add_argument("source", metavar="SRC")
@@ -34,6 +35,7 @@ def _copy(sub: Any) -> None:
                    help="between registries: also copy everything that refers to the image (signatures, SBOMs, "
                         "attestations; recursively) and cosign's sha256-<hex>.sig/.att/.sbom tags")
     p.add_argument("--allow-cross-arch", action="store_true", help=argparse.SUPPRESS)
+    add_podman(p)
     add_common(p)
 
 
@@ -42,7 +44,8 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
     with session_of(args) as session:
         r = copy(CopyOptions(args.source, args.dest, parse_platforms(args.platform), args.all, args.tag,
-                             cross_arch=args.allow_cross_arch, referrers=args.referrers), session)
+                             cross_arch=args.allow_cross_arch, referrers=args.referrers,
+                             podman_args=args.podman_arg), session)
     if args.json:
         dump(r.to_json())
         return 0
@@ -56,6 +59,9 @@ def cmd_copy(args: argparse.Namespace) -> int:
             print(f"copied {r.source} to {r.destination}{subset}: {len(p.uploaded)} blob(s) sent "
                   f"({p.bytes_uploaded / 1e6:.1f} MB), {len(p.mounted)} mounted, {len(p.present)} already there, "
                   f"{p.manifests_put} manifest(s) written", file=sys.stderr)
+        elif r.loaded is not None:
+            what = ", ".join([*r.platforms, f"manifest {r.digest}"])
+            print(f"loaded {r.source} into podman as {r.loaded} ({what})", file=sys.stderr)
         else:
             print(f"wrote {r.destination} ({', '.join([*r.platforms, f'manifest {r.digest}'])})", file=sys.stderr)
     if r.referrers and not args.quiet:

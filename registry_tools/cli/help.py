@@ -6,6 +6,7 @@ import re
 
 GROUPS = {
     "read": ("pull", "export", "prefetch", "inspect", "digest", "tags", "referrers"),
+    "compare": ("diff",),
     "write": ("build", "push", "copy", "sync", "index", "attach"),
     "image surgery": ("mutate", "append", "flatten", "rebase", "check-base"),
     "signing": ("generate-key", "sign", "verify"),
@@ -64,6 +65,9 @@ EXAMPLES = {
                "registry-tools pull reg.example/app@sha256:… --verify-key release.pub -o app.tar"],
     "inspect": ["registry-tools inspect ghcr.io/org/app:1.2",
                 "registry-tools inspect --raw docker.io/library/alpine:3.19 --platform linux/arm64"],
+    "diff": ["registry-tools diff reg.example/app:1.2 reg.example/app:1.3   # exit 0: the same, 1: they differ",
+             "registry-tools diff oci:./old:v1 oci:./new:v1 --files=false   # keys and layers; no layer read",
+             "registry-tools diff reg.example/app@sha256:… docker-archive:app.tar --platform linux/arm64 --json"],
     "digest": ["registry-tools digest ghcr.io/org/app:1.2",
                "registry-tools digest ghcr.io/org/app:1.2 --platform linux/arm64"],
     "tags": ["registry-tools tags docker.io/library/alpine", "registry-tools tags localhost:5000/app --json"],

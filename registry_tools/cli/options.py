@@ -84,3 +84,12 @@ def add_platform(p: argparse.ArgumentParser) -> None:
     g.add_argument("--variant", help="CPU variant, e.g. v7")
     g.add_argument("--allow-cross-arch", action="store_true",
                    help="let amd64 fall back to 386 and arm64 to arm when the index has no exact match")
+
+
+def add_podman(p: argparse.ArgumentParser) -> None:
+    """podman's own options, for a podman:NAME[:TAG] destination (every command that writes to one)."""
+    g = p.add_argument_group("podman (a podman:NAME[:TAG] destination)")
+    g.add_argument("--podman-arg", action="append", default=[], metavar="ARG",
+                   help="one argument for podman itself, before `load` (repeatable; write --podman-arg=--root=DIR): "
+                        "--root, --runroot, --storage-driver, … (default: $REGISTRY_TOOLS_PODMAN_ARGS, split as a "
+                        "shell would)")

@@ -14,6 +14,7 @@ TABLE = {
     "pull": "pulling", "export": "pulling", "prefetch": "pulling",
     "build": "building",
     "copy": "copying", "sync": "copying", "push": "copying",
+    "diff": "diffing",
     "mutate": "surgery", "append": "surgery", "flatten": "surgery", "rebase": "surgery", "check-base": "surgery",
     "index": "indexing",
     "inspect": "reading", "digest": "reading", "tags": "reading", "tag": "reading", "delete": "reading",
