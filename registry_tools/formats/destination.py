@@ -63,8 +63,12 @@ class ArchiveDestination:
 
     @property
     def need(self) -> Need:
-        """A docker-archive takes each layer as its download lands (the others need them all first)."""
-        return Need.STREAM if self.options.format == "docker-archive" else Need.MEASURED
+        """A docker-archive file (or its hash) takes each layer as its download lands; the others,
+        and any archive sent to a stream (whose bytes cannot be taken back should a layer's size
+        record be wrong), need every layer measured first."""
+        if self.options.format == "docker-archive" and self.stream is None:
+            return Need.STREAM
+        return Need.MEASURED
 
     def holds(self, digest: Digest) -> None:
         return None  # a file is written whole, every time
