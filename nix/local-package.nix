@@ -8,7 +8,8 @@ derivation {
   inherit system;
   builder = shell;
   src = builtins.path { path = src; name = "registry-tools-src";
-                        filter = p: t: !(builtins.elem (baseNameOf p) [ ".git" "__pycache__" "tests" "bench" ]); };
+                        filter = p: t: !(builtins.elem (baseNameOf p) [ ".git" "__pycache__" "tests" "bench" ".mypy_cache"
+                                                                ".ruff_cache" ".pytest_cache" ]); };
   args = [ "-c" ''
     set -eu
     mkdir="$1"; chmod="$2"

@@ -338,6 +338,68 @@ def test_failing_extra_commands(workdir, tmp_path, capsys):
     assert not (tmp_path / "x.tar").exists()
 
 
+@pytest.mark.parametrize("change,message", [
+    ({"contents": None, "copyToRoot": 5}, "copyToRoot: must be a path or a list of paths"),
+    ({"contents": None, "copyToRoot": ["missing"]}, "copyToRoot: "),
+    ({"contents": 5}, "contents: must be a path or a list of paths"),
+    ({"closure": "missing-graph"}, "closure: "),
+])
+def test_errors_name_the_alias_the_spec_wrote(workdir, tmp_path, capsys, change, message):
+    """buildImage's copyToRoot is contents under another name, and a closure may be given as the path
+    of its graph alone: an error names the key as written."""
+    spec_file(workdir, **change)
+    code = cli.main(["build", str(workdir / "spec.json"), "-o", str(tmp_path / "x.tar"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"build spec: {message}" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_tree_error_while_building_names_copy_to_root(workdir, tmp_path, capsys):
+    os.mkfifo(workdir / "root1" / "fifo")
+    spec_file(workdir, contents=None, copyToRoot=["root1"])
+    code = cli.main(["build", str(workdir / "spec.json"), "-o", str(tmp_path / "x.tar"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("registry-tools: copyToRoot: ") and "is a device, socket or FIFO" in err, err
+
+
+FAKECHROOT_COMMANDS = """mkdir -p /usr/share/made
+echo made > /etc/made
+ln -s /etc/made /made-link
+ln -s / /top
+chown 1000:1000 /etc/made
+cat /etc/motd > /etc/motd-copy
+if command -v busybox >/dev/null; then echo found > /etc/busybox-found; fi
+"""
+
+
+def test_enable_fakechroot_runs_this_machines_tools_in_an_image_without_a_shell(workdir, tmp_path):
+    """As nixpkgs runs them (its store excluded from the chroot): the commands' tools are this machine's,
+    and every path they name is in the image's root, which has no shell."""
+    if shutil.which("fakechroot") is None:
+        pytest.fail("fakechroot is missing: run `bash .ci/run` (Debian's fakechroot)")
+    spec_file(workdir, enableFakechroot=True, fakeRootCommands=FAKECHROOT_COMMANDS)
+    assert not os.path.lexists(workdir / "root1" / "bin")
+    code, _, err = run("build", str(workdir / "spec.json"), "-o", str(tmp_path / "img.tar"), "-q")
+    assert code == 0, err
+    final = {m.name.rstrip("/"): m for m in layer_tars(tmp_path / "img.tar")[-1].getmembers()}
+    assert final["usr/share/made"].isdir() and (final["etc/made"].uid, final["etc/made"].gid) == (1000, 1000)
+    assert final["made-link"].linkname == "/etc/made" and final["top"].linkname == "/"  # as the commands said
+    assert layer_tars(tmp_path / "img.tar")[-1].extractfile("etc/motd-copy").read() == b"hello\n"
+    assert "etc/busybox-found" not in final  # a static program would act on this machine: not on the PATH
+    assert not os.path.lexists("/made-link") and not os.path.lexists("/usr/share/made")
+
+
+def test_enable_fakechroot_refuses_a_static_shell(workdir, tmp_path, capsys, monkeypatch):
+    static = tmp_path / "static"
+    static.mkdir()
+    os.symlink(BUSYBOX, static / "sh")
+    monkeypatch.setenv("PATH", f"{static}:{os.environ['PATH']}")
+    spec_file(workdir, enableFakechroot=True, fakeRootCommands="echo made > /etc/made")
+    code = cli.main(["build", str(workdir / "spec.json"), "-o", str(tmp_path / "x.tar"), "-q"])
+    err = capsys.readouterr().err
+    assert code == 1 and "this machine's sh, and it is not a dynamically linked program" in err, err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.tar").exists()
+
+
 # --- reproducibility ------------------------------------------------------------------------------
 
 def test_same_spec_same_digests_anywhere(tmp_path):

@@ -12,16 +12,16 @@ import hashlib
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from registry_tools.builder import confinement
+from registry_tools.builder import confinement, fakechroot
 from registry_tools.builder.base import BaseImage, load_base
 from registry_tools.builder.closure import Graph, auto_layers, parse_graph, popularity_layers
+from registry_tools.builder.contents import merge_tree
 from registry_tools.builder.pack import Entry, Owner, collect, owned, tar_size, with_parents
 from registry_tools.builder.spec import BuildSpec
 from registry_tools.errors import RegistryToolsError, UsageError
@@ -190,58 +190,58 @@ def _final_layer(spec: BuildSpec, owner: Owner, plan: Plan) -> LayerPlan:
         write_nix_db(root, plan.closure, lambda p: str(c.real_store_dir / _store_name(p, c.store_dir)))
     write_helpers(spec, root)  # first: the contents' own files win
     for tree in spec.contents:
-        _merge_tree(tree, root, root, spec.keep_contents_dirlinks)
+        merge_tree(tree, root, root, spec.keep_contents_dirlinks, spec.contents_key)
     if spec.extra_commands:
         _run(["sh", "-ec", spec.extra_commands], root, "extraCommands", confined=True)
     # contents are copied with their times kept: with no commands run, the same contents give the
     # same key (the layer is found in the cache, not packed again; the platforms of a build share it)
     commands = bool(spec.extra_commands or spec.fake_root_commands)
     if spec.fake_root_commands:
-        if shutil.which("fakeroot") is None:
-            raise BuildError("fakeRootCommands need fakeroot (Debian's fakeroot package)")
-        state = plan.workdir / "fakeroot.state"
-        if spec.enable_fakechroot:  # the commands see the image's root as /, using the image's own shell
-            if shutil.which("fakechroot") is None:
-                raise BuildError("enableFakechroot needs fakechroot (Debian's fakechroot package)")
-            if not os.path.lexists(root / "bin" / "sh"):
-                raise BuildError("enableFakechroot runs fakeRootCommands with the image's /bin/sh: the contents "
-                                 "(or binSh) must provide it")
-            if not _dynamic_elf(resolve_in_root(root, root / "bin" / "sh")):
-                raise BuildError("enableFakechroot: the image's /bin/sh is not a dynamically linked program, and "
-                                 "fakechroot confines only those (a static shell would act on this machine's root)")
-            command = ["fakechroot", "chroot", str(root), "/bin/sh", "-ec", spec.fake_root_commands]
-        else:
-            command = ["sh", "-ec", spec.fake_root_commands]
-        _run(["fakeroot", "-s", str(state), "--", *command], root, "fakeRootCommands", confined=True)
-        listing = _run(["fakeroot", "-i", str(state), "--", sys.executable, "-c", _LIST_OWNERS, str(root)],
-                       root, "fakeroot listing")
-        made = with_parents(collect(str(root), "/", inodes=commands))  # what the commands made too
-        entries = owned(made, {k: tuple(v) for k, v in json.loads(listing).items()}, owner)
-        return LayerPlan(entries, owner, "final layer", _input_key(entries, owner, spec.mtime))
+        return _fake_root(spec, owner, plan, root)
     entries = with_parents(collect(str(root), "/", inodes=commands))
-    return LayerPlan(entries, owner, "final layer", _input_key(entries, owner, spec.mtime))
+    return _layer(_with_owners(entries, spec.owners), owner, spec.mtime)
 
 
-def _dynamic_elf(path: Path) -> bool:
-    """An ELF executable with an interpreter (PT_INTERP): what fakechroot's preloaded library can confine."""
-    import struct
+def _fake_root(spec: BuildSpec, owner: Owner, plan: Plan, root: Path) -> LayerPlan:
+    """fakeRootCommands under fakeroot (with enableFakechroot, chrooted into the root by fakechroot),
+    and the owners and modes they gave."""
+    if shutil.which("fakeroot") is None:
+        raise BuildError("fakeRootCommands need fakeroot (Debian's fakeroot package)")
+    assert plan.workdir is not None
+    state = plan.workdir / "fakeroot.state"
+    command: list[str] = ["sh", "-ec", spec.fake_root_commands]
+    env: dict[str, str] = {}
+    if spec.enable_fakechroot:  # the commands see the image's root as /, using this machine's tools
+        if shutil.which("fakechroot") is None:
+            raise BuildError("enableFakechroot needs fakechroot (Debian's fakechroot package)")
+        c = spec.closure
+        store = c.store_dir if c is not None and c.real_store_dir == Path(c.store_dir) else None
+        command, env = fakechroot.chrooted(root, plan.workdir, spec.fake_root_commands, store)
+    _run(["fakeroot", "-s", str(state), "--", *command], root, "fakeRootCommands", confined=True, env=env)
+    if spec.enable_fakechroot:
+        fakechroot.unprefix_links(root)
+    listing = _run(["fakeroot", "-i", str(state), "--", sys.executable, "-c", _LIST_OWNERS, str(root)],
+                   root, "fakeroot listing")
+    made = with_parents(collect(str(root), "/", inodes=True))  # what the commands made too
+    entries = owned(made, {k: tuple(v) for k, v in json.loads(listing).items()}, owner)
+    return _layer(_with_owners(entries, spec.owners), owner, spec.mtime)
 
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-            if len(head) < 64 or head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit ELF only
-                return False
-            end = "<" if head[5] == 1 else ">"
-            phoff, = struct.unpack(end + "Q", head[32:40])
-            phentsize, phnum = struct.unpack(end + "HH", head[54:58])
-            for i in range(min(phnum, 256)):
-                f.seek(phoff + i * phentsize)
-                ptype, = struct.unpack(end + "I", f.read(4))
-                if ptype == 3:  # PT_INTERP
-                    return True
-    except OSError:
-        return False
-    return False
+
+def _layer(entries: list[Entry], owner: Owner, mtime: int) -> LayerPlan:
+    return LayerPlan(entries, owner, "final layer", _input_key(entries, owner, mtime))
+
+
+def _with_owners(entries: list[Entry], owners: dict[str, Owner]) -> list[Entry]:
+    """Entries at the paths of `owners` (and below them) given to those owners."""
+    if not owners:
+        return entries
+    out = []
+    for e in entries:
+        parts = e.name.split("/")
+        given = next((owners[p] for p in ("/".join(parts[:i]) for i in range(len(parts), 0, -1)) if p in owners),
+                     None)
+        out.append(replace(e, owner=given) if given is not None else e)
+    return out
 
 
 FAKE_PASSWD = "root:x:0:0:root user:/var/empty:/bin/sh\nnobody:x:65534:65534:nobody:/var/empty:/bin/sh\n"
@@ -296,10 +296,11 @@ print(json.dumps(out))
 """
 
 
-def _run(cmd: list[str], root: Path, what: str, confined: bool = False) -> str:
-    """A command in `root`. extraCommands and fakeRootCommands run as root are `confined` as runAsRoot
-    is (builder.confinement): the host read-only, the work directory (root's parent) theirs."""
-    env = dict(os.environ, LC_ALL="C", TZ="UTC")
+def _run(cmd: list[str], root: Path, what: str, confined: bool = False, env: dict[str, str] | None = None) -> str:
+    """A command in `root` (with `env` added to ours). extraCommands and fakeRootCommands run as root
+    are `confined` as runAsRoot is (builder.confinement): the host read-only, the work directory
+    (root's parent) theirs."""
+    env = dict(os.environ, LC_ALL="C", TZ="UTC", **(env or {}))
 
     def pre() -> None:
         os.umask(0o022)  # files the commands make get the same modes whatever the caller's umask
@@ -313,83 +314,3 @@ def _run(cmd: list[str], root: Path, what: str, confined: bool = False) -> str:
         detail = (res.stderr or res.stdout).strip().splitlines()[-1:] or [f"exit status {res.returncode}"]
         raise BuildError(f"{what} failed: {detail[0]}")
     return res.stdout
-
-
-MAX_LINK_HOPS = 40  # as the kernel's path walk
-
-
-def resolve_in_root(root: Path, path: Path) -> Path:
-    """Where `path` (inside `root`) leads, following symlinks as if `root` were `/`.
-
-    Every component is looked at with lstat and every link target is read, so no chain
-    of links, absolute or relative, can lead outside `root` (`..` at the top stays at
-    the top, as in a chroot). The result may not exist yet.
-    """
-    parts = list(path.relative_to(root).parts)
-    here: list[str] = []
-    hops = 0
-    while parts:
-        name = parts.pop(0)
-        if name in ("", "."):
-            continue
-        if name == "..":
-            if here:
-                here.pop()
-            continue
-        candidate = root.joinpath(*here, name)
-        if not candidate.is_symlink():
-            here.append(name)
-            continue
-        hops += 1
-        if hops > MAX_LINK_HOPS:
-            raise BuildError(f"contents: too many levels of symbolic links at /{'/'.join(here + [name])}")
-        link = os.readlink(candidate)
-        if link.startswith("/"):
-            here = []
-        parts = [x for x in link.split("/") if x] + parts
-    return root.joinpath(*here)
-
-
-def _kind(path: Path) -> str:
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        return "symlink"
-    if stat.S_ISDIR(st.st_mode):
-        return "dir"
-    if stat.S_ISREG(st.st_mode):
-        return "file"
-    raise BuildError(f"contents: {path} is a device, socket or FIFO; only files, directories and "
-                     "symlinks can be put in a layer")
-
-
-def _merge_tree(src: Path, dest: Path, root: Path, keep_dirlinks: bool) -> None:
-    """Copy src's tree into dest (symlinks kept, special files refused). Where dest has a
-    symlink and src a directory: with keepContentsDirlinks, keep the link and merge through
-    it when it leads to a directory (resolved inside the image's root, never outside);
-    otherwise the directory replaces the link."""
-    for name in sorted(os.listdir(src), key=os.fsencode):
-        s, d = src / name, dest / name
-        kind = _kind(s)
-        if kind != "dir":
-            if os.path.lexists(d):
-                if _kind(d) == "dir":
-                    shutil.rmtree(d)
-                else:
-                    d.unlink()
-            if kind == "symlink":
-                os.symlink(os.readlink(s), d)
-            else:
-                shutil.copy2(s, d, follow_symlinks=False)
-            continue
-        if os.path.lexists(d) and _kind(d) == "symlink":
-            target = resolve_in_root(root, d) if keep_dirlinks else None
-            if target is not None and os.path.lexists(target) and _kind(target) == "dir":
-                _merge_tree(s, target, root, keep_dirlinks)
-                continue
-            d.unlink()
-        elif os.path.lexists(d) and _kind(d) != "dir":
-            d.unlink()
-        if not os.path.lexists(d):
-            d.mkdir()
-            shutil.copystat(s, d)
-        _merge_tree(s, d, root, keep_dirlinks)

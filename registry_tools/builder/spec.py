@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from registry_tools.builder.pack import Owner
 from registry_tools.model import reference as refs
 from registry_tools.errors import UsageError
 from registry_tools.model.platform import Platform, declared, host_platform
@@ -59,6 +60,7 @@ class BuildSpec:
     paths: list[PathInput] = field(default_factory=list)
     closure: ClosureInput | None = None
     contents: list[Path] = field(default_factory=list)
+    contents_key: str = "contents"  # the key the spec gave them by (copyToRoot: buildImage's name), for errors
     keep_contents_dirlinks: bool = False
     config: dict[str, Any] = field(default_factory=dict)
     platform: Platform = field(default_factory=host_platform)
@@ -82,6 +84,7 @@ class BuildSpec:
     include_store_paths: bool = True  # False: the closure's store paths are not put in the image
     enable_fakechroot: bool = False  # fakeRootCommands run chrooted into the final layer's root
     run_as_root: str = ""  # a script run as root over the image's tree; what it changes is one more layer
+    owners: dict[str, Owner] = field(default_factory=dict)  # final-layer paths (and all below) given to these
     base_dir: Path = Path(".")
 
 
@@ -202,15 +205,16 @@ def _trees(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datetime.d
 
     if "copyToRoot" in obj and "contents" in obj:
         raise _bad("copyToRoot", "is buildImage's name for contents: give one of them")
-    contents = obj.get("contents") or obj.get("copyToRoot") or []
+    key = spec.contents_key = "copyToRoot" if "copyToRoot" in obj else "contents"  # errors say what was written
+    contents = obj.get(key) or []
     if isinstance(contents, str):
         contents = [contents]
     if not isinstance(contents, list) or not all(isinstance(c, str) for c in contents):
-        raise _bad("contents", "must be a path or a list of paths")
+        raise _bad(key, "must be a path or a list of paths")
     for c in contents:
         p = _resolve(base_dir, c)
         if not p.is_dir():
-            raise _bad("contents", f"{p} is not a directory")
+            raise _bad(key, f"{p} is not a directory")
         spec.contents.append(p)
     if "keepContentsDirlinks" in obj:
         spec.keep_contents_dirlinks = _want(obj, "keepContentsDirlinks", bool, "true or false")
@@ -368,18 +372,19 @@ def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | No
 
 
 def _closure(value: Any, base_dir: Path) -> ClosureInput:
-    if isinstance(value, str):
-        value = {"graph": value}
+    key = "closure.graph"
+    if isinstance(value, str):  # the short form: errors name "closure", the key written
+        value, key = {"graph": value}, "closure"
     if not isinstance(value, dict):
         raise _bad("closure", "must be a path to a reference graph, or an object with \"graph\"")
     known = ("graph", "roots", "storeDir", "realStoreDir", "exclude")
     if set(value) - set(known):
         raise _bad(f"closure.{sorted(set(value) - set(known))[0]}", f"unknown key (known: {', '.join(known)})")
     if not isinstance(value.get("graph"), str):
-        raise _bad("closure.graph", "must be a path to a reference graph file")
+        raise _bad(key, "must be a path to a reference graph file")
     graph = _resolve(base_dir, value["graph"])
     if not graph.is_file():
-        raise _bad("closure.graph", f"{graph} does not exist")
+        raise _bad(key, f"{graph} does not exist")
     for key in ("roots", "exclude"):
         if value.get(key) is not None and (not isinstance(value[key], list)
                                            or not all(isinstance(r, str) for r in value[key])):

@@ -7,7 +7,7 @@ import re
 GROUPS = {
     "read": ("pull", "export", "prefetch", "inspect", "digest", "tags", "referrers"),
     "compare": ("diff",),
-    "write": ("build", "push", "copy", "sync", "index", "attach"),
+    "write": ("build", "build-shell", "push", "copy", "sync", "index", "attach"),
     "image surgery": ("mutate", "append", "flatten", "rebase", "check-base"),
     "signing": ("generate-key", "sign", "verify"),
     "registry housekeeping": ("tag", "delete", "login", "logout"),
@@ -27,6 +27,9 @@ EXAMPLES = {
     "build": ["registry-tools build spec.json -o image.tar",
               "registry-tools build spec.json --oci layout/",
               "registry-tools build spec.json --push registry.example.com/team/app:1.0"],
+    "build-shell": ["registry-tools build-shell $(nix-instantiate '<nixpkgs>' -A hello) --oci layout/",
+                    "registry-tools build-shell app.drv --run buildDerivation --push reg.example/team/app-env:1",
+                    "registry-tools build-shell app.drv --graph inputs-graph --stream | podman load"],
     "push": ["registry-tools push layout/:v1 registry.example.com/team/app:1.0",
              "registry-tools push image.tar localhost:5000/app:latest"],
     "copy": ["registry-tools copy docker.io/library/alpine:3.19 mirror.example/hub/library/alpine:3.19",

@@ -12,7 +12,7 @@ from registry_tools.cli.options import Parser
 # command -> the module of registry_tools.cli that defines it (its COMMANDS: parser and runner)
 TABLE = {
     "pull": "pulling", "export": "pulling", "prefetch": "pulling",
-    "build": "building",
+    "build": "building", "build-shell": "building",
     "copy": "copying", "sync": "copying", "push": "copying",
     "diff": "diffing",
     "mutate": "surgery", "append": "surgery", "flatten": "surgery", "rebase": "surgery", "check-base": "surgery",
