@@ -235,6 +235,28 @@ def test_every_edit_reads_the_same_from_any_endpoint_to_any(registry, target, tm
         assert f"surgery/{command}:v1" in loaded
 
 
+def test_mutate_into_podman_takes_podmans_own_options(tmp_path, facts, cache_dir, capsys):
+    """--podman-arg reaches `podman load`: podman holds the edited image under the name given, its ID
+    the config the same edit writes to a layout."""
+    if shutil.which("podman") is None:
+        pytest.fail("podman is missing: run `bash .ci/run`")
+    src, edits = f"oci:{IMAGES / 'single-gzip'}:v1", ["--env", "EDITED=1", "--label", "org.example.team=web"]
+    with tempfile.TemporaryDirectory(prefix="rt-", dir="/tmp") as short:  # podman: runroot under 50 chars
+        storage = ["--root", f"{short}/r", "--runroot", f"{short}/rr", "--storage-driver", "vfs"]
+        doc = json_of(capsys, "mutate", "mutate", src, "podman:localhost/surgery/mutated:1", *edits,
+                      *(f"--podman-arg={a}" for a in storage))
+        res = subprocess.run(["podman", *storage, "image", "inspect", "localhost/surgery/mutated:1"],
+                             capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    [inspected] = json.loads(res.stdout)
+    assert doc["loaded"] == "localhost/surgery/mutated:1"
+    assert run(capsys, "mutate", src, f"oci:{tmp_path / 'lay'}:v1", *edits)[0] == 0
+    manifest, _ = layout_manifest(tmp_path / "lay")
+    assert manifest["config"]["digest"] == f"sha256:{inspected['Id']}"
+    assert inspected["RootFS"]["Layers"] == facts["single-gzip"]["diff_ids"]
+    assert "EDITED=1" in inspected["Config"]["Env"] and inspected["Config"]["Labels"] == {"org.example.team": "web"}
+
+
 # --- append ----------------------------------------------------------------------------------------
 
 def test_append_uploads_only_the_new_layers_packed_by_the_builders_rules(registry, target, tmp_path, overlay, facts,

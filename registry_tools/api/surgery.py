@@ -31,12 +31,14 @@ PORT = re.compile(r"^([0-9]{1,5})(?:/(tcp|udp|sctp))?$")
 
 @dataclass(frozen=True)
 class Ends:
-    """SRC and DEST as typed; the platform to edit (None: this machine's), or `all` of an index."""
+    """SRC and DEST as typed; the platform to edit (None: this machine's), or `all` of an index;
+    `podman_args`: podman's own options for a podman: DEST."""
 
     source: str
     dest: str
     platform: Platform | None = None
     all: bool = False
+    podman_args: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,7 @@ def check_edits(edits: Edits) -> Edits:
 def _edit(ends: Ends, make: Callable[[Session], Transform], session: Session | None) -> CopyResult:
     with using(session) as s:
         return copy(CopyOptions(ends.source, ends.dest, [ends.platform] if ends.platform else [], ends.all,
-                                transforms=(make(s),)), s)
+                                transforms=(make(s),), podman_args=ends.podman_args), s)
 
 
 def mutate(options: MutateOptions, session: Session | None = None) -> CopyResult:

@@ -7,11 +7,12 @@ import shlex
 from typing import Any
 
 from registry_tools.cli.common import dump, note, session_of
-from registry_tools.cli.options import add_common, complete_platforms
+from registry_tools.cli.options import add_common, add_podman, complete_platforms
 from registry_tools.errors import UsageError
 
 ENDS = ("SRC and DEST: a registry reference (docker://REF or REF; a DEST must name its registry), "
-        "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], or an existing path. ")
+        "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:NAME:TAG], or an existing path; a DEST "
+        "may be podman:NAME[:TAG] (loaded into podman's storage). ")
 UNTOUCHED = ("Blobs the edit does not touch are never downloaded or uploaded again: between registries "
              "DEST HEADs or mounts them. ")
 
@@ -55,6 +56,7 @@ def _mutate(sub: Any) -> None:
     g.add_argument("--created", metavar="TIME|now", help="the config's created time (ISO 8601, or now)")
     g.add_argument("--format", choices=("oci", "docker"),
                    help="convert the manifest's, config's and layers' media types (the bytes stay the same)")
+    add_podman(p)
     add_common(p)
 
 
@@ -80,7 +82,8 @@ def _ends_of(args: argparse.Namespace) -> Any:
     from registry_tools.api.surgery import Ends
     from registry_tools.model.platform.values import parse
 
-    return Ends(args.source, args.dest, parse(args.platform) if args.platform else None, args.all)
+    return Ends(args.source, args.dest, parse(args.platform) if args.platform else None, args.all,
+                tuple(args.podman_arg))
 
 
 def cmd_mutate(args: argparse.Namespace) -> int:
@@ -104,6 +107,7 @@ def _append(sub: Any) -> None:
                 "takes one), and compressed with gzip. diff_ids and history are extended. ")
     p.add_argument("--layer", action="append", default=[], required=True, metavar="DIR|TAR",
                    help="a layer to add, bottom first (repeatable)")
+    add_podman(p)
     add_common(p)
 
 
@@ -119,6 +123,7 @@ def _flatten(sub: Any) -> None:
                 "Copy SRC to DEST as an image of one layer: the root filesystem its layers make (whiteouts and "
                 "opaque directories resolved; exactly the tar export writes). The config is kept, its history "
                 "one entry. ")
+    add_podman(p)
     add_common(p)
 
 
@@ -139,6 +144,7 @@ def _rebase(sub: Any) -> None:
                                                      "at the digest it records)")
     p.add_argument("--new-base", metavar="REF", help="the base to put under it (default: the base name it records, "
                                                      "as that name resolves now)")
+    add_podman(p)
     add_common(p)
 
 
