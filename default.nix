@@ -23,11 +23,12 @@ let
     doCheck = false; # the suite needs registries, skopeo and podman: run it with ./scripts/test
     meta.mainProgram = "registry-tools";
   };
-  fetchers = import ./nix/fetcher.nix { inherit registry-tools; shell = "${pkgs.bash}/bin/sh"; };
+  fetchers = import ./nix/fetcher.nix { inherit registry-tools; shell = "${pkgs.bash}/bin/sh";
+                                        coreutils = pkgs.coreutils; };
 in
 {
   inherit registry-tools;
-  inherit (fetchers) pullImage imagesFromLock;
+  inherit (fetchers) pullImage assembleImage imagesFromLock;
   buildImage = import ./nix/build.nix { inherit registry-tools; shell = "${pkgs.bash}/bin/sh";
                                         coreutils = pkgs.coreutils; };
 }

@@ -225,3 +225,153 @@ def test_include_nix_db_is_read_back_by_nix(nix, cache_dir, tmp_path, capsys):
     # the same spec again: the same image (the database is written deterministically)
     code, out, err = run(capsys, "build", str(tmp_path / "spec.json"), "--oci", str(tmp_path / "again"), "--json")
     assert json.loads(out)["manifestDigest"] == first
+
+
+# --- layer pins: a fixed-output derivation a blob, the image assembled from them -------------------
+
+def nix_eval(expr: str, tmp_path):
+    res = subprocess.run(["nix-instantiate", "--eval", "--strict", "--json", "-E", expr], capture_output=True,
+                         text=True, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    return json.loads(res.stdout)
+
+
+def fresh_image(tmp_path, dest: str, shared=None, creds: str | None = None):
+    """An image of bytes no earlier run made (so no store path holds its blobs yet), pushed to `dest`;
+    `shared`: a layer it has below its own. Returns (the layout, its own layer)."""
+    from .support import imagegen
+    from .support.registry import skopeo_push_layout
+
+    lay = imagegen.Layout()
+    own = lay.layer({"data/fresh": os.urandom(30000)}, "gzip")
+    layers = [own]
+    if shared is not None:
+        lay.add(shared[0])
+        layers = [shared, own]
+    img = lay.image(layers)
+    lay.tag(img, "v1")
+    where = tmp_path / dest.replace("/", "_").replace(":", "_")
+    skopeo_push_layout(lay.write(where), "v1", dest, all_images=False, creds=creds)
+    return lay, own
+
+
+def both_pins(capsys, ref: str, *args: str) -> tuple[dict, dict]:
+    code, full, err = run(capsys, "prefetch", ref, *args, "--json", "-q")
+    assert code == 0, err
+    code, layers, err = run(capsys, "prefetch", ref, *args, "--layers", "--json", "-q")
+    assert code == 0, err
+    return json.loads(full), json.loads(layers)
+
+
+def file_sri(path: str) -> str:
+    return sri(hashlib.sha256(open(path, "rb").read()).digest())
+
+
+@pytest.mark.parametrize("fmt", ["docker-archive", "oci"])
+def test_assemble_image_builds_the_bytes_of_the_full_pin(registry, nix, fmt, cache_dir, tmp_path, capsys):
+    ref = f"{registry.host}/test/multi:v1"
+    full, layers = both_pins(capsys, ref, "--platform", "linux/arm/v7", "--format", fmt)
+    code, out, err = run(capsys, "prefetch", ref, "--platform", "linux/arm/v7", "--format", fmt, "--layers", "-q")
+    assert code == 0, err
+    (tmp_path / "pin.nix").write_text(out)
+    assert nix_eval(f"import {tmp_path}/pin.nix", tmp_path) == layers  # the Nix form is the JSON form
+    res = nix_build(f"{fetchers()}.assembleImage (import {tmp_path}/pin.nix)", tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    path = res.stdout.strip().splitlines()[-1]
+    if fmt == "oci":
+        got = subprocess.run(["nix", "hash", "path", path], capture_output=True, text=True, check=True).stdout.strip()
+    else:
+        got = file_sri(path)
+    assert got == full["hash"]  # the same sha256 as the full pin: the two kinds agree
+    blobs = nix_eval(f"({fetchers()}.assembleImage (import {tmp_path}/pin.nix)).blobList", tmp_path).split()
+    m = layers["manifests"][0]
+    names = [m["digest"], m["config"]["digest"]] + [b["digest"] for b in m["layers"]]
+    assert [p.split("-", 1)[1] for p in blobs] == ["sha256-" + d.split(":")[1] for d in names]  # named by digest
+
+
+def test_images_from_lock_takes_both_kinds_of_pin(registry, nix, cache_dir, tmp_path, capsys):
+    (tmp_path / "images.txt").write_text(f"{registry.host}/test/single-zstd:v1\n"
+                                         f"{registry.host}/test/multi:v1 all\n")
+    code, full, err = run(capsys, "prefetch", "--from", str(tmp_path / "images.txt"), "--format", "oci-archive",
+                          "--json")
+    assert code == 0, err
+    code, layers, err = run(capsys, "prefetch", "--from", str(tmp_path / "images.txt"), "--format", "oci-archive",
+                            "--json", "--layers")
+    assert code == 0, err
+    full_pins, layer_pins = json.loads(full)["images"], json.loads(layers)["images"]
+    mixed = [layer_pins[0], full_pins[1], layer_pins[1]]
+    (tmp_path / "mixed.lock.json").write_text(json.dumps({"version": 1, "images": mixed}))
+    res = nix_build(f"{fetchers()}.imagesFromLock {tmp_path}/mixed.lock.json", tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    paths = res.stdout.split()
+    assert [file_sri(p) for p in paths] == [full_pins[0]["hash"], full_pins[1]["hash"], full_pins[1]["hash"]]
+
+
+def test_two_images_sharing_a_layer_share_its_store_path(registry, target, nix, cache_dir, tmp_path, capsys):
+    from .support import imagegen
+
+    base = imagegen.Layout().layer({"data/base": os.urandom(30000)}, "gzip")
+    for name in ("one", "two"):
+        fresh_image(tmp_path, f"{target.host}/share/{name}:v1", shared=base)
+    hexd = base[0].digest.split(":")[1]
+    store_paths = []
+    for name in ("one", "two"):
+        _, layers = both_pins(capsys, f"{target.host}/share/{name}:v1")
+        (tmp_path / f"{name}.json").write_text(json.dumps(layers))
+        expr = f"{fetchers()}.assembleImage (builtins.fromJSON (builtins.readFile {tmp_path}/{name}.json))"
+        mark = target.log_offset()
+        res = nix_build(expr, tmp_path)
+        assert res.returncode == 0, res.stderr[-3000:]
+        fetched = [u for m, u in target.requests_since(mark) if m == "GET" and u.endswith(base[0].digest)]
+        assert len(fetched) == (1 if name == "one" else 0)  # the second image's build fetches it no more
+        store_paths.append([p for p in nix_eval(f"({expr}).blobList", tmp_path).split()
+                            if p.endswith(f"-sha256-{hexd}")])
+    assert store_paths[0] == store_paths[1] and len(store_paths[0]) == 1
+    assert os.path.isfile(store_paths[0][0])
+    assert [p for p in os.listdir("/nix/store") if p.endswith(f"-sha256-{hexd}")] == \
+        [os.path.basename(store_paths[0][0])]  # one store path for the layer both images list
+
+
+def test_a_damaged_blob_fails_with_nixs_own_hash_mismatch(target, nix, cache_dir, tmp_path, capsys):
+    _, own = fresh_image(tmp_path, f"{target.host}/dmg/app:v1")
+    _, layers = both_pins(capsys, f"{target.host}/dmg/app:v1")
+    hexd = own[0].digest.split(":")[1]
+    stored = target.root / "data/docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    (tmp_path / "pin.json").write_text(json.dumps(layers))
+    expr = f"{fetchers()}.assembleImage (builtins.fromJSON (builtins.readFile {tmp_path}/pin.json))"
+    res = nix_build(expr, tmp_path)
+    assert res.returncode != 0
+    assert "hash mismatch in fixed-output derivation" in res.stderr, res.stderr[-2000:]
+    assert f"sha256-{hexd}.drv" in res.stderr  # the derivation Nix names is the blob's
+    assert not os.path.exists(nix_eval(f"({expr}).outPath", tmp_path))  # nothing was assembled
+
+
+def test_layer_pin_credentials_reach_the_blob_fetches_through_impure_variables(nix, cache_dir, tmp_path, capsys):
+    import base64
+
+    from .support.registry import LocalRegistry
+    from .support.tokenserver import htpasswd_config
+
+    reg = LocalRegistry(tmp_path / "auth-reg",
+                        extra_config=htpasswd_config(tmp_path / "htpasswd", {"ci": "pw-for-nix"})).start()
+    try:
+        fresh_image(tmp_path, f"{reg.host}/private/app:v1", creds="ci:pw-for-nix")
+        full, layers = both_pins(capsys, f"{reg.host}/private/app:v1", "--creds", "ci:pw-for-nix")
+        (tmp_path / "pin.json").write_text(json.dumps(layers))
+        auth = tmp_path / "auth.json"
+        auth.write_text(json.dumps({"auths": {reg.host: {"auth": base64.b64encode(b"ci:pw-for-nix").decode()}}}))
+        expr = f"{fetchers()}.assembleImage (builtins.fromJSON (builtins.readFile {tmp_path}/pin.json))"
+        env = dict(os.environ, REGISTRY_AUTH_FILE=str(tmp_path / "missing.json"))
+        res = subprocess.run(["nix-build", "--no-out-link", "-E", expr], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=600)
+        assert res.returncode != 0 and "registry-tools login" in res.stderr  # no credentials: refused
+        env["REGISTRY_AUTH_FILE"] = str(auth)
+        res = subprocess.run(["nix-build", "--no-out-link", "-E", expr], capture_output=True, text=True, env=env,
+                             cwd=tmp_path, timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+        assert file_sri(res.stdout.strip().splitlines()[-1]) == full["hash"]
+    finally:
+        reg.stop()

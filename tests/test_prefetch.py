@@ -8,7 +8,8 @@ import pytest
 
 from registry_tools import cli
 from registry_tools.model.platform import host_platform
-from registry_tools.api.prefetch import nix_string, parse_lock_input
+from registry_tools.api.prefetch import parse_lock_input
+from registry_tools.model.pin import nix_string
 from registry_tools.errors import UsageError
 
 

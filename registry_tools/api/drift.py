@@ -2,7 +2,11 @@
 
 Checking costs one manifest HEAD per tag; a line pinned by digest cannot drift. Updating
 pins again only the lines whose tag moved (and lines the lock lacks); every other entry
-is kept exactly as it was, and entries for lines no longer listed are dropped.
+is kept exactly as it was, and entries for lines no longer listed are dropped. A moved
+tag is read again by one GET, its bytes hashed here (a HEAD's digest is only a hint),
+and the entry pinned again as the kind it was, in its own format: a layer pin reads the
+platform's manifest and config (at most 4 requests an image, the HEAD included, and no
+layer), a full pin pulls the whole image to hash the output.
 """
 from __future__ import annotations
 
@@ -10,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry_tools.api.lock import LockEntry
-from registry_tools.api.prefetch import LockLine, Pin, prefetch_many
+from registry_tools.api.options import split_name
+from registry_tools.api.prefetch import AnyPin, LockLine, PrefetchOptions, lock_entry, prefetch, prefetch_layers
 from registry_tools.errors import RegistryToolsError
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
+from registry_tools.registry.source import RegistrySource
 from registry_tools.session import Session
 
 
@@ -57,29 +63,73 @@ def check(lines: list[LockLine], entries: list[LockEntry], session: Session, job
     return [d for f in futures if (d := f.result()) is not None]
 
 
+@dataclass
+class Update:
+    """The new lock's entries in the lines' order, what was pinned again (and how), and the lines
+    that could not be."""
+
+    entries: list[dict[str, Any]]
+    repinned: list[tuple[LockLine, AnyPin]]
+    failed: list[tuple[LockLine, RegistryToolsError]]
+
+
+def tag_now(source: RegistrySource, tag: str) -> Digest:
+    """What a tag names now, by the bytes of one GET (hashed here and cached, so the manifest is not
+    fetched again by digest): the HEAD before it said the tag moved, and a HEAD's digest is a hint."""
+    raw, _ = source.registry.get_manifest(source.repo, tag)
+    digest = Digest.of_bytes(raw)
+    source.store.cache.put_bytes(digest, raw)
+    return digest
+
+
+def _repin(line: LockLine, entry: LockEntry | None, layers: bool, format: str, session: Session) -> AnyPin | None:
+    """The line pinned again as `entry` was (None: its tag names what the entry pins after all)."""
+    name, tag, typed_digest = split_name(line.reference)
+    if typed_digest:
+        digest = Digest.parse(typed_digest)
+    else:
+        digest = tag_now(session.source(refs.parse_normalized(line.reference)), tag or "latest")
+    if entry is not None and entry.image_digest == digest:
+        return None
+    options = PrefetchOptions(name, str(digest), platform=line.platform, final_image_tag=tag or None, format=format)
+    return (prefetch_layers if layers else prefetch)(options, session)
+
+
+@dataclass(frozen=True)
+class NewPins:
+    """How a line the lock lacks is pinned (an entry it has keeps its own kind and format)."""
+
+    format: str = "docker-archive"
+    layers: bool = False
+
+
 def update(lines: list[LockLine], entries: list[LockEntry], drifts: list[Drift], session: Session,
-           jobs: int = 4, format: str = "docker-archive") -> tuple[list[dict[str, Any]], list[tuple[LockLine,
-                                                                                                RegistryToolsError]]]:
-    """The new lock's entries in the lines' order, and the lines that could not be pinned."""
+           jobs: int = 4, new: NewPins = NewPins()) -> Update:
+    """Pin again the lines `drifts` names, each entry as the kind and format it was (a line the
+    lock lacks: as `new` says); every other entry kept as it is."""
     by_key = {_key(e.reference, e.platform): e for e in entries}
     stale = {_key(d.line.reference, d.line.platform) for d in drifts}
     repin = [line for line in lines if _key(line.reference, line.platform) in stale]
-    pinned = {_key(line.reference, line.platform): r
-              for line, r in prefetch_many(repin, session=session, jobs=jobs, format=format)}
-    out: list[dict[str, Any]] = []
-    failed: list[tuple[LockLine, RegistryToolsError]] = []
+
+    def one(line: LockLine) -> AnyPin | None | RegistryToolsError:
+        entry = by_key.get(_key(line.reference, line.platform))
+        try:
+            return _repin(line, entry, entry.layers if entry else new.layers,
+                          entry.format if entry else new.format, session)
+        except RegistryToolsError as e:
+            return e
+
+    with session.workers.group(jobs) as group:
+        futures = {_key(line.reference, line.platform): group.submit(one, line) for line in repin}
+    done = Update([], [], [])
     for line in lines:
         key = _key(line.reference, line.platform)
-        if key not in stale:
-            out.append(by_key[key].data)
-            continue
-        got = pinned[key]
-        if isinstance(got, Pin):
-            entry: dict[str, Any] = {"reference": line.reference}
-            if line.platform:
-                entry["platform"] = line.platform
-            entry.update(got.to_dict())
-            out.append(entry)
+        got = futures[key].result() if key in futures else None
+        if isinstance(got, RegistryToolsError):
+            done.failed.append((line, got))
+        elif got is None:
+            done.entries.append(by_key[key].data)
         else:
-            failed.append((line, got))
-    return out, failed
+            done.entries.append(lock_entry(line, got))
+            done.repinned.append((line, got))
+    return done

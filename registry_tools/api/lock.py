@@ -2,7 +2,8 @@
 
 A lock drives mirroring (`sync`) and is checked against what its tags resolve to now
 (`prefetch --check`) or brought up to date (`prefetch --update`). Every entry is checked
-for shape before anything is sent, and a malformed one is named by its line.
+for shape before anything is sent, and a malformed one is named by its line. A lock may
+mix full pins (a `hash`) and layer pins (`manifests`, model.pin).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from registry_tools.fileio import AtomicFile
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
 from registry_tools.model.manifest import load_json
+from registry_tools.model.pin import is_layer_pin, layer_pin
 
 REQUIRED = ("imageName", "imageDigest", "hash", "finalImageName", "finalImageTag")
 ONE_PLATFORM = ("os", "arch", "manifestDigest")  # not in the pin of a whole index (platform "all")
@@ -46,6 +48,15 @@ class LockEntry:
     def image_digest(self) -> Digest:
         return Digest.parse(self.data["imageDigest"])
 
+    @property
+    def layers(self) -> bool:
+        """A layer pin (its blobs listed), not a full pin (the hash of one output)."""
+        return is_layer_pin(self.data)
+
+    @property
+    def format(self) -> str:
+        return str(self.data.get("format") or "docker-archive")
+
     def renamed(self, image_name: str) -> "LockEntry":
         """The same pin with only imageName changed (a mirror's copy of it)."""
         data = dict(self.data)
@@ -71,30 +82,42 @@ def _entry_lines(text: str, count: int) -> list[int]:
     return lines + [0] * (count - len(lines))
 
 
-def _check_entry(where: str, obj: Any) -> dict[str, Any]:
+def check_entry(where: str, obj: Any) -> dict[str, Any]:
+    """A lock entry or a pin file of either kind, every field checked."""
     if not isinstance(obj, dict):
         raise UsageError(f"{where}: an entry must be a JSON object")
+    if is_layer_pin(obj):
+        layer_pin(obj, where)
+        _check_optional(where, obj)
+        return obj
     whole = obj.get("platform") == "all"
     for key in REQUIRED + (() if whole else ONE_PLATFORM):
         if not isinstance(obj.get(key), str) or not obj[key]:
             raise UsageError(f"{where}: {key} is missing or not a string")
     if whole and obj.get("format", "docker-archive") == "docker-archive":
         raise UsageError(f"{where}: a whole index (platform all) is pinned as format oci or oci-archive")
-    for key in OPTIONAL:
-        if key in obj and not isinstance(obj[key], str):
-            raise UsageError(f"{where}: {key} must be a string")
+    _check_optional(where, obj)
     try:
         Digest.parse(obj["imageDigest"])
         if isinstance(obj.get("manifestDigest"), str):
             Digest.parse(obj["manifestDigest"])
         ref = refs.parse_normalized(obj["imageName"])
-        if "reference" in obj:
-            refs.parse_normalized(obj["reference"])
     except (InvalidDigest, InvalidReference) as e:
         raise UsageError(f"{where}: {e}") from None
     if ref.tag or ref.digest:
         raise UsageError(f"{where}: imageName {obj['imageName']!r} must name a repository only")
     return obj
+
+
+def _check_optional(where: str, obj: dict[str, Any]) -> None:
+    for key in OPTIONAL:
+        if key in obj and not isinstance(obj[key], str):
+            raise UsageError(f"{where}: {key} must be a string")
+    if "reference" in obj:
+        try:
+            refs.parse_normalized(obj["reference"])
+        except InvalidReference as e:
+            raise UsageError(f"{where}: {e}") from None
 
 
 def read_lock(path: str | Path) -> list[LockEntry]:
@@ -112,7 +135,7 @@ def read_lock(path: str | Path) -> list[LockEntry]:
     if not isinstance(doc, dict) or doc.get("version") != 1 or not isinstance(doc.get("images"), list):
         raise UsageError(f'{p}: not a lock file (expected {{"version": 1, "images": [...]}})')
     lines = _entry_lines(text, len(doc["images"]))
-    return [LockEntry(lines[i], _check_entry(f"{p}:{lines[i]}", obj)) for i, obj in enumerate(doc["images"])]
+    return [LockEntry(lines[i], check_entry(f"{p}:{lines[i]}", obj)) for i, obj in enumerate(doc["images"])]
 
 
 def lock_text(entries: list[LockEntry] | list[dict[str, Any]]) -> str:

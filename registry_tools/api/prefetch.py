@@ -2,23 +2,28 @@
 
 The pin's values are exactly the arguments `pull` takes, so
 pulling with them reproduces `hash`: same defaults, same platform choice, same output.
+A layer pin (`--layers`, model.pin) names the image's blobs instead: it reads the tag, the
+index, the manifest and the config, never a layer, and `assemble` writes from it what
+`pull` writes.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Union
 
-from registry_tools import endpoint
 from registry_tools.api.options import Platforms, check_all_format, check_final_names, split_name
-from registry_tools.engine import copy, copy_tree
 from registry_tools.errors import RegistryToolsError, UsageError
 from registry_tools.formats import FORMATS
+from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest, sri
+from registry_tools.model.pin import LayerPin, manifests_of, nix_value
 from registry_tools.model.platform import Platform, pin_fields
+from registry_tools.model.tree import node_of_image
+from registry_tools.registry.source import RegistrySource
+from registry_tools.registry.tree import read_tree
 from registry_tools.session import Session, using
-
 
 @dataclass(frozen=True)
 class Pin:
@@ -61,18 +66,10 @@ class Pin:
         return d
 
     def to_nix(self) -> str:
-        lines = ["{"]
-        for k, v in self.to_dict().items():
-            lines.append(f"  {k} = {nix_string(v)};")
-        lines.append("}")
-        return "\n".join(lines)
+        return nix_value(self.to_dict())
 
 
-def nix_string(value: str) -> str:
-    """A Nix string literal; `${` is escaped so a value can never be interpolated."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
-    escaped = escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    return f'"{escaped}"'
+AnyPin = Union[Pin, LayerPin]
 
 
 @dataclass(frozen=True)
@@ -115,9 +112,21 @@ def _reference(o: PrefetchOptions) -> tuple[refs.Reference, str, str, str]:
     return ref, typed_name, typed_tag, typed_digest
 
 
-def prefetch(options: PrefetchOptions, session: Session | None = None) -> Pin:
-    """Resolve the image and compute its pin: what `pull` writes, hashed, and nothing written."""
-    o = options
+@dataclass(frozen=True)
+class _Names:
+    ref: refs.Reference  # the repository
+    tag: str  # as typed ("" if a digest was)
+    digest: str  # as typed
+    final_name: str
+    final_tag: str
+    whole: bool  # the whole index
+
+    def resolve(self, source: RegistrySource) -> Digest:
+        """What the image names: the digest typed, else the tag's (a HEAD and a GET, bytes cached)."""
+        return Digest.parse(self.digest) if self.digest else source.resolve_tag(self.tag or "latest")
+
+
+def _names(o: PrefetchOptions) -> _Names:
     if o.format not in FORMATS:
         raise UsageError(f"unknown format {o.format!r}; choose one of {', '.join(FORMATS)}")
     whole = o.platforms.whole()
@@ -127,20 +136,48 @@ def prefetch(options: PrefetchOptions, session: Session | None = None) -> Pin:
     final_name = o.final_image_name or typed_name
     final_tag = o.final_image_tag or typed_tag or "latest"
     check_final_names(final_name, final_tag)
+    return _Names(ref, typed_tag, typed_digest, final_name, final_tag, whole)
+
+
+def prefetch(options: PrefetchOptions, session: Session | None = None) -> Pin:
+    """Resolve the image and compute its pin: what `pull` writes, hashed, and nothing written."""
+    from registry_tools import endpoint  # the destinations: not needed by a layer pin (start-up)
+    from registry_tools.engine import copy, copy_tree
+
+    o = options
+    n = _names(o)
     with using(session) as s:
-        source = s.source(ref)
-        digest = Digest.parse(typed_digest) if typed_digest else source.resolve_tag(typed_tag or "latest")
-        pinned = endpoint.pinned_reference(f"{ref.name}@{digest}")
-        destination = endpoint.output(None, o.format).destination(s, endpoint.Writing(final_name, final_tag))
-        if whole:
+        digest = n.resolve(s.source(n.ref))
+        pinned = endpoint.pinned_reference(f"{n.ref.name}@{digest}")
+        destination = endpoint.output(None, o.format).destination(s, endpoint.Writing(n.final_name, n.final_tag))
+        if n.whole:
             done = copy_tree(pinned.tree(s), destination, s.cache)
             assert done.tree is not None
-            return Pin(ref.name, digest, done.result, final_name, final_tag, "", "", "", done.tree.digest, o.format,
-                       True)
+            return Pin(n.ref.name, digest, done.result, n.final_name, n.final_tag, "", "", "", done.tree.digest,
+                       o.format, True)
         image_, sha = copy(pinned.image(s, o.platforms.choice()), destination, s.cache)
     os_, arch_, variant_ = pin_fields(image_.chosen_platform)
-    return Pin(ref.name, digest, sha, final_name, final_tag, os_, arch_, variant_,
+    return Pin(n.ref.name, digest, sha, n.final_name, n.final_tag, os_, arch_, variant_,
                image_.manifest_descriptor.digest, o.format)
+
+
+def prefetch_layers(options: PrefetchOptions, session: Session | None = None) -> LayerPin:
+    """The layer pin: what the tag names, with every manifest, config and layer listed by its
+    digest. Reads the tag, the index, the platform's manifest and its config (the platform is
+    chosen as `pull` chooses it), or with `all` every manifest of the index; never a layer."""
+    o = options
+    n = _names(o)
+    with using(session) as s:
+        source = s.source(n.ref)
+        digest = n.resolve(source)
+        if n.whole:
+            tree = read_tree(source, mf.Descriptor("", digest, 0))
+            return LayerPin(n.ref.name, digest, n.final_name, n.final_tag, manifests_of(tree), format=o.format,
+                            all_platforms=True)
+        image = source.resolve(digest, o.platforms.choice())
+    os_, arch_, variant_ = pin_fields(image.chosen_platform)
+    return LayerPin(n.ref.name, digest, n.final_name, n.final_tag, manifests_of(node_of_image(image)), os_, arch_,
+                    variant_, o.format)
 
 
 # --- many images at once: a lock file ----------------------------------------------------
@@ -168,14 +205,16 @@ def parse_lock_input(text: str, source: str = "input") -> list[LockLine]:
     return out
 
 
-def prefetch_many(lines: Iterable[LockLine], *, session: Session, jobs: int = 4,
-                  format: str = "docker-archive") -> list[tuple[LockLine, Pin | RegistryToolsError]]:
-    """Pins for many images, resolved concurrently; each result is a Pin or the error it hit."""
+def prefetch_many(lines: Iterable[LockLine], *, session: Session, jobs: int = 4, format: str = "docker-archive",
+                  layers: bool = False) -> list[tuple[LockLine, AnyPin | RegistryToolsError]]:
+    """Pins for many images, resolved concurrently (layer pins with `layers`); each result is a
+    pin or the error it hit."""
     items = list(lines)
+    make = prefetch_layers if layers else prefetch
 
-    def one(item: LockLine) -> Pin | RegistryToolsError:
+    def one(item: LockLine) -> AnyPin | RegistryToolsError:
         try:
-            return prefetch(PrefetchOptions(item.reference, platform=item.platform, format=format), session)
+            return make(PrefetchOptions(item.reference, platform=item.platform, format=format), session)
         except RegistryToolsError as e:
             return e
 
@@ -184,15 +223,20 @@ def prefetch_many(lines: Iterable[LockLine], *, session: Session, jobs: int = 4,
     return [(item, f.result()) for item, f in zip(items, futures, strict=True)]
 
 
-def lock_document(results: list[tuple[LockLine, Pin | RegistryToolsError]]) -> dict[str, Any]:
+def lock_entry(line: LockLine, pin: AnyPin) -> dict[str, Any]:
+    """A lock's entry: the line's reference (and platform), then the pin."""
+    entry: dict[str, Any] = {"reference": line.reference}
+    if line.platform:
+        entry["platform"] = line.platform
+    entry.update(pin.to_dict())
+    return entry
+
+
+def lock_document(results: list[tuple[LockLine, AnyPin | RegistryToolsError]]) -> dict[str, Any]:
     images = []
     for item, pin in results:
-        assert isinstance(pin, Pin)
-        entry: dict[str, Any] = {"reference": item.reference}
-        if item.platform:
-            entry["platform"] = item.platform
-        entry.update(pin.to_dict())
-        images.append(entry)
+        assert isinstance(pin, (Pin, LayerPin))
+        images.append(lock_entry(item, pin))
     return {"version": 1, "images": images}
 
 
@@ -200,11 +244,11 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, indent=2) + "\n"
 
 
-def lock_nix(results: list[tuple[LockLine, Pin | RegistryToolsError]]) -> str:
+def lock_nix(results: list[tuple[LockLine, AnyPin | RegistryToolsError]]) -> str:
     """The same pins as a Nix list of attribute sets."""
     out = ["["]
     for _, pin in results:
-        assert isinstance(pin, Pin)
+        assert isinstance(pin, (Pin, LayerPin))
         out.append("  " + pin.to_nix().replace("\n", "\n  "))
     out.append("]")
     return "\n".join(out)

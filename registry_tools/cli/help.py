@@ -5,7 +5,7 @@ import argparse
 import re
 
 GROUPS = {
-    "read": ("pull", "export", "prefetch", "inspect", "digest", "tags", "referrers"),
+    "read": ("pull", "export", "prefetch", "assemble", "fetch-blob", "inspect", "digest", "tags", "referrers"),
     "compare": ("diff",),
     "write": ("build", "build-shell", "push", "copy", "sync", "index", "attach"),
     "image surgery": ("mutate", "append", "flatten", "rebase", "check-base"),
@@ -22,8 +22,13 @@ EXAMPLES = {
     "export": ["registry-tools export docker.io/library/alpine@sha256:… -o rootfs.tar",
                "registry-tools export oci:./layout:1.0 -o rootfs.tar --json"],
     "prefetch": ["registry-tools prefetch alpine 3.19",
-                 "registry-tools prefetch ghcr.io/org/app:1.2 --platform linux/arm64 --json",
+                 "registry-tools prefetch ghcr.io/org/app:1.2 --platform linux/arm64 --layers --json > app.pin.json",
                  "registry-tools prefetch --from images.txt --json > images.lock.json"],
+    "assemble": ["registry-tools assemble app.pin.json -o app.tar   # the bytes pull writes",
+                 "registry-tools assemble app.pin.json --format oci-archive -o app.tar",
+                 "registry-tools assemble app.pin.json --blobs layout/blobs/sha256 -o app.tar   # nothing fetched"],
+    "fetch-blob": ["registry-tools fetch-blob ghcr.io/org/app@sha256:… -o layer.tar.gz",
+                   "registry-tools fetch-blob ghcr.io/org/app@sha256:… --manifest -o manifest.json"],
     "build": ["registry-tools build spec.json -o image.tar",
               "registry-tools build spec.json --oci layout/",
               "registry-tools build spec.json --push registry.example.com/team/app:1.0"],

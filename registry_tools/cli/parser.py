@@ -11,7 +11,7 @@ from registry_tools.cli.options import Parser
 
 # command -> the module of registry_tools.cli that defines it (its COMMANDS: parser and runner)
 TABLE = {
-    "pull": "pulling", "export": "pulling", "prefetch": "pulling",
+    "pull": "pulling", "export": "pulling", "prefetch": "pulling", "assemble": "pulling", "fetch-blob": "pulling",
     "build": "building", "build-shell": "building",
     "copy": "copying", "sync": "copying", "push": "copying",
     "diff": "diffing",

@@ -1,25 +1,31 @@
-"""pull, prefetch (with lock files and their checks) and export: images out of registries."""
+"""pull, prefetch (with lock files and their checks), assemble, fetch-blob and export: images out
+of registries."""
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry_tools.cli.common import emit, lock_lines, note, report, session_of
 from registry_tools.cli.options import add_common, add_platform, complete_platforms
 from registry_tools.errors import UsageError
 from registry_tools.formats import FORMATS
 
+if TYPE_CHECKING:
+    from registry_tools.api.pull import PullResult
+
 
 def _pull(sub: Any) -> None:
     p = sub.add_parser("pull", help="pull an image pinned by digest into an archive or layout")
-    p.add_argument("image", help="IMAGE or IMAGE@sha256:…")
+    p.add_argument("image", nargs="?", help="IMAGE or IMAGE@sha256:… (or --pin)")
+    p.add_argument("--pin", metavar="PIN", help="pull what a pin file names (`prefetch --json`, either kind; - for "
+                   "stdin): the same as `assemble PIN`")
     p.add_argument("--digest", help="the image digest (index or manifest) to pull")
     p.add_argument("--hash", help="expected sha256 of the output (SRI, hex or Nix base32)")
     p.add_argument("--sha256", dest="hash", help=argparse.SUPPRESS)
     p.add_argument("--final-image-name", help="name to record in the archive (default: IMAGE's name)")
-    p.add_argument("--final-image-tag", default="latest", help="tag to record in the archive (default latest)")
-    p.add_argument("--format", default="docker-archive", choices=FORMATS)
+    p.add_argument("--final-image-tag", help="tag to record in the archive (default latest)")
+    p.add_argument("--format", choices=FORMATS, help="default docker-archive (with --pin: the pin's)")
     p.add_argument("-o", "--output", required=True, help="where to write the archive or layout")
     p.add_argument("--all", action="store_true", dest="all_platforms",
                    help="the whole index: every platform (same as --platform all; --format oci or oci-archive)")
@@ -33,12 +39,26 @@ def _pull(sub: Any) -> None:
 def cmd_pull(args: argparse.Namespace) -> int:
     from registry_tools.api.pull import PullOptions, pull_image
 
+    if args.pin:
+        given = [args.image, args.digest, args.hash, args.final_image_name, args.final_image_tag, args.platform,
+                 args.os, args.arch, args.variant, args.all_platforms or None, args.verify_key]
+        if any(x is not None for x in given):
+            raise UsageError("--pin gives the image, its digest, platform, names and hash: give only -o and --format")
+        return _write_pin(args, args.pin)
+    if not args.image:
+        raise UsageError("name the image: registry-tools pull IMAGE@sha256:… -o OUT (or --pin PIN)")
     with session_of(args) as session:
         result = pull_image(PullOptions(
-            args.image, args.output, digest=args.digest, format=args.format, platform=args.platform,
-            os=args.os, arch=args.arch, variant=args.variant, final_image_name=args.final_image_name,
-            final_image_tag=args.final_image_tag, hash=args.hash, cross_arch=args.allow_cross_arch,
-            all_platforms=args.all_platforms, verify_key=args.verify_key), session)
+            args.image, args.output, digest=args.digest, format=args.format or "docker-archive",
+            platform=args.platform, os=args.os, arch=args.arch, variant=args.variant,
+            final_image_name=args.final_image_name, final_image_tag=args.final_image_tag or "latest",
+            hash=args.hash, cross_arch=args.allow_cross_arch, all_platforms=args.all_platforms,
+            verify_key=args.verify_key), session)
+    return _report_pull(args, result)
+
+
+def _report_pull(args: argparse.Namespace, result: PullResult) -> int:
+    """What pull and assemble print: the hash of what was written (or --json's document)."""
     platform = "all" if result.all_platforms else str(result.platform)
     if args.json:
         doc: dict = {"output": str(result.output), "format": result.format, "imageName": result.image_name,
@@ -101,12 +121,16 @@ def _prefetch(sub: Any) -> None:
     p.add_argument("--all", action="store_true", dest="all_platforms",
                    help="pin the whole index as `pull --all` writes it (same as --platform all; --format oci or "
                         "oci-archive)")
+    p.add_argument("--layers", action="store_true",
+                   help="a layer pin: every manifest, config and layer by its digest instead of the output's hash "
+                        "(reads the tag, the index, the manifest and the config; no layer is downloaded); "
+                        "`assemble` writes from it what `pull` writes")
     add_platform(p)
     add_common(p)
 
 
 def cmd_prefetch(args: argparse.Namespace) -> int:
-    from registry_tools.api.prefetch import PrefetchOptions, dumps, prefetch
+    from registry_tools.api.prefetch import PrefetchOptions, dumps, prefetch, prefetch_layers
 
     if args.check or args.update:
         return cmd_prefetch_drift(args)
@@ -121,7 +145,7 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
     if len(extra) > 1:
         raise UsageError("give one of TAG|DIGEST, --image-tag or --image-digest")
     with session_of(args) as session:
-        pin = prefetch(PrefetchOptions(
+        pin = (prefetch_layers if args.layers else prefetch)(PrefetchOptions(
             image, extra[0] if extra else None, platform=args.platform, os=args.os, arch=args.arch,
             variant=args.variant, final_image_name=args.final_image_name, final_image_tag=args.final_image_tag,
             format=args.format, cross_arch=args.allow_cross_arch, all_platforms=args.all_platforms), session)
@@ -130,12 +154,13 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
 
 
 def _prefetch_lock(args: argparse.Namespace) -> int:
-    from registry_tools.api.prefetch import Pin, dumps, lock_document, lock_nix, prefetch_many
+    from registry_tools.api.prefetch import dumps, lock_document, lock_nix, prefetch_many
+    from registry_tools.errors import RegistryToolsError
 
     lines, source = lock_lines(args)
     with session_of(args) as session:
-        results = prefetch_many(lines, session=session, jobs=args.jobs, format=args.format)
-    failed = [(item, r) for item, r in results if not isinstance(r, Pin)]
+        results = prefetch_many(lines, session=session, jobs=args.jobs, format=args.format, layers=args.layers)
+    failed = [(item, r) for item, r in results if isinstance(r, RegistryToolsError)]
     for item, err in failed:
         print(f"registry-tools: {source}:{item.line}: {item.reference}: {err}", file=sys.stderr)
     if failed:
@@ -146,8 +171,9 @@ def _prefetch_lock(args: argparse.Namespace) -> int:
 
 
 def cmd_prefetch_drift(args: argparse.Namespace) -> int:
-    from registry_tools.api.drift import check, update
+    from registry_tools.api.drift import NewPins, check, update
     from registry_tools.api.lock import lock_text, read_lock, write_lock
+    from registry_tools.model.pin import LayerPin
 
     lines, source = lock_lines(args)
     lock_path = args.check or args.update
@@ -160,22 +186,82 @@ def cmd_prefetch_drift(args: argparse.Namespace) -> int:
             if not drifts:
                 print(f"{lock_path} is current: every tag resolves to the digest it pins", file=sys.stderr)
             return 1 if drifts else 0
-        new_entries, failed = update(lines, entries, drifts, session, jobs=args.jobs, format=args.format)
-    for line, err in failed:
+        done = update(lines, entries, drifts, session, args.jobs, NewPins(args.format, args.layers))
+    for line, err in done.failed:
         print(f"registry-tools: {source}:{line.line}: {line.reference}: {err}", file=sys.stderr)
-    if failed:
-        print(f"registry-tools: {len(failed)} image(s) failed; {lock_path} left as it was", file=sys.stderr)
-        return max(e.exit_code for _, e in failed)
-    for d in drifts:
-        print(f"updated {source}:{d.line.line}: {d.describe()}", file=sys.stderr)
-    write_lock(lock_path, lock_text(new_entries))
-    if not drifts:
+    if done.failed:
+        print(f"registry-tools: {len(done.failed)} image(s) failed; {lock_path} left as it was", file=sys.stderr)
+        return max(e.exit_code for _, e in done.failed)
+    pulled = [line for line, pin in done.repinned if not isinstance(pin, LayerPin)]
+    for line, pin in done.repinned:
+        how = "a layer pin: no layer downloaded" if isinstance(pin, LayerPin) else \
+            "a full pin: the image was pulled to hash it"
+        print(f"updated {source}:{line.line}: {line.reference}: now {pin.image_digest} ({how})", file=sys.stderr)
+    if pulled:
+        print(f"{len(pulled)} full pin(s) had to be pulled: {', '.join(line.reference for line in pulled)}",
+              file=sys.stderr)
+    write_lock(lock_path, lock_text(done.entries))
+    if not done.repinned:
         print(f"{lock_path} is current; rewritten unchanged", file=sys.stderr)
     return 0
 
 
+def _assemble(sub: Any) -> None:
+    p = sub.add_parser("assemble", help="write the image a pin names (a layer pin: from its blobs) as pull writes it",
+                       description="Write the image PIN names, byte for byte as `pull` writes it with the same "
+                                   "values: a layer pin (prefetch --layers) from its blobs, each verified by its "
+                                   "digest and every layer by its diff_id, from the cache, the registry or --blobs; "
+                                   "a full pin by pulling it, its hash checked. The output's sha256 is printed.")
+    p.add_argument("pin", metavar="PIN", help="a pin as `prefetch --json` printed it (- for stdin)")
+    p.add_argument("-o", "--output", required=True, help="where to write the archive or layout")
+    p.add_argument("--format", choices=FORMATS, help="default: the pin's")
+    p.add_argument("--blobs", metavar="DIR", help="take every manifest and blob from DIR (files, or links to files, "
+                   "named by the digest's hex, as an OCI layout's blobs/sha256): nothing is fetched")
+    add_common(p)
+
+
+def cmd_assemble(args: argparse.Namespace) -> int:
+    return _write_pin(args, args.pin, args.blobs)
+
+
+def _write_pin(args: argparse.Namespace, path: str, blobs: str | None = None) -> int:
+    from registry_tools.api.assemble import AssembleOptions, pull_pin, read_pin
+
+    pin = read_pin(path, sys.stdin.read() if path == "-" else None)
+    with session_of(args) as session:
+        result = pull_pin(AssembleOptions(path, args.output, args.format, blobs), pin, session)
+    return _report_pull(args, result)
+
+
+def _fetch_blob(sub: Any) -> None:
+    p = sub.add_parser("fetch-blob", help="one blob (or manifest) by digest into a file, verified",
+                       description="Write the blob NAME@DIGEST names to FILE, streamed through the digest check "
+                                   "(what Nix's fetcher of a layer pin runs for each blob). The digest is printed.")
+    p.add_argument("reference", metavar="NAME@DIGEST")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("--size", type=int, help="the blob's size, as the pin lists it (else a HEAD asks)")
+    p.add_argument("--manifest", action="store_true", help="a manifest (…/manifests/DIGEST), not a blob")
+    p.add_argument("--unchecked", action="store_true",
+                   help="keep bytes of the right size whose digest is wrong, with a warning, for a caller that "
+                        "checks it (a Nix fixed-output derivation)")
+    add_common(p)
+
+
+def cmd_fetch_blob(args: argparse.Namespace) -> int:
+    from registry_tools.api.blob import BlobOptions, fetch_blob
+
+    with session_of(args) as session:
+        r = fetch_blob(BlobOptions(args.reference, args.output, args.size, args.manifest, args.unchecked), session)
+    if r.mismatch:
+        print(f"registry-tools: {r.mismatch}; kept for the caller to reject (--unchecked)", file=sys.stderr)
+    doc = {"output": str(r.output), "digest": str(r.digest), "size": r.size, "verified": r.verified}
+    return report(args, doc, f"wrote {r.output} ({r.size} bytes)", str(r.digest))
+
+
 COMMANDS = {
     "pull": (_pull, cmd_pull),
+    "assemble": (_assemble, cmd_assemble),
+    "fetch-blob": (_fetch_blob, cmd_fetch_blob),
     "export": (_export, cmd_export),
     "prefetch": (_prefetch, cmd_prefetch),
 }
