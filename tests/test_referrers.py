@@ -259,3 +259,36 @@ def test_copy_referrers_carries_artifacts_recursively_and_cosign_tags(httpserver
     assert json.loads(out)["via"] == "tag" and [d["digest"] for d in json.loads(out)["referrers"]] == [theirs]
     code, _, err = run(capsys, "copy", ref, f"oci:{tmp_path / 'l'}", "--referrers")
     assert code == 2 and "between registries" in err
+
+
+def test_eight_writers_attaching_at_once_all_land_in_the_fallback_index(registry, target, facts, cache_dir,
+                                                                        tmp_path, capsys):
+    """docker-registry has no referrers API: eight processes attach to one subject at once, each
+    reading the fallback index, adding its entry and writing it back; none is lost."""
+    import os
+    import sys
+
+    from .helpers import ROOT
+    subject = seed(registry, target.host, facts, capsys)
+    ref = f"{target.host}/app/img:1"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    procs = []
+    for i in range(8):
+        note = tmp_path / f"note-{i}.txt"
+        note.write_text(f"writer {i}\n")
+        procs.append(subprocess.Popen([sys.executable, "-m", "registry_tools", "attach", ref, "--artifact-type",
+                                       "application/vnd.example.note", str(note), "--json"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env))
+    attached = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+        attached.append(json.loads(out)["digest"])
+    assert len(set(attached)) == 8
+    code, out, err = run(capsys, "referrers", ref, "--json")
+    assert code == 0, err
+    listed = json.loads(out)
+    assert listed["via"] == "tag" and listed["subject"] == subject
+    assert sorted(d["digest"] for d in listed["referrers"]) == sorted(attached)
+    index = json.loads(raw_of(f"{target.host}/app/img:sha256-{subject.split(':')[1]}"))
+    assert [e["digest"] for e in index["manifests"]] == sorted(attached)

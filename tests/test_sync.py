@@ -205,3 +205,37 @@ def test_sync_progress_draws_bars_on_a_terminal_and_plain_lines_otherwise():
     p.done(0, "mirrored x")
     p.close()
     assert quiet.getvalue() == ""
+
+
+def test_the_mirror_is_given_as_dest_or_as_to(registry, target, tmp_path, cache_dir, capsys):
+    """`sync LOCK DEST`, as skopeo sync's SOURCE DESTINATION; --to stays the same."""
+    _, lock = make_lock(capsys, tmp_path, [f"{registry.host}/test/single-gzip:v1"])
+    code, by_dest, err = run(capsys, "sync", str(lock), f"{target.host}/m")
+    assert code == 0, err
+    code, by_to, err = run(capsys, "sync", str(lock), "--to", f"{target.host}/m")
+    assert code == 0 and by_to == by_dest and "up to date" in err
+    code, same, err = run(capsys, "sync", str(lock), f"{target.host}/m", "--to", f"{target.host}/m")
+    assert code == 0 and same == by_dest
+    for argv, message in (([f"{target.host}/m", "--to", f"{target.host}/n"], "not both"),
+                          ([], "name the mirror")):
+        code, out, err = run(capsys, "sync", str(lock), *argv)
+        assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_shards_dry_run_lists_its_own_images(registry, target, tmp_path, cache_dir, capsys):
+    import jsonschema
+
+    from .helpers import ROOT
+    _, lock = make_lock(capsys, tmp_path, [f"{registry.host}/test/{name}:v1" for name in
+                                           ("single-gzip", "single-zstd", "single-none", "docker-types")])
+    schema = json.loads((ROOT / "schemas" / "cli-output.schema.json").read_text())
+    whole = json.loads(run(capsys, "sync", str(lock), target.host, "--dry-run", "--json")[1])
+    seen = []
+    for i in range(3):
+        code, out, err = run(capsys, "sync", str(lock), target.host, "--shard", f"{i}/3", "--dry-run", "--json")
+        assert code == 0, err
+        doc = json.loads(out)
+        jsonschema.validate(doc, {**schema, "$ref": "#/$defs/sync"})
+        assert doc["shard"] == {"index": i, "count": 3}
+        seen += doc["images"]
+    assert sorted(seen, key=json.dumps) == sorted(whole["images"], key=json.dumps)

@@ -1,7 +1,7 @@
 """sync: mirror exactly the digests a lock pins, and write the mirror's lock.
 
 Each pinned image (an index with all its platforms, as pinned) is copied to the same
-repository path under `--to REGISTRY[/PREFIX]`. A pull's output depends only on the
+repository path under the mirror, REGISTRY[/PREFIX]. A pull's output depends only on the
 digest, platform, final name and tag and format, so the mirror's lock is the same pins
 with imageName changed, and every `hash` in it stays valid. An image the mirror has
 already costs one manifest HEAD.
@@ -55,12 +55,13 @@ def mirror_name(image_name: str, to: str) -> str:
 def check_target(to: str) -> str:
     host = to.split("/", 1)[0]
     if not host or not ("." in host or ":" in host or host == "localhost"):
-        raise UsageError(f"--to {to!r} must start with a registry host (e.g. mirror.example/hub or "
+        raise UsageError(f"the mirror {to!r} must start with a registry host (e.g. mirror.example/hub or "
                          "localhost:5000)")
     try:
         refs.parse_normalized(f"{to.rstrip('/')}/x")  # a tag or digest in it makes this invalid too
     except InvalidReference:
-        raise UsageError(f"--to {to!r} is not a registry and path (REGISTRY[/PREFIX], no tag or digest)") from None
+        raise UsageError(f"the mirror {to!r} is not a registry and path (REGISTRY[/PREFIX], no tag or digest)") \
+            from None
     return to.rstrip("/")
 
 

@@ -2,13 +2,17 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from registry_tools.cli.common import dump, report_push, session_of
 from registry_tools.cli.options import add_common, add_podman, complete_platforms
+from registry_tools.errors import UsageError
 
 if TYPE_CHECKING:
+    from registry_tools.api.shards import Shard
     from registry_tools.api.sync import SyncItem
 
 
@@ -75,48 +79,67 @@ def cmd_copy(args: argparse.Namespace) -> int:
 def _sync(sub: Any) -> None:
     p = sub.add_parser(
         "sync", help="mirror every image a lock pins to another registry, and write the mirror's lock",
-        description="Copy exactly the digests LOCK pins (whole indexes) to REGISTRY[/PREFIX], keeping each "
+        description="Copy exactly the digests LOCK pins (whole indexes) to DEST, REGISTRY[/PREFIX], keeping each "
                     "repository path under it (docker.io/library/alpine -> REGISTRY/PREFIX/library/alpine), "
                     "tagged as each entry's reference. The mirror's lock (the same pins, imageName changed; "
-                    "every hash stays valid) goes to stdout or -o. An image already mirrored costs one HEAD.")
+                    "every hash stays valid) goes to stdout or -o. An image already mirrored costs one HEAD. "
+                    "With --shard I/N, only the entries of shard I (from 0) of N, chosen by each entry's name and "
+                    "digest; `lock merge` joins the shards' mirror locks.")
     p.add_argument("lock", metavar="LOCK", help="a JSON lock (prefetch --from FILE --json)")
-    p.add_argument("--to", required=True, metavar="REGISTRY[/PREFIX]", help="where to mirror to")
+    p.add_argument("dest", metavar="DEST", nargs="?", help="where to mirror to: REGISTRY[/PREFIX] (or --to)")
+    p.add_argument("--to", metavar="REGISTRY[/PREFIX]", help="the same as DEST")
     p.add_argument("-o", "--output", metavar="FILE", help="write the mirror's lock here (default: stdout)")
+    p.add_argument("--shard", metavar="I/N|auto[/N]",
+                   help="mirror only shard I (0 to N-1) of N; auto: I from REGISTRY_TOOLS_SHARD or "
+                        "JOB_COMPLETION_INDEX (a Kubernetes indexed Job) and N from REGISTRY_TOOLS_SHARDS, or "
+                        "GitLab's CI_NODE_INDEX and CI_NODE_TOTAL")
     p.add_argument("--dry-run", action="store_true", help="print the plan; send nothing")
     p.add_argument("--keep-going", action="store_true",
                    help="on a failure, go on with the other images, then report every failure (exit non-zero)")
     add_common(p)
 
 
+def _sync_plan(args: argparse.Namespace) -> tuple[list[SyncItem], str, Shard | None]:
+    """The images to copy, the mirror lock to write, and the shard (None: the whole lock)."""
+    from registry_tools.api.lock import lock_text, read_lock
+    from registry_tools.api.shards import parse_shard, shard_lock
+    from registry_tools.api.sync import mirror_lock, plan
+
+    if args.dest and args.to and args.dest != args.to:
+        raise UsageError("give the mirror as DEST or as --to, not both")
+    to = args.dest or args.to
+    if not to:
+        raise UsageError("name the mirror: registry-tools sync LOCK REGISTRY[/PREFIX]")
+    entries = read_lock(args.lock)
+    items = plan(entries, to)  # the whole lock is checked, whichever shard runs
+    mirrored = mirror_lock(entries, to)
+    if args.shard is None:
+        return items, lock_text(mirrored), None
+    shard = parse_shard(args.shard, os.environ)
+    return ([item for item in items if shard.holds(item.entries[0])],
+            shard_lock(entries, mirrored, shard, Path(args.lock)), shard)
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
-    from registry_tools.api.lock import lock_text, read_lock, write_lock
-    from registry_tools.api.sync import mirror_lock, plan, sync
+    from registry_tools.api.lock import write_lock
+    from registry_tools.api.sync import sync
     from registry_tools.progress import SyncProgress
 
-    entries = read_lock(args.lock)
-    items = plan(entries, args.to)
-    new_lock = lock_text(mirror_lock(entries, args.to))
+    items, new_lock, shard = _sync_plan(args)
+    part = {"shard": shard.to_json()} if shard else {}
     if args.dry_run:
         if args.json:
-            dump({"dryRun": True, "images": [_sync_image(i) for i in items]})
+            dump({"dryRun": True, **part, "images": [_sync_image(i) for i in items]})
             return 0
         for item in items:
             print(f"would copy {item.describe()}", file=sys.stderr)
-        print(f"{len(items)} image(s) to check; nothing sent", file=sys.stderr)
+        print(f"{len(items)} image(s) to check{f' (shard {shard})' if shard else ''}; nothing sent", file=sys.stderr)
         return 0
     progress = SyncProgress(len(items), quiet=args.quiet)
     keys = {id(item): i for i, item in enumerate(items)}
 
     def done(item) -> None:
-        if item.error is not None:
-            line = f"failed {item.describe()}: {item.error}"
-        elif item.up_to_date:
-            line = f"up to date {item.describe()}"
-        else:
-            p = item.pushed
-            line = (f"mirrored {item.describe()}: {len(p.uploaded)} blob(s) sent ({p.bytes_uploaded / 1e6:.1f} MB), "
-                    f"{len(p.mounted)} mounted, {len(p.present)} already there")
-        progress.done(keys[id(item)], line)
+        progress.done(keys[id(item)], _sync_line(item))
 
     try:
         with session_of(args) as session:
@@ -129,9 +152,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
         lines = ", ".join(str(e.line) for e in item.entries)
         print(f"registry-tools: {args.lock}:{lines}: {item.describe()}: {item.error}", file=sys.stderr)
     if args.json:
-        dump({"images": [{**_sync_image(i), "upToDate": i.up_to_date, "error": str(i.error) if i.error else None,
-                           "blobsUploaded": len(i.pushed.uploaded) if i.pushed else 0,
-                           "bytesSent": i.pushed.bytes_uploaded if i.pushed else 0} for i in items]})
+        dump({**part, "images": [{**_sync_image(i), "upToDate": i.up_to_date,
+                                  "error": str(i.error) if i.error else None,
+                                  "blobsUploaded": len(i.pushed.uploaded) if i.pushed else 0,
+                                  "bytesSent": i.pushed.bytes_uploaded if i.pushed else 0} for i in items]})
     if failed:
         print(f"registry-tools: {len(failed)} of {len(items)} image(s) failed; no lock written", file=sys.stderr)
         return max(item.error.exit_code for item in failed)  # type: ignore[union-attr]
@@ -140,6 +164,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
     elif not args.json:
         sys.stdout.write(new_lock)
     return 0
+
+
+def _sync_line(item: SyncItem) -> str:
+    """The line sync prints when an image is done."""
+    if item.error is not None:
+        return f"failed {item.describe()}: {item.error}"
+    if item.up_to_date:
+        return f"up to date {item.describe()}"
+    p = item.pushed
+    assert p is not None
+    return (f"mirrored {item.describe()}: {len(p.uploaded)} blob(s) sent ({p.bytes_uploaded / 1e6:.1f} MB), "
+            f"{len(p.mounted)} mounted, {len(p.present)} already there")
 
 
 def _push(sub: Any) -> None:

@@ -7,7 +7,7 @@ import re
 GROUPS = {
     "read": ("pull", "export", "prefetch", "assemble", "fetch-blob", "inspect", "digest", "tags", "referrers"),
     "compare": ("diff",),
-    "write": ("build", "build-shell", "push", "copy", "sync", "index", "attach"),
+    "write": ("build", "build-shell", "push", "copy", "sync", "lock", "index", "attach"),
     "image surgery": ("mutate", "append", "flatten", "rebase", "check-base"),
     "signing": ("generate-key", "sign", "verify"),
     "registry housekeeping": ("tag", "delete", "login", "logout"),
@@ -42,7 +42,10 @@ EXAMPLES = {
              "registry-tools copy oci:./layout:v1 docker://localhost:5000/app:v1 --tag stable"],
     "sync": ["registry-tools prefetch --from images.txt --json > images.lock.json",
              "registry-tools sync images.lock.json --to mirror.example/hub -o mirror.lock.json",
-             "registry-tools sync images.lock.json --to localhost:5000 --dry-run"],
+             "registry-tools sync images.lock.json mirror.example/hub --shard 0/4 -o mirror-0.lock.json"],
+    "lock": ["registry-tools lock merge mirror-0.lock.json mirror-1.lock.json mirror-2.lock.json "
+             "mirror-3.lock.json -o mirror.lock.json",
+             "registry-tools lock merge mirror-*.lock.json > mirror.lock.json"],
     "index": ["registry-tools index create reg.example/app:1.2 reg.example/app@sha256:…amd64 "
               "reg.example/app@sha256:…arm64",
               "registry-tools index add reg.example/app:1.2 ghcr.io/org/app-riscv@sha256:…",

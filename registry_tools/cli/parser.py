@@ -15,6 +15,7 @@ TABLE = {
     "build": "building", "build-shell": "building",
     "copy": "copying", "sync": "copying", "push": "copying",
     "diff": "diffing",
+    "lock": "locks",
     "mutate": "surgery", "append": "surgery", "flatten": "surgery", "rebase": "surgery", "check-base": "surgery",
     "index": "indexing",
     "inspect": "reading", "digest": "reading", "tags": "reading", "tag": "reading", "delete": "reading",

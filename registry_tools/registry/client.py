@@ -337,12 +337,18 @@ class Registry:
         """PUT a manifest: its digest (checked against the registry's) and the answer's headers."""
         digest = Digest.of_bytes(raw)
         what = f"manifest {digest} to {self.domain}/{repo}:{ref}"
-        resp = self.request("PUT", repo, f"/v2/{repo}/manifests/{ref}", actions="pull,push", kind="manifest-put",
-                            headers={"Content-Type": media_type}, content=raw)
-        if resp.status_code not in (200, 201, 202):
-            self.check(resp, what, repo)
-            raise RegistryError(f"{what}: unexpected HTTP {resp.status_code}", resp.status_code)
-        return returned_digest(resp, digest, what), resp.headers
+        for attempt in range(self.retry.attempts):
+            resp = self.request("PUT", repo, f"/v2/{repo}/manifests/{ref}", actions="pull,push", kind="manifest-put",
+                                headers={"Content-Type": media_type}, content=raw)
+            if resp.status_code in (200, 201, 202):
+                return returned_digest(resp, digest, what), resp.headers
+            # DIGEST_INVALID for the digest of the bytes sent: distribution's filesystem storage read a
+            # blob's link while another writer rewrote it in place (truncated, then written): again
+            if attempt + 1 == self.retry.attempts or error_detail(resp)[1] != "DIGEST_INVALID":
+                break
+            self.cancel.sleep(self.retry.delay(attempt))
+        self.check(resp, what, repo)
+        raise RegistryError(f"{what}: unexpected HTTP {resp.status_code}", resp.status_code)
 
 
 def probe_scheme(reg: "Registry") -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -160,22 +161,61 @@ def put_referrer(reg: Registry, repo: str, raw: bytes, media_type: str, tag: str
     return digest
 
 
+TRIES = 8  # writes of one fallback index before giving up (each then read back)
+SETTLE = (0.3, 0.6)  # seconds (jittered) between a write and its read-back
+
+
 def update_fallback(reg: Registry, repo: str, subject: Digest, entry: dict[str, Any]) -> Digest | None:
     """Add `entry` to the subject's fallback index (made if missing), entries sorted by digest; a
-    tag naming something else than an index is left alone (logged). None: nothing to change."""
+    tag naming something else than an index is left alone (logged). None: nothing to change.
+
+    The tag has no compare-and-swap, so writers at once could each replace the index with what
+    they read plus their own entry, and lose the others'. After each write the index is read back
+    once the other writers have had time to land a write of what they read before ours (SETTLE);
+    if anything we wrote is missing, what is there now and what we wrote are merged and written
+    again, up to TRIES times. Every writer restores what a later one dropped, so the index ends
+    up listing every entry."""
     tag = fallback_tag(subject)
-    entries: list[dict[str, Any]] = []
+    where = f"{reg.domain}/{repo}:{tag}"
+    before = _fallback_entries(reg, repo, tag, where)
+    if before is None or entry in before:
+        return None
+    written: list[dict[str, Any]] = []
+    for _ in range(TRIES):
+        want = _merged(before, [*written, entry])
+        digest = reg.put_manifest(repo, tag, _fallback_index(want), mf.OCI_INDEX)
+        written = want
+        reg.cancel.sleep(random.uniform(*SETTLE))
+        now = _fallback_entries(reg, repo, tag, where)
+        if now is None:  # replaced by something that is not an index meanwhile: left alone
+            return digest
+        if all(e in now for e in want):
+            return digest
+        log.info("%s: another writer dropped entries; writing them again", where)
+        before = now
+    raise RegistryError(f"{where}: the fallback index kept losing entries to other writers ({TRIES} writes); "
+                        "run the command again")
+
+
+def _fallback_entries(reg: Registry, repo: str, tag: str, where: str) -> list[dict[str, Any]] | None:
+    """The fallback index's entries ([] if there is none), or None if the tag names no index."""
     try:
         raw, _ = reg.get_manifest(repo, tag)
-        entries = [d.raw for d in _index_entries(raw, f"{reg.domain}/{repo}:{tag}")]
     except NotFound:
-        pass
+        return []
+    try:
+        return [d.raw for d in _index_entries(raw, where)]
     except ManifestError as e:
         log.warning("%s; not updating the fallback tag", printable(str(e)))
         return None
-    if any(e.get("digest") == entry["digest"] and e == entry for e in entries):
-        return None
-    entries = [e for e in entries if e.get("digest") != entry["digest"]] + [entry]
-    entries.sort(key=lambda e: str(e.get("digest")))
-    index = mf.canonical_json({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": entries})
-    return reg.put_manifest(repo, tag, index, mf.OCI_INDEX)
+
+
+def _merged(there: list[dict[str, Any]], ours: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What is there and ours, ours replacing an entry of the same digest, sorted by digest."""
+    mine = {str(e.get("digest")): e for e in ours}
+    kept = [e for e in there if str(e.get("digest")) not in mine]
+    return sorted([*kept, *mine.values()], key=lambda e: str(e.get("digest")))
+
+
+def _fallback_index(entries: list[dict[str, Any]]) -> bytes:
+    return mf.canonical_json({"schemaVersion": 2, "mediaType": mf.OCI_INDEX, "manifests": entries})
