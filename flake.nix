@@ -10,7 +10,8 @@
     in
     {
       packages = forAll (p: { default = p.registry-tools; registry-tools = p.registry-tools; });
-      lib = forAll (p: { inherit (p) pullImage assembleImage imagesFromLock buildImage; });
+      lib = forAll (p: { inherit (p) pullImage assembleImage imagesFromLock buildImage buildNixShellImage
+                                     streamNixShellImage; });
       apps = forAll (p: { default = { type = "app"; program = "${p.registry-tools}/bin/registry-tools"; }; });
     };
 }

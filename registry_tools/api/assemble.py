@@ -21,7 +21,7 @@ from typing import Any
 from registry_tools import endpoint
 from registry_tools.api.lock import check_entry
 from registry_tools.api.options import check_all_format
-from registry_tools.api.pull import PullOptions, PullResult, pull_image
+from registry_tools.api.pull import PullOptions, PullResult, check_served, pull_image
 from registry_tools.engine import copy, copy_tree
 from registry_tools.errors import UsageError
 from registry_tools.model import manifest as mf
@@ -42,6 +42,7 @@ class AssembleOptions:
     output: str | PathLike[str] | None  # None: the output's hash only
     format: str | None = None  # default: the pin's
     blobs: str | PathLike[str] | None = None  # every blob from here (files named by the digest's hex)
+    check_registry: bool = False  # confirm first that the registry still serves the pinned manifest
 
 
 def read_pin(path: str | PathLike[str], text: str | None = None) -> dict[str, Any]:
@@ -83,7 +84,7 @@ def _full(pin: dict[str, Any], options: AssembleOptions) -> PullOptions:
                        os=None if whole else pin["os"], arch=None if whole else pin["arch"],
                        variant=None if whole else pin.get("variant"), all_platforms=whole,
                        final_image_name=pin["finalImageName"], final_image_tag=pin["finalImageTag"],
-                       hash=pin["hash"])
+                       hash=pin["hash"], check_registry=options.check_registry)
 
 
 def take_blobs(pin: LayerPin, directory: Path, cache: BlobCache) -> None:
@@ -126,6 +127,8 @@ def assemble(options: AssembleOptions, pin: LayerPin, session: Session | None = 
     output.check()
     source = endpoint.pinned_reference(f"{pin.image_name}@{pin.manifest_digest}")
     with using(session) as s:
+        if options.check_registry:
+            check_served(s, source.ref)
         if options.blobs is not None:
             take_blobs(pin, Path(options.blobs), s.cache)
         _check(pin, source, s)

@@ -14,10 +14,11 @@ from pathlib import Path
 from registry_tools import endpoint
 from registry_tools.api.options import Platforms, check_all_format, check_final_names, parse_image
 from registry_tools.engine import copy, copy_tree
-from registry_tools.errors import UsageError
+from registry_tools.errors import NotFound, UsageError
 from registry_tools.formats import FORMATS
 from registry_tools.model.digest import Digest, nix32_encode, parse_output_hash, sri
 from registry_tools.model.platform import Platform
+from registry_tools.model.reference import Reference
 from registry_tools.model.tree import image_platforms
 from registry_tools.session import Session, using
 
@@ -40,6 +41,7 @@ class PullOptions:
     final_image_tag: str = "latest"
     hash: str | None = None  # the output's sha256 as pinned (SRI, hex or Nix base32)
     verify_key: str | PathLike[str] | None = None  # a cosign public key the image must be signed by
+    check_registry: bool = False  # confirm first that the registry still serves the pinned manifest
     platforms: Platforms = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,6 +83,16 @@ def _check_signature(session: Session, source: endpoint.RegistryEndpoint, key: s
     check_signatures(session.source(ref.name_only()), Digest.parse(ref.digest), key_bytes(key), str(key))
 
 
+def check_served(session: Session, ref: Reference) -> None:
+    """Confirm, by one HEAD of the manifest by its digest (credentials as for any request), that
+    the registry still serves what `ref` pins. A pull whose manifests and blobs are all in the
+    cache contacts no registry at all: the content is verified by its digests, as Nix trusts a
+    store path by its hash; this is the check a caller who wants the registry's word asks for."""
+    if session.registry(ref.domain).manifest_digest(ref.path, ref.digest, actions="pull") is None:
+        raise NotFound(f"{ref}: {ref.domain} does not serve this manifest (--check-registry: a HEAD by digest "
+                       "found nothing)", 404)
+
+
 def pull_image(options: PullOptions, session: Session | None = None) -> PullResult:
     """Pull the image `options` pins into its output (or only compute the output's hash)."""
     o = options
@@ -101,6 +113,8 @@ def pull_image(options: PullOptions, session: Session | None = None) -> PullResu
     output = endpoint.output(o.output, o.format)
     output.check()
     with using(session) as s:
+        if o.check_registry:
+            check_served(s, source.ref)
         if o.verify_key is not None:  # before anything is fetched or written
             _check_signature(s, source, o.verify_key)
         destination = output.destination(s, writing)

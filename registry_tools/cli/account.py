@@ -15,7 +15,9 @@ from registry_tools.errors import UsageError
 
 def _cache(sub: Any) -> None:
     p = sub.add_parser("cache", help="show, prune or clear the blob cache")
-    p.add_argument("action", choices=("info", "prune", "clear"))
+    p.add_argument("action", choices=("info", "prune", "clear"),
+                   help="info: where the cache is and its size; prune: remove blobs by --max-size or "
+                        "--older-than; clear: remove every blob")
     p.add_argument("--max-size", metavar="SIZE", help="prune: keep at most this much (e.g. 20G, 500M)")
     p.add_argument("--older-than", metavar="DAYS", type=days, help="prune: remove what was unused this long")
     p.add_argument("--cache-dir", help="the cache (default: $REGISTRY_TOOLS_CACHE or ~/.cache/registry-tools)")
@@ -55,12 +57,13 @@ def _login(sub: Any) -> None:
     p.add_argument("-p", "--password", help="password (prefer --password-stdin: this one shows in ps)")
     p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     p.add_argument("--authfile", help="file to write (default: $REGISTRY_AUTH_FILE, else docker's config.json)")
-    p.add_argument("--tls-verify", type=boolean, default=True, metavar="BOOL")
-    p.add_argument("--ca-file")
+    p.add_argument("--tls-verify", type=boolean, default=True, metavar="BOOL",
+                   help="verify the registry's TLS certificate (default true)")
+    p.add_argument("--ca-file", help="CA bundle to trust (default: SSL_CERT_FILE or the system's)")
     p.add_argument("--proxy", metavar="URL", help="an HTTP(S) proxy (default: from the environment)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the result")
-    p.add_argument("--verbose", "-v", action="store_true")
+    p.add_argument("--verbose", "-v", action="store_true", help="a line per request on stderr (never secrets)")
 
 
 def cmd_login(args: argparse.Namespace) -> int:
@@ -96,7 +99,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 def _logout(sub: Any) -> None:
     p = sub.add_parser("logout", help="remove a registry's saved credentials")
-    p.add_argument("registry")
+    p.add_argument("registry", help="registry host whose saved credentials to remove, e.g. ghcr.io")
     p.add_argument("--authfile", help="file to change (default: $REGISTRY_AUTH_FILE, else docker's config.json)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the result")
@@ -118,7 +121,7 @@ def cmd_logout(args: argparse.Namespace) -> int:
 
 def _completion(sub: Any) -> None:
     p = sub.add_parser("completion", help="print the shell completion script (bash, zsh or fish)")
-    p.add_argument("shell", choices=("bash", "zsh", "fish"))
+    p.add_argument("shell", choices=("bash", "zsh", "fish"), help="the shell to print the script for")
 
 
 def cmd_completion(args: argparse.Namespace) -> int:

@@ -25,8 +25,8 @@ def _copy(sub: Any) -> None:
                     "Between registries the whole index is copied, its digest kept; "
                     "blobs go straight from one registry to the other, unchanged and verified. The tag at "
                     "DEST: DEST's own, else SRC's, else none (by digest only), plus every --tag.")
-    p.add_argument("source", metavar="SRC")
-    p.add_argument("dest", metavar="DEST")
+    p.add_argument("source", metavar="SRC", help="the image to copy (see above for the forms)")
+    p.add_argument("dest", metavar="DEST", help="where to copy it to (see above for the forms)")
     complete_platforms(p.add_argument("--platform", action="append", metavar="OS/ARCH[/VARIANT],...",
                    help="copy only these platforms of an index, as a new index of exactly them (repeatable "
                         "or comma-separated); to a file: the one platform to write"))

@@ -18,11 +18,11 @@ def _index(sub: Any) -> None:
     actions = p.add_subparsers(dest="index_action", required=True, parser_class=Parser, metavar="ACTION")
     c = actions.add_parser("create", help="a new index of these images (platforms read from each config)")
     c.add_argument("dest", metavar="DEST", help="REGISTRY/REPOSITORY[:TAG] or oci:DIR[:TAG]")
-    c.add_argument("images", nargs="+", metavar="REF@DIGEST")
+    c.add_argument("images", nargs="+", metavar="REF@DIGEST", help="the images to list, each pinned by digest")
     a = actions.add_parser("add", help="put images into an existing index (replacing the entry of the same "
                                        "platform, if there is one)")
     a.add_argument("target", metavar="INDEX", help="REGISTRY/REPOSITORY[:TAG] or oci:DIR[:TAG]")
-    a.add_argument("images", nargs="+", metavar="REF@DIGEST")
+    a.add_argument("images", nargs="+", metavar="REF@DIGEST", help="the images to put in, each pinned by digest")
     for q in (c, a):
         q.add_argument("--annotation", action="append", metavar="KEY=VALUE",
                        help="an annotation on the index (repeatable); nothing is filled from the clock")

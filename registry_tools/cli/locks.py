@@ -21,7 +21,7 @@ def _lock(sub: Any) -> None:
                     "become byte for byte the lock the unsharded sync writes; a shard missing or given twice, "
                     "shards of another lock, or two that disagree are refused. Locks without shards are joined "
                     "each pin once, first seen first; the same image and platform pinned differently is refused.")
-    m.add_argument("locks", nargs="+", metavar="LOCK")
+    m.add_argument("locks", nargs="+", metavar="LOCK", help="the locks to join (the mirror locks of every shard)")
     m.add_argument("-o", "--output", metavar="FILE", help="write the merged lock here (default: stdout)")
     m.add_argument("--json", action="store_true",
                    help="print {output, images, inputs} as one JSON document (needs -o)")

@@ -16,7 +16,14 @@ if TYPE_CHECKING:
 
 
 def _pull(sub: Any) -> None:
-    p = sub.add_parser("pull", help="pull an image pinned by digest into an archive or layout")
+    p = sub.add_parser("pull", help="pull an image pinned by digest into an archive or layout",
+                       description="Write the image IMAGE@DIGEST pins to OUTPUT, every manifest, blob and layer\n"
+                                   "verified, and print the output's sha256.\n\n"
+                                   "Manifests and blobs come from the cache first: a pull whose blobs are all\n"
+                                   "cached contacts no registry (the content is verified by its digests, as Nix\n"
+                                   "trusts a store path by its hash), so it succeeds though the repository is\n"
+                                   "gone, the registry is down or the credentials are wrong. --check-registry\n"
+                                   "asks the registry first.")
     p.add_argument("image", nargs="?", help="IMAGE or IMAGE@sha256:… (or --pin)")
     p.add_argument("--pin", metavar="PIN", help="pull what a pin file names (`prefetch --json`, either kind; - for "
                    "stdin): the same as `assemble PIN`")
@@ -32,8 +39,15 @@ def _pull(sub: Any) -> None:
     p.add_argument("--verify-key", metavar="KEY.pub",
                    help="write nothing unless the image (the digest pinned) has a valid cosign signature by this "
                         "public key")
+    _check_registry(p)
     add_platform(p)
     add_common(p)
+
+
+def _check_registry(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--check-registry", action="store_true",
+                   help="first confirm, by one HEAD of the manifest by digest, that the registry still serves it "
+                        "(a missing repository, a registry down or refused credentials: one line, exit 1)")
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
@@ -53,7 +67,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             platform=args.platform, os=args.os, arch=args.arch, variant=args.variant,
             final_image_name=args.final_image_name, final_image_tag=args.final_image_tag or "latest",
             hash=args.hash, cross_arch=args.allow_cross_arch, all_platforms=args.all_platforms,
-            verify_key=args.verify_key), session)
+            verify_key=args.verify_key, check_registry=args.check_registry), session)
     return _report_pull(args, result)
 
 
@@ -82,7 +96,7 @@ def _export(sub: Any) -> None:
                                    "write the root filesystem as one tar; its sha256 is printed, as pull's is. "
                                    "SOURCE: a registry reference pinned by digest, docker-archive:FILE, "
                                    "oci-archive:FILE, oci:DIR[:TAG] or an existing path.")
-    p.add_argument("source", metavar="SOURCE")
+    p.add_argument("source", metavar="SOURCE", help="the image whose root filesystem to write (see above)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="the tar to write")
     complete_platforms(p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
                                        help="the platform to take from an index (default: this machine's)"))
@@ -110,7 +124,8 @@ def _prefetch(sub: Any) -> None:
     p.add_argument("--image-digest", help="same as DIGEST")
     p.add_argument("--final-image-name", help="name recorded in the archive (default: IMAGE as typed)")
     p.add_argument("--final-image-tag", help="tag recorded in the archive (default: TAG, or latest)")
-    p.add_argument("--format", default="docker-archive", choices=FORMATS)
+    p.add_argument("--format", default="docker-archive", choices=FORMATS,
+                   help="the output format to pin, as pull writes it (default docker-archive)")
     p.add_argument("--from", dest="from_file", metavar="FILE",
                    help="pin every image listed in FILE (one 'IMAGE [PLATFORM]' a line; - for stdin)")
     drift = p.add_mutually_exclusive_group()
@@ -217,6 +232,7 @@ def _assemble(sub: Any) -> None:
     p.add_argument("--format", choices=FORMATS, help="default: the pin's")
     p.add_argument("--blobs", metavar="DIR", help="take every manifest and blob from DIR (files, or links to files, "
                    "named by the digest's hex, as an OCI layout's blobs/sha256): nothing is fetched")
+    _check_registry(p)
     add_common(p)
 
 
@@ -229,7 +245,8 @@ def _write_pin(args: argparse.Namespace, path: str, blobs: str | None = None) ->
 
     pin = read_pin(path, sys.stdin.read() if path == "-" else None)
     with session_of(args) as session:
-        result = pull_pin(AssembleOptions(path, args.output, args.format, blobs), pin, session)
+        options = AssembleOptions(path, args.output, args.format, blobs, args.check_registry)
+        result = pull_pin(options, pin, session)
     return _report_pull(args, result)
 
 
@@ -237,8 +254,8 @@ def _fetch_blob(sub: Any) -> None:
     p = sub.add_parser("fetch-blob", help="one blob (or manifest) by digest into a file, verified",
                        description="Write the blob NAME@DIGEST names to FILE, streamed through the digest check "
                                    "(what Nix's fetcher of a layer pin runs for each blob). The digest is printed.")
-    p.add_argument("reference", metavar="NAME@DIGEST")
-    p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("reference", metavar="NAME@DIGEST", help="the repository and the blob's (or manifest's) digest")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="the file to write")
     p.add_argument("--size", type=int, help="the blob's size, as the pin lists it (else a HEAD asks)")
     p.add_argument("--manifest", action="store_true", help="a manifest (…/manifests/DIGEST), not a blob")
     p.add_argument("--unchecked", action="store_true",

@@ -63,7 +63,7 @@ def cmd_digest(args: argparse.Namespace) -> int:
 def _tags(sub: Any) -> None:
     p = sub.add_parser("tags", help="list a repository's tags (every page)", description="Bounded: past 100,000 "
                        "tags, 32 MiB, 10,000 pages or a page read twice, one line and exit 1. Non-tags: left out.")
-    p.add_argument("image", metavar="REPOSITORY")
+    p.add_argument("image", metavar="REPOSITORY", help="the repository, e.g. ghcr.io/org/app")
     add_common(p)
 
 
@@ -103,7 +103,7 @@ def cmd_tag(args: argparse.Namespace) -> int:
 
 def _delete(sub: Any) -> None:
     p = sub.add_parser("delete", help="delete a manifest by digest, where the registry allows it")
-    p.add_argument("image", metavar="REF@DIGEST")
+    p.add_argument("image", metavar="REF@DIGEST", help="the manifest to delete, by digest (a tag is refused)")
     add_common(p)
 
 
@@ -150,7 +150,7 @@ def _referrers(sub: Any) -> None:
                        description="List the manifests whose subject is the manifest REF names: from the "
                                    "registry's referrers API, else from the fallback tag sha256-<hex> (each entry "
                                    "checked: its own manifest must name that subject).")
-    p.add_argument("image", metavar="REF")
+    p.add_argument("image", metavar="REF", help="the image: REPOSITORY:TAG or REPOSITORY@DIGEST")
     p.add_argument("--artifact-type", metavar="T", help="only artifacts of this type")
     add_common(p)
 

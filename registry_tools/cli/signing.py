@@ -36,7 +36,7 @@ def _sign(sub: Any) -> None:
                                    "signature manifest tagged sha256-<hex>.sig beside it (signatures there are "
                                    "kept). REF must name a manifest the registry has. The passphrase: "
                                    "COSIGN_PASSWORD, else asked on the terminal.")
-    p.add_argument("image", metavar="REF")
+    p.add_argument("image", metavar="REF", help="the image to sign: REPOSITORY:TAG or REPOSITORY@DIGEST")
     p.add_argument("--key", required=True, metavar="KEY", help="the private key (cosign's, or PKCS#8 PEM)")
     add_common(p)
 
@@ -57,7 +57,7 @@ def _verify(sub: Any) -> None:
                                    "valid for KEY and its payload names that digest and repository; else one line "
                                    "saying what was found, exit 1. A signature manifest of more than 64 layers is "
                                    "refused, and a payload over 64 KiB is never downloaded.")
-    p.add_argument("image", metavar="REF")
+    p.add_argument("image", metavar="REF", help="the image to check: REPOSITORY:TAG or REPOSITORY@DIGEST")
     p.add_argument("--key", required=True, metavar="KEY.pub", help="the public key (PEM)")
     add_common(p)
 

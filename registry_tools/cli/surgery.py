@@ -18,8 +18,8 @@ UNTOUCHED = ("Blobs the edit does not touch are never downloaded or uploaded aga
 
 
 def _ends(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", metavar="SRC")
-    p.add_argument("dest", metavar="DEST")
+    p.add_argument("source", metavar="SRC", help="the image to edit (any source; see above)")
+    p.add_argument("dest", metavar="DEST", help="where the edited image goes (see above)")
     complete_platforms(p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
                                        help="the image to edit from an index (default: this machine's); DEST "
                                             "gets that image alone"))
@@ -175,7 +175,8 @@ def _check_base(sub: Any) -> None:
                        description="Read the base SRC records (org.opencontainers.image.base.name and .digest, "
                                    "which build writes for fromImage and rebase updates) and resolve that name "
                                    "now: exit 0 if it names the same digest, 1 if it moved (both digests named).")
-    p.add_argument("source", metavar="SRC")
+    p.add_argument("source", metavar="SRC", help="the image whose base to check: a registry reference, "
+                   "oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE or a path")
     complete_platforms(p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
                                        help="the image to read from an index (default: this machine's)"))
     add_common(p)
