@@ -350,6 +350,17 @@ def _parse(text: str, role: str) -> Endpoint:
     return RegistryEndpoint(text, _reference(text, role))
 
 
+def written_reference(text: str) -> refs.Reference:
+    """REF of a command that writes into REF's repository (tag, delete, attach, sign): its registry
+    named as every destination's is, a host or docker:// for Docker Hub (no silent Docker Hub)."""
+    if text.startswith("docker://"):
+        return _reference(text[len("docker://"):], "reference")
+    if not _explicit_domain(text):
+        raise UsageError(f"{text!r} is not a reference naming its registry, and this command writes there; write "
+                         f"docker://{text} for Docker Hub")
+    return _reference(text, "reference")
+
+
 def output(path: str | os.PathLike[str] | None, format: str) -> FileEndpoint:
     """`-o PATH` with `--format`: the file endpoint of that format (a pull's); None: the output
     is only hashed (prefetch)."""

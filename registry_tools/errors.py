@@ -6,6 +6,7 @@ network, auth, not found), 2 for bad usage or bad input.
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 MAX_MESSAGE = 2000
 # C0 and C1 controls, DEL, and the Unicode marks that reorder or hide text on a terminal.
@@ -22,6 +23,16 @@ def printable(text: str, limit: int = MAX_MESSAGE) -> str:
     out = _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
     out = out.encode("utf-8", "backslashreplace").decode("utf-8")
     return out if len(out) <= limit else out[:limit] + " …"
+
+
+def unknown_word(what: str, word: str, known: Iterable[str]) -> str:
+    """`unknown key; did you mean 'fromImage'?`: a word that is none of `known`, named with the one
+    nearest to it (a typo), else with all of them."""
+    import difflib
+
+    names = sorted(known)
+    near = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    return f"unknown {what}" + (f"; did you mean {near[0]!r}?" if near else f" (known: {', '.join(names)})")
 
 
 class RegistryToolsError(Exception):
@@ -136,6 +147,10 @@ class AuthError(RegistryError):
 
 class NetworkError(RegistryToolsError):
     """The registry could not be reached, or the connection failed past all retries."""
+
+
+class ProxyFailure(NetworkError):
+    """The proxy a connection goes through could not be reached or refused it: not the registry's doing."""
 
 
 class ResponseTooLarge(RegistryError):

@@ -115,6 +115,9 @@ printf '%s\n' "${COMPREPLY[@]}"
     ("registry-tools pull --format ", {"docker-archive", "oci-archive", "oci"}),
     ("registry-tools copy --platform linux/arm", {"linux/arm64", "linux/arm64/v8", "linux/arm/v7", "linux/arm/v6"}),
     ("registry-tools sync lock.json --dr", {"--dry-run"}),
+    ("registry-tools pull --platform al", {"all"}),  # pull and prefetch take the whole index so
+    ("registry-tools prefetch alpine --platform al", {"all"}),
+    ("registry-tools inspect --platform al", set()),
 ])
 def test_bash_completes_commands_flags_and_values(tmp_path, line, expected):
     res = subprocess.run(["bash", "-c", COMPLETE, "complete", line], capture_output=True, text=True,

@@ -9,7 +9,7 @@ from registry_tools.registry.network import Proxies, bypassed, shown
 
 from .support.certs import make_ca_and_server, make_client
 from .support.proxy import TinyProxy
-from .support.registry import LocalRegistry, require_tools
+from .support.registry import LocalRegistry, free_port, require_tools
 from .helpers import run
 
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY",
@@ -99,11 +99,62 @@ def test_proxy_credentials_are_sent_and_never_printed(registry, facts, no_env_pr
         code, out, err = run(capsys, "digest", f"{registry.host}/test/single-gzip:v1", "--proxy", bad, "-v")
         assert code == 1 and "wrong-pw" not in out + err
         code, out, err = run(capsys, "digest", f"{registry.host}/test/single-gzip:v1", "--proxy", p.url)
-        assert code == 1 and "the proxy asks for credentials (HTTP 407)" in err
+        assert code == 1 and f"the proxy {p.url} asks for credentials (HTTP 407)" in err
     finally:
         p.stop()
     code, _, err = run(capsys, "digest", f"{registry.host}/x:1", "--proxy", "ftp://u:hidden@h:1")
     assert code == 2 and "hidden" not in err and "http://" in err
+
+
+def test_a_proxy_that_is_down_or_refuses_is_named_and_not_the_registry(registry, no_env_proxy, cache_dir,
+                                                                         tmp_path, capsys):
+    ref = f"{registry.host}/test/single-gzip:v1"
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    for how in ("flag", "environment"):
+        if how == "environment":
+            no_env_proxy.setenv("HTTP_PROXY", down)
+        code, _, err = run(capsys, "digest", ref, *(["--proxy", down] if how == "flag" else []))
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert f"the proxy {down} cannot be reached" in err and "cannot reach registry" not in err, err
+    no_env_proxy.delenv("HTTP_PROXY")
+    p = TinyProxy(tmp_path / "auth-proxy", "alice", "s3cret-pw")
+    try:  # tinyproxy answers a wrong password with a 401 of its own, where a 407 is due
+        bad = f"http://alice:wrong-pw@127.0.0.1:{p.port}"
+        code, out, err = run(capsys, "digest", ref, "--proxy", bad)
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert f"the proxy {p.url} refused the request (HTTP 401" in err and "access denied" not in err, err
+        assert "wrong-pw" not in out + err
+    finally:
+        p.stop()
+
+
+def test_a_registry_the_proxy_cannot_reach_is_said_so(proxy, no_env_proxy, cache_dir, capsys):
+    gone = f"127.0.0.1:{free_port()}"
+    code, _, err = run(capsys, "digest", f"{gone}/x:1", "--proxy", proxy.url)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert f"the proxy {proxy.url} could not connect to {gone}" in err, err
+
+
+@pytest.mark.parametrize("value", ["notaurl", "alice:pw@proxyhost"])
+def test_a_proxy_that_is_not_a_url_is_bad_usage_before_anything_is_sent(value, cache_dir, capsys):
+    for argv in (["digest", "127.0.0.1:1/x:1"], ["login", "127.0.0.1:1", "-u", "u", "-p", "p"]):
+        code, out, err = run(capsys, *argv, "--proxy", value)
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1, err
+        assert "--proxy" in err and "http://HOST:PORT" in err and "pw" not in err
+
+
+def test_a_tls_failure_through_a_proxy_is_the_registrys(proxy, no_env_proxy, cache_dir, tmp_path, capsys):
+    """Through the proxy's tunnel, the certificate is the registry's: not said of the proxy."""
+    require_tools("docker-registry")
+    ca, cert, key = make_ca_and_server(tmp_path / "certs")
+    reg = LocalRegistry(tmp_path / "reg", extra_config=f"  tls:\n    certificate: {cert}\n    key: {key}\n")
+    reg.start(scheme="https", ca=ca)
+    try:
+        code, _, err = run(capsys, "digest", f"{reg.host}/x:1", "--proxy", proxy.url)
+        assert code == 1 and "certificate" in err and "the proxy" not in err, err
+        assert any(line.startswith(f"CONNECT {reg.host}") for line in proxy.requests())
+    finally:
+        reg.stop()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from registry_tools import endpoint
 from registry_tools.errors import UsageError
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
@@ -81,7 +82,7 @@ def attach(image: str, artifact_type: str, files: list[str], *, annotations: dic
     if not files:
         raise UsageError("name at least one file to attach")
     with using(session) as session:
-        ref = refs.parse_normalized(image)
+        ref = endpoint.written_reference(image)
         source = session.source(ref.name_only())
         subject = subject_descriptor(source, ref)
         layers = [_file_blob(f, session) for f in files]

@@ -20,8 +20,9 @@ from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
 from registry_tools.model.platform import Platform
-from registry_tools.model.tree import (IMAGE_CONFIGS, ManifestNode, image_platforms, index_node, platform_of,
-                                       without)
+from registry_tools.model.platform.choose import is_attestation
+from registry_tools.model.tree import (IMAGE_CONFIGS, ManifestNode, entry_of, image_platforms, index_node,
+                                       platform_of, without)
 from registry_tools.session import Session, using
 from registry_tools.store.origin import Origins, read_small
 
@@ -34,6 +35,8 @@ class IndexResult:
     entries: int = 0
     replaced: list[str] = field(default_factory=list)  # platforms whose entries were replaced or removed
     copied: int = 0  # images copied into the target's repository or layout
+    others: list[str] = field(default_factory=list)  # the entries that are no platform's image, described
+    resolved: list[tuple[str, Digest]] = field(default_factory=list)  # members named by a tag: the digest taken
 
     def to_json(self) -> dict[str, Any]:
         return {"reference": self.target, "digest": str(self.digest), "platforms": self.platforms,
@@ -65,6 +68,7 @@ class _Target:
         if not refs.TAG_RE.match(self.tag):
             raise UsageError(f"{text}: {self.tag!r} is not a valid tag")
         self.end = self.end.with_tag(self.tag)
+        self.resolved: list[tuple[str, Digest]] = []
         self.destination = self.end.destination(session, endpoint.Writing(tag=self.tag, keep_others=True))
 
     def __str__(self) -> str:
@@ -80,10 +84,14 @@ class _Target:
 
     def member(self, text: str, origins: Origins) -> tuple[ManifestNode, bool]:
         """An image (or index) to put in: its tree, as an entry its platform (from its config), its
-        blobs where the target reads them; and whether it comes from elsewhere."""
+        blobs where the target reads them; and whether it comes from elsewhere. A member named by
+        a tag is taken at the digest the tag names now (an index names its members by digest):
+        the result says which."""
         source = endpoint.parse(text, "source")
         trees = source.tree(self.session)
         tree = trees.read(())
+        if not source.pinned:
+            self.resolved.append((text, tree.digest))
         blobs = trees.blobs(tree, self.destination.need)
         origins.add([b.digest for b in tree.all_blobs()], blobs)
         elsewhere = source.repository is None or self.end.repository is None or \
@@ -108,7 +116,19 @@ class _Target:
 
 
 def _result(target: _Target, index: ManifestNode, replaced: list[str], copied: int) -> IndexResult:
-    return IndexResult(str(target), index.digest, image_platforms(index), len(index.children), replaced, copied)
+    return IndexResult(str(target), index.digest, image_platforms(index), len(index.children), replaced, copied,
+                       _others(index), target.resolved)
+
+
+def _others(index: ManifestNode) -> list[str]:
+    """The entries that are no platform's image, as a summary names them: nested indexes by digest,
+    attestations and artifacts counted."""
+    nested = [f"the index {c.digest}" for c in index.children
+              if c.descriptor.media_type in mf.INDEX_TYPES and not platform_of(c)]
+    attestations = sum(1 for c in index.children if is_attestation(entry_of(c)))
+    artifacts = len(index.children) - len(image_platforms(index)) - len(nested) - attestations
+    counted = ((attestations, "attestation", "attestations"), (artifacts, "other entry", "other entries"))
+    return nested + [f"{n} {one if n == 1 else many}" for n, one, many in counted if n]
 
 
 def _members(target: _Target, texts: list[str], origins: Origins) -> tuple[list[ManifestNode], int]:

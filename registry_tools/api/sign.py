@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from registry_tools import endpoint
 from registry_tools.errors import ManifestError, NotFound, UsageError, VerificationError
 from registry_tools.fileio import replacing
 from registry_tools.model import manifest as mf
@@ -71,6 +72,14 @@ def key_bytes(path: str | os.PathLike[str]) -> bytes:
     return _read(path, "key")
 
 
+def key_passphrase(path: str | os.PathLike[str], prompt: bool) -> bytes:
+    """The passphrase the private key at `path` needs, asked only when it needs one (and only once
+    the key is found): none for a PEM key that is not encrypted, unless COSIGN_PASSWORD gives one."""
+    if os.environ.get(PASSWORD_ENV) is None and not sg.needs_passphrase(key_bytes(path)):
+        return b""
+    return passphrase(prompt)
+
+
 def _read(path: str | os.PathLike[str], what: str) -> bytes:
     p = Path(path)
     if not p.is_file():
@@ -80,10 +89,9 @@ def _read(path: str | os.PathLike[str], what: str) -> bytes:
     return p.read_bytes()
 
 
-def _target(image: str, session: Session) -> tuple[refs.Reference, RegistrySource, Digest]:
+def _target(ref: refs.Reference, session: Session) -> tuple[refs.Reference, RegistrySource, Digest]:
     """The repository and the digest REF names, which the registry must have: a tag is resolved,
     a digest fetched (from the registry, not the cache) and checked."""
-    ref = refs.parse_normalized(image)
     source = session.source(ref.name_only())
     if not ref.digest:
         return ref, source, source.resolve_tag(ref.tag or "latest")
@@ -135,7 +143,7 @@ def sign(image: str, key_file: str | os.PathLike[str], secret: bytes, *, session
     """`sign REF --key KEY`: a signature of the manifest REF names, added beside it."""
     key = sg.load_private(_read(key_file, "key"), secret, str(key_file))
     with using(session) as session:
-        ref, source, digest = _target(image, session)
+        ref, source, digest = _target(endpoint.written_reference(image), session)
         data = sg.payload(ref.name_only().name, digest)
         layer = sg.signature_layer(data, sg.sign(key, data))
         tag = sg.signature_tag(digest)
@@ -227,5 +235,5 @@ def verify(image: str, key_file: str | os.PathLike[str], *, session: Session | N
     """`verify REF --key KEY.pub`."""
     key_data = _read(key_file, "key")
     with using(session) as session:
-        _, source, digest = _target(image, session)
+        _, source, digest = _target(refs.parse_normalized(image), session)
         return check_signatures(source, digest, key_data, str(key_file))

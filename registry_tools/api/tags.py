@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from registry_tools import endpoint
 from registry_tools.errors import UsageError
 from registry_tools.model import manifest as mf
 from registry_tools.model import reference as refs
@@ -28,8 +29,8 @@ class TagResult:
 
 def tag(source: str, new_tag: str, session: Session) -> TagResult:
     """Point NEW_TAG (in SOURCE's repository) at SOURCE's manifest: one manifest PUT, none if
-    the tag names it already. SOURCE is REPO@DIGEST (or REPO:TAG, resolved first)."""
-    ref = refs.parse_normalized(source)
+    the tag names it already. SOURCE is REPO@DIGEST (or REPO:TAG, resolved first), its registry named."""
+    ref = endpoint.written_reference(source)
     if not refs.TAG_RE.match(new_tag):
         raise UsageError(f"{new_tag!r} is not a valid tag (give only the tag: it goes in {ref.name})")
     src = session.source(ref)
@@ -45,7 +46,7 @@ def tag(source: str, new_tag: str, session: Session) -> TagResult:
 
 def delete(image: str, session: Session) -> Digest:
     """Delete the manifest REF@DIGEST names (every tag pointing at it goes with it)."""
-    ref = refs.parse_normalized(image)
+    ref = endpoint.written_reference(image)
     if not ref.digest:
         raise UsageError(f"{image}: give REPOSITORY@sha256:… (a delete names the manifest by digest, so a "
                          "tag that moved meanwhile cannot delete the wrong one)")

@@ -13,7 +13,7 @@ from typing import Any
 
 from registry_tools.builder.pack import Owner
 from registry_tools.model import reference as refs
-from registry_tools.errors import UsageError
+from registry_tools.errors import UsageError, unknown_word
 from registry_tools.model.platform import Platform, declared, host_platform
 
 log = logging.getLogger("registry_tools.build")
@@ -252,7 +252,7 @@ def _run_config(obj: dict[str, Any], spec: BuildSpec, base_dir: Path, now: datet
         for k, v in cfg.items():
             kind = CONFIG_KEYS.get(k)
             if kind is None:
-                raise _bad(f"config.{k}", f"unknown config key (known: {', '.join(sorted(CONFIG_KEYS))})")
+                raise _bad(f"config.{k}", unknown_word("config key", k, CONFIG_KEYS))
             if not isinstance(v, kind) or (kind is int and isinstance(v, bool)):
                 raise _bad(f"config.{k}", f"must be a {kind.__name__}")
             items: list[Any] = v if isinstance(v, list) else []
@@ -345,7 +345,7 @@ def parse_spec(obj: Any, base_dir: Path = Path("."), now: datetime.datetime | No
             raise _bad(key, "builds several images: read the spec with parse_build")
     unknown = sorted(set(obj) - KEYS)
     if unknown:
-        raise _bad(unknown[0], "unknown key" + (f" (known keys: {', '.join(sorted(KEYS))})" if len(unknown) else ""))
+        raise _bad(unknown[0], unknown_word("key", unknown[0], KEYS))
     if "name" not in obj:
         raise _bad("name", "is required")
     name = _want(obj, "name", str, "a string")
@@ -378,8 +378,8 @@ def _closure(value: Any, base_dir: Path) -> ClosureInput:
     if not isinstance(value, dict):
         raise _bad("closure", "must be a path to a reference graph, or an object with \"graph\"")
     known = ("graph", "roots", "storeDir", "realStoreDir", "exclude")
-    if set(value) - set(known):
-        raise _bad(f"closure.{sorted(set(value) - set(known))[0]}", f"unknown key (known: {', '.join(known)})")
+    if wrong := sorted(set(value) - set(known)):
+        raise _bad(f"closure.{wrong[0]}", unknown_word("key", wrong[0], known))
     if not isinstance(value.get("graph"), str):
         raise _bad(key, "must be a path to a reference graph file")
     graph = _resolve(base_dir, value["graph"])

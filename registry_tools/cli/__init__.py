@@ -34,6 +34,18 @@ def _exit_now(code: int, grace: float = 0.8) -> NoReturn:
     os._exit(code)
 
 
+class _Lines(logging.Formatter):
+    """Log lines as every line of the program: `registry-tools: …`; with -v, the part of the
+    program that speaks follows the name: `registry-tools (transport): GET … -> 200`."""
+
+    def __init__(self, verbose: bool):
+        super().__init__("registry-tools (%(part)s): %(message)s" if verbose else "registry-tools: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.part = record.name.removeprefix("registry_tools.")
+        return super().format(record)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     if argv is None:  # the command's own process (not a caller of main)
         startup.tune()
@@ -49,8 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # --help, --version and usage errors
         return int(e.code or 0)
-    logging.basicConfig(level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
-                        format="%(name)s: %(message)s", stream=sys.stderr)
+    verbose = getattr(args, "verbose", False)
+    lines = logging.StreamHandler(sys.stderr)
+    lines.setFormatter(_Lines(verbose))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, handlers=[lines])
     # httpx and httpcore log whole URLs (pre-signed ones carry secrets) and headers: never let them.
     for noisy in ("httpx", "httpcore", "hpack"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

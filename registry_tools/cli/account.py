@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from registry_tools.cli.common import emit, note
-from registry_tools.cli.options import boolean, days
+from registry_tools.cli.options import boolean, days, proxy
 from registry_tools.errors import UsageError
 
 
@@ -29,6 +29,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from registry_tools.store.cache import BlobCache
     from registry_tools.progress import human
 
+    pruning = [flag for flag, value in (("--max-size", args.max_size), ("--older-than", args.older_than))
+               if value is not None]
+    if pruning and args.action != "prune":  # never ignored: `clear --older-than 3` would empty the whole cache
+        raise UsageError(f"{pruning[0]} is an option of `cache prune`; `cache {args.action}` takes none "
+                         "(nothing was done)")
     cache = BlobCache(args.cache_dir)
     removed = freed = 0
     if args.action == "clear":
@@ -60,7 +65,7 @@ def _login(sub: Any) -> None:
     p.add_argument("--tls-verify", type=boolean, default=True, metavar="BOOL",
                    help="verify the registry's TLS certificate (default true)")
     p.add_argument("--ca-file", help="CA bundle to trust (default: SSL_CERT_FILE or the system's)")
-    p.add_argument("--proxy", metavar="URL", help="an HTTP(S) proxy (default: from the environment)")
+    p.add_argument("--proxy", metavar="URL", type=proxy, help="an HTTP(S) proxy (default: from the environment)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", "-q", action="store_true", help="print only the result")
     p.add_argument("--verbose", "-v", action="store_true", help="a line per request on stderr (never secrets)")
@@ -78,6 +83,9 @@ def cmd_login(args: argparse.Namespace) -> int:
         if password:
             raise UsageError("give the password once: --password or --password-stdin")
         password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise UsageError("--password-stdin: standard input held no password; pipe it in: printf '%s' "
+                             f"\"$TOKEN\" | registry-tools login {args.registry} -u USER --password-stdin")
     if not username:
         if not sys.stdin.isatty():
             raise UsageError("give --username (no terminal to ask on)")

@@ -129,6 +129,9 @@ def lock_lines(args: argparse.Namespace):
         raise UsageError("with --from, give a platform per line in the file")
     if args.from_file == "-":
         text, source = sys.stdin.read(), "stdin"
+    elif not Path(args.from_file).is_file():
+        what = "is not a file" if Path(args.from_file).exists() else "does not exist"
+        raise UsageError(f"--from {args.from_file} {what}")
     else:
         with open(args.from_file, encoding="utf-8") as f:
             text, source = f.read(), args.from_file

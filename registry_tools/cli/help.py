@@ -97,8 +97,25 @@ EXAMPLES = {
 }
 
 
+# the actions of a command that has them (`index create`): examples of each under its own help
+ACTION_EXAMPLES = {
+    "index create": ["registry-tools index create reg.example/app:1.2 reg.example/app@sha256:…amd64 "
+                     "reg.example/app@sha256:…arm64",
+                     "registry-tools index create oci:./layout:1.2 ghcr.io/org/app-amd64:1.2 ghcr.io/org/app-arm64:1.2"
+                     "   # tags: taken at their digests now",
+                     "registry-tools index create reg.example/app:1.2 reg.example/app@sha256:… --annotation "
+                     "org.opencontainers.image.version=1.2"],
+    "index add": ["registry-tools index add reg.example/app:1.2 ghcr.io/org/app-riscv@sha256:…",
+                  "registry-tools index add oci:./layout:1.2 reg.example/app@sha256:…   # replaces that platform's "
+                  "entry"],
+    "index remove": ["registry-tools index remove reg.example/app:1.2 --platform linux/arm/v7",
+                     "registry-tools index remove oci:./layout:1.2 --platform linux/arm/v6,linux/arm/v7"],
+    "lock merge": EXAMPLES["lock"],
+}
+
+
 def examples(name: str) -> str:
-    return "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name])
+    return "examples:\n" + "\n".join(f"  {line}" for line in {**EXAMPLES, **ACTION_EXAMPLES}[name])
 
 
 def teach(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -109,6 +126,11 @@ def teach(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> N
     for name, p in sub.choices.items():
         p.formatter_class = argparse.RawDescriptionHelpFormatter
         p.epilog = examples(name)
+        for actions in (a for a in p._actions if isinstance(a, argparse._SubParsersAction)):
+            for verb, q in actions.choices.items():
+                assert f"{name} {verb}" in ACTION_EXAMPLES, f"no examples for {name} {verb}"
+                q.formatter_class = argparse.RawDescriptionHelpFormatter
+                q.epilog = examples(f"{name} {verb}")
     width = max(len(n) for n in sub.choices) + 2
     lines = []
     for group, names in GROUPS.items():
@@ -122,13 +144,30 @@ def teach(parser: argparse.ArgumentParser, sub: argparse._SubParsersAction) -> N
 
 
 def suggestion(message: str) -> str:
-    """`invalid choice: 'pul'` becomes a line naming the nearest command."""
-    m = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
-    if not m:
-        return message
-    choices = re.findall(r"'([^']*)'", m.group(2))
+    """argparse's `invalid choice` as one line a user reads: an unknown command (or action) named
+    with the nearest one, an option's or an argument's value with the values it takes."""
+    m = re.search(r"argument ([^:]+): invalid choice: (.*?) \(choose from (.*)\)", message)
+    if not m:  # `argument -o/--output: expected one argument`: the option's name is enough
+        return re.sub(r"^argument ([^:]+): ", lambda a: a.group(1).split("/")[-1] + ": ", message)
+    name, value = m.group(1).split("/")[-1], m.group(2).strip("'\"")
+    choices = [c.strip().strip("'\"") for c in m.group(3).split(",")]
     import difflib
 
-    near = difflib.get_close_matches(m.group(1), choices, n=1, cutoff=0.5)
-    hint = f"; did you mean {near[0]!r}?" if near else f"; the commands are: {', '.join(choices)}"
-    return f"unknown command {m.group(1)!r}{hint}"
+    if name.upper() in ("COMMAND", "ACTION"):
+        noun = name.lower()
+        near = difflib.get_close_matches(value, choices, n=1, cutoff=0.5 if noun == "command" else 0.7)
+        hint = f"; did you mean {near[0]!r}?" if near else f"; the {noun}s are: {', '.join(choices)}"
+        return f"unknown {noun} {value!r}{hint}"
+    near = difflib.get_close_matches(value, choices, n=1, cutoff=0.7)
+    hint = f"; did you mean {near[0]!r}?" if near else ""
+    return f"{name} {value!r} is not one of: {', '.join(choices)}{hint}"
+
+
+def unknown_option(word: str, known: list[str], prog: str) -> str:
+    """`--versio`: one line naming the nearest option this command has."""
+    import difflib
+
+    longs = {k[2:]: k for k in known if k.startswith("--")}
+    near = difflib.get_close_matches(word.lstrip("-"), list(longs), n=1, cutoff=0.6)
+    return f"unknown option {word}" + (f"; did you mean {longs[near[0]]}?" if near else
+                                           f"; `{prog} --help` lists them")

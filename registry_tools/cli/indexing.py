@@ -18,11 +18,13 @@ def _index(sub: Any) -> None:
     actions = p.add_subparsers(dest="index_action", required=True, parser_class=Parser, metavar="ACTION")
     c = actions.add_parser("create", help="a new index of these images (platforms read from each config)")
     c.add_argument("dest", metavar="DEST", help="REGISTRY/REPOSITORY[:TAG] or oci:DIR[:TAG]")
-    c.add_argument("images", nargs="+", metavar="REF@DIGEST", help="the images to list, each pinned by digest")
+    c.add_argument("images", nargs="+", metavar="REF@DIGEST", help="the images to list, each pinned by digest "
+                   "(REF:TAG: the digest the tag names now, which the summary shows)")
     a = actions.add_parser("add", help="put images into an existing index (replacing the entry of the same "
                                        "platform, if there is one)")
     a.add_argument("target", metavar="INDEX", help="REGISTRY/REPOSITORY[:TAG] or oci:DIR[:TAG]")
-    a.add_argument("images", nargs="+", metavar="REF@DIGEST", help="the images to put in, each pinned by digest")
+    a.add_argument("images", nargs="+", metavar="REF@DIGEST", help="the images to put in, each pinned by digest "
+                   "(REF:TAG: the digest the tag names now, which the summary shows)")
     for q in (c, a):
         q.add_argument("--annotation", action="append", metavar="KEY=VALUE",
                        help="an annotation on the index (repeatable); nothing is filled from the clock")
@@ -48,10 +50,22 @@ def cmd_index(args: argparse.Namespace) -> int:
                           session=session)
         else:
             r = index.remove(args.target, parse_platforms(args.platform), session=session)
-    change = {"create": "", "add": "replaced", "remove": "removed"}[args.index_action]
-    what = f"; {change} {', '.join(r.replaced)}" if r.replaced else ""
-    return report(args, r.to_json(), f"{r.target}: an index of {r.entries} entries ({', '.join(r.platforms)})"
-                                      f"{what}; {r.copied} image(s) copied in", r.digest)
+    change = "removed" if args.index_action == "remove" else "replaced"
+    return report(args, r.to_json(), summary(change, r), r.digest)
+
+
+def summary(change: str, r: Any) -> str:
+    """`reg/app:1: an index of 2 entries (linux/amd64, linux/arm64); 1 image copied in`, with the
+    platforms replaced or removed, and the digest each member named by a tag was taken at."""
+    entries = f"{r.entries} entr{'y' if r.entries == 1 else 'ies'}"
+    parts = [f"{r.target}: an index of {entries} ({', '.join(r.platforms + r.others)})"]
+    if r.replaced:
+        parts.append(f"{change} {', '.join(r.replaced)}")
+    if change == "replaced":  # create and add copy images in; remove never does
+        parts.append(f"{r.copied} image{'' if r.copied == 1 else 's'} copied in")
+    parts += [f"{text} taken as {digest} (an index names its images by digest: it will not follow the tag)"
+              for text, digest in r.resolved]
+    return "; ".join(parts)
 
 
 COMMANDS = {"index": (_index, cmd_index)}

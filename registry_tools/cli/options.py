@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from typing import Any, NoReturn
 
-from registry_tools.cli.help import suggestion
+from registry_tools.cli.help import suggestion, unknown_option
 
 
 class Parser(argparse.ArgumentParser):
@@ -13,8 +14,35 @@ class Parser(argparse.ArgumentParser):
         # No abbreviated long options: `pull --all` must not be read as --allow-cross-arch.
         kwargs["allow_abbrev"] = False
         super().__init__(*args, **kwargs)
+        self._words: list[str] = []
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        """An option this command does not have is named (with the nearest one it has) before
+        anything else is said: before a missing argument, which it may well have caused."""
+        self._words = list(sys.argv[1:] if args is None else args)
+        namespace, extras = super().parse_known_args(args, namespace)
+        unknown = self._unknown(extras)
+        if unknown:
+            self.error(unknown_option(unknown, list(self._option_string_actions), self.prog))
+        return namespace, extras
+
+    def _unknown(self, words: list[str]) -> str | None:
+        """The first word that is an option (up to its =) this parser does not know."""
+        for word in words:
+            if word == "--":
+                return None
+            option = word.split("=", 1)[0]
+            if option.startswith("-") and option != "-" and not option[1:2].isdigit() \
+                    and option not in self._option_string_actions and \
+                    (option.startswith("--") or option[:2] not in self._option_string_actions):
+                return option
+        return None
 
     def error(self, message: str) -> NoReturn:  # exit 2 with one line, as bad usage must
+        unknown = self._unknown(self._words) if message.startswith("the following arguments are required") \
+            else None
+        if unknown:
+            message = unknown_option(unknown, list(self._option_string_actions), self.prog)
         self.exit(2, f"{self.prog}: error: {suggestion(message)}\n")
 
 
@@ -37,6 +65,17 @@ def days(text: str) -> float:
     return value
 
 
+def proxy(text: str) -> str:
+    """`--proxy URL`, checked as the options are read (bad usage: exit 2)."""
+    from registry_tools.errors import UsageError
+    from registry_tools.registry.network import valid_proxy
+
+    try:
+        return valid_proxy(text)
+    except UsageError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("proxy ")) from None
+
+
 def add_common(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("registry and cache")
     g.add_argument("--tls-verify", type=boolean, default=True, metavar="BOOL",
@@ -46,7 +85,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cert-dir", help="certificates for the registry, as skopeo's: *.crt (CAs), and a *.cert with "
                                       "its *.key (a client certificate for mutual TLS); per-host ones are also read "
                                       "from /etc/docker/certs.d/HOST:PORT/ and /etc/containers/certs.d/HOST:PORT/")
-    g.add_argument("--proxy", metavar="URL",
+    g.add_argument("--proxy", metavar="URL", type=proxy,
                    help="an HTTP(S) proxy for every request (default: https_proxy, http_proxy, all_proxy and "
                         "no_proxy from the environment, upper or lower case)")
     g.add_argument("--cache-dir", help="blob cache (default: $REGISTRY_TOOLS_CACHE or ~/.cache/registry-tools)")
@@ -70,15 +109,17 @@ PLATFORMS = ("linux/amd64", "linux/arm64", "linux/arm64/v8", "linux/arm/v7", "li
              "linux/ppc64le", "linux/s390x", "linux/riscv64", "windows/amd64")
 
 
-def complete_platforms(action: argparse.Action) -> argparse.Action:
-    action.completer = lambda **_: PLATFORMS  # type: ignore[attr-defined]
+def complete_platforms(action: argparse.Action, whole: bool = False) -> argparse.Action:
+    """The platforms a shell offers for the option; `whole`: `all` too (the option takes it)."""
+    action.completer = lambda **_: PLATFORMS + (("all",) if whole else ())  # type: ignore[attr-defined]
     return action
 
 
-def add_platform(p: argparse.ArgumentParser) -> None:
+def add_platform(p: argparse.ArgumentParser, whole: bool = False) -> None:
+    """--platform and its parts; `whole`: the command takes `--platform all` (the whole index)."""
     g = p.add_argument_group("platform (for a multi-arch image)")
-    complete_platforms(g.add_argument("--platform", help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8 (pull and "
-                                                          "prefetch: all, for the whole index)"))
+    complete_platforms(g.add_argument("--platform", help="OS/ARCH[/VARIANT], e.g. linux/arm64/v8" +
+                                      (", or all: the whole index" if whole else "")), whole)
     g.add_argument("--os", help="operating system (default linux)")
     g.add_argument("--arch", help="CPU architecture (default: this machine's)")
     g.add_argument("--variant", help="CPU variant, e.g. v7")

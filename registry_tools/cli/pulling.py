@@ -40,7 +40,7 @@ def _pull(sub: Any) -> None:
                    help="write nothing unless the image (the digest pinned) has a valid cosign signature by this "
                         "public key")
     _check_registry(p)
-    add_platform(p)
+    add_platform(p, whole=True)
     add_common(p)
 
 
@@ -140,7 +140,7 @@ def _prefetch(sub: Any) -> None:
                    help="a layer pin: every manifest, config and layer by its digest instead of the output's hash "
                         "(reads the tag, the index, the manifest and the config; no layer is downloaded); "
                         "`assemble` writes from it what `pull` writes")
-    add_platform(p)
+    add_platform(p, whole=True)
     add_common(p)
 
 

@@ -42,9 +42,11 @@ def _sign(sub: Any) -> None:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from registry_tools.api.sign import passphrase, sign
+    from registry_tools.api.sign import key_passphrase, sign
+    from registry_tools.endpoint import written_reference
 
-    secret = passphrase(sys.stdin.isatty())
+    written_reference(args.image)  # a REF naming no registry is refused before a passphrase is asked
+    secret = key_passphrase(args.key, sys.stdin.isatty())
     with session_of(args) as session:
         r = sign(args.image, args.key, secret, session=session)
     return report(args, r.to_json(), f"signed {r.reference}: {r.signatures} signature(s) in {r.signature_digest}",

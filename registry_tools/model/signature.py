@@ -97,16 +97,28 @@ def _p256(key: Any, where: str) -> Any:
     return key
 
 
+def _label(data: bytes) -> str:
+    label = _PEM_LABEL.search(data)
+    return label.group(1).decode() if label else ""
+
+
+def needs_passphrase(data: bytes) -> bool:
+    """Whether a private key is sealed under a passphrase (cosign's always is, if only the empty
+    one): told by its PEM label, so that a key that is not is never asked one."""
+    kind = _label(data)
+    return kind in (COSIGN_PEM, SIGSTORE_PEM, "ENCRYPTED PRIVATE KEY") or \
+        (kind.endswith("PRIVATE KEY") and b"Proc-Type: 4,ENCRYPTED" in data)
+
+
 def load_private(data: bytes, passphrase: bytes, where: str) -> ec.EllipticCurvePrivateKey:
     """cosign's encrypted key or a PKCS#8 (or SEC 1) PEM: told apart by the PEM label, never by
     the text of an error."""
-    label = _PEM_LABEL.search(data)
-    kind = label.group(1).decode() if label else ""
+    kind = _label(data)
     if kind in (COSIGN_PEM, SIGSTORE_PEM):
         return _p256(_load_cosign(data, passphrase, where), where)
     if not kind.endswith("PRIVATE KEY"):
         raise KeyError_(f"{where}: not a PEM private key")
-    encrypted = kind == "ENCRYPTED PRIVATE KEY" or b"Proc-Type: 4,ENCRYPTED" in data
+    encrypted = needs_passphrase(data)
     if encrypted and not passphrase:
         raise KeyError_(f"{where}: the key is encrypted: give its passphrase (COSIGN_PASSWORD)")
     if passphrase and not encrypted:

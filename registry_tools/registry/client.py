@@ -6,7 +6,6 @@ deals in repositories and digests.
 """
 from __future__ import annotations
 
-import logging
 import os
 import ssl
 import threading
@@ -18,7 +17,7 @@ import httpx
 from registry_tools import __version__
 from registry_tools.cancel import Cancel
 from registry_tools.errors import AuthError, DigestMismatch, Interrupted, InvalidDigest, ManifestError, NetworkError
-from registry_tools.errors import NotFound, RegistryError, ResponseTooLarge, VerificationError
+from registry_tools.errors import NotFound, ProxyFailure, RegistryError, ResponseTooLarge, VerificationError
 from registry_tools.model.digest import Digest
 from registry_tools.model.manifest import ACCEPT, MAX_MANIFEST_SIZE, load_json
 from registry_tools.model.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, is_loopback_host
@@ -29,10 +28,6 @@ from registry_tools.registry.tokens import TokenClient
 from registry_tools.registry.sockets import abortable
 from registry_tools.registry.pacing import KIND, RateLimit, RetryPolicy
 from registry_tools.registry.transport import LIMIT, REDIRECTS, RETRY, Client, RegistryTransport, read_body
-
-__all__ = ["Registry", "RetryPolicy", "TransportOptions"]
-
-log = logging.getLogger("registry_tools.client")
 
 __all__ = ["Registry", "RetryPolicy", "TransportOptions"]
 
@@ -105,8 +100,7 @@ class SchemeTransport(httpx.BaseTransport):
                                              proxy=network.proxy_of(proxy) if proxy else None,
                                              limits=httpx.Limits(max_connections=n, max_keepalive_connections=n)))
 
-    def _route(self, url: httpx.URL) -> httpx.HTTPTransport:
-        proxy = self.proxies.for_url(url)
+    def _route(self, url: httpx.URL, proxy: str | None) -> httpx.HTTPTransport:
         dirs: tuple[str, ...] = ()
         if url.scheme == "https":
             found = network.certs_dir(url.netloc.decode("ascii"))
@@ -122,7 +116,8 @@ class SchemeTransport(httpx.BaseTransport):
         return route
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        return self._route(request.url).handle_request(request)
+        proxy = self.proxies.for_url(request.url)
+        return network.sent(proxy, request, self._route(request.url, proxy).handle_request)
 
     def close(self) -> None:
         with self._lock:
@@ -262,8 +257,9 @@ class Registry:
             if code == "MANIFEST_UNKNOWN" and "@" not in what:
                 raise NotFound(f"{what}: no such tag ({detail})", 404, code)
             raise NotFound(f"{what}: not found on {self.domain} ({detail})", 404, code)
-        if resp.status_code == 407:  # a proxy's answer, not the registry's
-            raise AuthError(f"{what}: the proxy asks for credentials (HTTP 407): give them in its URL", 407, code)
+        refusal = network.proxy_refusal(resp, self.domain)
+        if refusal:  # the proxy's answer, not the registry's
+            raise AuthError(f"{what}: {refusal}", resp.status_code, code)
         if resp.status_code in (401, 403):
             hint = ("check the credentials and that they grant access to this repository" if self.credential(repo)
                     else "the registry needs credentials: run registry-tools login")
@@ -369,13 +365,16 @@ def probe_scheme(reg: "Registry") -> str:
             resp = ask(f"http://{reg.host}/v2/")
             if resp.status_code != 400 and resp.status_code < 500:
                 return "http"
+        except ProxyFailure:
+            raise
         except NetworkError:
             pass
     try:
         ask(f"https://{reg.host}/v2/")
         return "https"
     except NetworkError as e:
-        raise NetworkError(f"cannot reach registry {reg.host}: {str(e).split(' failed: ', 1)[-1]}") from None
+        raise e if isinstance(e, ProxyFailure) else \
+            NetworkError(f"cannot reach registry {reg.host}: {str(e).split(' failed: ', 1)[-1]}") from None
 
 
 def announced_digest(resp: httpx.Response, what: str) -> Digest | None:

@@ -20,8 +20,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import ssl
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Iterator
 
 import httpx
 
@@ -63,7 +65,7 @@ class Proxies:
         https = explicit or _env("https_proxy") or everything
         for url in (http, https):
             if url is not None:
-                _check(url)
+                valid_proxy(url)
         no = _env("no_proxy") or ""
         return cls(http, https, tuple(e.strip().lower() for e in no.split(",") if e.strip()))
 
@@ -74,11 +76,16 @@ class Proxies:
         return proxy
 
 
-def _check(url: str) -> None:
+def valid_proxy(url: str) -> str:
+    """A proxy URL a connection can go through (`--proxy`, checked as it is parsed, and the
+    environment's); else one line saying what it takes, without the credentials it may hold."""
     try:
         u = httpx.URL(url if "://" in url else f"http://{url}")
     except httpx.InvalidURL:
         raise UsageError(f"proxy {shown(url)}: not a URL") from None
+    if "://" not in url and (u.port is None or not u.host):  # `notaurl`: a word, not a proxy
+        raise UsageError(f"proxy {shown(f'http://{url}').removeprefix('http://')}: not a URL; write "
+                         "http://HOST:PORT (e.g. http://proxy.example:3128)")
     if u.scheme not in ("http", "https", "socks5", "socks5h"):
         raise UsageError(f"proxy {shown(url)}: use an http://, https:// or socks5:// proxy")
     if u.scheme.startswith("socks"):
@@ -89,6 +96,7 @@ def _check(url: str) -> None:
                              "(pip install 'httpx[socks]')") from None
     if not u.host:
         raise UsageError(f"proxy {shown(url)}: no host")
+    return url
 
 
 def bypassed(host: str, entries: tuple[str, ...]) -> bool:
@@ -116,6 +124,65 @@ def bypassed(host: str, entries: tuple[str, ...]) -> bool:
 
 def proxy_of(url: str) -> httpx.Proxy:
     return httpx.Proxy(url if "://" in url else f"http://{url}")
+
+
+VIA = "registry_tools.proxy"  # response extension: the proxy (as `shown`) the answer came through
+
+
+@contextmanager
+def through(proxy: str | None, url: httpx.URL) -> Iterator[None]:
+    """A request for `url` sent through `proxy`: a failure that is the proxy's (it cannot be
+    reached, refuses to open the tunnel, or cannot reach the host itself) becomes an
+    httpx.ProxyError naming it, never reported as the registry's. A TLS failure in the tunnel is
+    the registry's (its certificate)."""
+    if proxy is None:
+        yield
+        return
+    try:
+        yield
+    except httpx.ProxyError as e:  # CONNECT answered with something else than 2xx: "502 Bad Gateway"
+        how = "could not connect to" if str(e).startswith("5") else "refused the connection to"
+        raise httpx.ProxyError(f"the proxy {shown(proxy)} {how} {url.host}:{url.port or 443} ({e})") from e
+    except (httpx.ConnectError, httpx.ConnectTimeout) as e:  # the connection goes to the proxy
+        if _tls_failure(e):
+            raise
+        raise httpx.ProxyError(f"the proxy {shown(proxy)} cannot be reached ({e})") from e
+
+
+def _tls_failure(e: BaseException) -> bool:
+    seen: BaseException | None = e
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def sent(proxy: str | None, request: httpx.Request,
+         send: Callable[[httpx.Request], httpx.Response]) -> httpx.Response:
+    """`send(request)` through `proxy` (None: straight): its failures told apart (`through`), its
+    answer marked with the proxy it came through (`VIA`)."""
+    with through(proxy, request.url):
+        resp = send(request)
+    if proxy:
+        resp.extensions[VIA] = shown(proxy)
+    return resp
+
+
+def proxy_refusal(resp: httpx.Response, registry: str) -> str | None:
+    """What the proxy said, if this answer is its own refusal rather than `registry`'s: a 407; or a
+    401 that came through a proxy and is no registry's answer: one with a Proxy-Authenticate
+    challenge, or without the Docker-Distribution-API-Version header a registry puts on every
+    answer (tinyproxy answers a wrong password with a 401 of its own)."""
+    via = resp.extensions.get(VIA)
+    who = f"the proxy {via}" if isinstance(via, str) else "a proxy"
+    if resp.status_code == 407:
+        return f"{who} asks for credentials (HTTP 407): give them in its URL, http://USER:PASSWORD@HOST:PORT"
+    if resp.status_code == 401 and isinstance(via, str) and (
+            "proxy-authenticate" in resp.headers or "docker-distribution-api-version" not in resp.headers):
+        return (f"{who} refused the request (HTTP 401, its own answer, not {registry}'s): check the "
+                "credentials in the proxy's URL")
+    return None
 
 
 # --- certificates --------------------------------------------------------------------------

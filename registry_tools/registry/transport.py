@@ -30,7 +30,7 @@ import httpx
 
 from registry_tools import cancel as cancellation
 from registry_tools.cancel import Cancel
-from registry_tools.errors import Interrupted, NetworkError, RegistryError, ResponseTooLarge
+from registry_tools.errors import Interrupted, NetworkError, ProxyFailure, RegistryError, ResponseTooLarge
 from registry_tools.registry.pacing import KIND, RateLimit, RetryPolicy, retry_after
 from registry_tools.registry.sockets import Watch, watching
 
@@ -62,6 +62,9 @@ def project_errors(request: httpx.Request, cancel: Cancel | None) -> Iterator[No
     except httpx.TransportError as e:
         if cancel is not None and cancel.is_set():  # cut off on the wire by the cancellation
             raise Interrupted(cancel.reason) from None
+        if isinstance(e, httpx.ProxyError):  # network.through named the proxy: its failure, not the registry's
+            where = f"{request.method} {safe_url(str(request.url))}"
+            raise ProxyFailure(f"{reason(e)}: {where} did not reach the registry") from None
         raise NetworkError(f"{request.method} {safe_url(str(request.url))} failed: {reason(e)}") from None
 
 
