@@ -25,6 +25,7 @@ from registry_tools.model.image import BlobOrigin, Image, Layer, LayerSupply
 from registry_tools.model.platform import Platform
 from registry_tools.model.tree import ManifestNode
 from registry_tools.store.cache import BlobCache
+from registry_tools.words import size
 
 log = logging.getLogger("registry_tools.engine")
 
@@ -187,9 +188,8 @@ class Progress:
 
     def layer_ready(self, layer: Layer, compressor: str, packed: bool) -> None:
         """A layer of a build is in the cache: `packed` now, or found there from an earlier build."""
-        mb = (layer.size or 0) / 1e6
-        self.say(f"layer {layer.descriptor.digest.hex[:12]}: {mb:.1f} MB, "
-                 f"{layer.descriptor.size / 1e6:.1f} MB {compressor}{'' if packed else ' (unchanged)'}")
+        self.say(f"layer {layer.descriptor.digest.hex[:12]}: {size(layer.size or 0)}, "
+                 f"{size(layer.descriptor.size)} {compressor}{'' if packed else ' (unchanged)'}")
 
 
 def repairing(cache: BlobCache, run: Callable[[], T]) -> T:

@@ -6,21 +6,14 @@ import threading
 import time
 from typing import Any, TextIO
 
+from registry_tools import words
 from registry_tools.engine import Progress
 from registry_tools.model.digest import Digest
 
 
-def human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
 class StderrProgress(Progress):
-    """A bar on a terminal (never elsewhere); a line per layer or blob only with `verbose`;
-    nothing at all when `quiet`."""
+    """A bar on a terminal (never elsewhere): bytes moved of the total to move, drawn once the
+    total is known; a line per layer or blob only with `verbose`; nothing at all when `quiet`."""
 
     def __init__(self, quiet: bool = False, stream: TextIO | None = None, verbose: bool = False):
         self.quiet = quiet
@@ -28,48 +21,59 @@ class StderrProgress(Progress):
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self._lock = threading.Lock()
-        self._total = 0
+        self._total: int | None = None  # None: no transfer under way (not started, or ended)
         self._done = 0
+        self._drawn = False  # the bar stands on the terminal's last line
         self._last = 0.0
         self._started = time.monotonic()
 
     def say(self, message: str) -> None:
         if self.verbose:
             with self._lock:
-                if self.tty:
-                    self.stream.write("\r\033[K")
+                self._erase()
                 self.stream.write(message + "\n")
                 self.stream.flush()
 
     def start(self, total: int, count: int) -> None:
-        self._total, self._done, self._started = total, 0, time.monotonic()
-        self.say(f"fetching {count} blob(s), {human(total)}")
+        with self._lock:
+            self._total, self._done, self._started, self._last = total, 0, time.monotonic(), 0.0
+        self.say(f"moving {words.count(count, 'blob')}, {words.size(total)}")
 
     def advance(self, n: int) -> None:
         if self.quiet or not self.tty:
             return
         with self._lock:
+            if not self._total:  # bytes before the total is known (a config read first) are not drawn
+                return
             self._done += n
             now = time.monotonic()
             complete = self._done >= self._total
             if now - self._last < 0.1 and not complete:
                 return
             self._last = now
-            frac = min(1.0, self._done / self._total) if self._total else 1.0
+            frac = min(1.0, self._done / self._total)
             bar = "#" * int(frac * 30)
             rate = self._done / max(now - self._started, 1e-6)
-            tail = "writing…" if complete else f"{human(rate)}/s"
-            self.stream.write(f"\r\033[K[{bar:<30}] {human(self._done)} / {human(self._total)}  {tail}")
+            tail = "writing…" if complete else f"{words.size(rate)}/s"
+            self.stream.write(f"\r\033[K[{bar:<30}] {words.size(self._done)} / {words.size(self._total)}  {tail}")
             self.stream.flush()
+            self._drawn = True
 
     def blob_done(self, digest: Digest, size: int, cached: bool) -> None:
-        self.say(f"{'cached' if cached else 'fetched'} {digest} ({human(size)})")
+        self.say(f"{'cached' if cached else 'fetched'} {digest} ({words.size(size)})")
 
     def finish(self) -> None:
-        if self.tty and not self.quiet:
-            with self._lock:
-                self.stream.write("\r\033[K")
-                self.stream.flush()
+        """The transfer ended (or stopped: Ctrl-C, a failure): the bar goes, so what is printed next
+        starts on a line of its own; bytes still counted after this are not drawn."""
+        with self._lock:
+            self._total = None
+            self._erase()
+
+    def _erase(self) -> None:
+        if self._drawn:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+            self._drawn = False
 
 
 class _ImageProgress(Progress):
@@ -131,7 +135,8 @@ class SyncProgress:
                 if task is not None:
                     self.bars.remove_task(task)
                 self.bars.advance(self._overall, 1)
-                self.bars.console.print(line, highlight=False, markup=False)
+                # soft wrap: the terminal folds a long line, rich never breaks one (a digest) at a width it guessed
+                self.bars.console.print(line, highlight=False, markup=False, soft_wrap=True)
             elif not self.quiet:
                 self.stream.write(line + "\n")
                 self.stream.flush()

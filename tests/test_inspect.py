@@ -23,12 +23,12 @@ def test_digest_of_a_tag_and_of_a_platform(registry, facts, cache_dir, capsys):
 def test_inspect_index_and_platform(registry, facts, cache_dir, capsys):
     code, out, _ = run(capsys, "inspect", f"{registry.host}/test/multi:v1", "-q")
     info = json.loads(out)
-    assert info["Digest"] == facts["multi"]["index"]
-    assert info["Platforms"] == ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/arm/v6"]
+    assert info["digest"] == facts["multi"]["index"]
+    assert info["platforms"] == ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/arm/v6"]
     code, out, _ = run(capsys, "inspect", f"{registry.host}/test/multi:v1", "--platform", "linux/arm64", "-q")
     info = json.loads(out)
-    assert info["ManifestDigest"] == facts["multi"]["platforms"]["linux/arm64/v8"]
-    assert info["Platform"] == "linux/arm64/v8" and len(info["Layers"]) == 2 and info["Cmd"] == ["/bin/sh"]
+    assert info["manifestDigest"] == facts["multi"]["platforms"]["linux/arm64/v8"]
+    assert info["platform"] == "linux/arm64/v8" and len(info["layers"]) == 2 and info["cmd"] == ["/bin/sh"]
 
 
 def test_inspect_raw_is_the_exact_bytes(registry, facts, cache_dir, capsysbinary):

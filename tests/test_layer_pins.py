@@ -298,7 +298,7 @@ def test_update_of_full_pins_says_which_it_had_to_pull(registry, target, tmp_pat
     listing, lock, _ = moved_lock(capsys, registry, target, tmp_path, layers=False, n=2)
     code, _, err = run(capsys, "prefetch", "--from", str(listing), "--update", str(lock))
     assert code == 0, err
-    assert f"1 full pin(s) had to be pulled: {target.host}/lk/img1:v1" in err
+    assert f"1 full pin had to be pulled: {target.host}/lk/img1:v1" in err
     assert "the image was pulled to hash it" in err
 
 

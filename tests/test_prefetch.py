@@ -54,9 +54,9 @@ def test_nix_output_is_exact_and_alone_on_stdout(registry, facts, cache_dir, cap
     assert (pin["os"], pin["arch"], pin["variant"]) == ("linux", "arm64", "v8")
     assert pin["finalImageName"] == f"{registry.host}/test/multi" and pin["finalImageTag"] == "v1"
     assert re.fullmatch(r"sha256-[A-Za-z0-9+/]{43}=", pin["hash"])
-    assert "fetching" not in err and "fetching" not in out  # no progress lines off a terminal unless -v
+    assert "moving " not in err and "moving " not in out  # no progress lines off a terminal unless -v
     code, out2, err = run(capsys, "prefetch", f"{registry.host}/test/multi", "v1", "--platform", "linux/arm64/v8", "-v")
-    assert code == 0 and out2 == out and "fetching" in err  # -v: a line per blob, on stderr only
+    assert code == 0 and out2 == out and "moving " in err  # -v: a line per blob, on stderr only
 
 
 @pytest.mark.parametrize("plat", ["linux/arm64/v8", "linux/arm/v6"])

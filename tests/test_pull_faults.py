@@ -137,7 +137,7 @@ def test_ctrl_c_leaves_destination_untouched(httpserver, tmp_path, dest):
                              f"{httpserver.host}:{httpserver.port}/x/y@{img.digest}", "-o", str(dest), "-v"],
                             stderr=subprocess.PIPE, text=True, env=env)
     seen = []
-    while not any("fetching" in x for x in seen):
+    while not any(x.startswith("moving ") for x in seen):
         line = proc.stderr.readline()
         assert line, f"pull ended early: {seen}"
         seen.append(line)

@@ -153,7 +153,7 @@ def test_four_shards_and_a_full_sync_at_once_into_one_mirror_lose_nothing(source
     assert sum(len(part["images"]) > 0 for part in parts) >= 2  # the work was shared
     code, out, err = run(capsys, "lock", "merge", *(str(tmp_path / f"shard-{i}.json") for i in (2, 0, 3, 1)),
                          "-o", str(tmp_path / "merged.json"))
-    assert code == 0 and out == "" and "11 entries from 4 lock(s)" in err
+    assert code == 0 and out == "" and "11 entries from 4 locks" in err
     assert (tmp_path / "merged.json").read_bytes() == (tmp_path / "full.json").read_bytes()
     pull_every_pin(capsys, tmp_path / "merged.json", tmp_path, monkeypatch, source)
 

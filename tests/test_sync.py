@@ -104,7 +104,7 @@ def test_keep_going_finishes_then_reports_every_failure(registry, target, tmp_pa
     out_lock = tmp_path / "mirror.json"
     code, _, err = run(capsys, "sync", str(lock), "--to", target.host, "--keep-going", "-o", str(out_lock))
     assert code != 0
-    assert f"{lock}:4: " in err and "1 of 2 image(s) failed" in err  # the entry starts on line 4
+    assert f"{lock}:4: " in err and "1 of 2 images failed" in err  # the entry starts on line 4
     assert not out_lock.exists()
     assert subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false",
                            f"docker://{target.host}/test/single-none:v1"], capture_output=True).returncode == 0

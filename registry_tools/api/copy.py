@@ -131,11 +131,14 @@ def copy(options: CopyOptions, session: Session | None = None) -> CopyResult:
             from registry_tools.transforms import each_image, needs_content
 
             edit = each_image(o.transforms, s) if o.transforms else None
-            done = copy_tree(src.tree(s), destination, s.cache, o.platforms, edit, needs_content(o.transforms))
+            source = src.tree(s)
+            done = copy_tree(source, destination, s.cache, o.platforms, edit, needs_content(o.transforms))
             result.said(done.result)
             result.source_digest, result.up_to_date = done.source_digest, done.up_to_date
             result.digest = done.tree.digest if done.tree is not None else done.source_digest
-            result.platforms = image_platforms(done.tree) if done.tree is not None else []
+            # held already (one HEAD said so): its platforms from the top manifest alone, one read
+            written = done.tree if done.tree is not None else source.read((), shallow=True)
+            result.platforms = image_platforms(written)
             if o.referrers:
                 _referrers(s, src, dst, done.tree, done.source_digest, result)
         else:

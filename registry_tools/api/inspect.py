@@ -35,19 +35,21 @@ def platform_digest(r: Resolved, wanted: Platform | None) -> Digest:
 
 
 def summary(r: Resolved, session: Session, wanted: Platform | None) -> dict[str, Any]:
-    """A skopeo-inspect-like summary: name, digest, platforms, and for one image its config."""
-    out: dict[str, Any] = {"Name": r.ref.name, "Digest": str(r.digest), "MediaType": r.doc.media_type}
+    """What a reference names, as skopeo inspect tells it (camelCase keys, as every document of
+    ours): name, digest and media type; an index's platforms; one image's platform, creation
+    time, layers, size and run config (an index's, when a platform is asked for)."""
+    out: dict[str, Any] = {"name": r.ref.name, "digest": str(r.digest), "mediaType": r.doc.media_type}
     if r.ref.tag:
-        out["Tag"] = r.ref.tag
+        out["tag"] = r.ref.tag
     doc, digest = r.doc, r.digest
     if isinstance(doc, mf.Index):
-        out["Platforms"] = offered_platforms([d.raw for d in doc.manifests])
+        out["platforms"] = offered_platforms([d.raw for d in doc.manifests])
         if wanted is None:
             return out
         chosen = doc.manifests[choose_in_index(doc.choice_view(), wanted)]
         raw, ctype = session.source(r.ref).manifest_bytes(chosen.digest, chosen.size)
         doc, digest = mf.parse(raw, ctype), chosen.digest
-        out["ManifestDigest"] = str(digest)
+        out["manifestDigest"] = str(digest)
     assert isinstance(doc, mf.ImageManifest)
     source = session.source(r.ref)
     config = mf.parse_config(source.blob_bytes(doc.config, f"config of {r.ref.name}@{digest}"))
@@ -55,11 +57,11 @@ def summary(r: Resolved, session: Session, wanted: Platform | None) -> dict[str,
                     str(config.get("variant") or ""))
     cfg = config.get("config") or {}
     out.update({
-        "Platform": format_platform(plat),
-        "Created": config.get("created"),
-        "Layers": [str(layer.digest) for layer in doc.layers],
-        "Size": sum(layer.size for layer in doc.layers),
-        "Env": cfg.get("Env"), "Entrypoint": cfg.get("Entrypoint"), "Cmd": cfg.get("Cmd"),
-        "Labels": cfg.get("Labels"),
+        "platform": format_platform(plat),
+        "created": config.get("created"),
+        "layers": [str(layer.digest) for layer in doc.layers],
+        "size": sum(layer.size for layer in doc.layers),
+        "env": cfg.get("Env"), "entrypoint": cfg.get("Entrypoint"), "cmd": cfg.get("Cmd"),
+        "labels": cfg.get("Labels"),
     })
     return out

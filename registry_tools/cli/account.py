@@ -27,7 +27,7 @@ def _cache(sub: Any) -> None:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from registry_tools.store.cache import BlobCache
-    from registry_tools.progress import human
+    from registry_tools import words
 
     pruning = [flag for flag, value in (("--max-size", args.max_size), ("--older-than", args.older_than))
                if value is not None]
@@ -45,13 +45,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
             raise UsageError("prune needs --max-size and/or --older-than")
         removed, freed = cache.prune(parse_size(args.max_size) if args.max_size else None,
                                      args.older_than * 86400 if args.older_than is not None else None)
-        note(args, f"removed {removed} blobs, {human(freed)}")
+        note(args, f"removed {words.count(removed, 'blob')}, {words.size(freed)}")
     count, total = cache.usage()
     if args.json:
         emit({"cacheDir": str(cache.root), "blobs": count, "cacheSize": total, "blobsRemoved": removed,
               "bytesFreed": freed})
     elif args.action == "info":
-        print(f"{cache.root}: {count} blobs, {human(total)}")
+        print(f"{cache.root}: {words.count(count, 'blob')}, {words.size(total)}")
     return 0
 
 

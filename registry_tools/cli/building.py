@@ -9,6 +9,7 @@ from typing import Any
 from registry_tools.cli.common import emit, note, report_push, session_of
 from registry_tools.cli.options import add_common, complete_platforms
 from registry_tools.errors import UsageError
+from registry_tools.words import count, size
 
 
 def _outputs(p: Any) -> None:
@@ -96,8 +97,8 @@ def _build_index(args: argparse.Namespace, multi) -> int:
     if args.push:
         with session_of(args) as session:
             pushed, built = build_and_push_index(multi, args.push, session)
-            note(args, f"built {len(built.images)} platforms ({', '.join(built.images)}): "
-                       f"{built.layers_packed} layer(s) packed ({built.bytes_packed / 1e6:.1f} MB)")
+            note(args, f"built {count(len(built.images), 'platform')} ({', '.join(built.images)}): "
+                       f"{count(built.layers_packed, 'layer')} packed ({size(built.bytes_packed)})")
         report_push(args, pushed)
         return 0
     fmt = "oci" if args.oci else (args.format or "docker-archive")
@@ -112,7 +113,7 @@ def _build_index(args: argparse.Namespace, multi) -> int:
               "layersPacked": result.layers_packed, "bytesPacked": result.bytes_packed})
         return 0
     note(args, f"built {result.name}:{result.tag} (index {result.index_digest}: {', '.join(result.images)}; "
-               f"{result.layers_packed} layer(s) packed) to {where}")
+               f"{count(result.layers_packed, 'layer')} packed) to {where}")
     print(f"{result.name}:{result.tag}")
     return 0
 
@@ -146,9 +147,8 @@ def _build_one(args: argparse.Namespace, spec, sbom: str | None) -> int:
               "manifestDigest": str(result.manifest_digest) if result.manifest_digest else None,
               "layers": result.layers})
         return 0
-    if not args.quiet:
-        print(f"built {result.name}:{result.tag} ({result.layers} layers, config {result.config_digest}{digest}) "
-              f"to {where}", file=sys.stderr)
+    note(args, f"built {result.name}:{result.tag} ({count(result.layers, 'layer')}, config {result.config_digest}"
+               f"{digest}) to {where}")
     if not args.stream:
         print(f"{result.name}:{result.tag}")
     return 0

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from registry_tools.errors import UsageError
+from registry_tools.words import count, size
 
 
 def session_of(args: argparse.Namespace):
@@ -21,8 +22,13 @@ def session_of(args: argparse.Namespace):
     transport = TransportOptions(tls_verify=args.tls_verify and not args.insecure,
                                  ca_file=args.ca_file, cert_dir=args.cert_dir, rate_limit_min=args.rate_limit_min,
                                  proxy=args.proxy)
-    return Session(cache_dir=args.cache_dir, transport=transport, concurrency=args.jobs,
-                   progress=StderrProgress(quiet=args.quiet, verbose=args.verbose), credentials=_credentials(args))
+    progress = StderrProgress(quiet=args.quiet, verbose=args.verbose)
+    session = Session(cache_dir=args.cache_dir, transport=transport, concurrency=args.jobs,
+                      progress=progress, credentials=_credentials(args))
+    # Closing the session (at the end, on a failure or Ctrl-C) takes a bar off the terminal first: a
+    # message printed then starts a line of its own.
+    session.cancel.on_set(progress.finish)
+    return session
 
 
 def _credentials(args: argparse.Namespace):
@@ -92,14 +98,17 @@ def push_document(r) -> dict:
             "bytesSent": r.bytes_uploaded, "manifestsPut": r.manifests_put}
 
 
+def sent(r) -> str:
+    """What a push (or a copy to a registry) sent, as its summary line says it."""
+    return (f"{count(len(r.uploaded), 'blob')} sent ({size(r.bytes_uploaded)}), {len(r.mounted)} mounted, "
+            f"{len(r.present)} already there, {count(r.manifests_put, 'manifest')} written")
+
+
 def report_push(args: argparse.Namespace, r) -> None:
     if args.json:
         emit(push_document(r))
         return
-    if not args.quiet:
-        print(f"pushed {r.reference}@{r.digest}: {len(r.uploaded)} blob(s) uploaded "
-              f"({r.bytes_uploaded / 1e6:.1f} MB), {len(r.mounted)} mounted, {len(r.present)} already there, "
-              f"{r.manifests_put} manifest(s) written", file=sys.stderr)
+    note(args, f"pushed {r.reference}@{r.digest}: {sent(r)}")
     print(f"{r.reference}@{r.digest}")
 
 

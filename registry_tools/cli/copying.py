@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from registry_tools.cli.common import dump, report_push, session_of
+from registry_tools.cli.common import dump, report_push, sent, session_of
 from registry_tools.cli.options import add_common, add_podman, complete_platforms
 from registry_tools.errors import UsageError
+from registry_tools.words import count
 
 if TYPE_CHECKING:
     from registry_tools.api.shards import Shard
@@ -58,18 +59,18 @@ def cmd_copy(args: argparse.Namespace) -> int:
         subset = f" (a new index of {', '.join(r.platforms)} from {r.source_digest})" \
             if r.source_digest and r.source_digest != r.digest else ""
         if r.up_to_date:
-            print(f"{r.destination} is up to date{subset}", file=sys.stderr)
+            held = subset or (f" ({', '.join(r.platforms)})" if r.platforms else "")
+            print(f"{r.destination} is up to date{held}", file=sys.stderr)
         elif p is not None:
-            print(f"copied {r.source} to {r.destination}{subset}: {len(p.uploaded)} blob(s) sent "
-                  f"({p.bytes_uploaded / 1e6:.1f} MB), {len(p.mounted)} mounted, {len(p.present)} already there, "
-                  f"{p.manifests_put} manifest(s) written", file=sys.stderr)
+            print(f"copied {r.source} to {r.destination}{subset}: {sent(p)}", file=sys.stderr)
         elif r.loaded is not None:
             what = ", ".join([*r.platforms, f"manifest {r.digest}"])
             print(f"loaded {r.source} into podman as {r.loaded} ({what})", file=sys.stderr)
         else:
             print(f"wrote {r.destination} ({', '.join([*r.platforms, f'manifest {r.digest}'])})", file=sys.stderr)
     if r.referrers and not args.quiet:
-        print(f"with {len(r.referrers)} referrer(s) and signature(s)", file=sys.stderr)
+        copied = count(len(r.referrers), "referrer or signature", "referrers and signatures")
+        print(f"with {copied}", file=sys.stderr)
     if r.source_digest and r.source_digest != r.digest and r.pushed is not None:
         print(f"source {r.source_digest}")
     print(r.digest)
@@ -133,7 +134,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
             return 0
         for item in items:
             print(f"would copy {item.describe()}", file=sys.stderr)
-        print(f"{len(items)} image(s) to check{f' (shard {shard})' if shard else ''}; nothing sent", file=sys.stderr)
+        print(f"{count(len(items), 'image')} to check{f' (shard {shard})' if shard else ''}; nothing sent",
+              file=sys.stderr)
         return 0
     progress = SyncProgress(len(items), quiet=args.quiet)
     keys = {id(item): i for i, item in enumerate(items)}
@@ -157,7 +159,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
                                   "blobsUploaded": len(i.pushed.uploaded) if i.pushed else 0,
                                   "bytesSent": i.pushed.bytes_uploaded if i.pushed else 0} for i in items]})
     if failed:
-        print(f"registry-tools: {len(failed)} of {len(items)} image(s) failed; no lock written", file=sys.stderr)
+        print(f"registry-tools: {len(failed)} of {count(len(items), 'image')} failed; no lock written",
+              file=sys.stderr)
         return max(item.error.exit_code for item in failed)  # type: ignore[union-attr]
     if args.output:
         write_lock(args.output, new_lock)
@@ -174,8 +177,7 @@ def _sync_line(item: SyncItem) -> str:
         return f"up to date {item.describe()}"
     p = item.pushed
     assert p is not None
-    return (f"mirrored {item.describe()}: {len(p.uploaded)} blob(s) sent ({p.bytes_uploaded / 1e6:.1f} MB), "
-            f"{len(p.mounted)} mounted, {len(p.present)} already there")
+    return f"mirrored {item.describe()}: {sent(p)}"
 
 
 def _push(sub: Any) -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 from registry_tools.cli.common import report, session_of
 from registry_tools.cli.options import Parser, add_common, complete_platforms
+from registry_tools.words import count
 
 
 def _index(sub: Any) -> None:
@@ -51,18 +52,19 @@ def cmd_index(args: argparse.Namespace) -> int:
         else:
             r = index.remove(args.target, parse_platforms(args.platform), session=session)
     change = "removed" if args.index_action == "remove" else "replaced"
-    return report(args, r.to_json(), summary(change, r), r.digest)
+    # the platforms taken out are `removed`; those whose entries others took the place of, `replaced`
+    doc = {(change if key == "replaced" else key): value for key, value in r.to_json().items()}
+    return report(args, doc, summary(change, r), r.digest)
 
 
 def summary(change: str, r: Any) -> str:
     """`reg/app:1: an index of 2 entries (linux/amd64, linux/arm64); 1 image copied in`, with the
     platforms replaced or removed, and the digest each member named by a tag was taken at."""
-    entries = f"{r.entries} entr{'y' if r.entries == 1 else 'ies'}"
-    parts = [f"{r.target}: an index of {entries} ({', '.join(r.platforms + r.others)})"]
+    parts = [f"{r.target}: an index of {count(r.entries, 'entry')} ({', '.join(r.platforms + r.others)})"]
     if r.replaced:
         parts.append(f"{change} {', '.join(r.replaced)}")
     if change == "replaced":  # create and add copy images in; remove never does
-        parts.append(f"{r.copied} image{'' if r.copied == 1 else 's'} copied in")
+        parts.append(f"{count(r.copied, 'image')} copied in")
     parts += [f"{text} taken as {digest} (an index names its images by digest: it will not follow the tag)"
               for text, digest in r.resolved]
     return "; ".join(parts)

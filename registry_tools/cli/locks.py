@@ -7,6 +7,7 @@ from typing import Any
 
 from registry_tools.cli.common import dump, note
 from registry_tools.cli.options import Parser
+from registry_tools import words
 from registry_tools.errors import UsageError
 
 
@@ -43,7 +44,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if args.json:
         dump({"output": args.output, "images": count, "inputs": args.locks})
     else:
-        note(args, f"wrote {args.output}: {count} entries from {len(args.locks)} lock(s)")
+        note(args, f"wrote {args.output}: {words.count(count, 'entry')} from {words.count(len(args.locks), 'lock')}")
     return 0
 
 

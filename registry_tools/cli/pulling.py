@@ -10,8 +10,11 @@ from registry_tools.cli.common import emit, lock_lines, note, report, session_of
 from registry_tools.cli.options import add_common, add_platform, complete_platforms
 from registry_tools.errors import UsageError
 from registry_tools.formats import FORMATS
+from registry_tools.words import count
 
 if TYPE_CHECKING:
+    from registry_tools.api.drift import Drift, Update
+    from registry_tools.api.prefetch import AnyPin
     from registry_tools.api.pull import PullResult
 
 
@@ -109,7 +112,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     with session_of(args) as session:
         r = export(args.source, args.output, args.platform, session)
     return report(args, r.to_json(),
-                   f"wrote {r.output} ({r.entries} entries, {r.platform}, manifest {r.manifest_digest})",
+                   f"wrote {r.output} ({count(r.entries, 'entry')}, {r.platform}, manifest {r.manifest_digest})",
                    r.to_json()["hash"])
 
 
@@ -165,7 +168,17 @@ def cmd_prefetch(args: argparse.Namespace) -> int:
             variant=args.variant, final_image_name=args.final_image_name, final_image_tag=args.final_image_tag,
             format=args.format, cross_arch=args.allow_cross_arch, all_platforms=args.all_platforms), session)
     print(dumps(pin.to_dict()) if args.json else pin.to_nix(), end="" if args.json else "\n")
+    note(args, _pinned(pin))
     return 0
+
+
+def _pinned(pin: AnyPin) -> str:
+    """prefetch's summary line: what was pinned, for which platform, and how."""
+    from registry_tools.model.pin import LayerPin
+
+    platform = "every platform" if pin.all_platforms else "/".join(p for p in (pin.os, pin.arch, pin.variant) if p)
+    how = "a layer pin: no layer downloaded" if isinstance(pin, LayerPin) else f"the hash of its {pin.format}"
+    return f"pinned {pin.image_name}@{pin.image_digest} ({platform}; {how})"
 
 
 def _prefetch_lock(args: argparse.Namespace) -> int:
@@ -179,16 +192,17 @@ def _prefetch_lock(args: argparse.Namespace) -> int:
     for item, err in failed:
         print(f"registry-tools: {source}:{item.line}: {item.reference}: {err}", file=sys.stderr)
     if failed:
-        print(f"registry-tools: {len(failed)} of {len(results)} image(s) failed; nothing printed", file=sys.stderr)
+        print(f"registry-tools: {len(failed)} of {count(len(results), 'image')} failed; nothing printed",
+              file=sys.stderr)
         return max(e.exit_code for _, e in failed)  # type: ignore[union-attr]
     print(dumps(lock_document(results)) if args.json else lock_nix(results), end="" if args.json else "\n")
+    note(args, f"pinned {count(len(results), 'image')} from {source}")
     return 0
 
 
 def cmd_prefetch_drift(args: argparse.Namespace) -> int:
     from registry_tools.api.drift import NewPins, check, update
     from registry_tools.api.lock import lock_text, read_lock, write_lock
-    from registry_tools.model.pin import LayerPin
 
     lines, source = lock_lines(args)
     lock_path = args.check or args.update
@@ -196,29 +210,56 @@ def cmd_prefetch_drift(args: argparse.Namespace) -> int:
     with session_of(args) as session:
         drifts = check(lines, entries, session, jobs=args.jobs)
         if args.check:
-            for d in drifts:
-                print(f"{source}:{d.line.line}: {d.describe()}")
-            if not drifts:
-                print(f"{lock_path} is current: every tag resolves to the digest it pins", file=sys.stderr)
-            return 1 if drifts else 0
+            return _report_drift(args, source, drifts)
         done = update(lines, entries, drifts, session, args.jobs, NewPins(args.format, args.layers))
     for line, err in done.failed:
         print(f"registry-tools: {source}:{line.line}: {line.reference}: {err}", file=sys.stderr)
     if done.failed:
-        print(f"registry-tools: {len(done.failed)} image(s) failed; {lock_path} left as it was", file=sys.stderr)
+        print(f"registry-tools: {count(len(done.failed), 'image')} failed; {lock_path} left as it was",
+              file=sys.stderr)
         return max(e.exit_code for _, e in done.failed)
-    pulled = [line for line, pin in done.repinned if not isinstance(pin, LayerPin)]
+    write_lock(lock_path, lock_text(done.entries))
+    _report_update(args, source, done)
+    return 0
+
+
+def _report_update(args: argparse.Namespace, source: str, done: Update) -> None:
+    """prefetch --update: each line pinned again and how (a full pin had to be pulled), as lines or as
+    one document."""
+    from registry_tools.model.pin import LayerPin
+
+    if args.json:
+        emit({"lock": args.update, "from": source, "updated": [
+            {"line": line.line, "reference": line.reference, "platform": line.platform,
+             "imageDigest": str(pin.image_digest), "layers": isinstance(pin, LayerPin)}
+            for line, pin in done.repinned]})
+    pulled = [line.reference for line, pin in done.repinned if not isinstance(pin, LayerPin)]
     for line, pin in done.repinned:
         how = "a layer pin: no layer downloaded" if isinstance(pin, LayerPin) else \
             "a full pin: the image was pulled to hash it"
-        print(f"updated {source}:{line.line}: {line.reference}: now {pin.image_digest} ({how})", file=sys.stderr)
+        note(args, f"updated {source}:{line.line}: {line.reference}: now {pin.image_digest} ({how})")
     if pulled:
-        print(f"{len(pulled)} full pin(s) had to be pulled: {', '.join(line.reference for line in pulled)}",
-              file=sys.stderr)
-    write_lock(lock_path, lock_text(done.entries))
+        note(args, f"{count(len(pulled), 'full pin')} had to be pulled: {', '.join(pulled)}")
     if not done.repinned:
-        print(f"{lock_path} is current; rewritten unchanged", file=sys.stderr)
-    return 0
+        note(args, f"{args.update} is current; rewritten unchanged")
+
+
+def _report_drift(args: argparse.Namespace, source: str, drifts: list[Drift]) -> int:
+    """prefetch --check: each line whose tag moved (or that the lock lacks, or that failed), as lines
+    or as one document; exit 1 if there is any."""
+    lock_path = args.check
+    if args.json:
+        emit({"lock": lock_path, "from": source, "current": not drifts, "drifts": [{
+            "line": d.line.line, "reference": d.line.reference, "platform": d.line.platform,
+            "locked": d.entry.data["imageDigest"] if d.entry is not None else None,
+            "now": str(d.now) if d.now is not None else None,
+            "error": str(d.error) if d.error is not None else None} for d in drifts]})
+    else:
+        for d in drifts:
+            print(f"{source}:{d.line.line}: {d.describe()}")
+    note(args, f"{count(len(drifts), 'line')} of {source} no longer as {lock_path} pins it" if drifts else
+         f"{lock_path} is current: every tag resolves to the digest it pins")
+    return 1 if drifts else 0
 
 
 def _assemble(sub: Any) -> None:
@@ -272,7 +313,7 @@ def cmd_fetch_blob(args: argparse.Namespace) -> int:
     if r.mismatch:
         print(f"registry-tools: {r.mismatch}; kept for the caller to reject (--unchecked)", file=sys.stderr)
     doc = {"output": str(r.output), "digest": str(r.digest), "size": r.size, "verified": r.verified}
-    return report(args, doc, f"wrote {r.output} ({r.size} bytes)", str(r.digest))
+    return report(args, doc, f"wrote {r.output} ({count(r.size, 'byte')})", str(r.digest))
 
 
 COMMANDS = {

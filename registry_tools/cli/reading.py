@@ -4,11 +4,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from registry_tools.cli.common import dump, emit, report, session_of
+from registry_tools.cli.common import dump, emit, note, report, session_of
 from registry_tools.cli.options import add_common, add_platform
 from registry_tools.errors import UsageError
+from registry_tools.words import count, size
+
+if TYPE_CHECKING:
+    from registry_tools.api.inspect import Resolved
+    from registry_tools.model.digest import Digest
 
 
 def _inspect(sub: Any) -> None:
@@ -20,7 +25,6 @@ def _inspect(sub: Any) -> None:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-
     from registry_tools.api.inspect import platform_digest, resolve, summary
 
     wanted = _wanted(args)
@@ -29,16 +33,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     with session_of(args) as session:
         r = resolve(args.image, session)
         if args.raw:
-            if wanted is not None:
-                digest = platform_digest(r, wanted)
-                raw, _ = session.source(r.ref).manifest_bytes(digest)
-            else:
-                raw = r.raw
+            digest = platform_digest(r, wanted)
+            raw = r.raw if digest == r.digest else session.source(r.ref).manifest_bytes(digest)[0]
             sys.stdout.buffer.write(raw)
             sys.stdout.flush()
+            note(args, f"{args.image}: manifest {digest}, {count(len(raw), 'byte')} as served")
             return 0
-        print(json.dumps(summary(r, session, wanted), indent=2))
+        info = summary(r, session, wanted)
+    print(json.dumps(info, indent=2))
+    note(args, _inspected(args.image, info))
     return 0
+
+
+def _inspected(image: str, info: dict[str, Any]) -> str:
+    """inspect's summary line: an index's platforms, or one image's platform, layers and size."""
+    if "platform" not in info:
+        return f"{image}: an index of {count(len(info['platforms']), 'platform')} ({', '.join(info['platforms'])})"
+    return (f"{image}: a {info['platform']} image, {count(len(info['layers']), 'layer')}, "
+            f"{size(info['size'])} compressed")
 
 
 def _digest(sub: Any) -> None:
@@ -52,12 +64,30 @@ def cmd_digest(args: argparse.Namespace) -> int:
     from registry_tools.api.inspect import platform_digest, resolve
 
     with session_of(args) as session:
-        digest = platform_digest(resolve(args.image, session), _wanted(args))
+        r = resolve(args.image, session)
+        digest = platform_digest(r, _wanted(args))
     if args.json:
         emit({"reference": args.image, "digest": str(digest)})
-    else:
-        print(digest)
+        return 0
+    print(digest)
+    note(args, _resolved(args.image, r, digest))
     return 0
+
+
+def _resolved(image: str, r: Resolved, digest: Digest) -> str:
+    """digest's summary line: what the reference names (and the platform's entry, if one was asked for)."""
+    from registry_tools.model import manifest as mf
+    from registry_tools.model.platform import offered_platforms
+
+    if not isinstance(r.doc, mf.Index):
+        return f"{image}: an image manifest"
+    platforms = offered_platforms([d.raw for d in r.doc.manifests])
+    if digest == r.digest:
+        return f"{image}: an index of {count(len(platforms), 'platform')} ({', '.join(platforms)}); --platform " \
+               "gives one's manifest"
+    chosen = next(d for d in r.doc.manifests if d.digest == digest)
+    which = offered_platforms([chosen.raw]) or ["chosen"]
+    return f"{image}: the {which[0]} entry of index {r.digest}"
 
 
 def _tags(sub: Any) -> None:
@@ -74,9 +104,10 @@ def cmd_tags(args: argparse.Namespace) -> int:
         tags = list_tags(args.image, session)
     if args.json:
         dump(tags)
-    else:
-        for t in tags:
-            print(t)
+        return 0
+    for t in tags:
+        print(t)
+    note(args, f"{count(len(tags), 'tag')} in {args.image}")
     return 0
 
 
@@ -95,9 +126,9 @@ def cmd_tag(args: argparse.Namespace) -> int:
     if args.json:
         dump({"reference": r.reference, "digest": str(r.digest), "changed": r.changed})
         return 0
-    if not args.quiet and not r.changed:
-        print(f"{r.reference} already names {r.digest}; nothing written", file=sys.stderr)
     print(f"{r.reference}@{r.digest}")
+    note(args, f"{r.reference} now names {r.digest}" if r.changed else
+         f"{r.reference} already names {r.digest}; nothing written")
     return 0
 
 
@@ -141,7 +172,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     with session_of(args) as session:
         r = attach(args.image, args.artifact_type, args.files, annotations=parse_annotations(args.annotation),
                    session=session)
-    return report(args, r.to_json(), f"attached {r.files} file(s) to {r.subject} as {r.artifact_type}",
+    return report(args, r.to_json(), f"attached {count(r.files, 'file')} to {r.subject} as {r.artifact_type}",
                    r.reference)
 
 
@@ -166,7 +197,7 @@ def cmd_referrers(args: argparse.Namespace) -> int:
         return 0
     if not args.quiet:
         how = "the referrers API" if r.via == "api" else "the fallback tag"
-        print(f"{len(r.descriptors)} referrer(s) of {r.subject} (from {how})", file=sys.stderr)
+        print(f"{count(len(r.descriptors), 'referrer')} of {r.subject} (from {how})", file=sys.stderr)
     for d in r.descriptors:
         kind = d.raw.get("artifactType") if isinstance(d.raw.get("artifactType"), str) else d.media_type
         print(f"{d.digest} {printable(str(kind))} {d.size}")

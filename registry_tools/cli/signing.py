@@ -7,6 +7,7 @@ from typing import Any
 
 from registry_tools.cli.common import report, session_of
 from registry_tools.cli.options import add_common
+from registry_tools.words import count
 
 
 def _generate_key(sub: Any) -> None:
@@ -49,8 +50,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
     secret = key_passphrase(args.key, sys.stdin.isatty())
     with session_of(args) as session:
         r = sign(args.image, args.key, secret, session=session)
-    return report(args, r.to_json(), f"signed {r.reference}: {r.signatures} signature(s) in {r.signature_digest}",
-                   r.signature_digest)
+    return report(args, r.to_json(),
+                  f"signed {r.reference}: {count(r.signatures, 'signature')} in {r.signature_digest}",
+                  r.signature_digest)
 
 
 def _verify(sub: Any) -> None:
@@ -69,7 +71,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     with session_of(args) as session:
         r = verify(args.image, args.key, session=session)
-    return report(args, r.to_json(), f"{r.reference}: {r.verified} valid signature(s) by {args.key}",
+    return report(args, r.to_json(), f"{r.reference}: {count(r.verified, 'valid signature')} by {args.key}",
                    r.digest)
 
 

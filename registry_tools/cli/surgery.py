@@ -6,7 +6,7 @@ import json
 import shlex
 from typing import Any
 
-from registry_tools.cli.common import dump, note, session_of
+from registry_tools.cli.common import dump, note, sent, session_of
 from registry_tools.cli.options import add_common, add_podman, complete_platforms
 from registry_tools.errors import UsageError
 
@@ -161,9 +161,7 @@ def _report(args: argparse.Namespace, verb: str, r: Any) -> int:
         return 0
     p = r.pushed
     if p is not None:
-        note(args, f"{verb} {r.source} into {r.destination}: {len(p.uploaded)} blob(s) sent "
-                   f"({p.bytes_uploaded / 1e6:.1f} MB), {len(p.mounted)} mounted, {len(p.present)} already there, "
-                   f"{p.manifests_put} manifest(s) written")
+        note(args, f"{verb} {r.source} into {r.destination}: {sent(p)}")
     else:
         note(args, f"{verb} {r.source} into {r.destination} ({', '.join([*r.platforms, f'manifest {r.digest}'])})")
     print(r.digest)

@@ -31,14 +31,17 @@ def already_there(work: Workspace, dest: refs.Reference, digest: Digest, tags: S
 
 
 def copy_tree(work: Workspace, dest: refs.Reference, node: ManifestNode, tags: Sequence[str],
-              origin: BlobOrigin) -> PushResult:
+              origin: BlobOrigin, progress: Progress | None = None) -> PushResult:
     """Push `node` and everything under it to `dest` (by digest, then each of `tags`); a node
-    known by its descriptor alone (an entry of an index that is there already) is not pushed."""
-    sink = RegistrySink(work, dest, origin)
+    known by its descriptor alone (an entry of an index that is there already) is not pushed.
+    `progress`: where the blobs' bytes are counted (default: the operation's)."""
+    sink = RegistrySink(work, dest, origin, progress)
     ok = False
     try:
+        blobs = node.all_blobs()
+        sink.start(sum(b.size for b in blobs), len(blobs))
         # Largest first: the transfers then end close together, not with one big blob alone at the end.
-        for blob in sorted(node.all_blobs(), key=lambda b: -b.size):
+        for blob in sorted(blobs, key=lambda b: -b.size):
             sink.submit(blob)
         sink.wait()
         for child in node.below():
@@ -68,7 +71,7 @@ class RegistryDestination:
     def __init__(self, work: Workspace, ref: refs.Reference, tags: Sequence[str] = (),
                  tag_of: Callable[[Image], str] | None = None, annotations: dict[str, str] | None = None,
                  progress: Progress | None = None):
-        """`progress`: where a tree's transfer is reported (default: the operation's)."""
+        """`progress`: where the bytes sent are counted (default: the operation's)."""
         self.work = work
         self.progress = progress or work.progress
         self.ref = ref
@@ -89,13 +92,16 @@ class RegistryDestination:
 
     def write(self, supply: LayerSupply) -> PushResult:
         """Each layer's upload starts as soon as the source has it; the manifest once all landed."""
-        sink = RegistrySink(self.work, self.name, supply.origin)
+        sink = RegistrySink(self.work, self.name, supply.origin, self.progress)
         ok = False
         try:
             for i in supply.ready():
                 sink.submit(supply.layer(i).descriptor)
             image = supply.image()
             sink.submit(image.manifest.config)
+            blobs = [image.manifest.config, *(layer.descriptor for layer in image.layers)]
+            unique = {b.digest: b.size for b in blobs}
+            sink.start(sum(unique.values()), len(unique))
             sink.wait()
             raw, media_type = image.manifest.raw, image.manifest.media_type
             if self.annotations:
@@ -114,11 +120,7 @@ class RegistryDestination:
     def write_tree(self, tree: ManifestNode, blobs: BlobOrigin) -> PushResult:
         tree = annotated(tree, self.annotations)
         self._check_digest(tree.digest)
-        progress = self.progress
-        progress.start(tree.size, len(tree.all_blobs()))
-        pushed = copy_tree(self.work, self.name, tree, self.tags, blobs)
-        progress.finish()
-        return pushed
+        return copy_tree(self.work, self.name, tree, self.tags, blobs, self.progress)
 
     def _check_digest(self, digest: Digest) -> None:
         if self.ref.digest and self.ref.digest != str(digest):

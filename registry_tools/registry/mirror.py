@@ -54,7 +54,7 @@ def copy_referrers(work: Workspace, origin: RegistrySource, dest: refs.Reference
                 continue
             seen.add(desc.digest)
             node = read_tree(origin, desc)
-            copy_tree(work, target, node, [], RelayedBlobs(origin, progress))
+            copy_tree(work, target, node, [], RelayedBlobs(origin), progress)
             new.append(node)
             pending.append(desc.digest)
         if new:  # what the destination does not list by itself (no referrers API there) goes in its fallback index

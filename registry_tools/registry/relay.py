@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from registry_tools.engine import Progress
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import Readable, VerifyingReader
 from registry_tools.registry.blob import BlobStream
@@ -19,23 +18,11 @@ from registry_tools.registry.source import RegistrySource
 from registry_tools.store.origin import CachedBlobs
 
 
-class _Counting:
-    def __init__(self, inner: Readable, progress: Progress):
-        self._inner = inner
-        self._progress = progress
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._inner.read(n)
-        self._progress.advance(len(data))
-        return data
-
-
 class RelayedBlobs:
-    """Blobs streamed from a source repository, verified as they pass."""
+    """Blobs streamed from a source repository, verified as they pass (the sink counts them)."""
 
-    def __init__(self, source: RegistrySource, progress: Progress | None = None):
+    def __init__(self, source: RegistrySource):
         self.source = source
-        self.progress = progress or source.progress
 
     def _what(self, desc: mf.Descriptor) -> str:
         return f"blob {self.source.registry.domain}/{self.source.repo}@{desc.digest}"
@@ -43,7 +30,7 @@ class RelayedBlobs:
     @contextmanager
     def open(self, desc: mf.Descriptor) -> Iterator[Readable]:
         with BlobStream(self.source.registry, self.source.repo, desc.digest, desc.size) as stream:
-            yield _Counting(VerifyingReader(stream, desc.digest, desc.size, self._what(desc)), self.progress)
+            yield VerifyingReader(stream, desc.digest, desc.size, self._what(desc))
 
     def local(self, desc: mf.Descriptor) -> Path:
         self.source.fetch_blob(desc, self._what(desc))

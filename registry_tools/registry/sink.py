@@ -28,6 +28,7 @@ from registry_tools.registry.client import Registry
 from registry_tools.registry.source import RegistrySource
 from registry_tools.store.cache import BlobCache
 from registry_tools.store.origin import CachedBlobs
+from registry_tools.words import size
 from registry_tools.workers import Workers
 
 log = logging.getLogger("registry_tools.push")
@@ -59,11 +60,15 @@ class PushResult:
 class RegistrySink:
     """One repository of one registry, taking blobs (from the cache) and manifests."""
 
-    def __init__(self, work: Workspace, dest: refs.Reference, origin: BlobOrigin | None = None):
-        """`origin`: where blobs are read from (default: the cache)."""
+    def __init__(self, work: Workspace, dest: refs.Reference, origin: BlobOrigin | None = None,
+                 progress: Progress | None = None):
+        """`origin`: where blobs are read from (default: the cache); `progress`: where the bytes sent
+        are counted (default: the operation's)."""
         self.work = work
         self.cache = work.cache
         self.origin: BlobOrigin = origin or CachedBlobs(work.cache)
+        self.progress = progress or work.progress
+        self._counted: int | None = 0  # bytes sent before `start` (None once started: counted as they go)
         self.registry = work.registry(dest.domain)
         self.repo = dest.path
         self.result = PushResult(str(dest))
@@ -81,14 +86,31 @@ class RegistrySink:
     def wait(self) -> None:
         self._group.join()
 
+    def start(self, total: int, count: int) -> None:
+        """The bytes to send are known (for a build, once its last layer is packed): progress
+        starts, counting what was sent already. A blob found there or mounted counts as sent."""
+        with self._lock:
+            self.progress.start(total, count)
+            if self._counted:
+                self.progress.advance(self._counted)
+            self._counted = None
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            if self._counted is None:
+                self.progress.advance(n)
+            else:
+                self._counted += n
+
     def close(self, ok: bool) -> None:
         """After a failure, stop what is still running (between chunks, before a retry) and wait
-        for it: nothing keeps uploading once the push has raised."""
+        for it: nothing keeps uploading once the push has raised. Progress ends either way."""
         if not ok:
             self._cancel.set("push stopped")
             self._group.drain()
         else:
             self._group.join()
+        self.progress.finish()
 
     def _check_cancelled(self) -> None:
         self._cancel.check()
@@ -99,7 +121,9 @@ class RegistrySink:
             if kind == "uploaded":
                 self.result.bytes_uploaded += desc.size
         self.cache.add_source(desc.digest, self.registry.domain, self.repo)
-        self.work.progress.say(f"{kind} {desc.digest} ({desc.size / 1e6:.1f} MB)")
+        if kind != "uploaded":  # its bytes were counted as they went
+            self._count(desc.size)
+        self.work.progress.say(f"{kind} {desc.digest} ({size(desc.size)})")
 
     def _push_blob(self, desc: mf.Descriptor) -> None:
         # One limit for the whole operation, downloads and uploads alike; the requests stop with the
@@ -143,11 +167,14 @@ class RegistrySink:
         reader; a range (the chunked fallback) from a copy verified whole first."""
         def read(start: int, end: int) -> Iterator[bytes]:
             if (start, end) != (0, desc.size):
-                yield from _range(self.origin.local(desc), desc, start, end, self._check_cancelled)
+                for chunk in _range(self.origin.local(desc), desc, start, end, self._check_cancelled):
+                    self._count(len(chunk))
+                    yield chunk
                 return
             with self.origin.open(desc) as reader:
                 while chunk := reader.read(READ_SIZE):
                     self._check_cancelled()
+                    self._count(len(chunk))
                     yield chunk
         return read
 
