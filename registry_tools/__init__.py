@@ -12,11 +12,18 @@ from typing import Any
 __version__ = "0.1.0"
 
 _API = {
-    "pull_image": "api.pull", "PullResult": "api.pull", "prefetch": "api.prefetch", "Pin": "api.prefetch",
-    "build": "api.build", "BuildResult": "api.build", "push": "api.push", "PushResult": "api.push",
+    "pull_image": "api.pull", "PullOptions": "api.pull", "PullResult": "api.pull",
+    "prefetch": "api.prefetch", "PrefetchOptions": "api.prefetch", "Pin": "api.prefetch",
+    "assemble": "api.assemble", "AssembleOptions": "api.assemble",
+    "build": "api.build", "BuildResult": "api.build", "IndexBuildResult": "api.build",
+    "push": "api.push", "PushResult": "api.push",
+    "copy": "api.copy", "CopyOptions": "api.copy", "CopyResult": "api.copy", "export": "api.export",
+    "mutate": "api.surgery", "MutateOptions": "api.surgery", "append": "api.surgery", "AppendOptions": "api.surgery",
+    "flatten": "api.surgery", "FlattenOptions": "api.surgery", "rebase": "api.surgery",
+    "RebaseOptions": "api.surgery", "check_base": "api.surgery", "CheckBaseOptions": "api.surgery",
+    "Ends": "api.surgery", "diff": "api.diff", "DiffOptions": "api.diff",
     "Session": "session", "RegistryToolsError": "errors", "load_spec": "builder.multispec",
     "parse_spec": "builder.spec", "parse_build": "builder.multispec", "MultiSpec": "builder.multispec",
-    "IndexBuildResult": "api.build",
 }
 
 __all__ = sorted(_API) + ["__version__"]
