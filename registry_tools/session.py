@@ -12,6 +12,7 @@ from registry_tools.store.cache import BlobCache
 from registry_tools.registry.client import Registry, RetryPolicy, TransportOptions
 from registry_tools.registry.credentials import CredentialStore
 from registry_tools.engine import DEFAULT_CONCURRENCY, Progress
+from registry_tools.registry.ranges import PARTS
 from registry_tools.registry.source import RegistrySource
 from registry_tools.store.blobs import BlobStore
 from registry_tools.model.reference import Reference
@@ -25,6 +26,7 @@ class Session:
     credentials: auth.CredentialLookup | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     concurrency: int = DEFAULT_CONCURRENCY
+    range_parts: int = PARTS  # a big blob's parallel ranges (1: one connection per blob)
     progress: Progress = field(default_factory=Progress)
 
     def __post_init__(self) -> None:
@@ -49,7 +51,8 @@ class Session:
             return reg
 
     def source(self, ref: Reference) -> RegistrySource:
-        return RegistrySource(self.registry(ref.domain), ref.path, self.store, self.workers, self.progress)
+        return RegistrySource(self.registry(ref.domain), ref.path, self.store, self.workers, self.progress,
+                              self.range_parts)
 
     def close(self) -> None:
         self.cancel.set("the session was closed")

@@ -4,8 +4,9 @@ Everything an operation does at once runs in its `Workers`: layer downloads and 
 uploads, layers being packed, the producers of an archive's entries, the images of a
 lock file or a sync. There is one thread pool (threads made as work needs them, then
 reused), one limit on concurrent blob transfers (`--jobs`, taken with `transfer()`
-around each download or upload, whichever part of the operation does it) and one
-cancellation (the session's).
+around each download or upload, whichever part of the operation does it; the extra lanes
+of a blob fetched in ranges take a slot only as `spare`, when no other transfer waits for
+one) and one cancellation (the session's).
 
 Work is submitted through a `Group`: one part of the operation (the downloads of one
 image, the uploads of one push, the packing of a build) with its own bound on how many
@@ -35,7 +36,9 @@ class Workers:
     def __init__(self, jobs: int, cancel: Cancel | None = None):
         self.jobs = max(1, jobs)
         self.cancel = cancel or Cancel()
-        self._slots = threading.BoundedSemaphore(self.jobs)
+        self._slots = threading.Condition()
+        self._free = self.jobs
+        self._wanted = 0  # transfers waiting for a slot that are not spare
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -45,14 +48,25 @@ class Workers:
         return Group(self, max(1, limit or self.jobs))
 
     @contextmanager
-    def transfer(self) -> Iterator[None]:
-        """Hold one of the operation's `jobs` transfer slots; the wait for one ends if the operation is cancelled."""
-        while not self._slots.acquire(timeout=POLL):
-            self.cancel.check()
+    def transfer(self, spare: bool = False) -> Iterator[None]:
+        """Hold one of the operation's `jobs` transfer slots; the wait for one ends if the operation is cancelled.
+        `spare`: extra help for a transfer that holds a slot already (a lane of a blob fetched in ranges),
+        taken only when no other transfer is waiting for one, so the help never holds a blob back."""
+        with self._slots:
+            self._wanted += not spare
+            try:
+                while self._free == 0 or (spare and self._wanted):
+                    self.cancel.check()
+                    self._slots.wait(POLL)
+            finally:
+                self._wanted -= not spare
+            self._free -= 1
         try:
             yield
         finally:
-            self._slots.release()
+            with self._slots:
+                self._free += 1
+                self._slots.notify_all()
 
     def _start(self, task: Callable[[], None]) -> None:
         with self._lock:

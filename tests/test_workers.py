@@ -61,6 +61,36 @@ def test_transfers_of_every_group_share_the_one_limit():
     workers.close()
 
 
+def test_a_spare_transfer_waits_while_any_other_transfer_wants_a_slot():
+    """The lanes of a blob fetched in ranges take slots as spares: a blob of its own that waits
+    for a slot gets the next one, whichever of them asked first."""
+    workers, order = Workers(1), []
+    held, go = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with workers.transfer():
+            held.set()
+            go.wait(5)
+
+    def take(name: str, spare: bool) -> None:
+        with workers.transfer(spare=spare):
+            order.append(name)
+
+    group = workers.group(4)
+    group.submit(holder)
+    assert held.wait(5)
+    group.submit(take, "spare", True)
+    time.sleep(0.1)  # the spare asks first
+    group.submit(take, "blob", False)
+    time.sleep(0.1)
+    go.set()
+    group.join()
+    assert order == ["blob", "spare"]
+    with workers.transfer(spare=True):  # a free slot no one else wants is the spare's at once
+        pass
+    workers.close()
+
+
 def test_tasks_waiting_for_tasks_of_another_group_do_not_starve_them():
     """The images of a sync each wait for their own downloads, in the same pool."""
     workers = Workers(1)

@@ -17,6 +17,8 @@ def session_of(args: argparse.Namespace):
 
     if args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
+    if args.range_parts < 1:
+        raise UsageError("--range-parts must be at least 1")
     if args.rate_limit_min < 0:
         raise UsageError("--rate-limit-min must be 0 or more")
     transport = TransportOptions(tls_verify=args.tls_verify and not args.insecure,
@@ -24,7 +26,7 @@ def session_of(args: argparse.Namespace):
                                  proxy=args.proxy)
     progress = StderrProgress(quiet=args.quiet, verbose=args.verbose)
     session = Session(cache_dir=args.cache_dir, transport=transport, concurrency=args.jobs,
-                      progress=progress, credentials=_credentials(args))
+                      range_parts=args.range_parts, progress=progress, credentials=_credentials(args))
     # Closing the session (at the end, on a failure or Ctrl-C) takes a bar off the terminal first: a
     # message printed then starts a line of its own.
     session.cancel.on_set(progress.finish)

@@ -92,14 +92,18 @@ def add_common(p: argparse.ArgumentParser) -> None:
     g.add_argument("--jobs", type=int, default=4,
                    help="blob downloads and uploads at once, whatever part of the operation makes them, and images "
                         "at once for a lock file or a sync (default 4)")
+    g.add_argument("--range-parts", type=int, default=4, metavar="N",
+                   help="a blob of 32 MiB or more whose connection proves slow (under 32 MB/s) is fetched by up "
+                        "to N Range requests at once, each taking a --jobs transfer no other blob waits for (for "
+                        "links that cap each connection; default 4; 1: one connection per blob)")
     g.add_argument("--creds", metavar="USER:PASSWORD", help="credentials for the registry (else the auth files)")
     g.add_argument("--authfile", help="auth file to read credentials from (default: the usual ones)")
     g.add_argument("--rate-limit-min", type=int, default=3, metavar="N",
                    help="stop (or wait, when the reset is near) before a registry's announced rate limit "
                         "(RateLimit-Remaining) falls to N manifest requests (default 3; 0: never)")
     g.add_argument("--json", action="store_true",
-                   help="print the result as one JSON document on stdout (keys in the README; errors stay one "
-                        "line on stderr)")
+                   help="print the result as one JSON document on stdout (its keys: docs/cli.md and "
+                        "schemas/cli-output.schema.json; errors stay one line on stderr)")
     g.add_argument("--quiet", "-q", action="store_true", help="print only the result")
     g.add_argument("--verbose", "-v", action="store_true",
                    help="a line per request, layer and blob on stderr (never secrets)")

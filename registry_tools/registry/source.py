@@ -22,6 +22,7 @@ from registry_tools.model.image import Image, Layer
 from registry_tools.model.platform import Choice, Matcher, Platform, choose, choose_in_index
 from registry_tools.registry.blob import BlobStream
 from registry_tools.registry.client import Registry
+from registry_tools.registry.ranges import PARTS, RANGES_FROM, RangedFetch
 from registry_tools.registry.repository import tag_page
 from registry_tools.store.blobs import BlobStore
 from registry_tools.store.landing import Landing
@@ -36,14 +37,15 @@ class RegistrySource:
     """An image in a registry repository, fetched through the cache."""
 
     def __init__(self, registry: Registry, repo: str, store: BlobStore, workers: Workers | None = None,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, range_parts: int = PARTS):
         """`workers`: the operation's pool and transfer limit (default: one of its own, on the registry's
-        cancellation)."""
+        cancellation); `range_parts`: the parallel ranges of a blob of RANGES_FROM bytes or more."""
         self.registry = registry
         self.repo = repo
         self.store = store
         self.workers = workers or Workers(DEFAULT_CONCURRENCY, registry.cancel)
         self.progress = progress or Progress()
+        self.ranges = RangedFetch(registry, repo, self.workers, range_parts)
 
     @property
     def cancel(self) -> Cancel:
@@ -163,13 +165,18 @@ class RegistrySource:
             self.progress.advance(desc.size)
             self.progress.blob_done(desc.digest, desc.size, cached=True)
             return False
-        with self.workers.transfer(), BlobStream(self.registry, self.repo, desc.digest, desc.size) as stream, \
-                cache.writer(desc.digest) as f:
-            reader = VerifyingReader(stream, desc.digest, desc.size, what, tee=landing.tee(f) if landing else f)
-            while chunk := reader.read(READ_SIZE):
-                self.progress.advance(len(chunk))
-                if cancel is not None:
-                    cancel.check()
+        if self.ranges.parts > 1 and desc.size >= RANGES_FROM:
+            with cache.writer(desc.digest) as f:
+                self.ranges.into(desc, what, f, landing.tee(f, written=True) if landing else None,
+                                 self.progress.advance, cancel or self.cancel)
+        else:
+            with self.workers.transfer(), BlobStream(self.registry, self.repo, desc.digest, desc.size) as stream, \
+                    cache.writer(desc.digest) as f:
+                reader = VerifyingReader(stream, desc.digest, desc.size, what, tee=landing.tee(f) if landing else f)
+                while chunk := reader.read(READ_SIZE):
+                    self.progress.advance(len(chunk))
+                    if cancel is not None:
+                        cancel.check()
         cache.add_source(desc.digest, self.registry.domain, self.repo)
         self.progress.blob_done(desc.digest, desc.size, cached=False)
         return True

@@ -2,7 +2,9 @@
 
 The download writes the blob to its temporary file in the cache and checks it against
 its digest as the bytes pass; a `Landing` lets one reader follow that file a step behind
-the writer, so a big layer can be decompressed while it downloads. The follower only
+the writer, so a big layer can be decompressed while it downloads. (A blob fetched in
+parallel ranges is written at its offsets; the followers are told of the prefix its
+verifying reader has passed.) The follower only
 sees EOF once the download finished and its digest was verified; if the download
 fails, the follower raises that failure. (What the follower decompresses is checked
 against the layer's diff_id by its own VerifyingReader, as any layer's tar is.)
@@ -27,12 +29,14 @@ class Landing:
         self._done = False
         self._error: BaseException | None = None
 
-    def tee(self, f: IO[bytes]) -> "_Tee":
-        """What the download writes through: the file, flushed, and the followers told."""
+    def tee(self, f: IO[bytes], written: bool = False) -> "_Tee":
+        """What the download writes through: the file, flushed, and the followers told.
+        `written`: the bytes are in the file already (a fetch in parts writes them at their
+        offsets), and what passes through is the prefix it verified: only the followers are told."""
         with self._cond:
             self._fd = os.dup(f.fileno())
             self._cond.notify_all()
-        return _Tee(f, self)
+        return _Tee(None if written else f, self)
 
     def _advance(self, n: int) -> None:
         with self._cond:
@@ -72,15 +76,16 @@ class Landing:
 
 
 class _Tee:
-    def __init__(self, f: IO[bytes], landing: Landing):
+    def __init__(self, f: IO[bytes] | None, landing: Landing):
         self._f = f
         self._landing = landing
 
     def write(self, data: bytes) -> int:
-        n = self._f.write(data)
-        self._f.flush()
+        if self._f is not None:
+            self._f.write(data)
+            self._f.flush()
         self._landing._advance(len(data))
-        return n
+        return len(data)
 
 
 class Follower(ReaderBase):
