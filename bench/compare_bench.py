@@ -1,6 +1,7 @@
 """Before and after: this checkout against an earlier one, alternating, in the same run.
 
-Pull (the two images of pull_bench, with skopeo as the peer) and build --push, cold and
+Pull (the two images of pull_bench; `skopeo copy docker://…@DIGEST docker-archive:` runs
+in the same rounds and both checkouts' ratios to it are printed) and build --push, cold and
 warm (one small file changed), of the tree of push_bench. Each run uses a cold cache and
 a fresh registry for each tool. Prints medians and the ratios (this checkout / baseline).
 Usage: git worktree add /tmp/baseline <commit>
@@ -42,11 +43,17 @@ def pulls(work: Path, runs: int, impls: dict[str, str]) -> dict[str, list[float]
         out.mkdir(exist_ok=True)
         for run in range(runs):
             for shape, ref in refs.items():
-                for name, checkout in impls.items():
+                for name in (*impls, "skopeo"):
                     for f in out.iterdir():
                         f.unlink()
                     shutil.rmtree(work / "cache", ignore_errors=True)
-                    t, _ = tool(checkout, "pull", ref, "-o", str(out / "o.tar"), "-q", "--cache-dir", str(work / "cache"))
+                    if name == "skopeo":
+                        t, _ = measure(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
+                                        f"docker-archive:{out}/o.tar:bench/usr:latest"],
+                                       env=dict(os.environ, TMPDIR=str(out)))
+                    else:
+                        t, _ = tool(impls[name], "pull", ref, "-o", str(out / "o.tar"), "-q",
+                                    "--cache-dir", str(work / "cache"))
                     times.setdefault(f"pull {shape} {name}", []).append(t)
                     print(f"run {run + 1} pull {shape} {name}: {t:.2f}s", flush=True)
     finally:
@@ -94,7 +101,11 @@ def main() -> int:
     times.update(pushes(work / "push", args.runs, impls) if (work / "push").mkdir(exist_ok=True) is None else {})
     for what in ("pull even", "pull dominant", "push cold", "push warm"):
         base, this = median(times[f"{what} baseline"]), median(times[f"{what} this"])
-        print(f"{what:14}: baseline {base:.2f} s, this {this:.2f} s, ratio {this / base:.3f}")
+        line = f"{what:14}: baseline {base:.2f} s, this {this:.2f} s, ratio {this / base:.3f}"
+        if f"{what} skopeo" in times:
+            peer = median(times[f"{what} skopeo"])
+            line += f"; skopeo {peer:.2f} s, to skopeo: baseline {base / peer:.3f}, this {this / peer:.3f}"
+        print(line)
     return 0
 
 
