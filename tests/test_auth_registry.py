@@ -104,6 +104,8 @@ def test_basic_auth_wrong_password(basic_registry, facts, clean_env, capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert "access denied" in err and "check the credentials" in err and "nope-nope" not in err
+    # the image named as the user wrote it: by digest, with '@'
+    assert f"{basic_registry.host}/team/app@{digest_of(facts)}" in err and ":sha256:" not in err
     assert len(err.strip().splitlines()) == 1 and not (clean_env / "x.tar").exists()
 
 

@@ -228,3 +228,12 @@ def test_real_platform_values_pass_the_rule():
         pf.check_fields(p, "test", mf.ManifestError)
         config = mf.parse_config(json.dumps(p).encode())
         assert pf.Platform.from_json(config) == pf.Platform.from_json(p)
+
+
+def test_a_null_or_empty_os_feature_is_absent():
+    """The rule lets null and "" through as absent; the platform read holds no such feature, so the
+    list of what an index offers prints (it raised TypeError on a null feature)."""
+    entry = {"os": "windows", "architecture": "amd64", "os.features": [None, "", "win32k"]}
+    pf.check_fields(entry, "index entry", InvalidPlatform)
+    got = pf.Platform.from_json(entry)
+    assert got.os_features == ("win32k",) and pf.format_all(got) == "windows(+win32k)/amd64"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from registry_tools.errors import InvalidDigest, InvalidReference, UsageError
-from registry_tools.fileio import AtomicFile
+from registry_tools.fileio import replacing
 from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
 from registry_tools.model.manifest import load_json
@@ -145,10 +145,5 @@ def lock_text(entries: list[LockEntry] | list[dict[str, Any]]) -> str:
 
 def write_lock(path: str | Path, text: str) -> None:
     """Beside the destination, then renamed over it: a lock is never half-written."""
-    out = AtomicFile(path)
-    try:
-        out.file.write(text.encode())
-        out.commit()
-    except BaseException:
-        out.abort()
-        raise
+    with replacing(Path(path)) as f:
+        f.write(text.encode())

@@ -10,6 +10,7 @@ import os
 import ssl
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypedDict, Unpack
 
 import httpx
@@ -21,8 +22,6 @@ from registry_tools.errors import NotFound, ProxyFailure, RegistryError, Respons
 from registry_tools.model.digest import Digest
 from registry_tools.model.manifest import ACCEPT, MAX_MANIFEST_SIZE, load_json
 from registry_tools.model.reference import DEFAULT_DOMAIN, DOCKER_HUB_API_HOST, is_loopback_host
-from pathlib import Path
-
 from registry_tools.registry import auth, network
 from registry_tools.registry.tokens import TokenClient
 from registry_tools.registry.sockets import abortable
@@ -283,7 +282,7 @@ class Registry:
 
     def get_manifest(self, repo: str, ref: str) -> tuple[bytes, str]:
         """Manifest bytes (at most 4 MiB, checked on Content-Length and while reading) and their type."""
-        what = f"{self.domain}/{repo}@{ref}" if ref.startswith("sha256:") else f"{self.domain}/{repo}:{ref}"
+        what = self.where(repo, ref)
         resp = self.request("GET", repo, f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT},
                             kind="manifest", stream=True, limit=MAX_MANIFEST_SIZE)
         try:
@@ -299,18 +298,21 @@ class Registry:
             resp.close()
         return raw, resp.headers.get("content-type", "")
 
+    def where(self, repo: str, ref: str) -> str:  # as users write it: host/repo:tag, host/repo@sha256:...
+        return f"{self.domain}/{repo}{'@' if ref.startswith('sha256:') else ':'}{ref}"
+
     def head_manifest(self, repo: str, ref: str, actions: str = "pull") -> tuple[Digest | None, str, int | None]:
         """HEAD a manifest: its digest (if the registry says), media type and size."""
         resp = self.request("HEAD", repo, f"/v2/{repo}/manifests/{ref}", headers={"Accept": ACCEPT},
                             kind="manifest-head", actions=actions)
         if resp.status_code == 401:
-            self.check(resp, f"{self.domain}/{repo}:{ref}", repo)
+            self.check(resp, self.where(repo, ref), repo)
         if resp.status_code >= 400:  # 403 too: Artifactory's answer for a manifest it does not have
             # A HEAD answer has no body to say why; the caller's GET will get the registry's reason.
             return None, "", None
         size = resp.headers.get("content-length")
         try:
-            digest = announced_digest(resp, f"{self.domain}/{repo}:{ref}")
+            digest = announced_digest(resp, self.where(repo, ref))
         except VerificationError:
             digest = None  # a claim only (the bytes decide): one that is no digest claims nothing
         return digest, resp.headers.get("content-type", ""), int(size) if size and size.isdigit() else None
@@ -321,9 +323,9 @@ class Registry:
                             actions=actions, kind="manifest-head")
         if resp.status_code in (404, 403):  # 403: Artifactory's "not here" (go-containerregistry#1691)
             return None
-        self.check(resp, f"{self.domain}/{repo}:{ref}", repo)
+        self.check(resp, self.where(repo, ref), repo)
         # a manifest found by its digest is that digest, header or not
-        got = announced_digest(resp, f"{self.domain}/{repo}:{ref}")
+        got = announced_digest(resp, self.where(repo, ref))
         return got or (Digest.parse(ref) if ref.startswith("sha256:") else None)
 
     def put_manifest(self, repo: str, ref: str, raw: bytes, media_type: str) -> Digest:

@@ -50,7 +50,7 @@ class Platform:
             architecture=str(obj.get("architecture") or ""),
             variant=str(obj.get("variant") or ""),
             os_version=str(obj.get("os.version", "") or ""),
-            os_features=tuple(obj.get("os.features", ()) or ()),
+            os_features=tuple(f for f in obj.get("os.features", ()) or () if f),  # null or "": absent
         )
 
     def to_json(self) -> dict[str, Any]:
