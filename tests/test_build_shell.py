@@ -246,6 +246,37 @@ def test_the_nix_functions_build_and_stream_the_image(nix, tmp_path, cache_dir, 
         assert a.extractfile(ma["Config"]).read() == b.extractfile(mb["Config"]).read()
 
 
+def test_the_nix_function_passes_the_build_user_the_home_the_shell_and_the_command(nix, tmp_path, cache_dir,
+                                                                                   capsys):
+    """uid, gid, homeDirectory, shell and command given to buildNixShellImage reach the image: the user it
+    runs as, its passwd and group entries, HOME (the working directory stays /build, as in nixpkgs),
+    the shell that starts and the command the interactive shell runs."""
+    package = f'import {ROOT}/nix/local-package.nix {{ python = "{sys.executable}"; src = {ROOT}; }}'
+    expr = (f"let p = import {nix}; s = import {ROOT}/nix/shell.nix {{ registry-tools = {package}; }}; in "
+            f's.buildNixShellImage {{ drv = p.app; uid = 4242; gid = 4343; homeDirectory = "/home/dev"; '
+            f'shell = "${{p.bb}}/bin/sh"; command = "echo home=$HOME; echo dir=$(pwd); id -u; id -g"; }}')
+    (tmp_path / "image.nix").write_text(expr)
+    archive = nix_out("nix-build", "--no-out-link", str(tmp_path / "image.nix"))
+    code, _, err = run(capsys, "copy", f"docker-archive:{archive}", f"oci:{tmp_path / 'l'}:x")
+    assert code == 0, err
+    _, config = config_of(tmp_path / "l")
+    cfg = config["config"]
+    assert cfg["User"] == "4242:4343" and cfg["WorkingDir"] == "/build"  # as nixpkgs: the sandbox's build dir
+    env = dict(e.split("=", 1) for e in cfg["Env"])
+    assert env["HOME"] == "/home/dev" and env["NIX_BUILD_TOP"] == "/build"
+    assert cfg["Cmd"][0] == f"{store_path(nix, 'bb')}/bin/sh"
+    root = exported(capsys, f"docker-archive:{archive}", tmp_path / "rootfs")
+    assert "nixbld:x:4242:4343:Build user:/home/dev:" in (root / "etc" / "passwd").read_text()
+    assert "nixbld:!:4343:" in (root / "etc" / "group").read_text()
+    res = start(root, cfg)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert "home=/home/dev" in lines and "dir=/build" in lines
+    assert (root / "home" / "dev").is_dir()
+    if confinement.ids().count > 1:  # as root the namespace maps the build user's ids; else they are ours
+        assert lines[-2:] == ["4242", "4343"]
+
+
 @pytest.mark.parametrize("case, code, words", [
     ("structured", 2, "__structuredAttrs"),
     ("unbuilt", 1, "is not in the store: build the inputs first"),

@@ -47,10 +47,9 @@ from registry_tools.registry.remote import RegistryImage
 from registry_tools.session import Session
 from registry_tools.surgery import Append, Edits, Flatten, Mutate, Rebase
 
-from .helpers import IMAGES
+from .helpers import IMAGES, umoci_tree
 from .support import imagegen
 from .support.registry import skopeo_push_layout
-from .test_surgery import umoci_tree
 
 pytestmark = [pytest.mark.registry, pytest.mark.skopeo]
 

@@ -195,3 +195,46 @@ def test_bad_usage_is_one_line_exit_2(argv, message, cache_dir, capsys):
 def test_a_missing_image_is_one_line_exit_1_and_nothing_on_stdout(registry, cache_dir, capsys):
     code, out, err = run(capsys, "diff", f"{registry.host}/test/single-gzip:v1", f"{registry.host}/test/nope:v1")
     assert code == 1 and out == "" and len(err.splitlines()) == 1 and "nope" in err
+
+
+def _tar_layer(lay: imagegen.Layout, members: list[dict]) -> tuple[imagegen.Blob, str]:
+    """A gzip layer of tar members given as {name, type, mode, uid, gid, link, data}."""
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for m in members:
+            info = tarfile.TarInfo(m["name"])
+            info.type, info.linkname = m.get("type", tarfile.REGTYPE), m.get("link", "")
+            info.mode, info.uid, info.gid, info.mtime = m.get("mode", 0o644), m.get("uid", 0), m.get("gid", 0), 1000
+            data = m.get("data", b"")
+            info.size = len(data) if info.type == tarfile.REGTYPE else 0
+            tf.addfile(info, io.BytesIO(data) if info.type == tarfile.REGTYPE else None)
+    raw = buf.getvalue()
+    return lay.add(imagegen.Blob(imagegen.LAYER_TYPES["gzip"], imagegen.compress(raw, "gzip"))), imagegen.sha(raw)
+
+
+def test_a_file_whose_mode_owner_or_link_target_changed_is_changed(tmp_path, cache_dir, capsys):
+    """Same paths, same contents: what differs is a file's mode, another's owner and a link's target."""
+    import tarfile
+
+    lay = imagegen.Layout()
+    same = {"name": "etc/same", "data": b"s"}
+    old = [same, {"name": "bin/tool", "data": b"t"}, {"name": "srv/data", "data": b"d"},
+           {"name": "lib/current", "type": tarfile.SYMTYPE, "link": "v1"}]
+    new = [same, {"name": "bin/tool", "data": b"t", "mode": 0o755}, {"name": "srv/data", "data": b"d", "uid": 1000},
+           {"name": "lib/current", "type": tarfile.SYMTYPE, "link": "v2"}]
+    lay.tag(lay.image([_tar_layer(lay, old)]), "a")
+    lay.tag(lay.image([_tar_layer(lay, new)]), "b")
+    lay.write(tmp_path / "lay")
+    code, doc = diff_json(capsys, f"oci:{tmp_path / 'lay'}:a", f"oci:{tmp_path / 'lay'}:b")
+    assert code == 1
+    (layer,) = doc["layers"]
+    files = layer["files"]
+    assert files["counts"] == {"added": 0, "removed": 0, "changed": 3}
+    pairs = {pair["path"] if "path" in pair else pair["old"]["path"]: pair for pair in files["changed"]}
+    assert set(pairs) == {"bin/tool", "lib/current", "srv/data"}
+    text = json.dumps(files["changed"])
+    assert '"0755"' in text and '"0644"' in text and '"uid": 1000' in text
+    assert '"linkTarget": "v1"' in text and '"linkTarget": "v2"' in text

@@ -18,9 +18,10 @@ from .support import imagegen
 from .support.fakeregistry import serve_layout
 
 FILES = {"etc/hello": b"hello " * 3000, "etc/other": b"other\n"}
-# Every output a pinned image can be written to (pull), or hashed to (prefetch), or flattened to (export).
+# Every output a pinned image can be written to (pull), or hashed to (prefetch), or flattened to (export),
+# or assembled to from a layer pin (which read no layer: the assembly is where the diff_id is checked).
 OUTPUTS = ["pull:docker-archive", "pull:oci-archive", "pull:oci", "prefetch:docker-archive", "prefetch:oci",
-           "export"]
+           "export", "assemble:oci-archive"]
 FORMATS = ["docker-archive", "oci-archive", "oci"]
 
 
@@ -55,6 +56,13 @@ class Run:
         elif command == "prefetch":
             repo, _, digest = ref.partition("@")
             self.code, _, self.err = run(capsys, "prefetch", repo, digest, "--format", fmt, "-q")
+        elif command == "assemble":
+            repo, _, digest = ref.partition("@")
+            code, pin, err = run(capsys, "prefetch", repo, digest, "--layers", "--format", fmt, "--json")
+            assert code == 0, err  # a layer pin reads manifests and the config only
+            pin_file = work.parent / f"{name}.pin.json"
+            pin_file.write_text(pin)
+            self.code, _, self.err = run(capsys, "assemble", str(pin_file), "-o", str(self.out), "-q")
         else:
             self.code, _, self.err = run(capsys, "export", ref, "-o", str(self.out), "-q")
         self.after = sorted(p.name for p in work.iterdir())

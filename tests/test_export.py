@@ -163,6 +163,19 @@ def held_under_links(tar_path) -> list[str]:
     return bad
 
 
+def flat_layer(layout):
+    """The uncompressed tar of the one layer of a flattened layout's image (written beside it)."""
+    from registry_tools.model.compression import decompressed
+
+    blobs = layout / "blobs" / "sha256"
+    (entry,) = json.loads((layout / "index.json").read_text())["manifests"]
+    (desc,) = json.loads((blobs / entry["digest"].split(":")[1]).read_bytes())["layers"]
+    out = layout.parent / f"{layout.name}-layer.tar"
+    with open(blobs / desc["digest"].split(":")[1], "rb") as f, open(out, "wb") as w:
+        shutil.copyfileobj(decompressed(f)[0], w)
+    return out
+
+
 @pytest.fixture
 def outside():
     where = tempfile.mkdtemp(prefix="rt-outside-", dir="/tmp")
@@ -182,14 +195,18 @@ def test_an_entry_under_a_lower_layers_symlink_replaces_the_link(tmp_path, cache
         lay.tag(lay.image([layer(lay, e) for e in layers]), "v1")
         lay.write(tmp_path / name)
         code, _, err = run(capsys, "export", f"oci:{tmp_path / name}:v1", "-o", str(tmp_path / f"{name}.tar"))
+        flat = tmp_path / f"{name}-flat"
+        flat_code, _, flat_err = run(capsys, "flatten", f"oci:{tmp_path / name}:v1", f"oci:{flat}:v1")
         if name == "same":
-            assert code == 1 and "'evil/cron.d'" in err and "same layer" in err
-            assert len(err.strip().splitlines()) == 1
-            assert not (tmp_path / "same.tar").exists()
+            for got, said in ((code, err), (flat_code, flat_err)):  # export and flatten alike
+                assert got == 1 and "'evil/cron.d'" in said and "same layer" in said
+                assert len(said.strip().splitlines()) == 1
+            assert not (tmp_path / "same.tar").exists() and not flat.exists()
             continue
-        assert code == 0, err
+        assert code == 0 and flat_code == 0, err + flat_err
         out = tmp_path / "later.tar"
         assert held_under_links(out) == []
+        assert flat_layer(flat).read_bytes() == out.read_bytes()  # flatten's one layer is export's tar
         ours = listing(out)
         assert "evil" not in ours and ours["evil/cron.d"][0] == "dir"
         assert ours["evil/cron.d/job"][5] == hashlib.sha256(b"job\n").hexdigest()
@@ -212,3 +229,6 @@ def test_a_hard_link_to_a_name_the_image_does_not_hold_is_refused(tmp_path, cach
     code, _, err = run(capsys, "export", f"oci:{tmp_path / 'layout'}:v1", "-o", str(tmp_path / "out.tar"))
     assert code == 1 and "hard link" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out.tar").exists()
+    code, _, err = run(capsys, "flatten", f"oci:{tmp_path / 'layout'}:v1", f"oci:{tmp_path / 'flat'}:v1")
+    assert code == 1 and "hard link" in err and len(err.strip().splitlines()) == 1, err  # flatten alike
+    assert not (tmp_path / "flat").exists()

@@ -230,3 +230,44 @@ def test_push_of_a_file_that_is_not_a_tar_is_one_line(tmp_path):
     src.write_text("just some text\n" * 100)
     res = cli("push", str(src), "localhost:1/x:1", "--cache-dir", str(tmp_path / "c"))
     assert "not a tar archive" in one_line_error(res, 2)
+
+
+def test_repair_runs_once_around_the_engine_and_damage_found_twice_is_reported(registry, facts, tmp_path,
+                                                                              monkeypatch, capsys):
+    """One repair for a whole operation (no caller wraps the engine's in another), and an operation
+    that finds damage again after the repair fails instead of looping."""
+    from registry_tools import engine
+    from registry_tools.errors import CacheDamaged
+
+    from .helpers import run
+
+    calls = []
+    real = engine.repairing
+
+    def counted(cache, fn):
+        calls.append(fn)
+        return real(cache, fn)
+
+    monkeypatch.setattr(engine, "repairing", counted)
+    monkeypatch.setenv("REGISTRY_TOOLS_CACHE", str(tmp_path / "cache"))
+    code, _, err = run(capsys, "pull", f"{registry.host}/test/single-gzip@{facts['single-gzip']['manifest']}",
+                       "-o", str(tmp_path / "o.tar"), "-q")
+    assert code == 0, err
+    assert len(calls) == 1  # engine.copy's, and no other around it
+
+    class Cache:
+        evicted: list = []
+
+        def evict(self, digest):
+            self.evicted.append(digest)
+
+    runs = []
+
+    def always_damaged():
+        runs.append(1)
+        raise CacheDamaged("sha256:" + "a" * 64, "test")
+
+    cache = Cache()
+    with pytest.raises(CacheDamaged):
+        real(cache, always_damaged)
+    assert len(runs) == 2 and cache.evicted == ["sha256:" + "a" * 64]

@@ -77,6 +77,22 @@ def test_a_layer_pin_reads_the_tag_the_index_the_manifest_and_the_config_only(re
     assert single["manifestDigest"] == facts["single-gzip"]["manifest"]
 
 
+def test_a_layer_pin_of_a_whole_index_reads_the_tag_and_each_manifest_once(registry, facts, cache_dir, capsys):
+    """--all: the tag's HEAD and GET, then each manifest the index names (attestations too) once; no
+    config (the index says each platform) and no layer."""
+    mark = registry.log_offset()
+    code, out, err = run(capsys, "prefetch", f"{registry.host}/test/multi:v1", "--all", "--layers", "--format", "oci",
+                         "--json", "-q")
+    assert code == 0, err
+    pin = json.loads(out)
+    check_schema("prefetch", pin)
+    sent = not_ping(registry.requests_since(mark))
+    children = {*facts["multi"]["platforms"].values(), facts["multi"]["attestation"]}
+    assert sent[:2] == [("HEAD", "/v2/test/multi/manifests/v1"), ("GET", "/v2/test/multi/manifests/v1")]
+    assert sorted(sent[2:]) == sorted(("GET", f"/v2/test/multi/manifests/{d}") for d in children)
+    assert {m["digest"] for m in pin["manifests"]} >= set(facts["multi"]["platforms"].values())
+
+
 def test_the_request_count_does_not_grow_with_the_image(target, tmp_path, cache_dir, capsys):
     """Twenty layers, or one: the same requests (the tag, the config); no layer is read."""
     counts = []

@@ -3,7 +3,6 @@ skopeo, podman and umoci, and validated against the image spec's JSON schemas.""
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -12,14 +11,7 @@ import subprocess
 import pytest
 
 
-from .helpers import CORPUS, run, touch_and_chown
-
-
-def validator():
-    spec = importlib.util.spec_from_file_location("oci_validate", CORPUS / "oci-image-spec/oci_validate.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from .helpers import check_schema, run, touch_and_chown, validator
 
 
 def blob(layout, digest: str) -> bytes:
@@ -419,15 +411,6 @@ def test_a_warm_re_push_after_one_change_sends_that_layer_config_manifest_and_in
 
 
 # --- index create, add and remove -------------------------------------------------------------
-
-def check_schema(doc, kind):
-    import jsonschema
-
-    from .helpers import ROOT
-
-    schema = json.loads((ROOT / "schemas" / "cli-output.schema.json").read_text())
-    jsonschema.validate(doc, {**schema, "$ref": f"#/$defs/{kind}"})
-
 
 def test_index_create_reads_platforms_from_configs_and_copies_images_in(registry, target, facts, cache_dir,
                                                                         tmp_path, capsys):

@@ -15,8 +15,10 @@ from registry_tools.model.digest import parse_output_hash, sri
 
 from .helpers import ROOT, run
 
+# allow-import-from-derivation off: every fetcher here evaluates without building anything first (a
+# lock is read at evaluation time, as a file), as Hydra and nixpkgs' own evaluation require.
 NIX_CONFIG = "\n".join(["build-users-group =", "sandbox = false", "substituters =",
-                        "experimental-features = nix-command"])
+                        "experimental-features = nix-command", "allow-import-from-derivation = false"])
 
 
 @pytest.fixture

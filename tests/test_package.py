@@ -19,8 +19,7 @@ import pytest
 from registry_tools import __version__
 from registry_tools.model.digest import sri
 
-from .helpers import ROOT
-from .test_pull_registry import GOLDEN
+from .helpers import FLAKE_FILES, GOLDEN, JUNK, ROOT, clean_env
 
 # Where the package puts what it carries (under the environment's prefix) -> the file in the checkout.
 CARRIED = {
@@ -33,15 +32,6 @@ CARRIED = {
     "share/registry-tools/nix/shell.nix": "nix/shell.nix",
     "share/registry-tools/schemas/cli-output.schema.json": "schemas/cli-output.schema.json",
 }
-# What building needs of a checkout; the rest (.git, caches, an editable install's egg-info) stays.
-JUNK = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".mypy_cache", ".ruff_cache",
-                              ".pytest_cache", ".venv", "result")
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """The environment of a user's shell: nothing of this checkout's or this venv's on the path."""
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
-    return env | extra
 
 
 def sh(*argv: str | Path, cwd: Path, timeout: int = 600, env: dict[str, str] | None = None) -> str:
@@ -138,8 +128,6 @@ def test_pip_install_dot_is_a_whole_package(tmp_path):
 # --- the flake -------------------------------------------------------------------------------
 
 NIX_CONFIG = "\n".join(["build-users-group =", "sandbox = false", "substituters ="])
-FLAKE_FILES = ("flake.nix", "default.nix", "pyproject.toml", "README.md", "registry_tools", "nix", "schemas",
-               "man", "completions")
 
 
 def nix_system() -> str:

@@ -20,24 +20,12 @@ from registry_tools.model.digest import nix32_encode, sri
 from registry_tools.api.pull import PullOptions, pull_image
 from registry_tools.session import Session
 
-from .helpers import CORPUS
+from .helpers import CORPUS, GOLDEN
 
 PLATFORMS = ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/arm/v6"]
 
 # sha256 of pull's output for the committed fixture images. These pin the archive
 # layout: a change here is a breaking change for every user's pinned hash.
-GOLDEN = {
-    ("multi", "linux/amd64", "docker-archive"): "sha256-j6wr/q0SdSBIU1MgBq35uC2Ee8D6o00ELOX8NSLXL9I=",
-    ("multi", "linux/arm64/v8", "docker-archive"): "sha256-E9+NXm+vnDHjQk0seWW+LI6IsBCe62xuj7WbVXRfFXA=",
-    ("multi", "linux/arm/v7", "docker-archive"): "sha256-gvIURrmak2bJ4rRj1hZgWfkJGqj8vIqw3yumNN2cpiM=",
-    ("multi", "linux/arm/v6", "docker-archive"): "sha256-1OSDJNMt9Jwx1vTIOGOpkVxVmyJu9rTfVuoIOiTB50g=",
-    ("multi", "linux/amd64", "oci-archive"): "sha256-oY8pGIQBrH0OxmhmNYiIyjGcjfy3Y57ba8ZohyOd318=",
-    ("multi", "linux/amd64", "oci"): "sha256-bZInOhrhj9Yi5ySqLuZiNqXXEF8+wKB76im+xiEuzZk=",
-    ("single-gzip", "linux/amd64", "docker-archive"): "sha256-NwLG6539QDv3VXqPXB1yqrFXDmERC6xXXSs/Y95fb9s=",
-    ("single-zstd", "linux/amd64", "docker-archive"): "sha256-r+kpiuKOQTD3P5e3Pl4k2N3eG1IS3NzBuBhaqZHmz8E=",
-    ("single-none", "linux/amd64", "docker-archive"): "sha256-5hZukc8R7tw15INX4EcFj7wqhcNrG92MQMrTAoV26V0=",
-    ("docker-types", "linux/amd64", "docker-archive"): "sha256-NwLG6539QDv3VXqPXB1yqrFXDmERC6xXXSs/Y95fb9s=",
-}
 
 
 FINAL = ["--final-image-name", "example.com/golden", "--final-image-tag", "pinned"]

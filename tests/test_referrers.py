@@ -11,8 +11,7 @@ import subprocess
 
 from .support.ociregistry import OciRegistry
 from .support.registry import LocalRegistry
-from .test_multiarch import validator
-from .helpers import run
+from .helpers import check_schema, run, validator
 
 SPDX = "application/spdx+json"
 EMPTY_DIGEST = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
@@ -73,7 +72,6 @@ def test_attach_without_the_api_keeps_a_sorted_fallback_index(registry, target, 
     assert code == 0, err
     listed = json.loads(out)
     assert listed["via"] == "tag" and listed["subject"] == subject
-    from .test_multiarch import check_schema
 
     check_schema(listed, "referrers")
     check_schema(first, "attach")

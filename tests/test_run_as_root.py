@@ -149,6 +149,8 @@ ls /proc > /out/proc
 cat /proc/net/dev > /out/net
 hostname confined-by-a-test 2>/out/hostname-error || true
 hostname > /out/hostname
+cat /proc/self/uid_map > /out/uid_map
+cat /proc/self/gid_map > /out/gid_map
 """
     try:
         files = script_layer(tmp_path, capsys, {"runAsRoot": script})
@@ -163,6 +165,12 @@ hostname > /out/hostname
     assert len(pids) <= 3 and "1" in pids, pids  # the script's shell (pid 1) and `ls`
     interfaces = [line.split(":")[0].strip() for line in files["out/net"].decode().splitlines()[2:]]
     assert interfaces == ["lo"]
+    # root inside is no id of root outside (its capabilities are its user namespace's alone): no
+    # range of either map holds the host's 0
+    for name in ("out/uid_map", "out/gid_map"):
+        ranges = [[int(n) for n in line.split()] for line in files[name].decode().splitlines()]
+        assert ranges and [0, ranges[0][1]] == ranges[0][:2], ranges  # root inside ...
+        assert not any(outside <= 0 < outside + count for _, outside, count in ranges), ranges  # ... not outside
 
 
 def tar_layer(lay: imagegen.Layout, members: list[tuple[str, bytes, bytes, str]]):

@@ -16,7 +16,7 @@ import pytest
 from registry_tools.model import signature as sg
 from registry_tools.registry.client import Registry
 
-from .helpers import run
+from .helpers import check_schema, run
 
 # ../shared/tools beside the checkout (this repository's CI); REGISTRY_TOOLS_SHARED names another place
 _SHARED = [Path(os.environ["REGISTRY_TOOLS_SHARED"])] if os.environ.get("REGISTRY_TOOLS_SHARED") else []
@@ -138,7 +138,6 @@ def test_sign_then_verify_and_each_refusal(registry, target, facts, keys, cache_
     assert signed["digest"] == subject and signed["signatures"] == 1
     code, out, err = run(capsys, "verify", ref, "--key", str(pub), "--json")
     assert code == 0 and json.loads(out)["verified"] == 1, err
-    from .test_multiarch import check_schema
 
     check_schema(json.loads(out), "verify")
     check_schema(signed, "sign")

@@ -157,3 +157,36 @@ def test_no_public_function_takes_more_than_six_parameters():
                 if n > 6:
                     wide.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}: {n}")
     assert wide == []
+
+
+# httpx's errors become the project's in one place (registry/transport.py, project_errors); network.py
+# reads a proxy's and a URL's own errors as it opens a route; two best-effort reads ignore any failure.
+HTTPX_CATCHES = {
+    "registry_tools/registry/network.py": {"InvalidURL", "ProxyError", "ConnectError", "ConnectTimeout"},
+    "registry_tools/registry/client.py": {"HTTPError"},  # error_detail: a body that cannot be read says nothing
+    "registry_tools/registry/upload.py": {"HTTPError"},  # cancel: a failed DELETE of a failed upload is ignored
+}
+
+
+def httpx_catches(source: str) -> set[str]:
+    """The httpx exception classes the module's `except` clauses name."""
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ExceptHandler) and node.type is not None:
+            for n in ast.walk(node.type):
+                if isinstance(n, ast.Attribute) and getattr(n.value, "id", None) == "httpx":
+                    names.add(n.attr)
+    return names
+
+
+def test_httpx_errors_are_caught_only_where_they_are_made_the_projects():
+    assert httpx_catches("try:\n    pass\nexcept (ValueError, httpx.ReadTimeout):\n    pass") == {"ReadTimeout"}
+    found = {}
+    for path in sorted((ROOT / "registry_tools").rglob("*.py")):
+        rel = str(path.relative_to(ROOT))
+        names = httpx_catches(path.read_text())
+        if names and rel != "registry_tools/registry/transport.py":
+            found[rel] = names
+    assert found == HTTPX_CATCHES

@@ -18,7 +18,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from .helpers import IMAGES, ROOT, run, touch_and_chown
+from .helpers import IMAGES, ROOT, run, touch_and_chown, umoci_tree
 
 SCHEMA = json.loads((ROOT / "schemas" / "cli-output.schema.json").read_text())
 BLOB_WRITES = ("POST", "PATCH", "PUT")
@@ -40,23 +40,6 @@ def raw_of(ref: str, *flags: str) -> dict:
 
 def reg(ref: str, what: str = "--raw") -> dict:
     return raw_of(f"docker://{ref}", what, "--tls-verify=false")
-
-
-def umoci_tree(layout: Path, tag: str, where: Path) -> tuple[dict[str, str], dict]:
-    """umoci's unpacking of the layout's image: {path: content (files) or '/' (directories)
-    or '-> target' (links)}, and the runtime config it writes."""
-    bundle = where / f"bundle-{layout.name}"
-    res = subprocess.run(["umoci", "unpack", "--rootless", "--image", f"{layout}:{tag}", str(bundle)],
-                         capture_output=True, text=True)
-    assert res.returncode == 0, res.stderr
-    rootfs = bundle / "rootfs"
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(rootfs):
-        for n in dirnames + filenames:
-            p = Path(dirpath) / n
-            rel = str(p.relative_to(rootfs))
-            out[rel] = f"-> {os.readlink(p)}" if p.is_symlink() else "/" if p.is_dir() else p.read_text()
-    return out, json.loads((bundle / "config.json").read_text())
 
 
 def layout_manifest(layout: Path) -> tuple[dict, dict]:
@@ -187,6 +170,20 @@ def test_mutate_converts_media_types_and_refuses_what_cannot_be_converted(regist
         code, _, err = run(capsys, "mutate", src, f"oci:{tmp_path / 'x'}:v1", *bad)
         assert code == 2 and len(err.strip().splitlines()) == 1, bad
     assert not (tmp_path / "x").exists() and not (tmp_path / "z").exists()
+
+
+def test_mutate_created_now_is_the_time_of_the_run_in_utc(registry, tmp_path, cache_dir, capsys, monkeypatch):
+    from datetime import datetime, timezone
+
+    monkeypatch.setenv("TZ", "America/St_Johns")  # -03:30: the written time is UTC whatever the zone
+    before = datetime.now(timezone.utc).replace(microsecond=0)
+    code, _, err = run(capsys, "mutate", f"{registry.host}/test/single-gzip:v1", f"oci:{tmp_path / 'now'}:v1",
+                       "--created", "now")
+    after = datetime.now(timezone.utc)
+    assert code == 0, err
+    _, config = layout_manifest(tmp_path / "now")
+    got = datetime.strptime(config["created"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert before <= got <= after, (before, config["created"], after)
 
 
 # --- every command: registry -> layout -> docker-archive, read by skopeo, umoci and podman ------------
