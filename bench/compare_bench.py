@@ -1,8 +1,9 @@
 """Before and after: this checkout against an earlier one, alternating, in the same run.
 
 Pull (the two images of pull_bench; `skopeo copy docker://…@DIGEST docker-archive:` runs
-in the same rounds and both checkouts' ratios to it are printed) and build --push, cold and
-warm (one small file changed), of the tree of push_bench. Each run uses a cold cache and
+in the same rounds and both checkouts' ratios to it are printed); build --push, cold and
+warm (one small file changed), of the tree of push_bench; and build --oci of that tree
+(cold cache). Each run uses a cold cache and
 a fresh registry for each tool. Prints medians and the ratios (this checkout / baseline).
 Usage: git worktree add /tmp/baseline <commit>
        python3 bench/compare_bench.py --baseline /tmp/baseline [--runs 3]
@@ -82,9 +83,15 @@ def pushes(work: Path, runs: int, impls: dict[str, str]) -> dict[str, list[float
                 warm, _ = tool(checkout, *args)
             finally:
                 reg.stop()
+            shutil.rmtree(work / "cache", ignore_errors=True)
+            shutil.rmtree(work / "layout", ignore_errors=True)
+            built, _ = tool(checkout, "build", str(work / "spec.json"), "--oci", str(work / "layout"), "-q",
+                            "--cache-dir", str(work / "cache"))
             times.setdefault(f"push cold {name}", []).append(cold)
             times.setdefault(f"push warm {name}", []).append(warm)
-            print(f"run {run + 1} push {name}: cold {cold:.2f}s warm {warm:.2f}s", flush=True)
+            times.setdefault(f"build {name}", []).append(built)
+            print(f"run {run + 1} push {name}: cold {cold:.2f}s warm {warm:.2f}s; build --oci {built:.2f}s",
+                  flush=True)
     return times
 
 
@@ -99,7 +106,7 @@ def main() -> int:
     impls = {"baseline": str(Path(args.baseline).resolve()), "this": HERE}
     times = pulls(work, args.runs, impls)
     times.update(pushes(work / "push", args.runs, impls) if (work / "push").mkdir(exist_ok=True) is None else {})
-    for what in ("pull even", "pull dominant", "push cold", "push warm"):
+    for what in ("pull even", "pull dominant", "build", "push cold", "push warm"):
         base, this = median(times[f"{what} baseline"]), median(times[f"{what} this"])
         line = f"{what:14}: baseline {base:.2f} s, this {this:.2f} s, ratio {this / base:.3f}"
         if f"{what} skopeo" in times:
