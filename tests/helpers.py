@@ -101,3 +101,32 @@ def check_schema(doc, kind):
 
     schema = json.loads((ROOT / "schemas" / "cli-output.schema.json").read_text())
     jsonschema.validate(doc, {**schema, "$ref": f"#/$defs/{kind}"})
+
+
+def flake_files(dest: Path) -> Path:
+    """The files the flake and default.nix read, copied to `dest` (a git checkout would hide untracked ones)."""
+    dest.mkdir()
+    for name in FLAKE_FILES:
+        if (ROOT / name).is_dir():
+            shutil.copytree(ROOT / name, dest / name, ignore=JUNK)
+        else:
+            shutil.copy(ROOT / name, dest / name)
+    return dest
+
+
+def interrupt(proc, what: str) -> tuple[float, str]:
+    """Ctrl-C to a running command: how long it took to end, and its stderr (a test failure if it
+    runs on 15 s later)."""
+    import signal
+    import subprocess
+    import time
+
+    import pytest
+
+    proc.send_signal(signal.SIGINT)
+    sent = time.monotonic()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the {what} was still running 15 s after Ctrl-C")
+    return time.monotonic() - sent, proc.stderr.read()

@@ -114,10 +114,10 @@ class StallingRegistry:
 
 def test_ctrl_c_stops_a_push_whose_registry_stopped_reading_the_body(tmp_path):
     """The upload's write is blocked in the socket: Ctrl-C still ends the push within about a second."""
-    import signal
     import subprocess
     import sys
 
+    from .helpers import interrupt
     from .support import imagegen
 
     lay = imagegen.Layout()
@@ -132,14 +132,7 @@ def test_ctrl_c_stops_a_push_whose_registry_stopped_reading_the_body(tmp_path):
         try:
             assert registry.stalled.wait(60), "the push never reached the upload"
             time.sleep(1.0)  # the write has filled the socket's buffers and blocks
-            proc.send_signal(signal.SIGINT)
-            sent = time.monotonic()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pytest.fail("the push was still running 15 s after Ctrl-C")
-            took = time.monotonic() - sent
-            err = proc.stderr.read()
+            took, err = interrupt(proc, "push")
         finally:
             proc.kill()
             proc.wait()

@@ -19,7 +19,7 @@ import pytest
 from registry_tools import __version__
 from registry_tools.model.digest import sri
 
-from .helpers import FLAKE_FILES, GOLDEN, JUNK, ROOT, clean_env
+from .helpers import GOLDEN, JUNK, ROOT, clean_env, flake_files
 
 # Where the package puts what it carries (under the environment's prefix) -> the file in the checkout.
 CARRIED = {
@@ -141,13 +141,7 @@ def test_flake_outputs_evaluate_and_nix_run_prints_help(tmp_path):
     nix = shutil.which("nix")
     if nix is None:
         pytest.fail("nix is missing: run ./scripts/setup (Debian's nix-bin)", pytrace=False)
-    flake = tmp_path / "flake"  # the flake's files alone (a git checkout would hide untracked ones)
-    flake.mkdir()
-    for name in FLAKE_FILES:
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, flake / name, ignore=JUNK)
-        else:
-            shutil.copy(ROOT / name, flake / name)
+    flake = flake_files(tmp_path / "flake")  # the flake's files alone
     standin = shutil.copytree(ROOT / "tests/support/nixpkgs-standin", tmp_path / "nixpkgs")
     (standin / "python").write_text(sys.executable + "\n")
     common = [nix, "--extra-experimental-features", "nix-command flakes"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from registry_tools.registry import ranges
 from registry_tools.registry.ranges import MIN_TAIL, RANGES_FROM, piece_size
 from registry_tools.session import Session
 
+from .helpers import interrupt
 from .support import imagegen
 from .support.throttle import ThrottleRelay
 
@@ -243,14 +243,7 @@ def test_ctrl_c_stops_a_ranged_download_within_a_second(threaded_server, tmp_pat
     try:
         assert reg.two_in_flight.wait(30), "no lane started"
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
-        sent = time.monotonic()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            pytest.fail("the pull was still running 15 s after Ctrl-C")
-        took = time.monotonic() - sent
-        err = proc.stderr.read()
+        took, err = interrupt(proc, "pull")
     finally:
         reg.over.set()
         proc.kill()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .helpers import FLAKE_FILES, JUNK, ROOT, clean_env, run
+from .helpers import ROOT, clean_env, flake_files, run
 
 NIX_CONFIG = "\n".join(["build-users-group =", "sandbox = false", "substituters =",
                         "experimental-features = nix-command"])
@@ -45,13 +45,7 @@ def test_the_three_recipes_work_as_written(registry, target, tmp_path, capsys):
     assert code == 0, err
     work = tmp_path / "work"
     work.mkdir()
-    clone = work / "registry-tools"  # "./registry-tools is the clone": the files the flake and default.nix read
-    clone.mkdir()
-    for name in FLAKE_FILES:
-        if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, clone / name, ignore=JUNK)
-        else:
-            shutil.copy(ROOT / name, clone / name)
+    flake_files(work / "registry-tools")  # "./registry-tools is the clone": what the flake and default.nix read
     # a nixpkgs for <nixpkgs>: the suite's stand-in, with this machine's Python
     nixpkgs = tmp_path / "nixpkgs"
     shutil.copytree(ROOT / "tests/support/nixpkgs-standin", nixpkgs)
