@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 
 import pytest
@@ -12,6 +13,35 @@ from .support.registry import LocalRegistry, require_tools as _require, skopeo_p
 REQUIRED_TOOLS = ("docker-registry", "skopeo")
 
 
+@pytest.fixture(autouse=True)
+def _the_shared_server_is_ours(request):
+    """The session's pytest-httpserver must still be the only listener on its port when a test
+    starts: a test that finds another process there (a registry started on a port picked as free)
+    says so, with what listens, instead of failing on answers its server never gave."""
+    if "httpserver" not in request.fixturenames:
+        return
+    server = request.getfixturevalue("httpserver")
+    holders = _listeners(server.port)
+    if holders is not None and holders != {os.getpid()}:
+        pytest.fail(f"port {server.port} of the shared httpserver is held by pids {sorted(holders)}, "
+                    f"not only this one ({os.getpid()}): {_ss(server.port)}")
+
+
+def _listeners(port: int) -> set[int] | None:
+    """The pids with a listening TCP socket on `port` (None where ss is missing)."""
+    import re
+    out = _ss(port)
+    if out is None:
+        return None
+    return {int(p) for p in re.findall(r"pid=(\d+)", out)}
+
+
+def _ss(port: int) -> str | None:
+    import shutil
+    import subprocess
+    if not shutil.which("ss"):
+        return None
+    return subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
 
 
 @pytest.fixture(scope="session")
