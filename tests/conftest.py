@@ -27,6 +27,21 @@ def _the_shared_server_is_ours(request):
                     f"not only this one ({os.getpid()}): {_ss(server.port)}")
 
 
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test on the shared httpserver carries what listened on its port then, and on the machine."""
+    report = yield
+    if report.failed and "httpserver" in getattr(item, "fixturenames", ()):
+        server = item.funcargs.get("httpserver")
+        if server is not None:
+            import shutil
+            import subprocess
+            every = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout if shutil.which("ss") else ""
+            report.sections.append(("shared httpserver", f"pid {os.getpid()}, {server.host}:{server.port}, "
+                                    f"running {server.is_running()}\n{_ss(server.port)}\nall listeners:\n{every}"))
+    return report
+
+
 def _listeners(port: int) -> set[int] | None:
     """The pids with a listening TCP socket on `port` (None where ss is missing)."""
     import re
