@@ -13,6 +13,16 @@ from .support.registry import LocalRegistry, require_tools as _require, skopeo_p
 REQUIRED_TOOLS = ("docker-registry", "skopeo")
 
 
+def pytest_configure(config):
+    """Ctrl-C reaches the commands the tests start even where the suite itself was started with
+    SIGINT ignored (a background job of a shell without job control, nohup): a Python that
+    starts with SIGINT ignored never turns it into KeyboardInterrupt. A handler, unlike an
+    ignored signal, is not inherited by the commands the tests run."""
+    import signal
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 @pytest.fixture(autouse=True)
 def _the_shared_server_is_ours(request):
     """The session's pytest-httpserver must still be the only listener on its port when a test
