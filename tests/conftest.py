@@ -44,9 +44,7 @@ def pytest_runtest_makereport(item, call):
     if report.failed and "httpserver" in getattr(item, "fixturenames", ()):
         server = item.funcargs.get("httpserver")
         if server is not None:
-            import shutil
-            import subprocess
-            every = subprocess.run(["ss", "-ltnp"], capture_output=True, text=True).stdout if shutil.which("ss") else ""
+            every = _ss() or ""
             report.sections.append(("shared httpserver", f"pid {os.getpid()}, {server.host}:{server.port}, "
                                     f"running {server.is_running()}\n{_ss(server.port)}\nall listeners:\n{every}"))
     return report
@@ -61,12 +59,14 @@ def _listeners(port: int) -> set[int] | None:
     return {int(p) for p in re.findall(r"pid=(\d+)", out)}
 
 
-def _ss(port: int) -> str | None:
+def _ss(port: int | None = None) -> str | None:
+    """`ss`'s listening TCP sockets, of one port or all (None where ss is missing)."""
     import shutil
     import subprocess
     if not shutil.which("ss"):
         return None
-    return subprocess.run(["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True).stdout
+    args = ["-ltnpH", f"sport = :{port}"] if port is not None else ["-ltnp"]
+    return subprocess.run(["ss", *args], capture_output=True, text=True).stdout
 
 
 @pytest.fixture(scope="session")
