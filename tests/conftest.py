@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from contextlib import contextmanager
 
 import pytest
+from pytest_httpserver import HTTPServer
 
 from .helpers import IMAGES
 from .support.registry import LocalRegistry, require_tools as _require, skopeo_push_layout
@@ -23,40 +25,61 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-@pytest.fixture(autouse=True)
-def _the_shared_server_is_ours(request):
-    """The session's pytest-httpserver must still be the only listener on its port when a test
-    starts: a test that finds another process there (a registry started on a port picked as free)
-    says so, with what listens, instead of failing on answers its server never gave."""
-    if "httpserver" not in request.fixturenames:
-        return
-    server = request.getfixturevalue("httpserver")
-    holders = _listeners(server.port)
-    if holders is not None and holders != {os.getpid()}:
-        pytest.fail(f"port {server.port} of the shared httpserver is held by pids {sorted(holders)}, "
-                    f"not only this one ({os.getpid()}): {_ss(server.port)}")
+class OwnServer(HTTPServer):
+    """A pytest-httpserver of one test's own (see `httpserver`), on a free port, quick to stop."""
+
+    POLL = 0.05  # seconds between the server thread's looks at a stop (socketserver's default: 0.5)
+    STOP_WAIT = 5.0  # the most a stop waits for a handler still answering (a stalled one, a trickle)
+
+    def __init__(self, threaded: bool = False):
+        super().__init__(host="localhost", port=0, threaded=threaded)
+
+    def thread_target(self) -> None:
+        assert self.server is not None
+        self.server.serve_forever(poll_interval=self.POLL)
+
+    def stop(self) -> None:
+        """Stop serving and close the port at once; a handler still answering (a test's stalled
+        one) ends on its own in its daemon thread, and never holds the next test."""
+        self.clear()
+        inner, thread = self.server, self.server_thread
+        if inner is None or thread is None:
+            return
+        stopper = threading.Thread(target=inner.shutdown, daemon=True)
+        stopper.start()
+        stopper.join(self.STOP_WAIT)
+        thread.join(0 if stopper.is_alive() else self.STOP_WAIT)
+        inner.server_close()
+        self.server = self.server_thread = None
+
+
+@pytest.fixture
+def httpserver():
+    """A pytest-httpserver of the test's own, on a port of its own (it overrides the plugin's one
+    server for the session). A request an earlier test left in flight (a Ctrl-C test's reads, a
+    stalled server's retries: seen reaching the shared server during the next test) finds nothing
+    listening, instead of being answered by this test's handlers, and no handler, log or state of
+    one test can answer another's requests."""
+    server = OwnServer()
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
-    """A failed test on the shared httpserver carries what listened on its port then, and on the machine."""
+    """A failed test on an httpserver carries what listened on its port then, and on the machine."""
     report = yield
     if report.failed and "httpserver" in getattr(item, "fixturenames", ()):
         server = item.funcargs.get("httpserver")
         if server is not None:
             every = _ss() or ""
-            report.sections.append(("shared httpserver", f"pid {os.getpid()}, {server.host}:{server.port}, "
-                                    f"running {server.is_running()}\n{_ss(server.port)}\nall listeners:\n{every}"))
+            served = "\n".join(f"{req.method} {req.full_path.rstrip('?')} -> {resp.status_code}"
+                               for req, resp in server.log[-50:])
+            report.sections.append(("httpserver", f"pid {os.getpid()}, {server.host}:{server.port}, "
+                                    f"running {server.is_running()}\n{_ss(server.port)}\nall listeners:\n{every}"
+                                    f"\nwhat it served (the last 50):\n{served}"))
     return report
-
-
-def _listeners(port: int) -> set[int] | None:
-    """The pids with a listening TCP socket on `port` (None where ss is missing)."""
-    import re
-    out = _ss(port)
-    if out is None:
-        return None
-    return {int(p) for p in re.findall(r"pid=(\d+)", out)}
 
 
 def _ss(port: int | None = None) -> str | None:
@@ -123,12 +146,8 @@ def target(tmp_path):
 @pytest.fixture
 def threaded_server():
     """A pytest-httpserver answering requests in parallel (the default one answers one at a time)."""
-    from pytest_httpserver import HTTPServer
-
-    server = HTTPServer(threaded=True)
+    server = OwnServer(threaded=True)
     server.start()
     yield server
-    server.clear()
-    if server.is_running():
-        server.stop()
+    server.stop()
 
