@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from contextlib import contextmanager
 
 import pytest
-from pytest_httpserver import HTTPServer
 
 from .helpers import IMAGES
+from .support.servers import own_server
 from .support.registry import LocalRegistry, require_tools as _require, skopeo_push_layout
 
 REQUIRED_TOOLS = ("docker-registry", "skopeo")
@@ -25,34 +24,6 @@ def pytest_configure(config):
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-class OwnServer(HTTPServer):
-    """A pytest-httpserver of one test's own (see `httpserver`), on a free port, quick to stop."""
-
-    POLL = 0.05  # seconds between the server thread's looks at a stop (socketserver's default: 0.5)
-    STOP_WAIT = 5.0  # the most a stop waits for a handler still answering (a stalled one, a trickle)
-
-    def __init__(self, threaded: bool = False):
-        super().__init__(host="localhost", port=0, threaded=threaded)
-
-    def thread_target(self) -> None:
-        assert self.server is not None
-        self.server.serve_forever(poll_interval=self.POLL)
-
-    def stop(self) -> None:
-        """Stop serving and close the port at once; a handler still answering (a test's stalled
-        one) ends on its own in its daemon thread, and never holds the next test."""
-        self.clear()
-        inner, thread = self.server, self.server_thread
-        if inner is None or thread is None:
-            return
-        stopper = threading.Thread(target=inner.shutdown, daemon=True)
-        stopper.start()
-        stopper.join(self.STOP_WAIT)
-        thread.join(0 if stopper.is_alive() else self.STOP_WAIT)
-        inner.server_close()
-        self.server = self.server_thread = None
-
-
 @pytest.fixture
 def httpserver():
     """A pytest-httpserver of the test's own, on a port of its own (it overrides the plugin's one
@@ -60,10 +31,8 @@ def httpserver():
     stalled server's retries: seen reaching the shared server during the next test) finds nothing
     listening, instead of being answered by this test's handlers, and no handler, log or state of
     one test can answer another's requests."""
-    server = OwnServer()
-    server.start()
-    yield server
-    server.stop()
+    with own_server() as server:
+        yield server
 
 
 @pytest.hookimpl(wrapper=True)
@@ -146,8 +115,6 @@ def target(tmp_path):
 @pytest.fixture
 def threaded_server():
     """A pytest-httpserver answering requests in parallel (the default one answers one at a time)."""
-    server = OwnServer(threaded=True)
-    server.start()
-    yield server
-    server.stop()
+    with own_server(threaded=True) as server:
+        yield server
 

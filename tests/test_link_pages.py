@@ -17,6 +17,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
 from .helpers import run
+from .support.servers import own_server
 
 USER, PASSWORD = "pager", "pa55-w0rd"
 BASIC = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
@@ -101,13 +102,9 @@ class PagedRegistry:
 @pytest.fixture
 def foreign():
     """Another origin: another port (and, by its address, another host name than the registry's)."""
-    server = HTTPServer(host="127.0.0.1", port=0)
-    server.start()
-    server.expect_request("/", method="GET").respond_with_data("{}")
-    yield server
-    server.clear()
-    if server.is_running():
-        server.stop()
+    with own_server("127.0.0.1") as server:
+        server.expect_request("/", method="GET").respond_with_data("{}")
+        yield server
 
 
 PAGES = [["a", "b"], ["c", "d"], ["e", "f"], ["g"]]

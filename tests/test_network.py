@@ -236,15 +236,13 @@ def test_blob_storage_reached_by_redirect_goes_through_the_proxy(httpserver, pro
                                                                  tmp_path, capsys):
     import re
 
-    from pytest_httpserver import HTTPServer
     from werkzeug.wrappers import Response
 
     from .support.fakeregistry import FakeRegistry
+    from .support.servers import own_server
 
     fake = FakeRegistry(httpserver)
-    storage = HTTPServer(host="localhost", port=0)
-    storage.start()
-    try:
+    with own_server() as storage:
         storage.expect_request(re.compile(r"^/v2/.*")).respond_with_handler(
             lambda request: Response(fake.lay.blobs[request.path.rsplit("/", 1)[-1]],
                                      content_type="application/octet-stream"))
@@ -256,7 +254,3 @@ def test_blob_storage_reached_by_redirect_goes_through_the_proxy(httpserver, pro
         lines = proxy.requests()
         assert any(f"http://localhost:{storage.port}/v2/" in line for line in lines), lines
         assert any(f"http://{httpserver.host}:{httpserver.port}/v2/" in line for line in lines), lines
-    finally:
-        storage.clear()
-        if storage.is_running():
-            storage.stop()

@@ -11,13 +11,13 @@ import re
 
 import httpx
 import pytest
-from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Response
 
 from registry_tools.model.reference import DOCKER_HUB_API_HOST
 from registry_tools.registry.client import Registry, TransportOptions
 
 from .support.ociregistry import OciRegistry
+from .support.servers import own_server
 from .helpers import run
 
 ELSEWHERE = {
@@ -71,9 +71,7 @@ def test_docker_hub_token_realm_on_another_host_with_anonymous_tokens(registry, 
     out anonymous tokens for public repositories. Source: the distribution token authentication
     spec, https://distribution.github.io/distribution/spec/auth/token/ (the Docker Hub example:
     `Bearer realm="https://auth.docker.io/token",service="registry.docker.io"`)."""
-    realm = HTTPServer(host="localhost", port=0)  # another host name than the registry's 127.0.0.1
-    realm.start()
-    try:
+    with own_server() as realm:  # another host name than the registry's 127.0.0.1
         asked = []
         realm.expect_request("/token").respond_with_handler(
             lambda r: (asked.append((dict(r.args), r.headers.get("Authorization"))),
@@ -86,9 +84,6 @@ def test_docker_hub_token_realm_on_another_host_with_anonymous_tokens(registry, 
         assert codes == {"prefetch": 0, "pull": 0, "push": 0, "copy": 0, "tags": 0}, codes
         assert asked and all(auth is None for _, auth in asked)  # anonymous: no credential sent anywhere
         assert all(args.get("service") == "registry.docker.io" for args, _ in asked)
-    finally:
-        realm.clear()
-        realm.stop()
 
 
 def test_docker_hub_api_host_is_registry_1():
@@ -238,9 +233,7 @@ def test_www_authenticate_variants(registry, threaded, challenge, cache_dir, tmp
     """WWW-Authenticate without `service`, with extra parameters, and with several challenges.
     Sources: RFC 7235 section 4.1, RFC 6750 section 3, apple/containerization#901 (Artifact
     Registry's realm-only challenge)."""
-    realm = HTTPServer(host="localhost", port=0)
-    realm.start()
-    try:
+    with own_server() as realm:
         asked = []
         realm.expect_request("/token").respond_with_handler(
             lambda r: (asked.append(dict(r.args)), Response(json.dumps({"token": "quirk-token"}),
@@ -253,9 +246,6 @@ def test_www_authenticate_variants(registry, threaded, challenge, cache_dir, tmp
         assert asked
         if "service=" not in challenge:
             assert all("service" not in a for a in asked)
-    finally:
-        realm.clear()
-        realm.stop()
 
 
 def test_elsewhere_names_real_tests():

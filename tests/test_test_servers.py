@@ -8,7 +8,7 @@ import time
 import httpx
 import pytest
 
-from .conftest import OwnServer
+from .support.servers import OwnServer
 
 
 def test_a_stopped_server_leaves_nothing_listening_on_its_port():

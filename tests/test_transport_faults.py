@@ -6,7 +6,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pytest_httpserver import HTTPServer
 from werkzeug.wrappers import Request, Response
 
 from registry_tools.registry.client import RetryPolicy, TransportOptions
@@ -15,6 +14,7 @@ from registry_tools.api.pull import PullOptions, pull_image
 from registry_tools.session import Session
 
 from .support.fakeregistry import TOKEN, FakeRegistry
+from .support.servers import own_server
 
 @pytest.fixture
 def fake(httpserver):
@@ -124,9 +124,7 @@ def test_stalled_server_times_out(fake, dest, tmp_path):
 
 def test_redirect_to_foreign_host_drops_authorization(httpserver, dest, tmp_path):
     fake = FakeRegistry(httpserver, bearer=True)
-    foreign = HTTPServer(host="localhost", port=0)  # another host name: another origin
-    foreign.start()
-    try:
+    with own_server() as foreign:  # another host name: another origin
         seen = []
 
         def storage(request: Request) -> Response:
@@ -141,10 +139,6 @@ def test_redirect_to_foreign_host_drops_authorization(httpserver, dest, tmp_path
         assert all("Authorization" not in h for h in seen)  # the credential stayed with the registry
         first = gets(fake, fake.blob_path(fake.big))[0]
         assert first["Authorization"] == f"Bearer {TOKEN}"  # while the registry itself got it
-    finally:
-        foreign.clear()
-        if foreign.is_running():
-            foreign.stop()
 
 
 def test_token_endpoint_down(httpserver, dest, tmp_path):
