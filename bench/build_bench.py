@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import LocalRegistry, measure, median
+from common import LocalRegistry, measure, median, run_from_checkout
 
 SHARED = ["/usr/lib/jvm"]  # ~560 MB in both platforms
 OWN = {"linux/amd64": ["/usr/lib/llvm-14", "/usr/share/locale"],
@@ -58,6 +58,7 @@ def bench_tree(size_mb: int) -> tuple[list[dict], int]:
 
 
 def main() -> int:
+    run_from_checkout()  # from anywhere, as installed
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size-mb", type=int, default=1100)

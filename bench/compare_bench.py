@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from build_bench import bench_tree
-from common import LocalRegistry, measure, median, skopeo_push_layout
+from common import LocalRegistry, as_installed, measure, median, skopeo_push_layout
 from pull_bench import build_image
 
 HERE = str(Path(__file__).resolve().parents[1])
@@ -103,7 +103,7 @@ def main() -> int:
     args = ap.parse_args()
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
-    impls = {"baseline": str(Path(args.baseline).resolve()), "this": HERE}
+    impls = {"baseline": as_installed(args.baseline), "this": as_installed(HERE)}  # both compiled, as installed
     times = pulls(work, args.runs, impls)
     times.update(pushes(work / "push", args.runs, impls) if (work / "push").mkdir(exist_ok=True) is None else {})
     for what in ("pull even", "pull dominant", "build", "push cold", "push warm"):

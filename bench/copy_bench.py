@@ -28,7 +28,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from common import LocalRegistry, imagegen, measure, median
+from common import LocalRegistry, imagegen, measure, median, run_from_checkout
 
 PLATFORMS = [("amd64", ""), ("arm64", "v8"), ("arm", "v7"), ("ppc64le", "")]
 
@@ -204,11 +204,7 @@ def bench_sync(work: Path, count: int) -> None:
 
 
 def main() -> int:
-    root = str(Path(__file__).resolve().parents[1])
-    os.environ["PYTHONPATH"] = root + os.pathsep + os.environ.get("PYTHONPATH", "")  # run from anywhere
-    # As installed (pip compiles the modules): each start reads bytecode, not source.
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(root, "registry_tools")], check=True)
+    run_from_checkout()  # from anywhere, as installed
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size-mb", type=int, default=1024)

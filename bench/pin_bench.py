@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import LocalRegistry, imagegen, measure, median, skopeo_push_layout
+from common import LocalRegistry, imagegen, measure, median, run_from_checkout, skopeo_push_layout
 from pull_bench import build_image
 
 LOCK_SIZE = 50
@@ -143,6 +143,7 @@ def updates(work: Path, reg: LocalRegistry, base: Path, runs: int) -> None:
 
 
 def main() -> int:
+    run_from_checkout()  # from anywhere, as installed
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size-mb", type=int, default=1024)

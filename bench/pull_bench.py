@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import (LocalRegistry, gzip_file, imagegen, measure, median, skopeo_push_layout, split_weighted,
-                    tar_files, usr_files)
+from common import (LocalRegistry, gzip_file, imagegen, measure, median, run_from_checkout, skopeo_push_layout,
+                    split_weighted, tar_files, usr_files)
 
 SHAPES = {"even": [1, 1, 1, 1, 1], "dominant": [65, 10, 10, 10, 5]}
 
@@ -69,6 +69,7 @@ def _sha_file(p: Path) -> str:
 
 
 def main() -> int:
+    run_from_checkout()  # from anywhere, as installed
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--size-mb", type=int, default=1024)

@@ -22,13 +22,14 @@ import tempfile
 from pathlib import Path
 
 from build_bench import bench_tree
-from common import LocalRegistry, measure, median
+from common import LocalRegistry, measure, median, run_from_checkout
 
 SKOPEO_CACHES = ["/var/lib/containers/cache/blob-info-cache-v1.boltdb",
                  os.path.expanduser("~/.local/share/containers/cache/blob-info-cache-v1.boltdb")]
 
 
 def main() -> int:
+    run_from_checkout()  # from anywhere, as installed
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size-mb", type=int, default=1100)

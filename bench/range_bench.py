@@ -4,10 +4,10 @@ An image of real /usr files whose largest gzip layer holds 60% of the bytes (fou
 of 10% beside it) is pulled to a docker-archive from a local registry through
 bench/throttle_relay.py, which paces every connection to --rate MB/s (10 by default), by
 `skopeo copy docker://…@DIGEST docker-archive:`, by `registry-tools pull` (a big blob in
-parallel ranges, the default, on at most --jobs 4 connections), by the same with --jobs 6
-(as many connections as skopeo's six parallel layer downloads) and by `registry-tools pull
---range-parts 1` (one connection per blob, as before), alternating, N runs each, every run with a cold cache and an empty
-output directory. Prints the medians and the ratios to skopeo of the same run.
+parallel ranges, the default, on at most --jobs 6 connections: as many as skopeo's six
+parallel layer downloads), by the same with --jobs 4 (the default before 6) and by
+`registry-tools pull --range-parts 1` (one connection per blob), alternating, N runs each,
+every run with a cold cache and an empty output directory. Prints the medians and the ratios to skopeo of the same run.
 Usage: python3 bench/range_bench.py [--runs 3] [--size-mb 512] [--rate 10] [--work DIR]
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 import pull_bench
-from common import LocalRegistry, measure, median, skopeo_push_layout
+from common import LocalRegistry, measure, median, run_from_checkout, skopeo_push_layout
 
 HERE = Path(__file__).resolve().parent
 SHAPE = "sixty"
@@ -30,6 +30,7 @@ pull_bench.SHAPES[SHAPE] = [60, 10, 10, 10, 10]
 
 
 def main() -> int:
+    run_from_checkout()  # from anywhere, as installed
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size-mb", type=int, default=512, help="uncompressed size of the image")
@@ -57,7 +58,7 @@ def main() -> int:
             "skopeo": ["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
                        f"docker-archive:{out}/skopeo.tar:bench/usr:latest"],
             "ranges": ours,
-            "ranges, jobs 6": [*ours, "--jobs", "6"],
+            "ranges, jobs 4": [*ours, "--jobs", "4"],
             "one connection": [*ours, "--range-parts", "1"],
         }
         times: dict[str, list[float]] = {name: [] for name in tools}

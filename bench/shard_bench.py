@@ -4,9 +4,9 @@
    each, one repository each) are pushed to a local source registry by `registry-tools`'
    own push (api.push, one session; untimed), and pinned in a lock by `prefetch --from`.
 2. Each run mirrors the lock into registries started empty for it:
-   - one process: `sync LOCK DEST` (--jobs 4, the default);
-   - one process, --jobs 32 (as many images in flight as the shards have together);
-   - S shards at once: S processes `sync LOCK DEST --shard i/S` (--jobs 4 each), started
+   - one process: `sync LOCK DEST` (--jobs 6, the default);
+   - one process, --jobs 32 (many images in flight, near the 48 of 8 shards together);
+   - S shards at once: S processes `sync LOCK DEST --shard i/S` (--jobs 6 each), started
      together; the wall time is from the first start to the last exit;
    - one shard alone (0/S): what each job of a CI matrix or pod of a Job does on a machine
      of its own, while the registries keep up.
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import httpx
 
-from common import LocalRegistry, imagegen, median
+from common import LocalRegistry, imagegen, median, run_from_checkout
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -158,10 +158,7 @@ def one_run(work: Path, src: LocalRegistry, lock: Path, count: int, shards: int,
 
 
 def main() -> int:
-    root = str(Path(__file__).resolve().parents[1])
-    os.environ["PYTHONPATH"] = root + os.pathsep + os.environ.get("PYTHONPATH", "")
-    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(root, "registry_tools")], check=True)
+    run_from_checkout()  # from anywhere, as installed
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=1000)
     ap.add_argument("--shards", type=int, default=8)

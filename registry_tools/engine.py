@@ -29,7 +29,6 @@ from registry_tools.words import size
 
 log = logging.getLogger("registry_tools.engine")
 
-DEFAULT_CONCURRENCY = 4
 T = TypeVar("T")
 R = TypeVar("R", covariant=True)
 

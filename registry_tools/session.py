@@ -11,12 +11,12 @@ from registry_tools.registry import auth
 from registry_tools.store.cache import BlobCache
 from registry_tools.registry.client import Registry, RetryPolicy, TransportOptions
 from registry_tools.registry.credentials import CredentialStore
-from registry_tools.engine import DEFAULT_CONCURRENCY, Progress
+from registry_tools.engine import Progress
 from registry_tools.registry.ranges import PARTS
 from registry_tools.registry.source import RegistrySource
 from registry_tools.store.blobs import BlobStore
 from registry_tools.model.reference import Reference
-from registry_tools.workers import Workers
+from registry_tools.workers import JOBS, Workers
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Session:
     transport: TransportOptions = field(default_factory=TransportOptions)
     credentials: auth.CredentialLookup | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    concurrency: int = DEFAULT_CONCURRENCY
+    concurrency: int = JOBS
     range_parts: int = PARTS  # a big blob's parallel ranges (1: one connection per blob)
     progress: Progress = field(default_factory=Progress)
 

@@ -28,6 +28,9 @@ from registry_tools.errors import Interrupted
 
 T = TypeVar("T")
 MAX_THREADS = 256  # far above what the groups' bounds let run at once: threads are made as needed
+# Blob transfers at once by default (--jobs): skopeo's six parallel layer downloads. Behind a link that caps
+# each connection the pull is bound by how many there are; on a fast link six cost no more than four.
+JOBS = 6
 
 
 class Workers:

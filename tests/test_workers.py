@@ -182,3 +182,22 @@ def test_waiting_tasks_of_an_ended_operation_end_too():
     for f in rest:
         with pytest.raises((Interrupted, CancelledError)):
             f.result(timeout=2)
+
+
+def test_six_transfers_by_default_and_packing_within_the_cores(monkeypatch):
+    """--jobs defaults to skopeo's six parallel downloads; a build packs half as many layers at
+    once, at least two and no more than the machine has cores (packing is CPU work)."""
+    import os
+    from types import SimpleNamespace
+
+    from registry_tools.api.build import packers
+    from registry_tools.cli.parser import build_parser
+
+    args = build_parser("pull").parse_args(["pull", "example.com/a@sha256:" + "0" * 64, "-o", "out.tar"])
+    assert args.jobs == 6
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert packers(SimpleNamespace(concurrency=6)) == 2
+    assert packers(SimpleNamespace(concurrency=1)) == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert packers(SimpleNamespace(concurrency=6)) == 3
+    assert packers(SimpleNamespace(concurrency=12)) == 6

@@ -21,6 +21,7 @@ from registry_tools.model import reference as refs
 from registry_tools.model.digest import Digest
 from registry_tools.registry.source import RegistrySource
 from registry_tools.session import Session
+from registry_tools.workers import JOBS
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ def _key(reference: str, platform: str | None) -> tuple[str, str]:
     return reference, platform or ""
 
 
-def check(lines: list[LockLine], entries: list[LockEntry], session: Session, jobs: int = 4) -> list[Drift]:
+def check(lines: list[LockLine], entries: list[LockEntry], session: Session, jobs: int = JOBS) -> list[Drift]:
     """Every line whose tag now resolves to another digest than its lock entry (or has none)."""
     by_key = {_key(e.reference, e.platform): e for e in entries}
 
@@ -104,7 +105,7 @@ class NewPins:
 
 
 def update(lines: list[LockLine], entries: list[LockEntry], drifts: list[Drift], session: Session,
-           jobs: int = 4, new: NewPins = NewPins()) -> Update:
+           jobs: int = JOBS, new: NewPins = NewPins()) -> Update:
     """Pin again the lines `drifts` names, each entry as the kind and format it was (a line the
     lock lacks: as `new` says); every other entry kept as it is."""
     by_key = {_key(e.reference, e.platform): e for e in entries}

@@ -24,6 +24,7 @@ from registry_tools.model.tree import node_of_image
 from registry_tools.registry.source import RegistrySource
 from registry_tools.registry.tree import read_tree
 from registry_tools.session import Session, using
+from registry_tools.workers import JOBS
 
 @dataclass(frozen=True)
 class Pin:
@@ -205,7 +206,7 @@ def parse_lock_input(text: str, source: str = "input") -> list[LockLine]:
     return out
 
 
-def prefetch_many(lines: Iterable[LockLine], *, session: Session, jobs: int = 4, format: str = "docker-archive",
+def prefetch_many(lines: Iterable[LockLine], *, session: Session, jobs: int = JOBS, format: str = "docker-archive",
                   layers: bool = False) -> list[tuple[LockLine, AnyPin | RegistryToolsError]]:
     """Pins for many images, resolved concurrently (layer pins with `layers`); each result is a
     pin or the error it hit."""

@@ -22,6 +22,7 @@ from registry_tools.registry.remote import RegistryTree
 from registry_tools.registry.sink import PushResult
 from registry_tools.registry.source import RegistrySource
 from registry_tools.session import Session
+from registry_tools.workers import JOBS
 
 log = logging.getLogger("registry_tools.sync")
 
@@ -103,7 +104,7 @@ def copy_item(item: SyncItem, session: Session, progress: Progress) -> None:
     item.pushed = None if done.up_to_date else done.result
 
 
-def sync(items: list[SyncItem], session: Session, *, jobs: int = 4, keep_going: bool = False,
+def sync(items: list[SyncItem], session: Session, *, jobs: int = JOBS, keep_going: bool = False,
          progress_of: Callable[[SyncItem], Progress] | None = None,
          done: Callable[[SyncItem], None] | None = None) -> list[SyncItem]:
     """Copy every item (`jobs` at a time). Without `keep_going` the first failure stops the rest;

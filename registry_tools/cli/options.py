@@ -7,6 +7,7 @@ import sys
 from typing import Any, NoReturn
 
 from registry_tools.cli.help import suggestion, unknown_option
+from registry_tools.workers import JOBS
 
 
 class Parser(argparse.ArgumentParser):
@@ -89,9 +90,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="an HTTP(S) proxy for every request (default: https_proxy, http_proxy, all_proxy and "
                         "no_proxy from the environment, upper or lower case)")
     g.add_argument("--cache-dir", help="blob cache (default: $REGISTRY_TOOLS_CACHE or ~/.cache/registry-tools)")
-    g.add_argument("--jobs", type=int, default=4,
+    g.add_argument("--jobs", type=int, default=JOBS,
                    help="blob downloads and uploads at once, whatever part of the operation makes them, and images "
-                        "at once for a lock file or a sync (default 4)")
+                        "at once for a lock file or a sync (default 6, as skopeo's parallel layer downloads)")
     g.add_argument("--range-parts", type=int, default=4, metavar="N",
                    help="a blob of 32 MiB or more whose connection proves slow (under 32 MB/s) is fetched by up "
                         "to N Range requests at once, each taking a --jobs transfer no other blob waits for (for "

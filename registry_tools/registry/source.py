@@ -12,7 +12,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Callable, Iterator
 
 from registry_tools.cancel import Cancel
-from registry_tools.engine import DEFAULT_CONCURRENCY, Progress
+from registry_tools.engine import Progress
 from registry_tools.errors import CacheDamaged, DigestMismatch, ManifestError, NotFound, PlatformNotFound
 from registry_tools.errors import RegistryToolsError
 from registry_tools.model.compression import READ_SIZE
@@ -27,7 +27,7 @@ from registry_tools.registry.repository import tag_page
 from registry_tools.store.blobs import BlobStore
 from registry_tools.store.landing import Landing
 from registry_tools.store.origin import CachedBlobs
-from registry_tools.workers import Workers
+from registry_tools.workers import JOBS, Workers
 
 log = logging.getLogger("registry_tools.source")
 STREAM_FROM = 32 << 20  # a layer this big (compressed) is decompressed while it downloads
@@ -43,7 +43,7 @@ class RegistrySource:
         self.registry = registry
         self.repo = repo
         self.store = store
-        self.workers = workers or Workers(DEFAULT_CONCURRENCY, registry.cancel)
+        self.workers = workers or Workers(JOBS, registry.cancel)
         self.progress = progress or Progress()
         self.ranges = RangedFetch(registry, repo, self.workers, range_parts)
 
