@@ -190,7 +190,7 @@ def test_six_transfers_by_default_and_packing_within_the_cores(monkeypatch):
     import os
     from types import SimpleNamespace
 
-    from registry_tools.api.build import packers
+    from registry_tools.builder.image import packers
     from registry_tools.cli.parser import build_parser
 
     args = build_parser("pull").parse_args(["pull", "example.com/a@sha256:" + "0" * 64, "-o", "out.tar"])

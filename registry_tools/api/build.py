@@ -52,12 +52,6 @@ class IndexBuildResult:
     bytes_packed: int = 0  # their compressed size
 
 
-
-def packers(session: Session) -> int:
-    """Layers packed at once: half the transfer limit, at least two, at most one per core
-    (packing is CPU work: a third packer on two cores made a build 12% slower)."""
-    return max(2, min(session.concurrency // 2, os.cpu_count() or 2))
-
 def single_platform(spec: BuildSpec | MultiSpec, output: str, format: str) -> BuildSpec:
     if isinstance(spec, MultiSpec):
         if format == "docker-archive":
@@ -105,7 +99,7 @@ def _writing(spec: BuildSpec | MultiSpec) -> endpoint.Writing:
 def _build_layout(spec: BuildSpec, session: Session, out: endpoint.FileEndpoint) -> BuildResult:
     """The built image through the copy engine into an OCI layout or oci-archive (layers compressed,
     in the cache)."""
-    source = BuiltImage(spec, session, jobs=packers(session))
+    source = BuiltImage(spec, session)
     image, _ = copy(source, out.destination(session, _writing(spec)), session.cache)
     return BuildResult(spec.name, spec.tag or default_tag(image.config_raw), image.config_digest,
                        image.manifest_descriptor.digest, len(image.layers))
@@ -155,7 +149,7 @@ def build_images(multi: MultiSpec, session: Session, destination: Callable[[Buil
     destination said."""
     nodes, packed, said = [], [], []
     for spec in multi.specs:
-        source = BuiltImage(spec, session, jobs=packers(session), remote=remote)
+        source = BuiltImage(spec, session, remote=remote)
         image, result = copy(source, destination(spec), session.cache)
         nodes.append(node_of_image(image))
         packed += source.packed
