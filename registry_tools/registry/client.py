@@ -62,11 +62,10 @@ def ssl_context(opts: TransportOptions) -> ssl.SSLContext:
         import certifi
 
         ctx = ssl.create_default_context(cafile=certifi.where())
-    cert_dir = os.environ.get("SSL_CERT_DIR")
-    if cert_dir and os.path.isdir(cert_dir):
-        for name in sorted(os.listdir(cert_dir)):
-            if name.endswith((".crt", ".pem")):
-                ctx.load_verify_locations(cafile=os.path.join(cert_dir, name))
+    loaded = {os.path.realpath(cafile)} if cafile else set()
+    for cert_dir in os.environ.get("SSL_CERT_DIR", "").split(os.pathsep):
+        if cert_dir and os.path.isdir(cert_dir):
+            network.load_cert_dir(ctx, cert_dir, loaded)
     return ctx
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import ssl
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -223,3 +224,27 @@ def load_dir(ctx: ssl.SSLContext, directory: Path) -> None:
             except (ssl.SSLError, OSError) as e:
                 raise UsageError(f"{directory / name}: not a usable client certificate and key ({e})") from None
             break
+
+
+HASHED_NAME = re.compile(r"[0-9a-f]{8}\.[0-9]+")  # OpenSSL's subject-hash names (c_rehash, update-ca-certificates)
+
+
+def load_cert_dir(ctx: ssl.SSLContext, directory: str, loaded: set[str]) -> None:
+    """One directory of SSL_CERT_DIR (a list, as OpenSSL and Go read it): a certificate OpenSSL
+    finds by its subject-hash name is looked up when a chain needs it (capath: nothing is read
+    now), and every other `*.crt` or `*.pem` file, as Go's reading of the variable (skopeo's)
+    would trust it, is loaded, once. The system's /etc/ssl/certs has some 150 certificates,
+    each behind a hash name: reading them all at every start took 60-300 ms."""
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError:
+        return
+    hashed = [n for n in names if HASHED_NAME.fullmatch(n)]
+    if hashed:
+        ctx.load_verify_locations(capath=directory)
+        loaded.update(os.path.realpath(os.path.join(directory, n)) for n in hashed)
+    for name in names:
+        path = os.path.join(directory, name)
+        if name.endswith((".crt", ".pem")) and (real := os.path.realpath(path)) not in loaded:
+            ctx.load_verify_locations(cafile=path)
+            loaded.add(real)
