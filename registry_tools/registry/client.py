@@ -63,9 +63,8 @@ def ssl_context(opts: TransportOptions) -> ssl.SSLContext:
 
         ctx = ssl.create_default_context(cafile=certifi.where())
     loaded = {os.path.realpath(cafile)} if cafile else set()
-    for cert_dir in os.environ.get("SSL_CERT_DIR", "").split(os.pathsep):
-        if cert_dir and os.path.isdir(cert_dir):
-            network.load_cert_dir(ctx, cert_dir, loaded)
+    for cert_dir in filter(None, os.environ.get("SSL_CERT_DIR", "").split(os.pathsep)):
+        network.load_cert_dir(ctx, cert_dir, loaded)  # a missing one is skipped there
     return ctx
 
 

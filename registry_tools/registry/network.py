@@ -237,7 +237,7 @@ def load_cert_dir(ctx: ssl.SSLContext, directory: str, loaded: set[str]) -> None
     each behind a hash name: reading them all at every start took 60-300 ms."""
     try:
         names = sorted(os.listdir(directory))
-    except OSError:
+    except OSError:  # missing, or not a directory: nothing to trust there
         return
     hashed = [n for n in names if HASHED_NAME.fullmatch(n)]
     if hashed:
