@@ -28,7 +28,7 @@ let
   opt = flag: value: if value == null || value == "" then [ ] else [ flag value ];
   tool = "${registry-tools}/bin/registry-tools";
   impureEnvVars = [ "REGISTRY_AUTH_FILE" "DOCKER_CONFIG" "NIX_SSL_CERT_FILE" "SSL_CERT_FILE"
-                    "REGISTRY_TOOLS_CERTS_D" "http_proxy" "https_proxy" "all_proxy" "no_proxy"
+                    "SSL_CERT_DIR" "REGISTRY_TOOLS_CERTS_D" "http_proxy" "https_proxy" "all_proxy" "no_proxy"
                     "HTTP_PROXY" "HTTPS_PROXY" "ALL_PROXY" "NO_PROXY" ];
   # the registry-tools command of a fixed-output derivation: a cache of its own, the CA file Nix names
   fetchScript = ''

@@ -178,6 +178,41 @@ def test_credentials_reach_the_fetcher_through_impure_environment_variables(regi
         reg.stop()
 
 
+def test_a_ca_directory_reaches_the_fetcher_through_ssl_cert_dir(nix, cache_dir, tmp_path, capsys):
+    """A registry whose CA only a hashed directory holds (as /etc/ssl/certs does): the fetcher
+    trusts it through the caller's SSL_CERT_DIR (impureEnvVars), and refuses it without."""
+    from .support.certs import make_ca_and_server
+    from .support.imagegen import single_arch_layout
+    from .support.registry import LocalRegistry, skopeo_push_layout_tls
+    from .test_tls import _subject_hash
+
+    ca, cert, key = make_ca_and_server(tmp_path / "certs")
+    reg = LocalRegistry(tmp_path / "tls-registry",
+                        extra_config=f"  tls:\n    certificate: {cert}\n    key: {key}\n").start(scheme="https", ca=ca)
+    try:
+        single_arch_layout(tmp_path / "layout")
+        skopeo_push_layout_tls(tmp_path / "layout", "v1", f"{reg.host}/tls/app:v1", ca)
+        code, out, err = run(capsys, "prefetch", f"{reg.host}/tls/app:v1", "--ca-file", str(ca))
+        assert code == 0, err
+        (tmp_path / "pin.nix").write_text(out)
+        hashed, empty = tmp_path / "hashed", tmp_path / "empty"
+        hashed.mkdir()
+        empty.mkdir()
+        shutil.copy(ca, hashed / f"{_subject_hash(ca)}.0")
+        expr = f"{fetchers()}.pullImage (import {tmp_path}/pin.nix)"
+        env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "NIX_SSL_CERT_FILE")}
+        for listed, ok in ((str(empty), False), (f"{empty}:{hashed}", True)):
+            env["SSL_CERT_DIR"] = listed
+            res = subprocess.run(["nix-build", "--no-out-link", "-E", expr], capture_output=True, text=True,
+                                 env=env, cwd=tmp_path, timeout=600)
+            if ok:
+                assert res.returncode == 0, res.stderr[-2000:]
+            else:
+                assert res.returncode != 0 and "certificate" in res.stderr.lower(), res.stderr[-2000:]
+    finally:
+        reg.stop()
+
+
 def test_include_nix_db_is_read_back_by_nix(nix, cache_dir, tmp_path, capsys):
     """includeNixDB: `nix path-info` on the unpacked root lists every path with its NAR hash, and
     `nix-store --verify --check-contents` on it passes."""
