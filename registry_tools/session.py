@@ -13,6 +13,7 @@ from registry_tools.registry.client import Registry, RetryPolicy, TransportOptio
 from registry_tools.registry.credentials import CredentialStore
 from registry_tools.engine import Progress
 from registry_tools.registry.ranges import PARTS
+from registry_tools.registry.sink import Sending
 from registry_tools.registry.source import RegistrySource
 from registry_tools.store.blobs import BlobStore
 from registry_tools.model.reference import Reference
@@ -38,6 +39,7 @@ class Session:
         # One pool and one limit on blob transfers for everything this session does (a lock file
         # resolves several images at once, each with its downloads: together they stay within it).
         self.workers = Workers(self.concurrency, self.cancel)
+        self.sending = Sending()  # a blob two of its pushes share goes to a registry once
         self._registries: dict[str, Registry] = {}
         self._lock = threading.Lock()
 

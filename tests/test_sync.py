@@ -239,3 +239,25 @@ def test_a_shards_dry_run_lists_its_own_images(registry, target, tmp_path, cache
         assert doc["shard"] == {"index": i, "count": 3}
         seen += doc["images"]
     assert sorted(seen, key=json.dumps) == sorted(whole["images"], key=json.dumps)
+
+
+def test_a_blob_two_images_share_is_sent_once_and_mounted_for_the_other(registry, own_registry, target, tmp_path,
+                                                                         cache_dir, capsys):
+    """Images copied at once that share blobs: the second waits for the first's transfer and
+    mounts it, instead of sending the same bytes again (sync runs its images concurrently)."""
+    names = [f"{own_registry.host}/team{i}/app:v1" for i in range(4)]
+    for name in names:  # one image under four names: every blob shared
+        assert run(capsys, "copy", f"{registry.host}/test/single-gzip:v1", name)[0] == 0
+    _, lock = make_lock(capsys, tmp_path, names)
+    mark = target.log_offset()
+    code, _, err = run(capsys, "sync", str(lock), "--to", target.host, "--jobs", "4")
+    assert code == 0, err
+    sent = target.requests_since(mark)
+    puts = [uri.partition("digest=")[2] for method, uri in sent if method == "PUT" and "/blobs/uploads/" in uri]
+    mounts = [uri for method, uri in sent if method == "POST" and "mount=" in uri]
+    blobs = len(set(puts))
+    assert blobs >= 2 and len(puts) == blobs, sent  # each blob's bytes went once
+    assert len(mounts) == 3 * blobs, sent  # and the three other repositories mounted it
+    for i in range(4):  # every image is whole at the mirror
+        assert subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{target.host}/team{i}/app:v1"],
+                              capture_output=True).returncode == 0

@@ -3,19 +3,23 @@
 Blobs are pushed under the operation's one transfer limit, each as soon as the source
 has it: a HEAD skips what is there, a mount borrows what another repository of the same
 registry holds, everything else is uploaded (POST, one PATCH, PUT) from the blob's
-origin. Manifests go by digest, then under their tags. A push that fails part-way can be
-run again: what landed is found by its HEAD and not sent twice.
+origin. A blob another push of the same operation is sending to the same registry (a
+sync's images share their base layers) is waited for, then found or mounted: its bytes
+go once. Manifests go by digest, then under their tags. A push that fails part-way can
+be run again: what landed is found by its HEAD and not sent twice.
 """
 from __future__ import annotations
 
 import logging
 import threading
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 
+from registry_tools.cancel import POLL, Cancel
 from registry_tools.engine import Progress
 from registry_tools.errors import NetworkError, RegistryError
 from registry_tools.model import manifest as mf
@@ -34,12 +38,44 @@ from registry_tools.workers import Workers
 log = logging.getLogger("registry_tools.push")
 
 
+class Sending:
+    """The blobs the pushes of one operation are sending, by registry: a push of a blob another
+    push is sending to the same registry waits for it (then finds it there, or mounts it from
+    the repository it went to) instead of sending the same bytes at the same time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, Digest], threading.Event] = {}
+
+    @contextmanager
+    def claim(self, domain: str, digest: Digest, cancel: Cancel) -> Iterator[None]:
+        """The block runs once no other push of this operation is sending the blob to `domain`
+        (waiting, if one is, until it has finished: landed or failed)."""
+        key = (domain, digest)
+        while True:
+            with self._lock:
+                other = self._running.get(key)
+                if other is None:
+                    mine = self._running[key] = threading.Event()
+                    break
+            while not other.wait(POLL):
+                cancel.check()
+        try:
+            yield
+        finally:
+            with self._lock:
+                del self._running[key]
+            mine.set()
+
+
 class Workspace(Protocol):
-    """What a push needs of its session: registries, the cache, progress and its workers."""
+    """What a push needs of its session: registries, the cache, progress, its workers and the
+    blobs its pushes are sending."""
 
     cache: BlobCache
     progress: Progress
     workers: Workers
+    sending: Sending
 
     def registry(self, domain: str) -> Registry: ...
 
@@ -126,9 +162,11 @@ class RegistrySink:
         self.work.progress.say(f"{kind} {desc.digest} ({size(desc.size)})")
 
     def _push_blob(self, desc: mf.Descriptor) -> None:
-        # One limit for the whole operation, downloads and uploads alike; the requests stop with the
-        # push (one blocked on the wire, say a body the registry stopped reading, is cut off).
-        with self.work.workers.transfer(), self._cancel.scope():
+        # One limit for the whole operation, downloads and uploads alike (not held while another
+        # push sends the same blob); the requests stop with the push (one blocked on the wire, say
+        # a body the registry stopped reading, is cut off).
+        with self.work.sending.claim(self.registry.domain, desc.digest, self._cancel), \
+                self.work.workers.transfer(), self._cancel.scope():
             self._push_blob_now(desc)
 
     def _push_blob_now(self, desc: mf.Descriptor) -> None:
