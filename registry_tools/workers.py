@@ -17,13 +17,15 @@ of threads. Leaving a group with an error cancels what has not started.
 """
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, TypeVar
 
-from registry_tools.cancel import POLL, Cancel
+from registry_tools.cancel import POLL, Cancel, current
 from registry_tools.errors import Interrupted
 
 T = TypeVar("T")
@@ -31,6 +33,7 @@ MAX_THREADS = 256  # far above what the groups' bounds let run at once: threads 
 # Blob transfers at once by default (--jobs): skopeo's six parallel layer downloads. Behind a link that caps
 # each connection the pull is bound by how many there are; on a fast link six cost no more than four.
 JOBS = 6
+GIVE_WAY = 10  # how much lower (in nice steps) work that gives way runs: a tenth of the CPU share, not none
 
 
 class Workers:
@@ -184,3 +187,38 @@ class Group:
             self.cancel_waiting()
         else:
             self.join()
+
+
+def giving_way(fn: Callable[[], T]) -> T:
+    """`fn`, run on a thread of its own at a lower CPU priority (nice +10: the nice value is a
+    thread's own on Linux), and waited for. For work that should give way to an operation's
+    critical path while every core is busy, and use a core that is free: a pulled archive's
+    smaller layers beside the one that holds most of the image (docs/performance.md). Where
+    threads have no priority of their own, `fn` simply runs here."""
+    if not sys.platform.startswith("linux") or not hasattr(os, "setpriority"):
+        return fn()
+    out: list[T] = []
+    error: list[BaseException] = []
+    scope = current()
+
+    def run() -> None:
+        try:
+            me = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, me, min(19, os.getpriority(os.PRIO_PROCESS, me) + GIVE_WAY))
+        except OSError:
+            pass  # advice only: the work runs either way
+        try:
+            if scope is None:
+                out.append(fn())
+            else:
+                with scope.scope():
+                    out.append(fn())
+        except BaseException as e:  # noqa: B036 - raised again on the thread that waits
+            error.append(e)
+
+    thread = threading.Thread(target=run, name="giving-way", daemon=True)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return out[0]

@@ -92,3 +92,17 @@ def test_a_cut_in_a_streamed_layer_resumes(httpserver, tmp_path, dest):
     result = pull_image(PullOptions(fake.ref, dest), session(tmp_path, "c"))
     reference = pull_image(PullOptions(fake.ref, None), session(tmp_path, "fresh"))
     assert result.sha256 == reference.sha256
+
+
+def test_a_small_layer_beside_a_dominant_one_fails_as_clearly(httpserver, tmp_path, dest):
+    """The smaller layers are produced on threads of lower priority (they give way to the dominant
+    one): a wrong diff_id there still ends the pull in one error, the destination untouched."""
+    from registry_tools.errors import VerificationError
+
+    lay, layers = image()
+    (big, big_diff), (small, _) = layers
+    fake = FakeRegistry(httpserver, layers=[(big, big_diff), (small, "sha256:" + "0" * 64)], lay=lay)
+    with pytest.raises(VerificationError, match="diff_id"):
+        pull_image(PullOptions(fake.ref, dest), session(tmp_path, "c"))
+    assert dest.read_bytes() == b"previous contents"
+    assert sorted(p.name for p in dest.parent.iterdir() if p.name != "c") == [dest.name]

@@ -1,6 +1,7 @@
 """The one worker pool and the one transfer limit of an operation (registry_tools.workers)."""
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import CancelledError
 import time
@@ -201,3 +202,31 @@ def test_six_transfers_by_default_and_packing_within_the_cores(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert packers(SimpleNamespace(concurrency=6)) == 3
     assert packers(SimpleNamespace(concurrency=12)) == 6
+
+
+@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread priorities here")
+def test_work_that_gives_way_runs_lower_on_its_own_thread_and_hands_back_its_result():
+    from registry_tools.cancel import current
+    from registry_tools.workers import GIVE_WAY, giving_way
+
+    me = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, me)
+    cancel = Cancel()
+    seen = {}
+
+    def work() -> int:
+        tid = threading.get_native_id()
+        seen.update(tid=tid, nice=os.getpriority(os.PRIO_PROCESS, tid), scope=current())
+        return 42
+
+    with cancel.scope():
+        assert giving_way(work) == 42
+    assert seen["tid"] != me and seen["nice"] == min(19, before + GIVE_WAY)
+    assert seen["scope"] is cancel  # its registry requests stop with the caller's cancellation
+    assert os.getpriority(os.PRIO_PROCESS, me) == before  # the caller's own priority is untouched
+
+    def broken() -> None:
+        raise Interrupted("stopped")
+
+    with pytest.raises(Interrupted, match="stopped"):
+        giving_way(broken)

@@ -28,7 +28,7 @@ from registry_tools.model.digest import Digest, VerifyingReader
 from registry_tools.model.image import BlobOrigin, Image, Layer, LayerSupply
 from registry_tools.model.platform import Platform
 from registry_tools.model.tree import ManifestNode, node_of_image
-from registry_tools.store.blobs import BlobStore, SizeRecordWrong
+from registry_tools.store.blobs import BACKGROUND_HASH_FROM, BlobStore, SizeRecordWrong
 from registry_tools.store.cache import BlobCache
 from registry_tools.store.layers import LocalLayers, assemble, compress_layer
 from registry_tools.store.origin import CachedBlobs
@@ -78,21 +78,26 @@ def image_entries(image: Image, store: BlobStore, repo_tag: str,
     compressed form records, and SizeRecordWrong is raised if that record was wrong.
     """
     total = sum(layer.descriptor.size for layer in image.layers)
+    # the others give way to a dominant layer big enough for its own threads (BACKGROUND_HASH_FROM)
+    has_dominant = any(layer.descriptor.size * 2 >= total and layer.descriptor.size >= BACKGROUND_HASH_FROM
+                       for layer in image.layers)
 
     def entry(i: int) -> Entry:
         what = f"layer {i + 1}/{len(image.layers)} {image.layers[i].descriptor.digest}"
         dominant = image.layers[i].descriptor.size * 2 >= total
+        gives_way = has_dominant and not dominant
         early = supply.early(i) if supply is not None else None
         if early is not None:
             streamed, record, opener = early
             return Entry(f"{streamed.diff_id.hex}.tar", record, layer=streamed, what=what, planned=record,
-                         opener=opener, dominant=dominant)
+                         opener=opener, dominant=dominant, gives_way=gives_way)
         layer = supply.layer(i) if supply is not None else image.layers[i]
         size = layer.size if layer.size is not None else store.size_record(layer)
         if size is None:
             raise SizeRecordWrong(what)
         planned = None if layer.size is not None else size
-        return Entry(f"{layer.diff_id.hex}.tar", size, layer=layer, what=what, planned=planned, dominant=dominant)
+        return Entry(f"{layer.diff_id.hex}.tar", size, layer=layer, what=what, planned=planned, dominant=dominant,
+                     gives_way=gives_way)
 
     layers = (ArchiveLayer(f"{listed.diff_id.hex}.tar", partial(entry, i), _known(listed.diff_id))
               for i, listed in enumerate(image.layers))

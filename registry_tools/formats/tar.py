@@ -23,7 +23,7 @@ from registry_tools.model import manifest as mf
 from registry_tools.model.digest import ReadableFile
 from registry_tools.model.image import Layer
 from registry_tools.store.blobs import BlobStore
-from registry_tools.workers import Workers
+from registry_tools.workers import Workers, giving_way
 
 BLOCK = 512
 END = b"\0" * (2 * BLOCK)
@@ -60,6 +60,7 @@ class Entry:
     planned: int | None = None  # for a layer not yet measured: the size its record gives
     opener: Callable[[], ReadableFile] | None = None  # its compressed bytes while they still arrive
     dominant: bool = False  # most of the image: decompress, hash and write it on threads of their own
+    gives_way: bool = False  # another layer is most of the image: produce this one at a lower CPU priority
     blob: mf.Descriptor | None = None
     what: str = ""
     producer: Callable[[Write], None] | None = None
@@ -318,7 +319,10 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
     offset = 0
 
     def produce_at(e: Entry, feed: _Feed) -> None:
-        e.produce(store, feed.write)
+        if e.gives_way:  # the dominant layer's inflate is the pull's critical path: it comes first
+            giving_way(lambda: e.produce(store, feed.write))
+        else:
+            e.produce(store, feed.write)
         feed.write(_padding(e.size))
         feed.finish()
 
