@@ -33,7 +33,7 @@ MAX_THREADS = 256  # far above what the groups' bounds let run at once: threads 
 # Blob transfers at once by default (--jobs): skopeo's six parallel layer downloads. Behind a link that caps
 # each connection the pull is bound by how many there are; on a fast link six cost no more than four.
 JOBS = 6
-GIVE_WAY = 10  # how much lower (in nice steps) work that gives way runs: a tenth of the CPU share, not none
+GIVE_WAY = 5  # how much lower (in nice steps) work that gives way runs: a third of the CPU share, not none
 
 
 class Workers:
@@ -190,11 +190,13 @@ class Group:
 
 
 def giving_way(fn: Callable[[], T]) -> T:
-    """`fn`, run on a thread of its own at a lower CPU priority (nice +10: the nice value is a
+    """`fn`, run on a thread of its own at a lower CPU priority (nice +5: the nice value is a
     thread's own on Linux), and waited for. For work that should give way to an operation's
     critical path while every core is busy, and use a core that is free: a pulled archive's
-    smaller layers beside the one that holds most of the image (docs/performance.md). Where
-    threads have no priority of their own, `fn` simply runs here."""
+    smaller layers beside the one that holds most of the image (docs/performance.md). A thread
+    `fn` starts inherits the lower priority: it is for work that starts none (the pool's
+    threads are never lowered). Where threads have no priority of their own, `fn` simply runs
+    here."""
     if not sys.platform.startswith("linux") or not hasattr(os, "setpriority"):
         return fn()
     out: list[T] = []

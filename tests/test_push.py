@@ -367,3 +367,61 @@ def test_a_failed_push_leaves_nothing_running(httpserver, work):
     import time
     time.sleep(0.5)
     assert len(fake.log) == n  # and the registry hears nothing more
+
+
+def test_a_push_waits_for_a_blob_in_flight_only_where_the_wait_saves_its_bytes():
+    """Another push sending the same blob to the same registry: waited for (then found there, or
+    mounted), unless the registry has refused a mount in this operation and the repository is
+    another one (it would be uploaded after the wait all the same)."""
+    import threading
+    import time
+
+    from registry_tools.cancel import Cancel
+    from registry_tools.errors import Interrupted
+    from registry_tools.model.digest import Digest
+    from registry_tools.registry.sink import Sending
+
+    sending, digest, cancel = Sending(), Digest.parse("sha256:" + "ab" * 32), Cancel()
+    held, release = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with sending.claim("reg.example", digest, "team/a", cancel):
+            held.set()
+            release.wait(5)
+
+    def waited(repo: str, domain: str = "reg.example") -> float:
+        start = time.monotonic()
+        timer = threading.Timer(0.3, release.set)
+        timer.start()
+        with sending.claim(domain, digest, repo, cancel):
+            pass
+        timer.cancel()
+        return time.monotonic() - start
+
+    for repo, refused, waits in (("team/b", False, True), ("team/b", True, False), ("team/a", True, True)):
+        release.clear()
+        held.clear()
+        if refused:
+            sending.mount_refused("reg.example")
+        t = threading.Thread(target=holder)
+        t.start()
+        assert held.wait(5)
+        took = waited(repo)
+        t.join()
+        assert (took >= 0.25) == waits, (repo, refused, took)
+    release.clear()
+    held.clear()
+    t = threading.Thread(target=holder)
+    t.start()
+    assert held.wait(5)
+    assert waited("team/b", "other.example") < 0.25  # another registry: nothing to wait for
+    # a wait ends the moment the operation is cancelled
+    stop = Cancel()
+    threading.Timer(0.1, stop.set).start()
+    start = time.monotonic()
+    with pytest.raises(Interrupted):
+        with sending.claim("reg.example", digest, "team/a", stop):
+            pass
+    assert time.monotonic() - start < 1
+    release.set()
+    t.join()

@@ -94,15 +94,30 @@ def test_a_cut_in_a_streamed_layer_resumes(httpserver, tmp_path, dest):
     assert result.sha256 == reference.sha256
 
 
-def test_a_small_layer_beside_a_dominant_one_fails_as_clearly(httpserver, tmp_path, dest):
+def test_a_small_layer_beside_a_dominant_one_gives_way_and_fails_as_clearly(httpserver, tmp_path, dest, monkeypatch):
     """The smaller layers are produced on threads of lower priority (they give way to the dominant
-    one): a wrong diff_id there still ends the pull in one error, the destination untouched."""
+    one, which does not): a wrong diff_id there still ends the pull in one error, the destination
+    untouched."""
     from registry_tools.errors import VerificationError
+    from registry_tools.formats import tar
+    from registry_tools.workers import giving_way
 
+    gave_way = []
+
+    def spy(fn):
+        gave_way.append(fn)
+        return giving_way(fn)
+
+    monkeypatch.setattr(tar, "giving_way", spy)
     lay, layers = image()
-    (big, big_diff), (small, _) = layers
+    (big, big_diff), (small, small_diff) = layers
+    fake = FakeRegistry(httpserver, layers=layers, lay=lay)
+    (tmp_path / "good").mkdir()
+    pull_image(PullOptions(fake.ref, tmp_path / "good" / "img.tar"), session(tmp_path, "good"))
+    assert len(gave_way) == 1  # the small layer, not the dominant one
     fake = FakeRegistry(httpserver, layers=[(big, big_diff), (small, "sha256:" + "0" * 64)], lay=lay)
     with pytest.raises(VerificationError, match="diff_id"):
         pull_image(PullOptions(fake.ref, dest), session(tmp_path, "c"))
+    assert len(gave_way) == 2
     assert dest.read_bytes() == b"previous contents"
-    assert sorted(p.name for p in dest.parent.iterdir() if p.name != "c") == [dest.name]
+    assert sorted(p.name for p in dest.parent.iterdir() if p.name not in ("c", "good")) == [dest.name]

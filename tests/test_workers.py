@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from concurrent.futures import CancelledError
 import time
@@ -204,7 +205,7 @@ def test_six_transfers_by_default_and_packing_within_the_cores(monkeypatch):
     assert packers(SimpleNamespace(concurrency=12)) == 6
 
 
-@pytest.mark.skipif(not hasattr(os, "setpriority"), reason="no per-thread priorities here")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread priorities are Linux's")
 def test_work_that_gives_way_runs_lower_on_its_own_thread_and_hands_back_its_result():
     from registry_tools.cancel import current
     from registry_tools.workers import GIVE_WAY, giving_way

@@ -39,33 +39,46 @@ log = logging.getLogger("registry_tools.push")
 
 
 class Sending:
-    """The blobs the pushes of one operation are sending, by registry: a push of a blob another
-    push is sending to the same registry waits for it (then finds it there, or mounts it from
-    the repository it went to) instead of sending the same bytes at the same time."""
+    """The blobs the pushes of one operation are sending, by registry. A push of a blob another
+    push is sending to the same registry waits for it where that saves the bytes: then finds it
+    (the same repository) or mounts it from the repository it went to. Once the registry has
+    refused a mount in this operation (ECR by default, Docker Hub and GHCR across owners), a
+    push to another repository no longer waits: it would upload after the wait all the same."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: dict[tuple[str, Digest], threading.Event] = {}
+        self._running: dict[tuple[str, Digest], tuple[str, threading.Event]] = {}  # to which repository
+        self._refused: set[str] = set()  # registries that refused a mount in this operation
+
+    def mount_refused(self, domain: str) -> None:
+        with self._lock:
+            self._refused.add(domain)
 
     @contextmanager
-    def claim(self, domain: str, digest: Digest, cancel: Cancel) -> Iterator[None]:
+    def claim(self, domain: str, digest: Digest, repo: str, cancel: Cancel) -> Iterator[None]:
         """The block runs once no other push of this operation is sending the blob to `domain`
-        (waiting, if one is, until it has finished: landed or failed)."""
+        (waiting, if one is and the wait can save the bytes, until it has finished: landed or
+        failed); the wait ends, raising Interrupted, when `cancel` is set."""
         key = (domain, digest)
+        mine: threading.Event | None = None
         while True:
             with self._lock:
                 other = self._running.get(key)
                 if other is None:
-                    mine = self._running[key] = threading.Event()
+                    mine = threading.Event()
+                    self._running[key] = (repo, mine)
                     break
-            while not other.wait(POLL):
+                if other[0] != repo and domain in self._refused:
+                    break  # a mount would be refused: send it beside the other
+            while not other[1].wait(POLL):
                 cancel.check()
         try:
             yield
         finally:
-            with self._lock:
-                del self._running[key]
-            mine.set()
+            if mine is not None:
+                with self._lock:
+                    del self._running[key]
+                mine.set()
 
 
 class Workspace(Protocol):
@@ -165,7 +178,7 @@ class RegistrySink:
         # One limit for the whole operation, downloads and uploads alike (not held while another
         # push sends the same blob); the requests stop with the push (one blocked on the wire, say
         # a body the registry stopped reading, is cut off).
-        with self.work.sending.claim(self.registry.domain, desc.digest, self._cancel), \
+        with self.work.sending.claim(self.registry.domain, desc.digest, self.repo, self._cancel), \
                 self.work.workers.transfer(), self._cancel.scope():
             self._push_blob_now(desc)
 
@@ -181,6 +194,8 @@ class RegistrySink:
                 mounted, location, min_chunk = upload.start_upload(reg, repo, desc.digest, mount_from)
                 if mounted:
                     return self._note("mounted", desc)
+                if mount_from is not None:
+                    self.work.sending.mount_refused(reg.domain)
                 mount_from = None  # refused once: upload (the session it opened is used right away)
                 try:
                     upload.upload(reg, repo, location, desc, self._chunks(desc), min_chunk)
