@@ -73,6 +73,13 @@ def test_damage_in_a_streamed_layer_is_caught(httpserver, tmp_path, dest):
         pull_image(PullOptions(fake.ref, dest), session(tmp_path, "c"))
     assert dest.read_bytes() == b"previous contents"
     assert not (tmp_path / "c" / "blobs" / "sha256" / fake.big.digest.split(":")[1]).exists()
+    import threading
+    import time
+
+    deadline = time.monotonic() + 5  # the small layer's pending diff_id check ended with the pull
+    while any(t.name == "diff_id" for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [t for t in threading.enumerate() if t.name == "diff_id"]
     assert sorted(p.name for p in dest.parent.iterdir() if p.name != "c") == [dest.name]
 
 
@@ -108,16 +115,28 @@ def test_a_small_layer_beside_a_dominant_one_gives_way_and_fails_as_clearly(http
         gave_way.append(fn)
         return giving_way(fn)
 
+    from registry_tools.store.blobs import LayerCheck
+
+    checked = []
+    verify = LayerCheck.verify
+
+    def verify_spy(self, tar):
+        checked.append(self.layer.diff_id)
+        return verify(self, tar)
+
     monkeypatch.setattr(tar, "giving_way", spy)
+    monkeypatch.setattr(LayerCheck, "verify", verify_spy)
     lay, layers = image()
     (big, big_diff), (small, small_diff) = layers
     fake = FakeRegistry(httpserver, layers=layers, lay=lay)
     (tmp_path / "good").mkdir()
     pull_image(PullOptions(fake.ref, tmp_path / "good" / "img.tar"), session(tmp_path, "good"))
     assert len(gave_way) == 1  # the small layer, not the dominant one
+    # its diff_id was checked on the archive's own bytes, as the ordered hash read them at the end
+    assert [str(d) for d in checked] == [small_diff]
     fake = FakeRegistry(httpserver, layers=[(big, big_diff), (small, "sha256:" + "0" * 64)], lay=lay)
     with pytest.raises(VerificationError, match="diff_id"):
         pull_image(PullOptions(fake.ref, dest), session(tmp_path, "c"))
-    assert len(gave_way) == 2
+    assert len(gave_way) == 2 and len(checked) == 2
     assert dest.read_bytes() == b"previous contents"
     assert sorted(p.name for p in dest.parent.iterdir() if p.name not in ("c", "good")) == [dest.name]

@@ -20,9 +20,9 @@ from typing import Callable, Iterable, cast
 
 from registry_tools.fileio import WRITE_BEHIND, drop_cached
 from registry_tools.model import manifest as mf
-from registry_tools.model.digest import ReadableFile
+from registry_tools.model.digest import ReadableFile, ReaderBase
 from registry_tools.model.image import Layer
-from registry_tools.store.blobs import BlobStore
+from registry_tools.store.blobs import BlobStore, LayerCheck, checks_later
 from registry_tools.workers import Workers, giving_way
 
 BLOCK = 512
@@ -69,11 +69,18 @@ class Entry:
     def header(self) -> bytes:
         return _header(self.name, self.size, self.kind, self.mode)
 
-    def produce(self, store: BlobStore, write: Write) -> None:
+    @property
+    def checked_by_hash(self) -> bool:
+        """A smaller layer beside a dominant one whose diff_id the archive's ordered hash can
+        check as it reads the layer back at the end, on the core that is idle there."""
+        return self.gives_way and self.layer is not None and checks_later(self.layer, self.opener)
+
+    def produce(self, store: BlobStore, write: Write, checked_later: Callable[[str], None] | None = None) -> None:
         if self.data is not None:
             write(self.data)
         elif self.layer is not None:
-            store.copy_uncompressed(self.layer, write, self.what, self.planned, self.opener, self.dominant)
+            store.copy_uncompressed(self.layer, write, self.what, self.planned, self.opener, self.dominant,
+                                    checked_later)
         elif self.blob is not None:
             store.copy_verified(self.blob, write, self.what)
         elif self.producer is not None:
@@ -106,9 +113,10 @@ class _Region:
 
     KEEP = 8 << 20
 
-    def __init__(self, start: int, end: int):
+    def __init__(self, start: int, end: int, check: "_LaterCheck | None" = None):
         self.start = start
         self.end = end
+        self.check = check  # a layer's diff_id, checked on these bytes as the hash reads them
         self.done_to = start
         self.failed = False
         self.cond = threading.Condition()
@@ -152,6 +160,65 @@ class _Region:
             return self.done_to
 
 
+class _Chunks(ReaderBase):
+    """What the ordered hash hands on, as a stream (None ends it)."""
+
+    def __init__(self, q: "queue.Queue[memoryview | bytes | None]"):
+        self._q = q
+        self._ended = False
+
+    def read(self, n: int = -1) -> bytes:
+        if self._ended:
+            return b""
+        chunk = self._q.get()
+        if chunk is None:
+            self._ended = True
+            return b""
+        return chunk  # type: ignore[return-value]  # a memoryview of written bytes: hashed, not kept
+
+
+class _LaterCheck:
+    """A layer's diff_id checked on a thread of its own from the bytes the archive's ordered hash
+    reads (no second read of the file), through the one verifying reader (LayerCheck)."""
+
+    def __init__(self, check: LayerCheck, start: int):
+        self.check = check
+        self.start = start
+        self.end = start + check.size
+        self.error: BaseException | None = None
+        self._q: "queue.Queue[memoryview | bytes | None]" = queue.Queue(maxsize=16)
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, name="diff_id", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        reader = _Chunks(self._q)
+        try:
+            self.check.verify(reader)
+        except BaseException as e:  # noqa: B036 - raised again by whoever closes the hash
+            self.error = e
+        while reader.read():  # the rest, so the hash never waits on a check that has ended
+            pass
+
+    def feed(self, pos: int, chunk: "memoryview | bytes") -> None:
+        """The bytes at `pos` (the part within the layer goes to the check; its end ends it)."""
+        a, b = max(pos, self.start), min(pos + len(chunk), self.end)
+        if a < b:
+            self._q.put(memoryview(chunk)[a - pos:b - pos])
+        if pos + len(chunk) >= self.end:
+            self.stop()
+
+    def stop(self) -> None:
+        if not self._ended:
+            self._ended = True
+            self._q.put(None)
+
+    def result(self) -> BaseException | None:
+        self.stop()
+        self._thread.join()
+        return self.error
+
+
 class _OrderedHasher:
     """Hashes a file in order, following the writers: a region is hashed as far as it is written.
 
@@ -174,8 +241,8 @@ class _OrderedHasher:
         self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
         self._thread.start()
 
-    def region(self, start: int, end: int) -> _Region:
-        region = _Region(start, end)
+    def region(self, start: int, end: int, check: _LaterCheck | None = None) -> _Region:
+        region = _Region(start, end, check)
         with self._cond:
             self._regions.append(region)
             self._cond.notify()
@@ -188,6 +255,9 @@ class _OrderedHasher:
         self._thread.join()
         if self.error:
             raise self.error
+        for region in self._regions:  # every layer the hash checked on the way
+            if region.check is not None and (error := region.check.result()) is not None:
+                raise error
         return self.hash.digest()
 
     def abort(self) -> None:
@@ -198,6 +268,9 @@ class _OrderedHasher:
                 region.fail()
             self._cond.notify()
         self._thread.join(timeout=5)
+        for region in self._regions:  # their threads end
+            if region.check is not None:
+                region.check.stop()
 
     def _next(self, i: int) -> _Region | None:
         with self._cond:
@@ -219,6 +292,8 @@ class _OrderedHasher:
                         self.error = IOError("output file shorter than written")
                         return
                     self.hash.update(chunk)
+                    if region.check is not None:
+                        region.check.feed(pos, chunk)
                     pos += len(chunk)
                     self._done_with(pos)
             i += 1
@@ -318,11 +393,12 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
     pool = (workers or Workers(producers)).group(producers)
     offset = 0
 
-    def produce_at(e: Entry, feed: _Feed) -> None:
+    def produce_at(e: Entry, feed: _Feed, check: _LaterCheck | None) -> None:
+        later = check.check.written if check is not None else None
         if e.gives_way:  # the dominant layer's inflate is the pull's critical path: it comes first
-            giving_way(lambda: e.produce(store, feed.write))
+            giving_way(lambda: e.produce(store, feed.write, later))
         else:
-            e.produce(store, feed.write)
+            e.produce(store, feed.write, later)
         feed.write(_padding(e.size))
         feed.finish()
 
@@ -333,12 +409,14 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
             body = offset + len(header)
             end = body + e.size + len(_padding(e.size))
             hasher.region(offset, body).finish()
-            region = hasher.region(body, end)
+            check = (_LaterCheck(store.layer_check(e.layer, e.what, e.size), body)
+                     if e.layer is not None and e.checked_by_hash and e.size else None)
+            region = hasher.region(body, end, check)
             if e.data is not None or e.size == 0:
                 os.pwrite(fd, e.data + _padding(e.size) if e.data else _padding(e.size), body)
                 region.finish()
             else:
-                pool.submit(produce_at, e, writer.feed(region))
+                pool.submit(produce_at, e, writer.feed(region), check)
             offset = end
             error = pool.first_error()  # a failed worker surfaces without waiting for the rest
             if error is not None:

@@ -17,7 +17,7 @@ from registry_tools.cancel import Cancel
 from registry_tools.errors import CacheDamaged, LayerFormatError, VerificationError
 from registry_tools.model.compression import READ_SIZE, decompressed, sniff
 from registry_tools.model import manifest as mf
-from registry_tools.model.digest import ReadableFile, VerifyingReader
+from registry_tools.model.digest import Readable, ReadableFile, VerifyingReader
 from registry_tools.model.image import Layer
 from registry_tools.store.cache import BlobCache
 
@@ -79,13 +79,18 @@ class BlobStore:
         return True
 
     def copy_uncompressed(self, layer: Layer, write: Write, what: str, planned: int | None = None,
-                          opener: Callable[[], ReadableFile] | None = None, dominant: bool = False) -> None:
+                          opener: Callable[[], ReadableFile] | None = None, dominant: bool = False,
+                          checked_later: Callable[[str], None] | None = None) -> None:
         """Stream a layer's tar, verified: against the measured size and the compressed digest
         when an earlier run checked its diff_id, else against the diff_id itself. `planned`
         is the size a plan assumed from the size record (SizeRecordWrong if it was wrong). `opener`
     reads the compressed bytes of a layer still downloading (the download checks their digest;
-    the tar is checked against the diff_id here)."""
+    the tar is checked against the diff_id here). `checked_later`: a caller that reads the tar
+    back as it was written (an archive's ordered hash) checks the diff_id there instead, with
+    `layer_check` (where `checks_later` says so); it is told the compression found."""
         measured = layer.size is not None
+        if checked_later is not None and checks_later(layer, opener):
+            return self._copy_checked_later(layer, write, what, planned, checked_later)
         expected = layer.size if measured else planned
         big = dominant and (expected or 0) >= BACKGROUND_HASH_FROM
         # The thread that calls this decompresses; hashing (the compressed bytes for a measured
@@ -133,6 +138,28 @@ class BlobStore:
         if not measured:
             self.cache.put_meta(layer.descriptor.digest, {"diff_id": str(layer.diff_id), "size": n,
                                                           "compression": kind})
+
+    def _copy_checked_later(self, layer: Layer, write: Write, what: str, planned: int | None,
+                            checked_later: Callable[[str], None]) -> None:
+        compressed = self.cache.open_unhashed(layer.descriptor)
+        n = 0
+        try:
+            stream, kind = decompressed(compressed)
+            while chunk := stream.read(READ_SIZE):
+                n += len(chunk)
+                if planned is not None and n > planned:
+                    break
+                write(chunk)
+        except DECOMPRESS_ERRORS as e:
+            raise self._bad_layer(layer.descriptor, what, e) from None
+        finally:
+            compressed.close()
+        if planned is not None and n != planned:
+            raise SizeRecordWrong(what)
+        checked_later(kind)
+
+    def layer_check(self, layer: Layer, what: str, size: int) -> "LayerCheck":
+        return LayerCheck(self, layer, what, size)
 
     def measured(self, layer: Layer) -> Layer:
         """The layer with its exact size, if an earlier run verified it."""
@@ -196,3 +223,33 @@ def size_record(path: str) -> int | None:
                 return None
             return size if size >= 0 else None
     return None
+
+
+def checks_later(layer: Layer, opener: object) -> bool:
+    """Whether a caller that reads the tar back can check this layer's diff_id: not yet checked
+    by an earlier run (unmeasured), and read from the cache (not while it downloads)."""
+    return layer.size is None and opener is None
+
+
+class LayerCheck:
+    """A layer's diff_id, checked on the tar as it was written (read back by the caller): every
+    byte through the one verifying reader, the cache's facts recorded once it holds, and a
+    mismatch the same error the copy itself would have raised."""
+
+    def __init__(self, store: BlobStore, layer: Layer, what: str, size: int):
+        self.store = store
+        self.layer = layer
+        self.what = what
+        self.size = size
+        self.kind = ""  # the compression found, once the tar has been written
+
+    def written(self, kind: str) -> None:
+        self.kind = kind
+
+    def verify(self, tar: "Readable") -> None:
+        try:
+            VerifyingReader(tar, self.layer.diff_id, self.size, f"{self.what} uncompressed content (diff_id)").drain()
+        except VerificationError as e:
+            raise self.store._bad_layer(self.layer.descriptor, self.what, e) from None
+        self.store.cache.put_meta(self.layer.descriptor.digest, {"diff_id": str(self.layer.diff_id),
+                                                                 "size": self.size, "compression": self.kind})
