@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
+
 from registry_tools import cli
 from registry_tools.store.cache import BlobCache
 from registry_tools.model.digest import Digest
@@ -43,3 +45,32 @@ def test_cache_usage_errors(capsys, cache_dir):
     assert cli.main(["cache", "prune"]) == 2
     assert cli.main(["cache", "prune", "--max-size", "lots"]) == 2
     assert "not a size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("order", ["verified-first", "written-first"])
+def test_a_layer_checked_from_the_archive_is_recorded_once_both_the_copy_and_the_check_held(tmp_path, order):
+    """A smaller layer's diff_id is checked from the archive's ordered hash while its copy may
+    still be finishing (the gzip trailer, the size): the cache records it as measured only once
+    both have ended well, with the compression the copy found."""
+    import hashlib
+    import io
+
+    from registry_tools.model import manifest as mf
+    from registry_tools.model.digest import Digest
+    from registry_tools.model.image import Layer
+    from registry_tools.store.blobs import BlobStore
+
+    tar = b"layer bytes" * 1000
+    blob = Digest.parse("sha256:" + "cd" * 32)
+    layer = Layer(mf.Descriptor(mf.OCI_LAYER, blob, 100), Digest.parse("sha256:" + hashlib.sha256(tar).hexdigest()))
+    cache = BlobCache(tmp_path / "cache")
+    check = BlobStore(cache).layer_check(layer, "layer 1/2", len(tar))
+    if order == "written-first":
+        check.written("gzip")
+        assert cache.meta(blob) is None
+        check.verify(io.BytesIO(tar))
+    else:
+        check.verify(io.BytesIO(tar))
+        assert cache.meta(blob) is None  # the copy has not ended yet: nothing is trusted
+        check.written("gzip")
+    assert cache.meta(blob) == {"diff_id": str(layer.diff_id), "size": len(tar), "compression": "gzip"}

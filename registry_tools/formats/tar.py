@@ -160,10 +160,17 @@ class _Region:
             return self.done_to
 
 
+_ABORTED = object()  # the write stopped: a check's thread ends without judging the layer
+
+
+class _Aborted(Exception):
+    pass
+
+
 class _Chunks(ReaderBase):
     """What the ordered hash hands on, as a stream (None ends it)."""
 
-    def __init__(self, q: "queue.Queue[memoryview | bytes | None]"):
+    def __init__(self, q: "queue.Queue[object]"):
         self._q = q
         self._ended = False
 
@@ -171,8 +178,10 @@ class _Chunks(ReaderBase):
         if self._ended:
             return b""
         chunk = self._q.get()
-        if chunk is None:
+        if chunk is None or chunk is _ABORTED:
             self._ended = True
+            if chunk is _ABORTED:
+                raise _Aborted()
             return b""
         return chunk  # type: ignore[return-value]  # a memoryview of written bytes: hashed, not kept
 
@@ -186,7 +195,8 @@ class _LaterCheck:
         self.start = start
         self.end = start + check.size
         self.error: BaseException | None = None
-        self._q: "queue.Queue[memoryview | bytes | None]" = queue.Queue(maxsize=16)
+        self._q: "queue.Queue[object]" = queue.Queue(maxsize=16)
+        self._lock = threading.Lock()  # feed and stop: nothing is put after the end
         self._ended = False
         self._thread = threading.Thread(target=self._run, name="diff_id", daemon=True)
         self._thread.start()
@@ -195,26 +205,37 @@ class _LaterCheck:
         reader = _Chunks(self._q)
         try:
             self.check.verify(reader)
+        except _Aborted:
+            return
         except BaseException as e:  # noqa: B036 - raised again by whoever closes the hash
             self.error = e
-        while reader.read():  # the rest, so the hash never waits on a check that has ended
+        try:
+            while reader.read():  # the rest, so the hash never waits on a check that has ended
+                pass
+        except _Aborted:
             pass
 
     def feed(self, pos: int, chunk: "memoryview | bytes") -> None:
         """The bytes at `pos` (the part within the layer goes to the check; its end ends it)."""
         a, b = max(pos, self.start), min(pos + len(chunk), self.end)
-        if a < b:
-            self._q.put(memoryview(chunk)[a - pos:b - pos])
-        if pos + len(chunk) >= self.end:
-            self.stop()
+        with self._lock:
+            if self._ended:
+                return
+            if a < b:
+                self._q.put(memoryview(chunk)[a - pos:b - pos])
+            if pos + len(chunk) >= self.end:
+                self._ended = True
+                self._q.put(None)
 
     def stop(self) -> None:
-        if not self._ended:
-            self._ended = True
-            self._q.put(None)
+        """The write stopped: the thread ends, and nothing is judged."""
+        with self._lock:
+            if not self._ended:
+                self._ended = True
+                self._q.put(_ABORTED)
 
     def result(self) -> BaseException | None:
-        self.stop()
+        """The check's verdict, once the hash has fed the whole layer."""
         self._thread.join()
         return self.error
 

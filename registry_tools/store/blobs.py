@@ -9,6 +9,7 @@ tar we can read: that is the image's fault, a LayerFormatError.
 from __future__ import annotations
 
 import os
+import threading
 from typing import Callable
 
 import zstandard
@@ -241,15 +242,30 @@ class LayerCheck:
         self.layer = layer
         self.what = what
         self.size = size
-        self.kind = ""  # the compression found, once the tar has been written
+        self._lock = threading.Lock()
+        self._kind = ""  # the compression found, once the tar has been written whole
+        self._verified = False
 
     def written(self, kind: str) -> None:
-        self.kind = kind
+        """The copy has ended well (every byte read, the size as planned)."""
+        with self._lock:
+            self._kind = kind
+            both = self._verified
+        if both:
+            self._record()
 
     def verify(self, tar: "Readable") -> None:
         try:
             VerifyingReader(tar, self.layer.diff_id, self.size, f"{self.what} uncompressed content (diff_id)").drain()
         except VerificationError as e:
             raise self.store._bad_layer(self.layer.descriptor, self.what, e) from None
+        with self._lock:
+            self._verified = True
+            both = bool(self._kind)
+        if both:
+            self._record()
+
+    def _record(self) -> None:
+        """The facts a later run trusts (the layer measured), once both the copy and the check held."""
         self.store.cache.put_meta(self.layer.descriptor.digest, {"diff_id": str(self.layer.diff_id),
-                                                                 "size": self.size, "compression": self.kind})
+                                                                 "size": self.size, "compression": self._kind})
