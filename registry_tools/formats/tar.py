@@ -20,9 +20,10 @@ from typing import Callable, Iterable, cast
 
 from registry_tools.fileio import WRITE_BEHIND, drop_cached
 from registry_tools.model import manifest as mf
-from registry_tools.model.digest import ReadableFile, ReaderBase
+from registry_tools.model.digest import ReadableFile
 from registry_tools.model.image import Layer
-from registry_tools.store.blobs import BlobStore, LayerCheck, checks_later
+from registry_tools.formats.checks import LaterCheck
+from registry_tools.store.blobs import BlobStore, checks_later
 from registry_tools.workers import Workers, giving_way
 
 BLOCK = 512
@@ -78,9 +79,10 @@ class Entry:
     def produce(self, store: BlobStore, write: Write, checked_later: Callable[[str], None] | None = None) -> None:
         if self.data is not None:
             write(self.data)
+        elif self.layer is not None and checked_later is not None and checks_later(self.layer, self.opener):
+            store.copy_checked_later(self.layer, write, self.what, self.planned, checked_later)
         elif self.layer is not None:
-            store.copy_uncompressed(self.layer, write, self.what, self.planned, self.opener, self.dominant,
-                                    checked_later)
+            store.copy_uncompressed(self.layer, write, self.what, self.planned, self.opener, self.dominant)
         elif self.blob is not None:
             store.copy_verified(self.blob, write, self.what)
         elif self.producer is not None:
@@ -113,7 +115,7 @@ class _Region:
 
     KEEP = 8 << 20
 
-    def __init__(self, start: int, end: int, check: "_LaterCheck | None" = None):
+    def __init__(self, start: int, end: int, check: "LaterCheck | None" = None):
         self.start = start
         self.end = end
         self.check = check  # a layer's diff_id, checked on these bytes as the hash reads them
@@ -160,86 +162,6 @@ class _Region:
             return self.done_to
 
 
-_ABORTED = object()  # the write stopped: a check's thread ends without judging the layer
-
-
-class _Aborted(Exception):
-    pass
-
-
-class _Chunks(ReaderBase):
-    """What the ordered hash hands on, as a stream (None ends it)."""
-
-    def __init__(self, q: "queue.Queue[object]"):
-        self._q = q
-        self._ended = False
-
-    def read(self, n: int = -1) -> bytes:
-        if self._ended:
-            return b""
-        chunk = self._q.get()
-        if chunk is None or chunk is _ABORTED:
-            self._ended = True
-            if chunk is _ABORTED:
-                raise _Aborted()
-            return b""
-        return chunk  # type: ignore[return-value]  # a memoryview of written bytes: hashed, not kept
-
-
-class _LaterCheck:
-    """A layer's diff_id checked on a thread of its own from the bytes the archive's ordered hash
-    reads (no second read of the file), through the one verifying reader (LayerCheck)."""
-
-    def __init__(self, check: LayerCheck, start: int):
-        self.check = check
-        self.start = start
-        self.end = start + check.size
-        self.error: BaseException | None = None
-        self._q: "queue.Queue[object]" = queue.Queue(maxsize=16)
-        self._lock = threading.Lock()  # feed and stop: nothing is put after the end
-        self._ended = False
-        self._thread = threading.Thread(target=self._run, name="diff_id", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        reader = _Chunks(self._q)
-        try:
-            self.check.verify(reader)
-        except _Aborted:
-            return
-        except BaseException as e:  # noqa: B036 - raised again by whoever closes the hash
-            self.error = e
-        try:
-            while reader.read():  # the rest, so the hash never waits on a check that has ended
-                pass
-        except _Aborted:
-            pass
-
-    def feed(self, pos: int, chunk: "memoryview | bytes") -> None:
-        """The bytes at `pos` (the part within the layer goes to the check; its end ends it)."""
-        a, b = max(pos, self.start), min(pos + len(chunk), self.end)
-        with self._lock:
-            if self._ended:
-                return
-            if a < b:
-                self._q.put(memoryview(chunk)[a - pos:b - pos])
-            if pos + len(chunk) >= self.end:
-                self._ended = True
-                self._q.put(None)
-
-    def stop(self) -> None:
-        """The write stopped: the thread ends, and nothing is judged."""
-        with self._lock:
-            if not self._ended:
-                self._ended = True
-                self._q.put(_ABORTED)
-
-    def result(self) -> BaseException | None:
-        """The check's verdict, once the hash has fed the whole layer."""
-        self._thread.join()
-        return self.error
-
-
 class _OrderedHasher:
     """Hashes a file in order, following the writers: a region is hashed as far as it is written.
 
@@ -262,7 +184,7 @@ class _OrderedHasher:
         self._thread = threading.Thread(target=self._run, name="hash", daemon=True)
         self._thread.start()
 
-    def region(self, start: int, end: int, check: _LaterCheck | None = None) -> _Region:
+    def region(self, start: int, end: int, check: LaterCheck | None = None) -> _Region:
         region = _Region(start, end, check)
         with self._cond:
             self._regions.append(region)
@@ -414,7 +336,7 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
     pool = (workers or Workers(producers)).group(producers)
     offset = 0
 
-    def produce_at(e: Entry, feed: _Feed, check: _LaterCheck | None) -> None:
+    def produce_at(e: Entry, feed: _Feed, check: LaterCheck | None) -> None:
         later = check.check.written if check is not None else None
         if e.gives_way:  # the dominant layer's inflate is the pull's critical path: it comes first
             giving_way(lambda: e.produce(store, feed.write, later))
@@ -430,7 +352,7 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
             body = offset + len(header)
             end = body + e.size + len(_padding(e.size))
             hasher.region(offset, body).finish()
-            check = (_LaterCheck(store.layer_check(e.layer, e.what, e.size), body)
+            check = (LaterCheck(store.layer_check(e.layer, e.what, e.size), body)
                      if e.layer is not None and e.checked_by_hash and e.size else None)
             region = hasher.region(body, end, check)
             if e.data is not None or e.size == 0:

@@ -80,18 +80,14 @@ class BlobStore:
         return True
 
     def copy_uncompressed(self, layer: Layer, write: Write, what: str, planned: int | None = None,
-                          opener: Callable[[], ReadableFile] | None = None, dominant: bool = False,
-                          checked_later: Callable[[str], None] | None = None) -> None:
+                          opener: Callable[[], ReadableFile] | None = None, dominant: bool = False) -> None:
         """Stream a layer's tar, verified: against the measured size and the compressed digest
         when an earlier run checked its diff_id, else against the diff_id itself. `planned`
         is the size a plan assumed from the size record (SizeRecordWrong if it was wrong). `opener`
     reads the compressed bytes of a layer still downloading (the download checks their digest;
-    the tar is checked against the diff_id here). `checked_later`: a caller that reads the tar
-    back as it was written (an archive's ordered hash) checks the diff_id there instead, with
-    `layer_check` (where `checks_later` says so); it is told the compression found."""
+    the tar is checked against the diff_id here; `copy_checked_later` leaves that check to a
+    caller that reads the tar back)."""
         measured = layer.size is not None
-        if checked_later is not None and checks_later(layer, opener):
-            return self._copy_checked_later(layer, write, what, planned, checked_later)
         expected = layer.size if measured else planned
         big = dominant and (expected or 0) >= BACKGROUND_HASH_FROM
         # The thread that calls this decompresses; hashing (the compressed bytes for a measured
@@ -140,8 +136,11 @@ class BlobStore:
             self.cache.put_meta(layer.descriptor.digest, {"diff_id": str(layer.diff_id), "size": n,
                                                           "compression": kind})
 
-    def _copy_checked_later(self, layer: Layer, write: Write, what: str, planned: int | None,
-                            checked_later: Callable[[str], None]) -> None:
+    def copy_checked_later(self, layer: Layer, write: Write, what: str, planned: int | None,
+                           checked_later: Callable[[str], None]) -> None:
+        """A layer's tar (one `checks_later` allows) whose diff_id the caller checks on the tar as
+        it was written, with `layer_check` (an archive's ordered hash reads it back anyway);
+        `checked_later` is told the compression found once the copy has ended well."""
         compressed = self.cache.open_unhashed(layer.descriptor)
         n = 0
         try:
