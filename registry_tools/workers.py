@@ -22,7 +22,7 @@ import sys
 import threading
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable, Iterator, TypeVar
 
 from registry_tools.cancel import POLL, Cancel, current
@@ -210,11 +210,8 @@ def giving_way(fn: Callable[[], T]) -> T:
         except OSError:
             pass  # advice only: the work runs either way
         try:
-            if scope is None:
+            with scope.scope() if scope is not None else nullcontext():
                 out.append(fn())
-            else:
-                with scope.scope():
-                    out.append(fn())
         except BaseException as e:  # noqa: B036 - raised again on the thread that waits
             error.append(e)
 

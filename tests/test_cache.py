@@ -58,13 +58,13 @@ def test_a_layer_checked_from_the_archive_is_recorded_once_both_the_copy_and_the
     from registry_tools.model import manifest as mf
     from registry_tools.model.digest import Digest
     from registry_tools.model.image import Layer
-    from registry_tools.store.blobs import BlobStore
+    from registry_tools.store.blobs import BlobStore, LayerCheck
 
     tar = b"layer bytes" * 1000
     blob = Digest.parse("sha256:" + "cd" * 32)
     layer = Layer(mf.Descriptor(mf.OCI_LAYER, blob, 100), Digest.parse("sha256:" + hashlib.sha256(tar).hexdigest()))
     cache = BlobCache(tmp_path / "cache")
-    check = BlobStore(cache).layer_check(layer, "layer 1/2", len(tar))
+    check = LayerCheck(BlobStore(cache), layer, "layer 1/2", len(tar))
     if order == "written-first":
         check.written("gzip")
         assert cache.meta(blob) is None

@@ -78,13 +78,16 @@ def image_entries(image: Image, store: BlobStore, repo_tag: str,
     compressed form records, and SizeRecordWrong is raised if that record was wrong.
     """
     total = sum(layer.descriptor.size for layer in image.layers)
+    def is_dominant(size: int) -> bool:  # at least half of the image
+        return size * 2 >= total
+
     # the others give way to a dominant layer big enough for its own threads (BACKGROUND_HASH_FROM)
-    has_dominant = any(layer.descriptor.size * 2 >= total and layer.descriptor.size >= BACKGROUND_HASH_FROM
+    has_dominant = any(is_dominant(layer.descriptor.size) and layer.descriptor.size >= BACKGROUND_HASH_FROM
                        for layer in image.layers)
 
     def entry(i: int) -> Entry:
         what = f"layer {i + 1}/{len(image.layers)} {image.layers[i].descriptor.digest}"
-        dominant = image.layers[i].descriptor.size * 2 >= total
+        dominant = is_dominant(image.layers[i].descriptor.size)
         gives_way = has_dominant and not dominant
         early = supply.early(i) if supply is not None else None
         if early is not None:

@@ -23,7 +23,7 @@ from registry_tools.model import manifest as mf
 from registry_tools.model.digest import ReadableFile
 from registry_tools.model.image import Layer
 from registry_tools.formats.checks import LaterCheck
-from registry_tools.store.blobs import BlobStore, checks_later
+from registry_tools.store.blobs import BlobStore, LayerCheck, checks_later
 from registry_tools.workers import Workers, giving_way
 
 BLOCK = 512
@@ -79,7 +79,7 @@ class Entry:
     def produce(self, store: BlobStore, write: Write, checked_later: Callable[[str], None] | None = None) -> None:
         if self.data is not None:
             write(self.data)
-        elif self.layer is not None and checked_later is not None and checks_later(self.layer, self.opener):
+        elif self.layer is not None and checked_later is not None:  # the caller checks its diff_id (checked_by_hash)
             store.copy_checked_later(self.layer, write, self.what, self.planned, checked_later)
         elif self.layer is not None:
             store.copy_uncompressed(self.layer, write, self.what, self.planned, self.opener, self.dominant)
@@ -352,7 +352,7 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
             body = offset + len(header)
             end = body + e.size + len(_padding(e.size))
             hasher.region(offset, body).finish()
-            check = (LaterCheck(store.layer_check(e.layer, e.what, e.size), body)
+            check = (LaterCheck(LayerCheck(store, e.layer, e.what, e.size), body)
                      if e.layer is not None and e.checked_by_hash and e.size else None)
             region = hasher.region(body, end, check)
             if e.data is not None or e.size == 0:

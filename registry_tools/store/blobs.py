@@ -104,12 +104,7 @@ class BlobStore:
             if not measured:
                 tar = VerifyingReader(stream, layer.diff_id, None, f"{what} uncompressed content (diff_id)",
                                       background=big)
-            source = tar or stream
-            while chunk := source.read(READ_SIZE):
-                n += len(chunk)
-                if expected is not None and n > expected:
-                    break
-                write(chunk)
+            n = _copy_at_most(tar or stream, write, expected)
             if measured:
                 assert isinstance(compressed, VerifyingReader)
                 compressed.drain()
@@ -133,23 +128,17 @@ class BlobStore:
                 raise SizeRecordWrong(what)
             raise CacheDamaged(layer.descriptor.digest, f"{what}: the layer's tar is not {expected} bytes")
         if not measured:
-            self.cache.put_meta(layer.descriptor.digest, {"diff_id": str(layer.diff_id), "size": n,
-                                                          "compression": kind})
+            self.remember(layer, n, kind)
 
     def copy_checked_later(self, layer: Layer, write: Write, what: str, planned: int | None,
                            checked_later: Callable[[str], None]) -> None:
         """A layer's tar (one `checks_later` allows) whose diff_id the caller checks on the tar as
-        it was written, with `layer_check` (an archive's ordered hash reads it back anyway);
+        it was written, with a `LayerCheck` (an archive's ordered hash reads it back anyway);
         `checked_later` is told the compression found once the copy has ended well."""
         compressed = self.cache.open_unhashed(layer.descriptor)
-        n = 0
         try:
             stream, kind = decompressed(compressed)
-            while chunk := stream.read(READ_SIZE):
-                n += len(chunk)
-                if planned is not None and n > planned:
-                    break
-                write(chunk)
+            n = _copy_at_most(stream, write, planned)
         except DECOMPRESS_ERRORS as e:
             raise self._bad_layer(layer.descriptor, what, e) from None
         finally:
@@ -158,8 +147,10 @@ class BlobStore:
             raise SizeRecordWrong(what)
         checked_later(kind)
 
-    def layer_check(self, layer: Layer, what: str, size: int) -> "LayerCheck":
-        return LayerCheck(self, layer, what, size)
+    def remember(self, layer: Layer, size: int, kind: str) -> None:
+        """The facts a later run trusts: the layer's diff_id checked, its tar measured."""
+        self.cache.put_meta(layer.descriptor.digest, {"diff_id": str(layer.diff_id), "size": size,
+                                                      "compression": kind})
 
     def measured(self, layer: Layer) -> Layer:
         """The layer with its exact size, if an earlier run verified it."""
@@ -194,7 +185,7 @@ class BlobStore:
             raise self._bad_layer(desc, what, e) from None
         finally:
             compressed.close()
-        self.cache.put_meta(desc.digest, {"diff_id": str(layer.diff_id), "size": n, "compression": kind})
+        self.remember(layer, n, kind)
         return Layer(desc, layer.diff_id, n)
 
 
@@ -223,6 +214,18 @@ def size_record(path: str) -> int | None:
                 return None
             return size if size >= 0 else None
     return None
+
+
+def _copy_at_most(source: Readable, write: Write, limit: int | None) -> int:
+    """`source` to `write`, stopping once past `limit` bytes; how many were read (the caller
+    tells a wrong size by it)."""
+    n = 0
+    while chunk := source.read(READ_SIZE):
+        n += len(chunk)
+        if limit is not None and n > limit:
+            break
+        write(chunk)
+    return n
 
 
 def checks_later(layer: Layer, opener: object) -> bool:
@@ -265,6 +268,5 @@ class LayerCheck:
             self._record()
 
     def _record(self) -> None:
-        """The facts a later run trusts (the layer measured), once both the copy and the check held."""
-        self.store.cache.put_meta(self.layer.descriptor.digest, {"diff_id": str(self.layer.diff_id),
-                                                                 "size": self.size, "compression": self._kind})
+        """Once both the copy and the check held."""
+        self.store.remember(self.layer, self.size, self._kind)
