@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, cast
 
-from registry_tools.fileio import WRITE_BEHIND, drop_cached
+from registry_tools.fileio import WRITE_BEHIND, drop_cached, page_cache_room
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import ReadableFile
 from registry_tools.model.image import Layer
@@ -165,15 +165,19 @@ class _Region:
 class _OrderedHasher:
     """Hashes a file in order, following the writers: a region is hashed as far as it is written.
 
-    What it has hashed is done with: its writeback starts (DONTNEED on dirty pages) and, a
-    few steps behind (written by then), its pages leave the page cache. A large archive
-    then cycles through a small set of pages instead of touching as many new ones as it
-    is long (new pages cost more than reused ones, on virtual machines above all). Where
-    the disk is slow the pages are still dirty and simply stay: nothing waits for them.
+    An archive that fits in the page cache's room (`page_cache_room`), as far as it is
+    planned, stays there for the kernel to write back in its own time. Once it is planned
+    beyond that, what the hash has passed is done with: its writeback starts (DONTNEED on
+    dirty pages) and, a few steps behind (written by then), its pages leave the page cache.
+    A large archive then cycles through a small set of pages instead of filling the memory
+    it has (and being throttled or reclaimed for). Where the disk is slow the pages are
+    still dirty and simply stay: nothing waits for them.
     """
 
-    def __init__(self, fd: int):
+    def __init__(self, fd: int, room: int | None = None):
+        """`room`: the page cache's (None: unknown, every page is written behind)."""
         self.fd = fd
+        self._room = room
         self._behind = 0  # writeback started up to here
         self._started: list[tuple[int, int]] = []
         self.hash = hashlib.sha256()
@@ -222,6 +226,12 @@ class _OrderedHasher:
             return self._regions[i] if i < len(self._regions) else None
 
     def _run(self) -> None:
+        try:
+            self._follow()
+        except BaseException as e:  # noqa: B036 - close() raises it, on the thread that waits for the hash
+            self.error = e
+
+    def _follow(self) -> None:
         i = 0
         while (region := self._next(i)) is not None:
             pos = region.start
@@ -241,9 +251,13 @@ class _OrderedHasher:
                     self._done_with(pos)
             i += 1
 
+    def _fits(self) -> bool:
+        """Whether the archive, as far as it is planned (its last region's end), fits in the room."""
+        return self._room is not None and self._regions[-1].end <= self._room
+
     def _done_with(self, pos: int) -> None:
-        if pos - self._behind < WRITE_BEHIND:
-            return
+        if pos - self._behind < WRITE_BEHIND or self._fits():
+            return  # once it no longer fits, the first step starts the writeback of all before it
         drop_cached(self.fd, self._behind, pos - self._behind)  # dirty: its writeback starts
         self._started.append((self._behind, pos))
         while len(self._started) > 2:  # two steps back: written by now on any usual disk
@@ -330,7 +344,7 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
     Each produced entry is decompressed on one thread and written on another, and the
     sha256 of the whole file is computed in order right behind the writers; returns it.
     """
-    hasher = _OrderedHasher(fd)
+    hasher = _OrderedHasher(fd, page_cache_room())
     writer = _Writer(fd)
     own = workers is None
     pool = (workers or Workers(producers)).group(producers)
