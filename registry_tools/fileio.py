@@ -191,7 +191,8 @@ def page_cache_room(proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cg
     """How many bytes a write may leave in the page cache before Linux throttles the writer or
     reclaims memory for it: the dirty limit (`vm.dirty_bytes`, else `vm.dirty_ratio` per cent
     of the available memory) and, in a memory cgroup with a limit (v2 or v1, its own or a
-    parent's), what is left under that limit. None where the system does not say."""
+    parent's), what is left under that limit, its inactive page cache counted as free. None
+    where the system does not say."""
     try:
         meminfo = dict(line.split(":", 1) for line in (proc / "meminfo").read_text().splitlines() if ":" in line)
         available = int(meminfo["MemAvailable"].split()[0]) * 1024
@@ -201,7 +202,10 @@ def page_cache_room(proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cg
     except (OSError, ValueError, KeyError, IndexError):
         return None
     for line in own:
-        _, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _, controllers, path = fields
         if controllers == "":  # v2
             root, limit_file, usage_file, inactive = cgroups, "memory.max", "memory.current", "inactive_file"
         elif "memory" in controllers.split(","):

@@ -79,6 +79,12 @@ def test_a_cgroup_over_its_limit_leaves_no_room(tmp_path):
     assert page_cache_room(proc, cgroups) == 0
 
 
+def test_lines_of_proc_self_cgroup_it_cannot_read_are_passed_over(tmp_path):
+    proc, cgroups = machine(tmp_path, available=10 * GiB, cgroup="garbage\n\n0::/job\n")
+    group(cgroups, "job", {"memory.max": f"{GiB}\n", "memory.current": "0\n"})
+    assert page_cache_room(proc, cgroups) == GiB
+
+
 def test_a_system_that_does_not_say_gives_no_room(tmp_path):
     assert page_cache_room(tmp_path / "nothing", tmp_path / "nothing") is None
 
