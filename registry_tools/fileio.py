@@ -184,59 +184,6 @@ class AtomicDir:
 
 WRITE_BEHIND = 32 << 20  # a file being written starts its writeback every this many bytes
 _ADVISE = getattr(os, "posix_fadvise", None)
-_UNLIMITED = 1 << 60  # a cgroup v1 without a limit reports about 2**63
-
-
-def page_cache_room(proc: Path = Path("/proc"), cgroups: Path = Path("/sys/fs/cgroup")) -> int | None:
-    """How many bytes a write may leave in the page cache before Linux throttles the writer or
-    reclaims memory for it: the dirty limit (`vm.dirty_bytes`, else `vm.dirty_ratio` per cent
-    of the available memory) and, in a memory cgroup with a limit (v2 or v1, its own or a
-    parent's), what is left under that limit, its inactive page cache counted as free. None
-    where the system does not say."""
-    try:
-        meminfo = dict(line.split(":", 1) for line in (proc / "meminfo").read_text().splitlines() if ":" in line)
-        available = int(meminfo["MemAvailable"].split()[0]) * 1024
-        dirty_bytes = int((proc / "sys/vm/dirty_bytes").read_text())
-        room = dirty_bytes or available * int((proc / "sys/vm/dirty_ratio").read_text()) // 100
-        own = (proc / "self/cgroup").read_text().splitlines()
-    except (OSError, ValueError, KeyError, IndexError):
-        return None
-    for line in own:
-        fields = line.split(":", 2)
-        if len(fields) != 3:
-            continue
-        _, controllers, path = fields
-        if controllers == "":  # v2
-            root, limit_file, usage_file, inactive = cgroups, "memory.max", "memory.current", "inactive_file"
-        elif "memory" in controllers.split(","):
-            root, limit_file, usage_file, inactive = (cgroups / "memory", "memory.limit_in_bytes",
-                                                      "memory.usage_in_bytes", "total_inactive_file")
-        else:
-            continue
-        here = root / path.strip("/")
-        for group in (here, *here.parents):  # this cgroup and every parent up to the hierarchy's root
-            if not group.is_relative_to(root):
-                break
-            try:
-                limit = (group / limit_file).read_text().strip()
-                usage = int((group / usage_file).read_text())
-            except (OSError, ValueError):
-                continue
-            if limit.isdigit() and int(limit) < _UNLIMITED:  # v2 says "max" where there is none
-                room = min(room, max(0, int(limit) - usage + _stat(group / "memory.stat", inactive)))
-    return room
-
-
-def _stat(path: Path, key: str) -> int:
-    """One value of a cgroup's memory.stat (0 if it has none): here the page cache it can drop at once."""
-    try:
-        for line in path.read_text().splitlines():
-            name, _, value = line.partition(" ")
-            if name == key:
-                return int(value)
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 def drop_cached(fd: int, start: int = 0, length: int = 0) -> None:

@@ -18,7 +18,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, cast
 
-from registry_tools.fileio import WRITE_BEHIND, drop_cached, page_cache_room
+from registry_tools.fileio import WRITE_BEHIND, drop_cached
 from registry_tools.model import manifest as mf
 from registry_tools.model.digest import ReadableFile
 from registry_tools.model.image import Layer
@@ -165,19 +165,18 @@ class _Region:
 class _OrderedHasher:
     """Hashes a file in order, following the writers: a region is hashed as far as it is written.
 
-    An archive that fits in the page cache's room (`page_cache_room`), as far as it is
-    planned, stays there for the kernel to write back in its own time. Once it is planned
-    beyond that, what the hash has passed is done with: its writeback starts (DONTNEED on
-    dirty pages) and, a few steps behind (written by then), its pages leave the page cache.
-    A large archive then cycles through a small set of pages instead of filling the memory
-    it has (and being throttled or reclaimed for). Where the disk is slow the pages are
-    still dirty and simply stay: nothing waits for them.
+    While the archive is being written, what the hash has passed is done with: its writeback
+    starts (DONTNEED on dirty pages) and, a few steps behind (written by then), its pages
+    leave the page cache. A large archive then cycles through a small set of pages instead
+    of touching as many new ones as it is long (new pages cost more than reused ones, on
+    virtual machines above all). Once every byte is written (`close`), what the hash still
+    reads is left alone: no write would take the pages freed, and the hash is then all the
+    write waits for. Where the disk is slow the pages are still dirty and simply stay:
+    nothing waits for them.
     """
 
-    def __init__(self, fd: int, room: int | None = None):
-        """`room`: the page cache's (None: unknown, every page is written behind)."""
+    def __init__(self, fd: int):
         self.fd = fd
-        self._room = room
         self._behind = 0  # writeback started up to here
         self._started: list[tuple[int, int]] = []
         self.hash = hashlib.sha256()
@@ -251,13 +250,9 @@ class _OrderedHasher:
                     self._done_with(pos)
             i += 1
 
-    def _fits(self) -> bool:
-        """Whether the archive, as far as it is planned (its last region's end), fits in the room."""
-        return self._room is not None and self._regions[-1].end <= self._room
-
     def _done_with(self, pos: int) -> None:
-        if pos - self._behind < WRITE_BEHIND or self._fits():
-            return  # once it no longer fits, the first step starts the writeback of all before it
+        if pos - self._behind < WRITE_BEHIND or self._closed:  # closed: every byte is written
+            return
         drop_cached(self.fd, self._behind, pos - self._behind)  # dirty: its writeback starts
         self._started.append((self._behind, pos))
         while len(self._started) > 2:  # two steps back: written by now on any usual disk
@@ -344,7 +339,7 @@ def write_positional(entries: Iterable[Entry], store: BlobStore, fd: int, worker
     Each produced entry is decompressed on one thread and written on another, and the
     sha256 of the whole file is computed in order right behind the writers; returns it.
     """
-    hasher = _OrderedHasher(fd, page_cache_room())
+    hasher = _OrderedHasher(fd)
     writer = _Writer(fd)
     own = workers is None
     pool = (workers or Workers(producers)).group(producers)
